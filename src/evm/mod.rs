@@ -1,0 +1,10 @@
+//! EVM side of the `exact` scheme: EIP-3009 typed data and signature recovery (pure), keys
+//! (env var or encrypted keystore, devnet keys refused off the devnet), chain reads for
+//! verification, and the settler that submits `transferWithAuthorization`.
+
+pub mod chain;
+pub mod keys;
+pub mod typed;
+
+pub use chain::{Chain, ChainError, SettleOutcome};
+pub use keys::{KeyError, KeySource};

@@ -1,0 +1,10 @@
+//! x402-sidecar: a pingora sidecar that sells roma-01 strategy advice behind an x402 paywall.
+//!
+//! Modules, one job each: [`x402`] (protocol, no I/O), [`evm`] (EIP-3009 signing, chain reads,
+//! settlement), [`store`] (replay guard), [`config`] (sidecar.yaml), [`strategy`] (the request
+//! contract), [`inbound`] (the paywall service), [`client`] (paying a 402), [`devnet`] (a local
+//! chain with the project's own token), [`standin`] (a labelled stand-in strategy upstream).
+
+pub mod evm;
+pub mod store;
+pub mod x402;

@@ -1,0 +1,198 @@
+//! One-node replay store on moka: per-key serialised compute gives the atomic claim.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use moka::Expiry;
+use moka::ops::compute::{CompResult, Op};
+use moka::sync::Cache;
+
+use super::{PaymentRecord, ReplayStore, StoreError};
+
+#[derive(Clone)]
+struct Entry {
+    rec: PaymentRecord,
+    ttl: Duration,
+}
+
+struct PerEntryTtl;
+
+impl Expiry<String, Entry> for PerEntryTtl {
+    fn expire_after_create(&self, _k: &String, v: &Entry, _at: Instant) -> Option<Duration> {
+        Some(v.ttl)
+    }
+    fn expire_after_update(
+        &self,
+        _k: &String,
+        v: &Entry,
+        _at: Instant,
+        _left: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(v.ttl)
+    }
+}
+
+/// In-process store: correct for one sidecar; replicas need [`super::RedisStore`].
+pub struct MemoryStore {
+    cache: Cache<String, Entry>,
+}
+
+impl MemoryStore {
+    pub fn new(capacity: u64) -> Self {
+        MemoryStore {
+            cache: Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(PerEntryTtl)
+                .build(),
+        }
+    }
+}
+
+#[async_trait]
+impl ReplayStore for MemoryStore {
+    async fn claim(
+        &self,
+        key: &str,
+        rec: &PaymentRecord,
+        ttl: Duration,
+    ) -> Result<Option<PaymentRecord>, StoreError> {
+        let mut existing = None;
+        self.cache
+            .entry(key.to_string())
+            .and_compute_with(|cur| match cur {
+                Some(e) => {
+                    existing = Some(e.into_value().rec);
+                    Op::Nop
+                }
+                None => Op::Put(Entry {
+                    rec: rec.clone(),
+                    ttl,
+                }),
+            });
+        Ok(existing)
+    }
+
+    async fn replace(
+        &self,
+        key: &str,
+        token: &str,
+        rec: &PaymentRecord,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let r = self
+            .cache
+            .entry(key.to_string())
+            .and_compute_with(|cur| match cur {
+                Some(e) if e.value().rec.token == token => Op::Put(Entry {
+                    rec: rec.clone(),
+                    ttl,
+                }),
+                _ => Op::Nop,
+            });
+        Ok(matches!(r, CompResult::ReplacedWith(_)))
+    }
+
+    async fn release(&self, key: &str, token: &str) -> Result<bool, StoreError> {
+        let r = self
+            .cache
+            .entry(key.to_string())
+            .and_compute_with(|cur| match cur {
+                Some(e) if e.value().rec.token == token => Op::Remove,
+                _ => Op::Nop,
+            });
+        Ok(matches!(r, CompResult::Removed(_)))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{PaymentState, sample};
+    use super::*;
+
+    #[tokio::test]
+    async fn claim_is_exclusive_and_changes_need_the_token() {
+        let s = MemoryStore::new(100);
+        let ttl = Duration::from_secs(60);
+        assert_eq!(
+            s.claim("k", &sample("a", PaymentState::InFlight), ttl)
+                .await
+                .unwrap(),
+            None
+        );
+        let held = s
+            .claim("k", &sample("b", PaymentState::InFlight), ttl)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(held.token, "a");
+        assert!(
+            !s.replace("k", "b", &sample("b", PaymentState::Done), ttl)
+                .await
+                .unwrap()
+        );
+        assert!(
+            s.replace("k", "a", &sample("a", PaymentState::Done), ttl)
+                .await
+                .unwrap()
+        );
+        assert!(!s.release("k", "b").await.unwrap());
+        assert!(s.release("k", "a").await.unwrap());
+        assert_eq!(
+            s.claim("k", &sample("c", PaymentState::InFlight), ttl)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn claims_expire() {
+        let s = MemoryStore::new(100);
+        s.claim(
+            "k",
+            &sample("a", PaymentState::InFlight),
+            Duration::from_millis(50),
+        )
+        .await
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(120));
+        assert_eq!(
+            s.claim(
+                "k",
+                &sample("b", PaymentState::InFlight),
+                Duration::from_secs(5)
+            )
+            .await
+            .unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_claims_have_one_winner() {
+        let s = std::sync::Arc::new(MemoryStore::new(100));
+        let mut handles = Vec::new();
+        for i in 0..32 {
+            let s = s.clone();
+            handles.push(tokio::spawn(async move {
+                s.claim(
+                    "k",
+                    &sample(&i.to_string(), PaymentState::InFlight),
+                    Duration::from_secs(5),
+                )
+                .await
+                .unwrap()
+                .is_none()
+            }));
+        }
+        let mut winners = 0;
+        for h in handles {
+            winners += h.await.unwrap() as usize;
+        }
+        assert_eq!(winners, 1);
+    }
+}

@@ -1,0 +1,116 @@
+//! The replay guard's store: one atomic claim per payment `(chain, asset, payer, nonce)`,
+//! and the answer kept with it so a retry of the same payment never pays or computes twice.
+//!
+//! Two implementations behind [`ReplayStore`]: [`MemoryStore`] (moka, one node) and
+//! [`RedisStore`] (many replicas; compare-and-set in Lua so ownership is checked atomically).
+
+mod memory;
+mod redis_store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use memory::MemoryStore;
+pub use redis_store::RedisStore;
+
+/// Where a payment is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentState {
+    /// Claimed by a request that is verifying, forwarding or settling it.
+    InFlight,
+    /// The upstream answered but the payment is not settled (buyer hung up, or settlement
+    /// failed for a reason the buyer can fix). A retry with the same payment settles and gets it.
+    Ready,
+    /// Broadcast, outcome unknown: reconcile by tx hash before answering.
+    Pending,
+    /// Settled; `answer` is the final response, served again to a retry with the same body.
+    Done,
+}
+
+/// A stored answer: what the upstream said (Ready/Pending) or what the buyer got (Done).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredAnswer {
+    pub status: u16,
+    pub body: String,
+    /// Settlement receipt header (name, base64 value), once settled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<(String, String)>,
+}
+
+/// The record kept per payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRecord {
+    pub state: PaymentState,
+    /// Identifies the request holding the claim; every change is conditional on it.
+    pub token: String,
+    /// SHA-256 of the request body the payment was first used with.
+    pub body_hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<StoredAnswer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx: Option<String>,
+    /// Request id of the request that claimed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// The replay guard's storage. Every mutation after the claim is a compare-and-set on `token`.
+#[async_trait]
+pub trait ReplayStore: Send + Sync {
+    /// Insert `rec` unless the key exists. `Ok(None)`: claimed. `Ok(Some(r))`: already held.
+    async fn claim(
+        &self,
+        key: &str,
+        rec: &PaymentRecord,
+        ttl: Duration,
+    ) -> Result<Option<PaymentRecord>, StoreError>;
+    /// Replace the record if it is still held by `token`; false if it is not.
+    async fn replace(
+        &self,
+        key: &str,
+        token: &str,
+        rec: &PaymentRecord,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+    /// Delete the record if it is still held by `token`; false if it is not.
+    async fn release(&self, key: &str, token: &str) -> Result<bool, StoreError>;
+    /// Is the store reachable?
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Open the store named in the configuration: `memory` or `redis://…`.
+pub fn open(spec: &str) -> Result<Arc<dyn ReplayStore>, StoreError> {
+    if spec == "memory" {
+        Ok(Arc::new(MemoryStore::new(1_000_000)))
+    } else if spec.starts_with("redis://") || spec.starts_with("rediss://") {
+        Ok(Arc::new(RedisStore::new(spec)?))
+    } else {
+        Err(StoreError::Unavailable(format!(
+            "unknown store `{spec}`: use `memory` or `redis://host:port/db`"
+        )))
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn sample(token: &str, state: PaymentState) -> PaymentRecord {
+    PaymentRecord {
+        state,
+        token: token.into(),
+        body_hash: "h".into(),
+        answer: None,
+        tx: None,
+        request_id: None,
+    }
+}

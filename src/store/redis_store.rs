@@ -1,0 +1,211 @@
+//! Replay store on Redis, shared by replicas: `SET NX PX` for the claim, Lua compare-and-set
+//! on the claim token for every later change. The connection is made lazily on the runtime
+//! of the service that first uses it.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use tokio::sync::OnceCell;
+
+use super::{PaymentRecord, ReplayStore, StoreError};
+
+const KEY_PREFIX: &str = "x402-sidecar:payment:";
+
+/// Replace or delete (empty ARGV[2]) the record if its token is ARGV[1].
+const CAS: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local ok, r = pcall(cjson.decode, v)
+if not ok or r.token ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return 1
+"#;
+
+pub struct RedisStore {
+    client: redis::Client,
+    conn: OnceCell<ConnectionManager>,
+    cas: Script,
+}
+
+impl RedisStore {
+    pub fn new(url: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| StoreError::Unavailable(format!("bad Redis URL: {e}")))?;
+        Ok(RedisStore {
+            client,
+            conn: OnceCell::new(),
+            cas: Script::new(CAS),
+        })
+    }
+
+    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        self.conn
+            .get_or_try_init(|| async {
+                let cfg = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(2)))
+                    .set_response_timeout(Some(Duration::from_secs(2)))
+                    .set_number_of_retries(1);
+                ConnectionManager::new_with_config(self.client.clone(), cfg).await
+            })
+            .await
+            .cloned()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    fn encode(rec: &PaymentRecord) -> Result<String, StoreError> {
+        serde_json::to_string(rec).map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    async fn cas(
+        &self,
+        key: &str,
+        token: &str,
+        value: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.conn().await?;
+        let n: i64 = self
+            .cas
+            .key(format!("{KEY_PREFIX}{key}"))
+            .arg(token)
+            .arg(value)
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(n == 1)
+    }
+}
+
+#[async_trait]
+impl ReplayStore for RedisStore {
+    async fn claim(
+        &self,
+        key: &str,
+        rec: &PaymentRecord,
+        ttl: Duration,
+    ) -> Result<Option<PaymentRecord>, StoreError> {
+        let mut c = self.conn().await?;
+        let k = format!("{KEY_PREFIX}{key}");
+        let value = Self::encode(rec)?;
+        let opts = redis::SetOptions::default()
+            .conditional_set(redis::ExistenceCheck::NX)
+            .with_expiration(redis::SetExpiry::PX(ttl.as_millis().max(1) as u64));
+        let set: Option<String> = c
+            .set_options(&k, value, opts)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        if set.is_some() {
+            return Ok(None);
+        }
+        let cur: Option<String> = c
+            .get(&k)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        match cur {
+            Some(v) => serde_json::from_str(&v)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(e.to_string())),
+            // Expired between the two calls: the payment is free again; claim once more.
+            None => {
+                let opts = redis::SetOptions::default()
+                    .conditional_set(redis::ExistenceCheck::NX)
+                    .with_expiration(redis::SetExpiry::PX(ttl.as_millis().max(1) as u64));
+                let set: Option<String> = c
+                    .set_options(&k, Self::encode(rec)?, opts)
+                    .await
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                if set.is_some() {
+                    Ok(None)
+                } else {
+                    Err(StoreError::Unavailable("claim raced with expiry".into()))
+                }
+            }
+        }
+    }
+
+    async fn replace(
+        &self,
+        key: &str,
+        token: &str,
+        rec: &PaymentRecord,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        self.cas(key, token, &Self::encode(rec)?, ttl).await
+    }
+
+    async fn release(&self, key: &str, token: &str) -> Result<bool, StoreError> {
+        self.cas(key, token, "", Duration::from_millis(1)).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut c)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{PaymentState, sample};
+    use super::*;
+
+    fn url() -> String {
+        std::env::var("X402_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+    }
+
+    #[tokio::test]
+    async fn claim_is_exclusive_and_changes_need_the_token() {
+        let s = RedisStore::new(&url()).unwrap();
+        let key = format!("unit-{}", rand::random::<u64>());
+        let ttl = Duration::from_secs(30);
+        assert_eq!(
+            s.claim(&key, &sample("a", PaymentState::InFlight), ttl)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            s.claim(&key, &sample("b", PaymentState::InFlight), ttl)
+                .await
+                .unwrap()
+                .unwrap()
+                .token,
+            "a"
+        );
+        assert!(
+            !s.replace(&key, "b", &sample("b", PaymentState::Done), ttl)
+                .await
+                .unwrap()
+        );
+        assert!(
+            s.replace(&key, "a", &sample("a", PaymentState::Done), ttl)
+                .await
+                .unwrap()
+        );
+        let held = s
+            .claim(&key, &sample("c", PaymentState::InFlight), ttl)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(held.state, PaymentState::Done);
+        assert!(!s.release(&key, "c").await.unwrap());
+        assert!(s.release(&key, "a").await.unwrap());
+        assert_eq!(
+            s.claim(&key, &sample("c", PaymentState::InFlight), ttl)
+                .await
+                .unwrap(),
+            None
+        );
+        s.release(&key, "c").await.unwrap();
+    }
+}

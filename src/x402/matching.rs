@@ -1,0 +1,487 @@
+//! Matching a payment against *this route's own* requirements, and the authorization checks
+//! that need no chain: recipient, value and the validity window with an upper bound.
+
+use alloy_primitives::{Address, U256};
+use serde_json::{Map, Value, json};
+
+use super::challenge::ChallengeKey;
+use super::networks;
+use super::reason::{Reason, Rejection};
+use super::types::*;
+
+/// Seconds a settlement needs after verification: `validBefore` must be at least this far ahead.
+pub const SETTLEMENT_BUFFER_SECS: u64 = 6;
+/// Clock skew tolerated above `now + maxTimeoutSeconds` for `validBefore`.
+pub const CLOCK_SKEW_SECS: u64 = 30;
+
+/// One way this route can be paid: the static requirement plus what is needed to check it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Offer {
+    pub scheme: String,
+    pub network: String,
+    pub chain_id: u64,
+    pub asset: Address,
+    pub pay_to: Address,
+    pub amount: U256,
+    pub max_timeout_seconds: u64,
+    pub decimals: u8,
+    /// EIP-712 domain of the token.
+    pub eip712_name: String,
+    pub eip712_version: String,
+    /// Who settles, announced in `extra.facilitator`.
+    pub facilitator: String,
+}
+
+impl Offer {
+    /// The requirement without a challenge (what the challenge MAC covers).
+    pub fn base_requirement(&self) -> PaymentRequirements {
+        PaymentRequirements {
+            scheme: self.scheme.clone(),
+            network: self.network.clone(),
+            amount: self.amount,
+            asset: self.asset,
+            pay_to: self.pay_to,
+            max_timeout_seconds: self.max_timeout_seconds,
+            extra: Some(self.static_extra()),
+        }
+    }
+
+    fn static_extra(&self) -> Value {
+        json!({
+            "name": self.eip712_name,
+            "version": self.eip712_version,
+            "facilitator": self.facilitator,
+        })
+    }
+
+    /// The requirement as offered in a 402: static extra plus a fresh signed challenge.
+    pub fn challenge(&self, key: &ChallengeKey, route: &str, now: u64) -> PaymentRequirements {
+        let mut req = self.base_requirement();
+        let expires_at = now + self.max_timeout_seconds;
+        let token = key.issue(route, &req, expires_at);
+        if let Some(Value::Object(extra)) = req.extra.as_mut() {
+            extra.insert("expiresAt".into(), json!(expires_at));
+            extra.insert("challenge".into(), json!(token));
+        }
+        req
+    }
+
+    /// The same requirement in v1 form (for the 402 JSON body).
+    pub fn challenge_v1(
+        &self,
+        v2: &PaymentRequirements,
+        resource: &str,
+        description: &str,
+    ) -> PaymentRequirementsV1 {
+        PaymentRequirementsV1 {
+            scheme: v2.scheme.clone(),
+            network: networks::v1_name(&v2.network)
+                .unwrap_or(&v2.network)
+                .to_string(),
+            max_amount_required: v2.amount,
+            resource: resource.to_string(),
+            description: description.to_string(),
+            mime_type: "application/json".into(),
+            pay_to: v2.pay_to,
+            max_timeout_seconds: v2.max_timeout_seconds,
+            asset: v2.asset,
+            extra: v2.extra.clone(),
+            output_schema: None,
+        }
+    }
+}
+
+/// The result of matching: which offer the payment is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Matched {
+    pub offer: usize,
+}
+
+/// Find the offer a payment is for, checking every requirement field against ours.
+pub fn match_payment(
+    offers: &[Offer],
+    payment: &IncomingPayment,
+    key: &ChallengeKey,
+    route: &str,
+    now: u64,
+) -> Result<Matched, Rejection> {
+    match payment {
+        IncomingPayment::V2(p) => match_v2(offers, &p.accepted, key, route, now),
+        IncomingPayment::V1(p) => match_v1(offers, p),
+    }
+}
+
+fn match_v2(
+    offers: &[Offer],
+    acc: &PaymentRequirements,
+    key: &ChallengeKey,
+    route: &str,
+    now: u64,
+) -> Result<Matched, Rejection> {
+    if acc.scheme != "exact" {
+        return Err(Rejection::new(
+            Reason::UnsupportedScheme,
+            format!(
+                "scheme `{}` is not offered here; this route takes `exact`",
+                acc.scheme
+            ),
+        ));
+    }
+    let on_network: Vec<usize> = (0..offers.len())
+        .filter(|&i| offers[i].network == acc.network)
+        .collect();
+    if on_network.is_empty() {
+        return Err(Rejection::new(
+            Reason::NetworkMismatch,
+            format!(
+                "network `{}` is not accepted here; accepted: {}",
+                acc.network,
+                list(offers, |o| o.network.clone())
+            ),
+        ));
+    }
+    let Some(i) = on_network
+        .iter()
+        .copied()
+        .find(|&i| offers[i].asset == acc.asset)
+    else {
+        return Err(Rejection::new(
+            Reason::AssetMismatch,
+            format!("asset {} is not accepted on {}", acc.asset, acc.network),
+        ));
+    };
+    let o = &offers[i];
+    if acc.pay_to != o.pay_to {
+        return Err(Rejection::new(
+            Reason::RecipientMismatch,
+            format!(
+                "payTo {} is not this seller's address {}",
+                acc.pay_to, o.pay_to
+            ),
+        ));
+    }
+    if acc.amount != o.amount {
+        return Err(Rejection::new(
+            Reason::ValueMismatch,
+            format!(
+                "the accepted amount {} differs from the price {}",
+                acc.amount, o.amount
+            ),
+        ));
+    }
+    if acc.max_timeout_seconds != o.max_timeout_seconds {
+        return Err(Rejection::new(
+            Reason::RequirementsMismatch,
+            format!(
+                "maxTimeoutSeconds {} differs from this route's {}",
+                acc.max_timeout_seconds, o.max_timeout_seconds
+            ),
+        ));
+    }
+    let empty = Map::new();
+    let extra = acc
+        .extra
+        .as_ref()
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
+    for (field, ours) in [
+        ("name", &o.eip712_name),
+        ("version", &o.eip712_version),
+        ("facilitator", &o.facilitator),
+    ] {
+        if extra.get(field).and_then(Value::as_str) != Some(ours.as_str()) {
+            return Err(Rejection::new(
+                Reason::RequirementsMismatch,
+                format!("extra.{field} must be `{ours}` as offered"),
+            ));
+        }
+    }
+    let token = extra.get("challenge").and_then(Value::as_str);
+    let expires_at = extra.get("expiresAt").and_then(Value::as_u64);
+    key.check(route, &o.base_requirement(), token, expires_at, now)?;
+    Ok(Matched { offer: i })
+}
+
+fn match_v1(offers: &[Offer], p: &PaymentPayloadV1) -> Result<Matched, Rejection> {
+    if p.scheme != "exact" {
+        return Err(Rejection::new(
+            Reason::UnsupportedScheme,
+            format!(
+                "scheme `{}` is not offered here; this route takes `exact`",
+                p.scheme
+            ),
+        ));
+    }
+    let network = networks::from_v1_name(&p.network);
+    let on_network: Vec<usize> = (0..offers.len())
+        .filter(|&i| Some(&offers[i].network) == network.as_ref())
+        .collect();
+    if on_network.is_empty() {
+        return Err(Rejection::new(
+            Reason::NetworkMismatch,
+            format!("network `{}` is not accepted here", p.network),
+        ));
+    }
+    let auth = &p.payload.authorization;
+    // v1 names no asset: take the offer this authorization pays, else explain the first one.
+    let exact = on_network
+        .iter()
+        .copied()
+        .find(|&i| offers[i].pay_to == auth.to && offers[i].amount == auth.value);
+    Ok(Matched {
+        offer: exact.unwrap_or(on_network[0]),
+    })
+}
+
+/// Check the authorization against the matched offer: recipient, value, validity window.
+pub fn check_authorization(o: &Offer, auth: &Authorization, now: u64) -> Result<(), Rejection> {
+    if auth.to != o.pay_to {
+        return Err(Rejection::new(
+            Reason::RecipientMismatch,
+            format!(
+                "the authorization pays {} instead of this seller's {}",
+                auth.to, o.pay_to
+            ),
+        ));
+    }
+    if auth.value != o.amount {
+        return Err(Rejection::new(
+            Reason::ValueMismatch,
+            format!(
+                "the authorization is for {} atomic units; the price is {}",
+                auth.value, o.amount
+            ),
+        ));
+    }
+    let now_u = U256::from(now);
+    if auth.valid_after > now_u {
+        return Err(Rejection::new(
+            Reason::ValidAfter,
+            format!(
+                "the authorization is not valid before {} (now {now})",
+                auth.valid_after
+            ),
+        ));
+    }
+    if auth.valid_before < now_u + U256::from(SETTLEMENT_BUFFER_SECS) {
+        return Err(Rejection::new(
+            Reason::ValidBefore,
+            format!(
+                "the authorization expires at {}, less than {SETTLEMENT_BUFFER_SECS}s from now ({now}); sign a new one",
+                auth.valid_before
+            ),
+        ));
+    }
+    let ceiling = now + o.max_timeout_seconds + CLOCK_SKEW_SECS;
+    if auth.valid_before > U256::from(ceiling) {
+        return Err(Rejection::new(
+            Reason::ValidBeforeTooFar,
+            format!(
+                "the authorization is valid until {}, past the {}s this route allows (latest {ceiling})",
+                auth.valid_before, o.max_timeout_seconds
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn list(offers: &[Offer], f: impl Fn(&Offer) -> String) -> String {
+    let mut v: Vec<String> = offers.iter().map(f).collect();
+    v.dedup();
+    v.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy_primitives::{B256, Bytes};
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn offer() -> Offer {
+        Offer {
+            scheme: "exact".into(),
+            network: "eip155:84532".into(),
+            chain_id: 84532,
+            asset: Address::repeat_byte(1),
+            pay_to: Address::repeat_byte(2),
+            amount: U256::from(10_000),
+            max_timeout_seconds: 300,
+            decimals: 6,
+            eip712_name: "USDC".into(),
+            eip712_version: "2".into(),
+            facilitator: "local:settler".into(),
+        }
+    }
+
+    fn auth() -> Authorization {
+        Authorization {
+            from: Address::repeat_byte(3),
+            to: Address::repeat_byte(2),
+            value: U256::from(10_000),
+            valid_after: U256::ZERO,
+            valid_before: U256::from(NOW + 300),
+            nonce: B256::repeat_byte(4),
+        }
+    }
+
+    fn v2(accepted: PaymentRequirements) -> IncomingPayment {
+        IncomingPayment::V2(PaymentPayload {
+            x402_version: 2,
+            accepted,
+            payload: ExactEvmPayload {
+                signature: Bytes::new(),
+                authorization: auth(),
+            },
+            resource: None,
+            extensions: None,
+        })
+    }
+
+    fn key() -> ChallengeKey {
+        ChallengeKey::new(b"k".to_vec())
+    }
+
+    #[test]
+    fn an_echoed_challenge_matches() {
+        let acc = offer().challenge(&key(), "POST /x402", NOW);
+        assert_eq!(
+            match_payment(&[offer()], &v2(acc), &key(), "POST /x402", NOW + 10),
+            Ok(Matched { offer: 0 })
+        );
+    }
+
+    #[test]
+    fn each_changed_field_has_its_own_reason() {
+        let base = offer().challenge(&key(), "POST /x402", NOW);
+        let cases: Vec<(Box<dyn Fn(&mut PaymentRequirements)>, Reason)> = vec![
+            (
+                Box::new(|r| r.scheme = "upto".into()),
+                Reason::UnsupportedScheme,
+            ),
+            (
+                Box::new(|r| r.network = "eip155:8453".into()),
+                Reason::NetworkMismatch,
+            ),
+            (
+                Box::new(|r| r.asset = Address::repeat_byte(9)),
+                Reason::AssetMismatch,
+            ),
+            (
+                Box::new(|r| r.pay_to = Address::repeat_byte(9)),
+                Reason::RecipientMismatch,
+            ),
+            (
+                Box::new(|r| r.amount = U256::from(9_999)),
+                Reason::ValueMismatch,
+            ),
+            (
+                Box::new(|r| r.max_timeout_seconds = 3_600),
+                Reason::RequirementsMismatch,
+            ),
+            (
+                Box::new(|r| r.extra.as_mut().unwrap()["name"] = json!("USD Coin")),
+                Reason::RequirementsMismatch,
+            ),
+            (
+                Box::new(|r| r.extra.as_mut().unwrap()["challenge"] = json!("00.00")),
+                Reason::InvalidChallenge,
+            ),
+            (
+                Box::new(|r| r.extra.as_mut().unwrap().as_object_mut().unwrap().clear()),
+                Reason::RequirementsMismatch,
+            ),
+        ];
+        for (edit, want) in cases {
+            let mut acc = base.clone();
+            edit(&mut acc);
+            let got = match_payment(&[offer()], &v2(acc), &key(), "POST /x402", NOW).unwrap_err();
+            assert_eq!(got.reason, want, "{}", got.message);
+        }
+        let late =
+            match_payment(&[offer()], &v2(base), &key(), "POST /x402", NOW + 301).unwrap_err();
+        assert_eq!(late.reason, Reason::ChallengeExpired);
+    }
+
+    #[test]
+    fn picks_the_offer_on_the_payment_network() {
+        let mut other = offer();
+        other.network = "eip155:8453".into();
+        other.chain_id = 8453;
+        let acc = offer().challenge(&key(), "POST /x402", NOW);
+        assert_eq!(
+            match_payment(&[other, offer()], &v2(acc), &key(), "POST /x402", NOW)
+                .unwrap()
+                .offer,
+            1
+        );
+    }
+
+    #[test]
+    fn v1_needs_no_challenge() {
+        let p = IncomingPayment::V1(PaymentPayloadV1 {
+            x402_version: 1,
+            scheme: "exact".into(),
+            network: "base-sepolia".into(),
+            payload: ExactEvmPayload {
+                signature: Bytes::new(),
+                authorization: auth(),
+            },
+        });
+        assert_eq!(
+            match_payment(&[offer()], &p, &key(), "POST /x402", NOW)
+                .unwrap()
+                .offer,
+            0
+        );
+        let IncomingPayment::V1(mut wrong) = p else {
+            unreachable!()
+        };
+        wrong.network = "base".into();
+        let r = match_payment(
+            &[offer()],
+            &IncomingPayment::V1(wrong),
+            &key(),
+            "POST /x402",
+            NOW,
+        )
+        .unwrap_err();
+        assert_eq!(r.reason, Reason::NetworkMismatch);
+    }
+
+    #[test]
+    fn authorization_window_has_both_bounds() {
+        let o = offer();
+        assert_eq!(check_authorization(&o, &auth(), NOW), Ok(()));
+        let mut a = auth();
+        a.valid_after = U256::from(NOW + 5);
+        assert_eq!(
+            check_authorization(&o, &a, NOW).unwrap_err().reason,
+            Reason::ValidAfter
+        );
+        let mut a = auth();
+        a.valid_before = U256::from(NOW + 5);
+        assert_eq!(
+            check_authorization(&o, &a, NOW).unwrap_err().reason,
+            Reason::ValidBefore
+        );
+        let mut a = auth();
+        a.valid_before = U256::from(NOW + 300 + CLOCK_SKEW_SECS + 1);
+        assert_eq!(
+            check_authorization(&o, &a, NOW).unwrap_err().reason,
+            Reason::ValidBeforeTooFar
+        );
+        let mut a = auth();
+        a.to = Address::repeat_byte(8);
+        assert_eq!(
+            check_authorization(&o, &a, NOW).unwrap_err().reason,
+            Reason::RecipientMismatch
+        );
+        let mut a = auth();
+        a.value = U256::from(10_001);
+        assert_eq!(
+            check_authorization(&o, &a, NOW).unwrap_err().reason,
+            Reason::ValueMismatch
+        );
+    }
+}

@@ -1,0 +1,158 @@
+//! Reason codes: the official x402 vocabulary where one exists, a few of our own where the
+//! sidecar checks more than the reference implementations (challenge, upper time bound).
+
+use serde::{Serialize, Serializer};
+
+/// Why a payment was not accepted or not settled. Each maps to one machine-readable code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// No payment header was sent.
+    PaymentRequired,
+    /// The header is not strict base64 of a JSON payment payload of the expected shape.
+    InvalidPayload,
+    /// `x402Version` is not the one this header carries.
+    InvalidX402Version,
+    /// The scheme is not `exact`.
+    UnsupportedScheme,
+    /// The network is not one this route accepts.
+    NetworkMismatch,
+    /// The asset is not one this route accepts.
+    AssetMismatch,
+    /// The authorization pays someone else.
+    RecipientMismatch,
+    /// The authorization's value is not the price.
+    ValueMismatch,
+    /// The echoed requirements differ from this route's own (timeout, EIP-712 domain, facilitator).
+    RequirementsMismatch,
+    /// The echoed server challenge is missing or was not issued by this sidecar.
+    InvalidChallenge,
+    /// The echoed server challenge is past its deadline.
+    ChallengeExpired,
+    /// `validAfter` is in the future.
+    ValidAfter,
+    /// `validBefore` is in the past or closer than the settlement buffer.
+    ValidBefore,
+    /// `validBefore` is further ahead than `maxTimeoutSeconds` allows.
+    ValidBeforeTooFar,
+    /// The signature does not recover the payer.
+    Signature,
+    /// The EIP-3009 nonce was already used on chain.
+    NonceUsed,
+    /// The payer's balance is below the price.
+    InsufficientBalance,
+    /// The settlement transaction failed.
+    TransactionFailed,
+    /// Verification could not complete (chain unreachable, …): not the payer's fault.
+    UnexpectedVerifyError,
+    /// Settlement could not complete for a reason that is not the payer's fault.
+    UnexpectedSettleError,
+    /// The settlement was broadcast but its outcome is not known yet.
+    SettlementPending,
+}
+
+impl Reason {
+    /// The machine-readable code sent on the wire.
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::PaymentRequired => "payment_required",
+            Reason::InvalidPayload => "invalid_payload",
+            Reason::InvalidX402Version => "invalid_x402_version",
+            Reason::UnsupportedScheme => "unsupported_scheme",
+            Reason::NetworkMismatch => "network_mismatch",
+            Reason::AssetMismatch => "asset_mismatch",
+            Reason::RecipientMismatch => "invalid_exact_evm_payload_recipient_mismatch",
+            Reason::ValueMismatch => "invalid_exact_evm_payload_authorization_value_mismatch",
+            Reason::RequirementsMismatch => "invalid_payment_requirements",
+            Reason::InvalidChallenge => "invalid_challenge",
+            Reason::ChallengeExpired => "challenge_expired",
+            Reason::ValidAfter => "invalid_exact_evm_payload_authorization_valid_after",
+            Reason::ValidBefore => "invalid_exact_evm_payload_authorization_valid_before",
+            Reason::ValidBeforeTooFar => {
+                "invalid_exact_evm_payload_authorization_valid_before_too_far"
+            }
+            Reason::Signature => "invalid_exact_evm_payload_signature",
+            Reason::NonceUsed => "invalid_exact_evm_nonce_already_used",
+            Reason::InsufficientBalance => "invalid_exact_evm_insufficient_balance",
+            Reason::TransactionFailed => "transaction_failed",
+            Reason::UnexpectedVerifyError => "unexpected_verify_error",
+            Reason::UnexpectedSettleError => "unexpected_settle_error",
+            Reason::SettlementPending => "settlement_pending",
+        }
+    }
+
+    /// True when the payer can fix it by paying again (HTTP 402); false for server-side faults.
+    pub fn is_payer_fault(self) -> bool {
+        !matches!(
+            self,
+            Reason::UnexpectedVerifyError
+                | Reason::UnexpectedSettleError
+                | Reason::SettlementPending
+        )
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl Serialize for Reason {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.code())
+    }
+}
+
+/// A rejected payment: the reason code and a sentence for a person.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}: {message}")]
+pub struct Rejection {
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Rejection {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique() {
+        use std::collections::HashSet;
+        let all = [
+            Reason::PaymentRequired,
+            Reason::InvalidPayload,
+            Reason::InvalidX402Version,
+            Reason::UnsupportedScheme,
+            Reason::NetworkMismatch,
+            Reason::AssetMismatch,
+            Reason::RecipientMismatch,
+            Reason::ValueMismatch,
+            Reason::RequirementsMismatch,
+            Reason::InvalidChallenge,
+            Reason::ChallengeExpired,
+            Reason::ValidAfter,
+            Reason::ValidBefore,
+            Reason::ValidBeforeTooFar,
+            Reason::Signature,
+            Reason::NonceUsed,
+            Reason::InsufficientBalance,
+            Reason::TransactionFailed,
+            Reason::UnexpectedVerifyError,
+            Reason::UnexpectedSettleError,
+            Reason::SettlementPending,
+        ];
+        let codes: HashSet<_> = all.iter().map(|r| r.code()).collect();
+        assert_eq!(codes.len(), all.len());
+        assert!(!Reason::SettlementPending.is_payer_fault());
+        assert!(Reason::NonceUsed.is_payer_fault());
+    }
+}
