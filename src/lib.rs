@@ -5,6 +5,10 @@
 //! contract), [`inbound`] (the paywall service), [`client`] (paying a 402), [`devnet`] (a local
 //! chain with the project's own token), [`standin`] (a labelled stand-in strategy upstream).
 
+pub mod config;
 pub mod evm;
+pub mod inbound;
 pub mod store;
+pub mod strategy;
+pub mod util;
 pub mod x402;

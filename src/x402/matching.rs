@@ -325,6 +325,8 @@ mod tests {
         }
     }
 
+    type Edit = Box<dyn Fn(&mut PaymentRequirements)>;
+
     fn v2(accepted: PaymentRequirements) -> IncomingPayment {
         IncomingPayment::V2(PaymentPayload {
             x402_version: 2,
@@ -354,7 +356,7 @@ mod tests {
     #[test]
     fn each_changed_field_has_its_own_reason() {
         let base = offer().challenge(&key(), "POST /x402", NOW);
-        let cases: Vec<(Box<dyn Fn(&mut PaymentRequirements)>, Reason)> = vec![
+        let cases: Vec<(Edit, Reason)> = vec![
             (
                 Box::new(|r| r.scheme = "upto".into()),
                 Reason::UnsupportedScheme,

@@ -125,6 +125,7 @@ pub struct PaymentPayloadV1 {
 
 /// A payment as received, in either version.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // one per request, never stored in bulk
 pub enum IncomingPayment {
     V1(PaymentPayloadV1),
     V2(PaymentPayload),

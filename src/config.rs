@@ -1,0 +1,752 @@
+//! `sidecar.yaml`: schema, `${ENV}` expansion, defaults (both modes off) and validation that
+//! explains every problem in plain words, with the path of the field at fault.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use alloy_primitives::{Address, U256};
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use crate::evm::KeySource;
+use crate::x402::matching::Offer;
+use crate::x402::{money, networks};
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub inbound: InboundConfig,
+    /// One local facilitator per network the routes accept.
+    #[serde(default)]
+    pub facilitators: Vec<FacilitatorConfig>,
+    /// Replay-guard store: `memory` (one node) or `redis://host:port/db` (replicas).
+    #[serde(default = "default_store")]
+    pub store: String,
+    #[serde(default)]
+    pub server: ServerConfig,
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Worker threads per service.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// On SIGTERM, how long in-flight paid calls may take to finish.
+    #[serde(default = "default_grace")]
+    pub grace_period_seconds: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            threads: default_threads(),
+            grace_period_seconds: default_grace(),
+        }
+    }
+}
+
+/// The seller side: the public paywall.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    /// What to do with a request that matches no route: `reject` (404) or `proxy` (forward free).
+    #[serde(default)]
+    pub unknown_routes: UnknownRoutes,
+    /// Request body cap in bytes (at most 65536).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Secret that signs the 402 challenge. Replicas must share it; random per process if unset.
+    #[serde(default)]
+    pub challenge_secret: Option<String>,
+    /// Added to every paid answer that lacks one.
+    #[serde(default = "default_disclaimer")]
+    pub disclaimer: String,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+impl Default for InboundConfig {
+    fn default() -> Self {
+        InboundConfig {
+            enabled: false,
+            listen: default_listen(),
+            upstream: UpstreamConfig::default(),
+            unknown_routes: UnknownRoutes::default(),
+            max_body_bytes: default_max_body(),
+            challenge_secret: None,
+            disclaimer: default_disclaimer(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownRoutes {
+    #[default]
+    Reject,
+    Proxy,
+}
+
+/// The strategy endpoint behind the paywall.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    #[serde(default = "default_upstream")]
+    pub url: String,
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout_ms: u64,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            url: default_upstream(),
+            timeout_ms: default_upstream_timeout(),
+        }
+    }
+}
+
+/// A price: atomic units (`10000` or `"10000"`) or dollars (`"$0.01"`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum PriceSpec {
+    Units(u64),
+    Text(String),
+}
+
+impl PriceSpec {
+    fn parse(&self, decimals: u8) -> Result<U256, money::MoneyError> {
+        match self {
+            PriceSpec::Units(n) => Ok(U256::from(*n)),
+            PriceSpec::Text(t) => money::parse_price(t, decimals),
+        }
+    }
+}
+
+/// One protected (or free) route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    #[serde(default = "default_method")]
+    pub method: String,
+    pub path: String,
+    #[serde(default)]
+    pub description: String,
+    /// Price for every accept that sets none. A route with no price and no accepts is free.
+    #[serde(default)]
+    pub price: Option<PriceSpec>,
+    /// Validate the body as a `StrategyRequest` before asking for payment.
+    #[serde(default = "yes")]
+    pub strategy_request: bool,
+    #[serde(default)]
+    pub accepts: Vec<AcceptConfig>,
+}
+
+/// One way to pay a route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptConfig {
+    /// CAIP-2 network, e.g. `eip155:84532`.
+    pub network: String,
+    /// Token contract address.
+    pub asset: String,
+    /// Seller's receiving address.
+    pub pay_to: String,
+    #[serde(default)]
+    pub price: Option<PriceSpec>,
+    #[serde(default = "default_decimals")]
+    pub decimals: u8,
+    /// The token's EIP-712 domain name and version (`USDC`/`2` on Base Sepolia, `USD Coin`/`2` on Base).
+    pub eip712: Option<Eip712Config>,
+    #[serde(default = "default_max_timeout")]
+    pub max_timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Eip712Config {
+    pub name: String,
+    pub version: String,
+}
+
+/// A local facilitator: this sidecar settles on chain itself with its settler key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FacilitatorConfig {
+    pub network: String,
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    pub rpc_url: String,
+    /// Settler key (pays gas): `key_env` or `keystore` + `password_env`/`password_file`.
+    #[serde(default)]
+    pub settler: KeySource,
+    #[serde(default = "default_receipt_timeout")]
+    pub receipt_timeout_ms: u64,
+}
+
+fn default_store() -> String {
+    "memory".into()
+}
+fn default_threads() -> usize {
+    2
+}
+fn default_grace() -> u64 {
+    30
+}
+fn default_listen() -> String {
+    "0.0.0.0:8402".into()
+}
+fn default_max_body() -> usize {
+    64 * 1024
+}
+fn default_disclaimer() -> String {
+    "This is automated strategy information, not investment advice. Trading perpetual futures carries a high risk of loss; you alone are responsible for your trades.".into()
+}
+fn default_upstream() -> String {
+    "http://127.0.0.1:8500".into()
+}
+fn default_upstream_timeout() -> u64 {
+    4_000
+}
+fn default_method() -> String {
+    "POST".into()
+}
+fn yes() -> bool {
+    true
+}
+fn default_decimals() -> u8 {
+    6
+}
+fn default_max_timeout() -> u64 {
+    300
+}
+fn default_kind() -> String {
+    "local".into()
+}
+fn default_receipt_timeout() -> u64 {
+    30_000
+}
+
+/// One thing wrong with the configuration: where, and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// A route ready to serve.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub method: String,
+    pub path: String,
+    pub description: String,
+    pub strategy_request: bool,
+    /// Empty for a free route.
+    pub offers: Vec<Offer>,
+}
+
+impl Route {
+    /// `"POST /x402"`: the route's identity inside challenges.
+    pub fn id(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+}
+
+/// A facilitator ready to connect.
+#[derive(Debug, Clone)]
+pub struct Facilitator {
+    pub network: String,
+    pub chain_id: u64,
+    pub rpc_url: String,
+    pub settler: KeySource,
+    pub settler_address: Address,
+    pub receipt_timeout: Duration,
+}
+
+/// A configuration that passed every check.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub raw: Config,
+    pub routes: Vec<Route>,
+    pub facilitators: Vec<Facilitator>,
+}
+
+/// Read a file, expand `${ENV}`, parse. Problems in the text come back as a list.
+pub fn load(path: &Path) -> Result<Config, Vec<Problem>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![Problem {
+            path: path.display().to_string(),
+            message: format!("cannot read the file: {e}"),
+        }]
+    })?;
+    parse(&text, &|k| std::env::var(k).ok())
+}
+
+/// Parse YAML text, expanding `${VAR}` and `${VAR:-default}` inside string values.
+pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Vec<Problem>> {
+    let mut v: Value = serde_yaml::from_str(text).map_err(|e| {
+        vec![Problem {
+            path: "sidecar.yaml".into(),
+            message: format!("not valid YAML: {e}"),
+        }]
+    })?;
+    if v.is_null() {
+        v = Value::Mapping(Default::default());
+    }
+    let mut problems = Vec::new();
+    expand(&mut v, "", env, &mut problems);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    serde_yaml::from_value(v).map_err(|e| {
+        vec![Problem {
+            path: "sidecar.yaml".into(),
+            message: e.to_string(),
+        }]
+    })
+}
+
+fn expand(
+    v: &mut Value,
+    path: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Vec<Problem>,
+) {
+    match v {
+        Value::String(s) if s.contains("${") => {
+            let mut out = String::new();
+            let mut rest = s.as_str();
+            while let Some(start) = rest.find("${") {
+                out.push_str(&rest[..start]);
+                let Some(end) = rest[start..].find('}') else {
+                    problems.push(Problem {
+                        path: path.into(),
+                        message: "unclosed `${` in value".into(),
+                    });
+                    return;
+                };
+                let inner = &rest[start + 2..start + end];
+                let (name, default) = match inner.split_once(":-") {
+                    Some((n, d)) => (n, Some(d)),
+                    None => (inner, None),
+                };
+                match env(name)
+                    .filter(|x| !x.is_empty())
+                    .or(default.map(str::to_string))
+                {
+                    Some(val) => out.push_str(&val),
+                    None => problems.push(Problem {
+                        path: path.into(),
+                        message: format!("environment variable {name} is not set"),
+                    }),
+                }
+                rest = &rest[start + end + 1..];
+            }
+            out.push_str(rest);
+            *s = out;
+        }
+        Value::Mapping(m) => {
+            for (k, val) in m.iter_mut() {
+                let key = k.as_str().unwrap_or("?");
+                let p = if path.is_empty() {
+                    key.to_string()
+                } else {
+                    format!("{path}.{key}")
+                };
+                expand(val, &p, env, problems);
+            }
+        }
+        Value::Sequence(s) => {
+            for (i, val) in s.iter_mut().enumerate() {
+                expand(val, &format!("{path}[{i}]"), env, problems);
+            }
+        }
+        _ => {}
+    }
+}
+
+impl Config {
+    /// Check everything; on success return what the services need. Loads the settler keys,
+    /// so a missing or refused key is reported here, not at the first paid call.
+    pub fn resolve(&self) -> Result<Resolved, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut p = |path: String, message: String| problems.push(Problem { path, message });
+
+        if !(self.store == "memory"
+            || self.store.starts_with("redis://")
+            || self.store.starts_with("rediss://"))
+        {
+            p(
+                "store".into(),
+                format!(
+                    "`{}` is not a store: use `memory` or `redis://host:6379/0`",
+                    self.store
+                ),
+            );
+        }
+        if self.server.threads == 0 {
+            p("server.threads".into(), "must be at least 1".into());
+        }
+
+        let mut facilitators = Vec::new();
+        let mut fac_by_network: BTreeMap<String, String> = BTreeMap::new();
+        for (i, f) in self.facilitators.iter().enumerate() {
+            let at = format!("facilitators[{i}]");
+            if f.kind != "local" {
+                p(
+                    format!("{at}.kind"),
+                    format!("`{}` is not supported; use `local`", f.kind),
+                );
+                continue;
+            }
+            let Some(chain_id) = networks::chain_id(&f.network) else {
+                p(
+                    format!("{at}.network"),
+                    format!(
+                        "`{}` is not a CAIP-2 EVM network like `eip155:84532`",
+                        f.network
+                    ),
+                );
+                continue;
+            };
+            if reqwest::Url::parse(&f.rpc_url)
+                .map(|u| !matches!(u.scheme(), "http" | "https"))
+                .unwrap_or(true)
+            {
+                p(
+                    format!("{at}.rpc_url"),
+                    format!("`{}` is not an http(s) URL", f.rpc_url),
+                );
+            }
+            if fac_by_network.contains_key(&f.network) {
+                p(
+                    format!("{at}.network"),
+                    format!(
+                        "a second facilitator for {}; keep one per network",
+                        f.network
+                    ),
+                );
+            }
+            if !f.settler.is_configured() {
+                p(format!("{at}.settler"), "no settler key: set `key_env` (environment variable with the key) or `keystore` (encrypted file)".into());
+                continue;
+            }
+            match f.settler.load(chain_id) {
+                Ok(signer) => {
+                    let address = signer.address();
+                    fac_by_network.insert(f.network.clone(), format!("local:{address}"));
+                    facilitators.push(Facilitator {
+                        network: f.network.clone(),
+                        chain_id,
+                        rpc_url: f.rpc_url.clone(),
+                        settler: f.settler.clone(),
+                        settler_address: address,
+                        receipt_timeout: Duration::from_millis(f.receipt_timeout_ms),
+                    });
+                }
+                Err(e) => p(format!("{at}.settler"), e.to_string()),
+            }
+        }
+
+        let ib = &self.inbound;
+        let mut routes = Vec::new();
+        if ib.enabled {
+            if ib.listen.parse::<std::net::SocketAddr>().is_err() {
+                p(
+                    "inbound.listen".into(),
+                    format!("`{}` is not an address like 0.0.0.0:8402", ib.listen),
+                );
+            }
+            match reqwest::Url::parse(&ib.upstream.url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => p(
+                    "inbound.upstream.url".into(),
+                    format!("`{}` is not an http(s) URL", ib.upstream.url),
+                ),
+            }
+            if ib.upstream.timeout_ms == 0 {
+                p(
+                    "inbound.upstream.timeout_ms".into(),
+                    "must be more than 0".into(),
+                );
+            }
+            if ib.max_body_bytes == 0 || ib.max_body_bytes > 64 * 1024 {
+                p(
+                    "inbound.max_body_bytes".into(),
+                    "must be between 1 and 65536 (the proxy's replay buffer)".into(),
+                );
+            }
+            if ib.routes.is_empty() {
+                p(
+                    "inbound.routes".into(),
+                    "inbound is enabled but no route is configured; add one such as `POST /x402`"
+                        .into(),
+                );
+            }
+            if matches!(&ib.challenge_secret, Some(s) if s.len() < 16) {
+                p(
+                    "inbound.challenge_secret".into(),
+                    "use at least 16 characters".into(),
+                );
+            }
+        }
+        for (ri, r) in ib.routes.iter().enumerate() {
+            let at = format!("inbound.routes[{ri}]");
+            let method = r.method.to_ascii_uppercase();
+            if !matches!(method.as_str(), "GET" | "POST" | "PUT" | "PATCH" | "DELETE") {
+                p(
+                    format!("{at}.method"),
+                    format!("`{}` is not an HTTP method", r.method),
+                );
+            }
+            if !r.path.starts_with('/') {
+                p(
+                    format!("{at}.path"),
+                    format!("`{}` must start with /", r.path),
+                );
+            }
+            if ib.routes[..ri]
+                .iter()
+                .any(|o| o.path == r.path && o.method.eq_ignore_ascii_case(&r.method))
+            {
+                p(
+                    at.clone(),
+                    format!("{method} {} is configured twice", r.path),
+                );
+            }
+            if r.accepts.is_empty() && r.price.is_some() {
+                p(format!("{at}.accepts"), "the route has a price but no way to pay it: add an accepts entry (network, asset, pay_to, eip712)".into());
+            }
+            let mut offers = Vec::new();
+            for (ai, a) in r.accepts.iter().enumerate() {
+                let at = format!("{at}.accepts[{ai}]");
+                let chain_id = networks::chain_id(&a.network);
+                if chain_id.is_none() {
+                    p(
+                        format!("{at}.network"),
+                        format!(
+                            "`{}` is not a CAIP-2 EVM network like `eip155:84532`",
+                            a.network
+                        ),
+                    );
+                }
+                let asset = a.asset.parse::<Address>();
+                if asset.is_err() {
+                    p(
+                        format!("{at}.asset"),
+                        format!("`{}` is not a token address (0x + 40 hex digits)", a.asset),
+                    );
+                }
+                let pay_to = a.pay_to.parse::<Address>();
+                match &pay_to {
+                    Err(_) => p(
+                        format!("{at}.pay_to"),
+                        format!("`{}` is not an address (0x + 40 hex digits)", a.pay_to),
+                    ),
+                    Ok(addr) if addr.is_zero() => p(
+                        format!("{at}.pay_to"),
+                        "the zero address would burn every payment".into(),
+                    ),
+                    Ok(_) => {}
+                }
+                let price = match a.price.as_ref().or(r.price.as_ref()) {
+                    None => {
+                        p(format!("{at}.price"), "no price: set `price` on the route or on this accepts entry (\"$0.01\" or atomic units)".into());
+                        None
+                    }
+                    Some(spec) => match spec.parse(a.decimals) {
+                        Ok(v) if v.is_zero() => {
+                            p(format!("{at}.price"), "a price of 0 is not a paid route; remove `accepts` to make it free".into());
+                            None
+                        }
+                        Ok(v) => Some(v),
+                        Err(e) => {
+                            p(format!("{at}.price"), e.to_string());
+                            None
+                        }
+                    },
+                };
+                if a.eip712.is_none() {
+                    p(format!("{at}.eip712"), "the token's EIP-712 domain is required: `eip712: {name: USDC, version: \"2\"}` (Base Sepolia USDC) or `{name: USD Coin, version: \"2\"}` (Base USDC)".into());
+                }
+                if a.max_timeout_seconds < 10 || a.max_timeout_seconds > 3600 {
+                    p(
+                        format!("{at}.max_timeout_seconds"),
+                        "must be between 10 and 3600 seconds".into(),
+                    );
+                }
+                let facilitator = fac_by_network.get(&a.network).cloned();
+                if facilitator.is_none()
+                    && chain_id.is_some()
+                    && !self.facilitators.iter().any(|f| f.network == a.network)
+                {
+                    p(
+                        format!("{at}.network"),
+                        format!(
+                            "no facilitator settles {}: add one under `facilitators`",
+                            a.network
+                        ),
+                    );
+                }
+                if let (
+                    Some(chain_id),
+                    Ok(asset),
+                    Ok(pay_to),
+                    Some(amount),
+                    Some(e),
+                    Some(facilitator),
+                ) = (
+                    chain_id,
+                    asset,
+                    pay_to,
+                    price,
+                    a.eip712.as_ref(),
+                    facilitator,
+                ) {
+                    offers.push(Offer {
+                        scheme: "exact".into(),
+                        network: a.network.clone(),
+                        chain_id,
+                        asset,
+                        pay_to,
+                        amount,
+                        max_timeout_seconds: a.max_timeout_seconds,
+                        decimals: a.decimals,
+                        eip712_name: e.name.clone(),
+                        eip712_version: e.version.clone(),
+                        facilitator,
+                    });
+                }
+            }
+            routes.push(Route {
+                method,
+                path: r.path.clone(),
+                description: r.description.clone(),
+                strategy_request: r.strategy_request,
+                offers,
+            });
+        }
+        if problems.is_empty() {
+            Ok(Resolved {
+                raw: self.clone(),
+                routes,
+                facilitators,
+            })
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEV0: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+
+    fn env(k: &str) -> Option<String> {
+        // The settler key is read from the process environment by `KeySource::load`.
+        // SAFETY: a test-only variable, always set to the same value.
+        unsafe { std::env::set_var("X402_CFG_TEST_SETTLER", DEV0) };
+        match k {
+            "SETTLER" => Some(DEV0.into()),
+            "PAY_TO" => Some("0x70997970C51812dc3A010C7d01b50e0d17dc79C8".into()),
+            _ => None,
+        }
+    }
+
+    const GOOD: &str = r#"
+inbound:
+  enabled: true
+  listen: 127.0.0.1:8402
+  upstream: { url: "http://127.0.0.1:8500" }
+  routes:
+    - path: /x402
+      price: "$0.01"
+      accepts:
+        - network: eip155:84532
+          asset: "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
+          pay_to: "${PAY_TO}"
+          eip712: { name: USDC, version: "2" }
+facilitators:
+  - network: eip155:84532
+    rpc_url: http://127.0.0.1:8545
+    settler: { key_env: X402_CFG_TEST_SETTLER }
+"#;
+
+    #[test]
+    fn defaults_keep_everything_off() {
+        let c = parse("", &env).unwrap();
+        assert!(!c.inbound.enabled);
+        assert_eq!(c.store, "memory");
+        assert!(c.resolve().is_ok());
+    }
+
+    #[test]
+    fn a_complete_paid_route_resolves() {
+        let r = parse(GOOD, &env).unwrap().resolve().unwrap();
+        let o = &r.routes[0].offers[0];
+        assert_eq!(o.amount, U256::from(10_000));
+        assert_eq!(o.chain_id, 84532);
+        assert_eq!(r.routes[0].id(), "POST /x402");
+        assert!(o.facilitator.starts_with("local:0x"));
+    }
+
+    #[test]
+    fn missing_env_is_named() {
+        let probs = parse(GOOD, &|_| None).unwrap_err();
+        assert!(
+            probs
+                .iter()
+                .any(|p| p.message.contains("PAY_TO") && p.path.contains("pay_to")),
+            "{probs:?}"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let bad = GOOD
+            .replace("\"$0.01\"", "\"$0.0000001\"")
+            .replace(
+                "eip712: { name: USDC, version: \"2\" }",
+                "max_timeout_seconds: 5",
+            )
+            .replace("eip155:84532\n    rpc", "eip155:8453\n    rpc");
+        let probs = parse(&bad, &env).unwrap().resolve().unwrap_err();
+        let paths: Vec<_> = probs.iter().map(|p| p.path.as_str()).collect();
+        for want in [
+            "inbound.routes[0].accepts[0].price",
+            "inbound.routes[0].accepts[0].eip712",
+            "inbound.routes[0].accepts[0].max_timeout_seconds",
+            "facilitators[0].settler",
+        ] {
+            assert!(paths.contains(&want), "{want} missing from {probs:#?}");
+        }
+        // The dev key on Base mainnet is refused, and the sentence says why.
+        assert!(probs.iter().any(|p| p.message.contains("development keys")));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let e = parse("inbound:\n  enable: true\n", &env).unwrap_err();
+        assert!(e[0].message.contains("enable"), "{e:?}");
+    }
+}

@@ -1,0 +1,956 @@
+//! The seller's paywall: a pingora `ProxyHttp` service on the public port.
+//!
+//! Free routes are proxied by pingora as usual. A paid route is handled whole inside
+//! `request_filter`, top to bottom, because settlement must wait for the *complete* upstream
+//! answer (pingora's body filter is synchronous and cannot settle):
+//!
+//! 1. route → 2. body (capped) and `StrategyRequest` check → 3. no payment: 402 challenge →
+//! 4. decode → 5. match this route's requirements, authorization window, signature →
+//! 6. claim the payment in the replay store → 7. nonce and balance on chain →
+//! 8. forward to the upstream (watching for the buyer hanging up) → 9. check the answer →
+//! 10. settle → 11. merge `payment`/`metadata`/`disclaimer`, answer with the receipt header.
+//!
+//! Every failure after the claim either releases it (nothing happened: the buyer may send the
+//! same payment again) or keeps the finished answer for a retry, so nobody pays for an answer
+//! they did not get and nobody gets an answer they did not pay for.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alloy_primitives::{Address, B256, Signature, keccak256};
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_http::ResponseHeader;
+use pingora_proxy::{ProxyHttp, Session};
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use crate::config::{Resolved, Route, UnknownRoutes};
+use crate::evm::typed;
+use crate::evm::{Chain, SettleOutcome};
+use crate::store::{PaymentRecord, PaymentState, ReplayStore, StoredAnswer};
+use crate::strategy;
+use crate::util::{new_id, now_secs, rfc3339, sha256_hex};
+use crate::x402::challenge::ChallengeKey;
+use crate::x402::codec::{self, decode_payment};
+use crate::x402::matching::{Offer, check_authorization, match_payment};
+use crate::x402::reason::{Reason, Rejection};
+use crate::x402::types::*;
+use crate::x402::{HEADER_PAYMENT_REQUIRED, HEADER_PAYMENT_SIGNATURE, HEADER_X_PAYMENT, money};
+
+/// Extra time a settled answer is kept after the authorization expires.
+const KEEP_AFTER_EXPIRY: Duration = Duration::from_secs(600);
+
+/// A complete HTTP answer, written in one place.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Bytes,
+}
+
+impl Reply {
+    fn json(status: u16, body: &Value) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: Bytes::from(body.to_string()),
+        }
+    }
+
+    /// An error answer: machine-readable code, a sentence, optional extra fields.
+    fn error(status: u16, code: &str, message: impl Into<String>) -> Reply {
+        Reply::json(status, &json!({ "error": code, "message": message.into() }))
+    }
+
+    fn with(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    fn retry_after(self, secs: u64) -> Reply {
+        self.with("Retry-After", secs.to_string())
+    }
+}
+
+/// The upstream strategy endpoint.
+struct Upstream {
+    base: reqwest::Url,
+    addr: SocketAddr,
+    timeout: Duration,
+}
+
+/// The paywall service. Built once; shared by all requests.
+pub struct Paywall {
+    routes: Vec<Route>,
+    unknown: UnknownRoutes,
+    max_body: usize,
+    disclaimer: String,
+    upstream: Upstream,
+    http: reqwest::Client,
+    chains: HashMap<u64, Arc<Chain>>,
+    store: Arc<dyn ReplayStore>,
+    key: ChallengeKey,
+}
+
+/// Per-request state.
+pub struct Ctx {
+    request_id: String,
+    started: Instant,
+}
+
+/// Why the paywall could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("inbound.upstream.url `{0}` does not resolve to an address")]
+    Upstream(String),
+    #[error("facilitator for {network}: {why}")]
+    Facilitator { network: String, why: String },
+    #[error("store: {0}")]
+    Store(String),
+    #[error("HTTP client: {0}")]
+    Http(String),
+}
+
+impl Paywall {
+    /// Build from a resolved configuration (keys are loaded here, clients connect lazily).
+    pub fn new(cfg: &Resolved) -> Result<Self, BuildError> {
+        let ib = &cfg.raw.inbound;
+        let base: reqwest::Url = ib
+            .upstream
+            .url
+            .parse()
+            .map_err(|_| BuildError::Upstream(ib.upstream.url.clone()))?;
+        let host = base.host_str().unwrap_or_default().to_string();
+        let port = base.port_or_known_default().unwrap_or(80);
+        let addr = (host.as_str(), port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| BuildError::Upstream(ib.upstream.url.clone()))?;
+        let mut chains = HashMap::new();
+        for f in &cfg.facilitators {
+            let fail = |why: String| BuildError::Facilitator {
+                network: f.network.clone(),
+                why,
+            };
+            let signer = f
+                .settler
+                .load(f.chain_id)
+                .map_err(|e| fail(e.to_string()))?;
+            let chain = Chain::new(&f.rpc_url, f.chain_id, signer, f.receipt_timeout)
+                .map_err(|e| fail(e.to_string()))?;
+            chains.insert(f.chain_id, Arc::new(chain));
+        }
+        let store =
+            crate::store::open(&cfg.raw.store).map_err(|e| BuildError::Store(e.to_string()))?;
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| BuildError::Http(e.to_string()))?;
+        let key = match &ib.challenge_secret {
+            Some(s) => ChallengeKey::new(s.as_bytes().to_vec()),
+            None => {
+                warn!(
+                    "inbound.challenge_secret is not set: using a random one; replicas will not accept each other's challenges"
+                );
+                ChallengeKey::random()
+            }
+        };
+        Ok(Paywall {
+            routes: cfg.routes.clone(),
+            unknown: ib.unknown_routes,
+            max_body: ib.max_body_bytes,
+            disclaimer: ib.disclaimer.clone(),
+            upstream: Upstream {
+                base,
+                addr,
+                timeout: Duration::from_millis(ib.upstream.timeout_ms),
+            },
+            http,
+            chains,
+            store,
+            key,
+        })
+    }
+
+    fn route(&self, method: &str, path: &str) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|r| r.method == method && r.path == path)
+    }
+
+    /// Steps 2–11 for a paid route. `None` means the buyer is gone and nothing can be written.
+    async fn paid(&self, s: &mut Session, route: &Route, ctx: &Ctx) -> Option<Reply> {
+        // 2. Body, capped; validated before any payment is asked.
+        let body = match read_body(s, self.max_body).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge) => {
+                return Some(Reply::error(
+                    413,
+                    "body_too_large",
+                    format!("the request body is larger than {} bytes", self.max_body),
+                ));
+            }
+            Err(BodyError::Io) => return None,
+        };
+        if route.strategy_request
+            && !body.is_empty()
+            && let Err(details) = strategy::validate(&body)
+        {
+            return Some(Reply::json(
+                400,
+                &json!({
+                    "error": "invalid_request",
+                    "message": "the body is not a valid StrategyRequest; nothing was charged",
+                    "details": details,
+                }),
+            ));
+        }
+        // 3. Payment header (v2 first).
+        let (raw, v2) = match payment_header(s) {
+            Ok(Some(h)) => h,
+            Ok(None) => return Some(self.challenge(s, route, &Rejection::new(Reason::PaymentRequired, "this route is paid: sign one of `accepts` and send it in PAYMENT-SIGNATURE (v2) or X-PAYMENT (v1)"))),
+            Err(r) => return Some(self.challenge(s, route, &r)),
+        };
+        if route.strategy_request && body.is_empty() {
+            return Some(Reply::error(
+                400,
+                "invalid_request",
+                "a paid call needs a StrategyRequest body; nothing was charged",
+            ));
+        }
+        // 4–5. Decode, match, check the authorization and the signature: no I/O.
+        let now = now_secs();
+        let checked = decode_payment(&raw, v2).and_then(|p| {
+            let m = match_payment(&route.offers, &p, &self.key, &route.id(), now)?;
+            let offer = &route.offers[m.offer];
+            let exact = p.exact();
+            check_authorization(offer, &exact.authorization, now)?;
+            let domain = typed::domain(
+                &offer.eip712_name,
+                &offer.eip712_version,
+                offer.chain_id,
+                offer.asset,
+            );
+            let sig = typed::verify_signature(&exact.authorization, &exact.signature, &domain)?;
+            Ok((p, m.offer, sig))
+        });
+        let (payment, offer_ix, sig) = match checked {
+            Ok(x) => x,
+            Err(r) => {
+                info!(request_id = %ctx.request_id, reason = %r.reason, "payment refused: {}", r.message);
+                return Some(self.challenge(s, route, &r));
+            }
+        };
+        let offer = &route.offers[offer_ix];
+        let auth = payment.exact().authorization.clone();
+        let paying = Paying {
+            key: payment_key(offer, auth.from, auth.nonce),
+            payment_id: payment_id(offer, auth.from, auth.nonce),
+            token: new_id("claim"),
+            body_hash: sha256_hex(&body),
+            offer,
+            auth,
+            sig,
+            version: payment.version(),
+            receipt_header: payment.response_header(),
+            ttl: ttl_for(&payment.exact().authorization, now),
+        };
+        let Some(chain) = self.chains.get(&offer.chain_id).cloned() else {
+            return Some(
+                Reply::error(
+                    503,
+                    "no_facilitator",
+                    "no facilitator is configured for this network",
+                )
+                .retry_after(30),
+            );
+        };
+        // 6. Claim: one payment, one request at a time, one answer ever.
+        let mut rec = PaymentRecord {
+            state: PaymentState::InFlight,
+            token: paying.token.clone(),
+            body_hash: paying.body_hash.clone(),
+            answer: None,
+            tx: None,
+            request_id: Some(ctx.request_id.clone()),
+        };
+        match self.store.claim(&paying.key, &rec, paying.ttl).await {
+            Err(e) => {
+                warn!(request_id = %ctx.request_id, "replay store unavailable: {e}");
+                return Some(Reply::error(503, "store_unavailable", "the payment could not be recorded safely; nothing was charged, try again shortly").retry_after(2));
+            }
+            Ok(Some(existing)) => {
+                return self
+                    .existing(s, route, ctx, &paying, &chain, existing)
+                    .await;
+            }
+            Ok(None) => {}
+        }
+        // 7. Chain checks (nonce unused, balance).
+        if let Err(r) = chain.verify_onchain(offer.asset, &paying.auth).await {
+            self.release(&paying).await;
+            return Some(self.refusal(s, route, ctx, &paying, &r));
+        }
+        // 8–9. Forward and check the answer, noticing if the buyer hangs up meanwhile.
+        let upstream = self.forward(s, route, ctx, &paying, body).await;
+        let answer = match upstream {
+            (Err(reply), _) => {
+                self.release(&paying).await;
+                return Some(reply);
+            }
+            (Ok(a), gone) => {
+                if gone {
+                    rec.state = PaymentState::Ready;
+                    rec.answer = Some(StoredAnswer {
+                        status: 200,
+                        body: a.to_string(),
+                        receipt: None,
+                    });
+                    let kept = self
+                        .store
+                        .replace(&paying.key, &paying.token, &rec, paying.ttl)
+                        .await;
+                    info!(request_id = %ctx.request_id, payment_id = %paying.payment_id, kept = kept.unwrap_or(false),
+                        "buyer hung up before settlement: not charged; the answer is kept for a retry with the same payment");
+                    return None;
+                }
+                a
+            }
+        };
+        // 10–11.
+        Some(
+            self.settle_and_answer(s, route, ctx, &paying, &chain, answer)
+                .await,
+        )
+    }
+
+    /// A payment already known to the store.
+    async fn existing(
+        &self,
+        s: &mut Session,
+        route: &Route,
+        ctx: &Ctx,
+        paying: &Paying<'_>,
+        chain: &Chain,
+        existing: PaymentRecord,
+    ) -> Option<Reply> {
+        if existing.body_hash != paying.body_hash {
+            return Some(Reply::error(
+                409,
+                "payment_already_used",
+                "this payment was already used for a different request; sign a new authorization for this one",
+            ));
+        }
+        match existing.state {
+            PaymentState::InFlight => Some(
+                Reply::error(
+                    409,
+                    "payment_in_flight",
+                    "this payment is being processed by another request; retry to get its answer",
+                )
+                .retry_after(2),
+            ),
+            PaymentState::Done => {
+                let a = existing.answer?;
+                info!(request_id = %ctx.request_id, payment_id = %paying.payment_id, "replay of a settled payment: stored answer, no second charge");
+                let mut r = Reply {
+                    status: a.status,
+                    headers: Vec::new(),
+                    body: Bytes::from(a.body),
+                };
+                if let Some((name, value)) = a.receipt {
+                    r.headers.push((receipt_name(&name), value));
+                }
+                Some(r.with("X-Payment-Replayed", "true"))
+            }
+            PaymentState::Ready | PaymentState::Pending => {
+                // Take the record over atomically; whoever wins settles or reconciles.
+                let mut mine = existing.clone();
+                mine.token = paying.token.clone();
+                mine.state = PaymentState::InFlight;
+                mine.request_id = Some(ctx.request_id.clone());
+                match self
+                    .store
+                    .replace(&paying.key, &existing.token, &mine, paying.ttl)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return Some(
+                            Reply::error(
+                                409,
+                                "payment_in_flight",
+                                "this payment is being processed by another request",
+                            )
+                            .retry_after(2),
+                        );
+                    }
+                    Err(e) => {
+                        warn!(request_id = %ctx.request_id, "replay store unavailable: {e}");
+                        return Some(
+                            Reply::error(503, "store_unavailable", "try again shortly")
+                                .retry_after(2),
+                        );
+                    }
+                }
+                let answer: Value = existing
+                    .answer
+                    .as_ref()
+                    .and_then(|a| serde_json::from_str(&a.body).ok())?;
+                if let (PaymentState::Pending, Some(tx)) = (existing.state, existing.tx.as_deref())
+                {
+                    let tx: B256 = tx.parse().ok()?;
+                    let outcome = chain.reconcile(tx, paying.offer.asset, &paying.auth).await;
+                    return Some(self.finish(s, route, ctx, paying, answer, outcome).await);
+                }
+                if let Err(r) = chain.verify_onchain(paying.offer.asset, &paying.auth).await {
+                    let mut back = mine;
+                    back.state = PaymentState::Ready;
+                    let _ = self
+                        .store
+                        .replace(&paying.key, &paying.token, &back, paying.ttl)
+                        .await;
+                    return Some(self.refusal(s, route, ctx, paying, &r));
+                }
+                info!(request_id = %ctx.request_id, payment_id = %paying.payment_id, "retry of an unsettled answer: settling now");
+                Some(
+                    self.settle_and_answer(s, route, ctx, paying, chain, answer)
+                        .await,
+                )
+            }
+        }
+    }
+
+    async fn settle_and_answer(
+        &self,
+        s: &mut Session,
+        route: &Route,
+        ctx: &Ctx,
+        p: &Paying<'_>,
+        chain: &Chain,
+        answer: Value,
+    ) -> Reply {
+        let outcome = chain.settle(p.offer.asset, &p.auth, &p.sig).await;
+        self.finish(s, route, ctx, p, answer, outcome).await
+    }
+
+    /// Turn a settlement outcome into the stored record and the buyer's answer.
+    async fn finish(
+        &self,
+        s: &mut Session,
+        route: &Route,
+        ctx: &Ctx,
+        p: &Paying<'_>,
+        answer: Value,
+        outcome: SettleOutcome,
+    ) -> Reply {
+        let mut rec = PaymentRecord {
+            state: PaymentState::Ready,
+            token: p.token.clone(),
+            body_hash: p.body_hash.clone(),
+            answer: Some(StoredAnswer {
+                status: 200,
+                body: answer.to_string(),
+                receipt: None,
+            }),
+            tx: None,
+            request_id: Some(ctx.request_id.clone()),
+        };
+        let o = p.offer;
+        match outcome {
+            SettleOutcome::Settled { tx } => {
+                let receipt = SettleResponse {
+                    success: true,
+                    error_reason: None,
+                    payer: Some(p.auth.from),
+                    transaction: format!("{tx:#x}"),
+                    network: o.network.clone(),
+                    amount: Some(o.amount.to_string()),
+                };
+                let body = self.merge(answer, ctx, p, tx);
+                let encoded = codec::encode(&receipt);
+                rec.state = PaymentState::Done;
+                rec.tx = Some(format!("{tx:#x}"));
+                rec.answer = Some(StoredAnswer {
+                    status: 200,
+                    body: body.to_string(),
+                    receipt: Some((p.receipt_header.to_string(), encoded.clone())),
+                });
+                if let Err(e) = self.store.replace(&p.key, &p.token, &rec, p.ttl).await {
+                    // The chain is the source of truth; a lost record only costs a later replay.
+                    warn!(request_id = %ctx.request_id, "settled, but the answer could not be stored: {e}");
+                }
+                info!(request_id = %ctx.request_id, payment_id = %p.payment_id, payer = %p.auth.from, tx = %format!("{tx:#x}"),
+                    amount = %o.amount, ms = ctx.started.elapsed().as_millis() as u64, "paid call settled");
+                Reply::json(200, &body).with(p.receipt_header, encoded)
+            }
+            SettleOutcome::Pending { tx } => {
+                rec.state = PaymentState::Pending;
+                rec.tx = Some(format!("{tx:#x}"));
+                let _ = self.store.replace(&p.key, &p.token, &rec, p.ttl).await;
+                warn!(request_id = %ctx.request_id, payment_id = %p.payment_id, tx = %format!("{tx:#x}"), "settlement pending: outcome unknown");
+                Reply::json(
+                    503,
+                    &json!({
+                        "error": Reason::SettlementPending,
+                        "message": "the payment was submitted and is not confirmed yet; send the same request with the same payment again to get the answer (you will not be charged twice)",
+                        "transaction": format!("{tx:#x}"),
+                    }),
+                )
+                .retry_after(5)
+            }
+            SettleOutcome::Failed {
+                reason,
+                message,
+                tx,
+            } => {
+                let _ = self.store.replace(&p.key, &p.token, &rec, p.ttl).await;
+                warn!(request_id = %ctx.request_id, payment_id = %p.payment_id, reason = %reason, tx = ?tx, "settlement failed: {message}");
+                self.refusal(s, route, ctx, p, &Rejection::new(reason, message))
+            }
+        }
+    }
+
+    /// A refused payment: 402 with a fresh challenge for payer faults, 503 for ours.
+    fn refusal(
+        &self,
+        s: &Session,
+        route: &Route,
+        ctx: &Ctx,
+        p: &Paying<'_>,
+        r: &Rejection,
+    ) -> Reply {
+        info!(request_id = %ctx.request_id, payment_id = %p.payment_id, reason = %r.reason, "payment refused: {}", r.message);
+        if r.reason.is_payer_fault() {
+            let mut reply = self.challenge(s, route, r);
+            let receipt = SettleResponse {
+                success: false,
+                error_reason: Some(r.reason.code().into()),
+                payer: Some(p.auth.from),
+                transaction: String::new(),
+                network: p.offer.network.clone(),
+                amount: None,
+            };
+            reply
+                .headers
+                .push((p.receipt_header, codec::encode(&receipt)));
+            reply
+        } else {
+            Reply::error(
+                503,
+                r.reason.code(),
+                format!("{}; you were not charged, try again shortly", r.message),
+            )
+            .retry_after(5)
+        }
+    }
+
+    async fn release(&self, p: &Paying<'_>) {
+        if let Err(e) = self.store.release(&p.key, &p.token).await {
+            warn!(payment_id = %p.payment_id, "claim not released ({e}); it expires by itself");
+        }
+    }
+
+    /// The 402: v2 `PAYMENT-REQUIRED` header plus a v1 JSON body, both with fresh challenges.
+    fn challenge(&self, s: &Session, route: &Route, why: &Rejection) -> Reply {
+        let now = now_secs();
+        let url = resource_url(s);
+        let accepts: Vec<PaymentRequirements> = route
+            .offers
+            .iter()
+            .map(|o| o.challenge(&self.key, &route.id(), now))
+            .collect();
+        let v2 = PaymentRequired {
+            x402_version: 2,
+            error: Some(why.reason.code().into()),
+            resource: ResourceInfo {
+                url: url.clone(),
+                description: Some(route.description.clone()),
+                mime_type: Some("application/json".into()),
+            },
+            accepts: accepts.clone(),
+            extensions: None,
+        };
+        let v1: Vec<PaymentRequirementsV1> = route
+            .offers
+            .iter()
+            .zip(&accepts)
+            .map(|(o, a)| o.challenge_v1(a, &url, &route.description))
+            .collect();
+        let body = json!({
+            "x402Version": 1,
+            "error": why.reason,
+            "message": why.message,
+            "accepts": v1,
+            "price": route.offers.iter().map(|o| json!({
+                "network": o.network,
+                "asset": o.asset,
+                "amount": o.amount.to_string(),
+                "display": money::format_decimal(o.amount, o.decimals),
+            })).collect::<Vec<_>>(),
+        });
+        Reply::json(402, &body).with(HEADER_PAYMENT_REQUIRED, codec::encode(&v2))
+    }
+
+    /// Call the upstream with the buyer's body. Returns the checked JSON answer, or the reply to
+    /// send instead; and whether the buyer hung up while we waited.
+    async fn forward(
+        &self,
+        s: &mut Session,
+        route: &Route,
+        ctx: &Ctx,
+        p: &Paying<'_>,
+        body: Bytes,
+    ) -> (Result<Value, Reply>, bool) {
+        let mut url = self.upstream.base.clone();
+        url.set_path(&route.path);
+        url.set_query(s.req_header().uri.query());
+        let mut req = self
+            .http
+            .request(route.method.parse().unwrap_or(reqwest::Method::POST), url)
+            .timeout(self.upstream.timeout)
+            .header("Content-Type", "application/json")
+            .header("X-Request-Id", ctx.request_id.as_str())
+            .header("X-Payment-Id", p.payment_id.as_str())
+            .header("X-Payer", format!("{}", p.auth.from));
+        if let Some(tp) = s
+            .req_header()
+            .headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+        {
+            req = req.header("traceparent", tp);
+        }
+        let call = async {
+            let resp = req.body(body).send().await?;
+            let status = resp.status();
+            let bytes = resp.bytes().await?;
+            Ok::<_, reqwest::Error>((status, bytes))
+        };
+        tokio::pin!(call);
+        let mut gone = false;
+        let mut watching = true;
+        let result = loop {
+            tokio::select! {
+                r = &mut call => break r,
+                idle = s.as_downstream_mut().read_body_or_idle(true), if watching => {
+                    watching = false;
+                    gone = idle.is_err();
+                }
+            }
+        };
+        let started = ctx.started.elapsed();
+        let out = match result {
+            Err(e) if e.is_timeout() => Err(Reply::error(
+                504,
+                "upstream_timeout",
+                format!(
+                    "the strategy service did not answer within {} ms; you were not charged",
+                    self.upstream.timeout.as_millis()
+                ),
+            )
+            .retry_after(5)),
+            Err(e) if e.is_connect() => Err(Reply::error(
+                502,
+                "upstream_unreachable",
+                "the strategy service is unreachable; you were not charged",
+            )
+            .retry_after(5)),
+            Err(e) => Err(Reply::error(
+                502,
+                "upstream_bad_answer",
+                format!("the strategy service's answer was incomplete ({e}); you were not charged"),
+            )
+            .retry_after(2)),
+            Ok((status, _)) if status.is_server_error() => Err(Reply::error(
+                503,
+                "upstream_error",
+                format!("the strategy service failed with {status}; you were not charged"),
+            )
+            .retry_after(5)),
+            Ok((status, _)) if !status.is_success() => Err(Reply::error(
+                502,
+                "upstream_error",
+                format!("the strategy service answered {status}; you were not charged"),
+            )
+            .retry_after(2)),
+            Ok((_, bytes)) => check_answer(&bytes, route.strategy_request).map_err(|why| {
+                Reply::error(
+                    502,
+                    "upstream_bad_answer",
+                    format!("the strategy service's answer {why}; you were not charged"),
+                )
+                .retry_after(2)
+            }),
+        };
+        if let Err(r) = &out {
+            warn!(request_id = %ctx.request_id, payment_id = %p.payment_id, status = r.status, ms = started.as_millis() as u64, "upstream failed: not settling, claim released");
+        }
+        (out, gone)
+    }
+
+    /// The upstream answer plus `payment`, `metadata` and the disclaimer.
+    fn merge(&self, mut answer: Value, ctx: &Ctx, p: &Paying<'_>, tx: B256) -> Value {
+        let o = p.offer;
+        let Some(obj) = answer.as_object_mut() else {
+            return answer;
+        };
+        obj.insert(
+            "payment".into(),
+            json!({
+                "receiptId": format!("{tx:#x}"),
+                "transaction": format!("{tx:#x}"),
+                "amount": o.amount.to_string(),
+                "amountDisplay": money::format_decimal(o.amount, o.decimals),
+                "decimals": o.decimals,
+                "asset": o.asset,
+                "network": o.network,
+                "payer": p.auth.from,
+                "payTo": o.pay_to,
+                "paymentId": p.payment_id,
+            }),
+        );
+        let up = obj
+            .get("metadata")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let mut meta = up.clone();
+        meta.insert("requestId".into(), json!(ctx.request_id));
+        meta.insert("paymentId".into(), json!(p.payment_id));
+        meta.insert(
+            "modelCallId".into(),
+            up.get("modelCallId").cloned().unwrap_or(Value::Null),
+        );
+        meta.insert(
+            "model".into(),
+            up.get("model").cloned().unwrap_or(json!("unknown")),
+        );
+        meta.insert(
+            "generatedAt".into(),
+            up.get("generatedAt")
+                .cloned()
+                .unwrap_or_else(|| json!(rfc3339(now_secs()))),
+        );
+        meta.insert("x402Version".into(), json!(p.version));
+        obj.insert("metadata".into(), Value::Object(meta));
+        if obj
+            .get("disclaimer")
+            .is_none_or(|d| d.as_str().is_none_or(str::is_empty))
+        {
+            obj.insert("disclaimer".into(), json!(self.disclaimer));
+        }
+        answer
+    }
+}
+
+/// What the request is paying with, once verified.
+struct Paying<'a> {
+    key: String,
+    payment_id: String,
+    token: String,
+    body_hash: String,
+    offer: &'a Offer,
+    auth: Authorization,
+    sig: Signature,
+    version: u8,
+    receipt_header: &'static str,
+    ttl: Duration,
+}
+
+/// Replay key: chain, asset, payer, EIP-3009 nonce (not the signature: it is malleable).
+fn payment_key(o: &Offer, from: Address, nonce: B256) -> String {
+    format!("{}:{:#x}:{:#x}:{nonce:#x}", o.chain_id, o.asset, from)
+}
+
+/// Stable payment id: the same payment always gets the same id, whatever request carries it.
+pub fn payment_id(o: &Offer, from: Address, nonce: B256) -> String {
+    let h = keccak256(payment_key(o, from, nonce).as_bytes());
+    format!("pay_{}", &crate::util::hex(&h[..16]))
+}
+
+fn ttl_for(a: &Authorization, now: u64) -> Duration {
+    let until: u64 = a.valid_before.try_into().unwrap_or(u64::MAX);
+    Duration::from_secs(until.saturating_sub(now).min(86_400 * 7)) + KEEP_AFTER_EXPIRY
+}
+
+/// Is this the answer we sell? A JSON object, with a `strategy` object on strategy routes.
+pub fn check_answer(bytes: &[u8], strategy_route: bool) -> Result<Value, String> {
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("is not JSON ({e})"))?;
+    let Some(obj) = v.as_object() else {
+        return Err("is not a JSON object".into());
+    };
+    if strategy_route && !obj.get("strategy").is_some_and(Value::is_object) {
+        return Err("has no `strategy` object".into());
+    }
+    Ok(v)
+}
+
+fn receipt_name(name: &str) -> &'static str {
+    if name.eq_ignore_ascii_case(crate::x402::HEADER_X_PAYMENT_RESPONSE) {
+        crate::x402::HEADER_X_PAYMENT_RESPONSE
+    } else {
+        crate::x402::HEADER_PAYMENT_RESPONSE
+    }
+}
+
+#[derive(Debug)]
+enum BodyError {
+    TooLarge,
+    Io,
+}
+
+async fn read_body(s: &mut Session, max: usize) -> Result<Bytes, BodyError> {
+    let declared = s
+        .req_header()
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0));
+    while let Some(chunk) = s.read_request_body().await.map_err(|_| BodyError::Io)? {
+        buf.extend_from_slice(&chunk);
+        if buf.len() > max {
+            return Err(BodyError::TooLarge);
+        }
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// The payment header and whether it is v2. Two copies of a payment header are refused.
+fn payment_header(s: &Session) -> Result<Option<(Vec<u8>, bool)>, Rejection> {
+    let h = &s.req_header().headers;
+    for (name, v2) in [(HEADER_PAYMENT_SIGNATURE, true), (HEADER_X_PAYMENT, false)] {
+        let mut values = h.get_all(name).iter();
+        if let Some(first) = values.next() {
+            if values.next().is_some() {
+                return Err(Rejection::new(
+                    Reason::InvalidPayload,
+                    format!("{name} was sent more than once"),
+                ));
+            }
+            return Ok(Some((first.as_bytes().to_vec(), v2)));
+        }
+    }
+    Ok(None)
+}
+
+fn resource_url(s: &Session) -> String {
+    let req = s.req_header();
+    let host = req
+        .headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost");
+    let proto = req
+        .headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .filter(|p| *p == "https")
+        .unwrap_or("http");
+    format!("{proto}://{host}{}", req.uri.path())
+}
+
+async fn write(s: &mut Session, reply: Reply, request_id: &str) -> pingora_core::Result<()> {
+    let mut h = ResponseHeader::build(reply.status, Some(reply.headers.len() + 5))?;
+    h.insert_header("Content-Type", "application/json")?;
+    h.insert_header("Cache-Control", "no-store")?;
+    h.insert_header("Vary", "PAYMENT-SIGNATURE, X-PAYMENT")?;
+    h.insert_header("X-Request-Id", request_id)?;
+    h.insert_header("Content-Length", reply.body.len().to_string())?;
+    for (k, v) in reply.headers {
+        h.insert_header(k, v)?;
+    }
+    s.write_response_header(Box::new(h), false).await?;
+    s.write_response_body(Some(reply.body), true).await
+}
+
+#[async_trait]
+impl ProxyHttp for Paywall {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            request_id: new_id("req"),
+            started: Instant::now(),
+        }
+    }
+
+    /// Paid routes are answered here, whole; free routes return `false` and are proxied.
+    async fn request_filter(&self, s: &mut Session, ctx: &mut Ctx) -> pingora_core::Result<bool> {
+        let method = s.req_header().method.as_str().to_string();
+        let path = s.req_header().uri.path().to_string();
+        let Some(route) = self.route(&method, &path) else {
+            if self.unknown == UnknownRoutes::Proxy {
+                return Ok(false);
+            }
+            let reply = Reply::error(
+                404,
+                "no_such_route",
+                format!("{method} {path} is not served here"),
+            );
+            write(s, reply, &ctx.request_id).await?;
+            return Ok(true);
+        };
+        if route.offers.is_empty() {
+            return Ok(false);
+        }
+        match self.paid(s, route, ctx).await {
+            Some(reply) => {
+                if let Err(e) = write(s, reply, &ctx.request_id).await {
+                    info!(request_id = %ctx.request_id, "the buyer left before the answer was written: {e}");
+                }
+            }
+            None => s.set_keepalive(None),
+        }
+        Ok(true)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _s: &mut Session,
+        _ctx: &mut Ctx,
+    ) -> pingora_core::Result<Box<HttpPeer>> {
+        Ok(Box::new(HttpPeer::new(
+            self.upstream.addr,
+            false,
+            String::new(),
+        )))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _s: &mut Session,
+        req: &mut pingora_http::RequestHeader,
+        ctx: &mut Ctx,
+    ) -> pingora_core::Result<()> {
+        req.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        req.remove_header(HEADER_PAYMENT_SIGNATURE);
+        req.remove_header(HEADER_X_PAYMENT);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_must_be_json_objects_with_a_strategy() {
+        assert!(check_answer(br#"{"strategy":{"summary":"x"}}"#, true).is_ok());
+        assert!(check_answer(br#"{"strategy":{"summ"#, true).is_err());
+        assert!(check_answer(b"<html>", true).is_err());
+        assert!(check_answer(br#"{"advice":"x"}"#, true).is_err());
+        assert!(check_answer(br#"{"advice":"x"}"#, false).is_ok());
+        assert!(check_answer(b"[]", false).is_err());
+    }
+}
