@@ -709,10 +709,10 @@ impl Paywall {
                 "amount": o.amount.to_string(),
                 "amountDisplay": money::format_decimal(o.amount, o.decimals),
                 "decimals": o.decimals,
-                "asset": o.asset,
+                "asset": o.asset.to_string(),
                 "network": o.network,
-                "payer": p.auth.from,
-                "payTo": o.pay_to,
+                "payer": p.auth.from.to_string(),
+                "payTo": o.pay_to.to_string(),
                 "paymentId": p.payment_id,
             }),
         );

@@ -5,10 +5,18 @@
 //! contract), [`inbound`] (the paywall service), [`client`] (paying a 402), [`devnet`] (a local
 //! chain with the project's own token), [`standin`] (a labelled stand-in strategy upstream).
 
+pub mod client;
 pub mod config;
+pub mod devnet;
 pub mod evm;
 pub mod inbound;
+pub mod standin;
 pub mod store;
 pub mod strategy;
 pub mod util;
 pub mod x402;
+
+/// Install the process-wide TLS crypto provider (ring) once; every HTTP client needs it.
+pub fn init_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

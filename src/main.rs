@@ -1,1 +1,541 @@
-fn main() {}
+//! `x402-sidecar`: the command line. Parses arguments and wires the modules together.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use alloy_primitives::U256;
+use alloy_signer_local::PrivateKeySigner;
+use bytes::Bytes;
+use clap::{Parser, Subcommand, ValueEnum};
+use pingora_core::server::Server;
+use pingora_core::server::configuration::ServerConf;
+
+use x402_sidecar::config::{self, Resolved};
+use x402_sidecar::{client, devnet, inbound, init_tls, standin, strategy, x402};
+
+#[derive(Parser)]
+#[command(
+    name = "x402-sidecar",
+    version,
+    about = "Sell roma-01 strategy advice behind an x402 paywall (USDC, EIP-3009), and pay for it.",
+    long_about = "x402-sidecar sits in front of a strategy endpoint. Unpaid calls get HTTP 402 with payment \
+instructions; a paid call is verified (EIP-712 signature, amount, recipient, time window, nonce, balance), \
+claimed against replay, forwarded, and settled on chain only after the upstream answered completely.\n\n\
+Start with `x402-sidecar demo` (a local chain, a stand-in upstream and one paid call) and \
+`x402-sidecar check-config --config sidecar.yaml`."
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Json, global = true, env = "X402_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the sidecar with a configuration file.
+    Run {
+        /// Path of sidecar.yaml.
+        #[arg(
+            long,
+            short,
+            env = "X402_SIDECAR_CONFIG",
+            default_value = "sidecar.yaml"
+        )]
+        config: PathBuf,
+    },
+    /// Check a configuration file and explain every problem found (exit 1 if any).
+    CheckConfig {
+        #[arg(
+            long,
+            short,
+            env = "X402_SIDECAR_CONFIG",
+            default_value = "sidecar.yaml"
+        )]
+        config: PathBuf,
+    },
+    /// Pay for one call: POST, read the 402, sign an EIP-3009 authorization, retry; show each step.
+    Pay {
+        /// URL of the paid route, e.g. http://127.0.0.1:8402/x402
+        #[arg(long)]
+        url: String,
+        /// JSON file to send as the body (a StrategyRequest).
+        #[arg(long)]
+        body: PathBuf,
+        /// Environment variable holding the buyer's private key (never pass the key itself).
+        #[arg(long, default_value = "X402_BUYER_KEY")]
+        key_env: String,
+        /// Refuse to pay more than this ("$0.05" or atomic units).
+        #[arg(long)]
+        max_amount: Option<String>,
+        /// Pay with x402 v1 (X-PAYMENT) even if the seller speaks v2.
+        #[arg(long)]
+        v1: bool,
+    },
+    /// Sign a payment for a 402 challenge and print the header line to send (for curl scripts).
+    ///
+    /// Reads the challenge from --challenge (the PAYMENT-REQUIRED header value, v2) or from
+    /// --body-file (a v1 402 JSON body) and prints e.g. `PAYMENT-SIGNATURE: eyJ4...`.
+    Sign {
+        /// Value of the PAYMENT-REQUIRED header of the 402.
+        #[arg(long)]
+        challenge: Option<String>,
+        /// File holding the 402 JSON body (used for v1, or when no header is given).
+        #[arg(long)]
+        body_file: Option<PathBuf>,
+        /// Environment variable holding the buyer's private key.
+        #[arg(long, default_value = "X402_BUYER_KEY")]
+        key_env: String,
+        /// Answer with x402 v1 (X-PAYMENT) from the JSON body.
+        #[arg(long)]
+        v1: bool,
+    },
+    /// Serve the labelled stand-in strategy upstream (fixed answer, no model).
+    Standin {
+        #[arg(long, default_value = "127.0.0.1:8500")]
+        listen: String,
+    },
+    /// Start the local devnet (anvil + the project's USDC) and keep it running until Ctrl-C.
+    Devnet {
+        /// Fund this many fresh buyers with 100 USDC each and print their keys.
+        #[arg(long, default_value_t = 1)]
+        buyers: usize,
+    },
+    /// The whole picture on the embedded default: devnet, stand-in upstream, sidecar, one paid call.
+    Demo,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn")
+    });
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => b.json().flatten_event(true).init(),
+        LogFormat::Pretty => b.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    init_tls();
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    match cli.cmd {
+        Cmd::Run { config } => run(&config),
+        Cmd::CheckConfig { config } => check_config(&config),
+        Cmd::Pay {
+            url,
+            body,
+            key_env,
+            max_amount,
+            v1,
+        } => block_on(pay(url, body, key_env, max_amount, v1)),
+        Cmd::Sign {
+            challenge,
+            body_file,
+            key_env,
+            v1,
+        } => sign(challenge, body_file, &key_env, v1),
+        Cmd::Standin { listen } => block_on(serve_standin(listen)),
+        Cmd::Devnet { buyers } => block_on(run_devnet(buyers)),
+        Cmd::Demo => block_on(demo()),
+    }
+}
+
+fn block_on(f: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(f),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn resolve(path: &Path) -> Result<Resolved, ExitCode> {
+    let problems = match config::load(path) {
+        Ok(c) => match c.resolve() {
+            Ok(r) => return Ok(r),
+            Err(p) => p,
+        },
+        Err(p) => p,
+    };
+    eprintln!("{}: {} problem(s):", path.display(), problems.len());
+    for p in &problems {
+        eprintln!("  - {p}");
+    }
+    Err(ExitCode::FAILURE)
+}
+
+fn check_config(path: &Path) -> ExitCode {
+    let r = match resolve(path) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    println!("{}: OK", path.display());
+    let ib = &r.raw.inbound;
+    println!(
+        "  inbound: {}",
+        if ib.enabled {
+            format!("enabled on {} → {}", ib.listen, ib.upstream.url)
+        } else {
+            "disabled".into()
+        }
+    );
+    for route in &r.routes {
+        if route.offers.is_empty() {
+            println!("  {} (free)", route.id());
+        }
+        for o in &route.offers {
+            println!(
+                "  {} costs {} ({} atomic units) of {} on {}, paid to {}, settled by {}",
+                route.id(),
+                x402::money::format_decimal(o.amount, o.decimals),
+                o.amount,
+                o.asset,
+                o.network,
+                o.pay_to,
+                o.facilitator
+            );
+        }
+    }
+    println!("  store: {}", r.raw.store);
+    ExitCode::SUCCESS
+}
+
+fn run(path: &Path) -> ExitCode {
+    let r = match resolve(path) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    if !r.raw.inbound.enabled {
+        eprintln!(
+            "{}: inbound.enabled is false, so there is nothing to serve; set it to true",
+            path.display()
+        );
+        return ExitCode::from(2);
+    }
+    let paywall = match inbound::Paywall::new(&r) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let conf = ServerConf {
+        threads: r.raw.server.threads,
+        grace_period_seconds: Some(r.raw.server.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut svc =
+        pingora_proxy::http_proxy_service_with_name(&server.configuration, paywall, "inbound");
+    svc.add_tcp(&r.raw.inbound.listen);
+    server.add_service(svc);
+    tracing::info!(listen = %r.raw.inbound.listen, upstream = %r.raw.inbound.upstream.url, routes = r.routes.len(), "inbound paywall listening");
+    server.run_forever()
+}
+
+fn buyer_key(var: &str) -> Result<PrivateKeySigner, String> {
+    let raw = std::env::var(var).map_err(|_| {
+        format!("environment variable {var} is not set (it must hold the buyer's private key)")
+    })?;
+    raw.trim()
+        .parse()
+        .map_err(|_| format!("environment variable {var} does not hold a 32-byte hex private key"))
+}
+
+async fn pay(
+    url: String,
+    body: PathBuf,
+    key_env: String,
+    max_amount: Option<String>,
+    v1: bool,
+) -> ExitCode {
+    let signer = match buyer_key(&key_env) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let body = match std::fs::read(&body) {
+        Ok(b) => Bytes::from(b),
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", body.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let limit = match max_amount
+        .map(|m| x402::money::parse_price(&m, 6))
+        .transpose()
+    {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: --max-amount: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let http = reqwest::Client::new();
+    println!("buyer {}", signer.address());
+    match client::pay(&http, &url, body, &signer, v1, limit, |s| println!("→ {s}")).await {
+        Ok(paid) => {
+            println!("← {} {}", paid.status, pretty(&paid.body));
+            if (200..300).contains(&paid.status) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn sign(
+    challenge: Option<String>,
+    body_file: Option<PathBuf>,
+    key_env: &str,
+    v1: bool,
+) -> ExitCode {
+    let fail = |e: String| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    };
+    let signer = match buyer_key(key_env) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let body = match &body_file {
+        Some(f) => match std::fs::read(f) {
+            Ok(b) => b,
+            Err(e) => return fail(format!("cannot read {}: {e}", f.display())),
+        },
+        None => Vec::new(),
+    };
+    if challenge.is_none() && body_file.is_none() {
+        return fail(
+            "give --challenge (PAYMENT-REQUIRED header value) or --body-file (402 JSON body)"
+                .into(),
+        );
+    }
+    let offer =
+        match client::parse_challenge(challenge.as_deref(), &body, v1 || challenge.is_none()) {
+            Ok(o) => o,
+            Err(e) => return fail(e.to_string()),
+        };
+    match client::payment_for(&signer, &offer) {
+        Ok((name, value, auth)) => {
+            eprintln!(
+                "signed: {} atomic units to {} on {}, nonce {}, valid until {}",
+                auth.value, auth.to, offer.requirement.network, auth.nonce, auth.valid_before
+            );
+            println!("{name}: {value}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e.to_string()),
+    }
+}
+
+fn pretty(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned())
+}
+
+async fn serve_standin(listen: String) -> ExitCode {
+    let listener = match tokio::net::TcpListener::bind(&listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(%listen, "stand-in strategy upstream listening (fixed, labelled answers; no model)");
+    standin::serve(listener, standin::standin_handler()).await;
+    ExitCode::SUCCESS
+}
+
+async fn run_devnet(buyers: usize) -> ExitCode {
+    let net = match devnet::Devnet::start().await {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("devnet RPC      {}", net.rpc_url);
+    println!("chain id        {} ({})", devnet::CHAIN_ID, devnet::NETWORK);
+    println!("USDC (EIP-3009) {}", devnet::USDC);
+    println!("seller payTo    {}", net.pay_to);
+    println!(
+        "settler key     export X402_SETTLER_KEY={}   # anvil dev key, devnet only",
+        net.settler_key_hex()
+    );
+    for i in 0..buyers {
+        match net.new_buyer(U256::from(100 * devnet::ONE_USDC)).await {
+            Ok(b) => println!(
+                "buyer {i}         {} holds 100 USDC: export X402_BUYER_KEY=0x{}",
+                b.address(),
+                x402_sidecar::util::hex(&b.to_bytes()[..])
+            ),
+            Err(e) => eprintln!("error: funding a buyer: {e}"),
+        }
+    }
+    println!("running; Ctrl-C stops the devnet");
+    let _ = tokio::signal::ctrl_c().await;
+    ExitCode::SUCCESS
+}
+
+/// A child process that is killed when dropped.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn demo() -> ExitCode {
+    match demo_inner().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("demo failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn demo_inner() -> Result<(), String> {
+    let s = |e: &dyn std::fmt::Display| e.to_string();
+    println!(
+        "== 1. local chain: anvil, chain id {}, the project's EIP-3009 USDC at {}",
+        devnet::CHAIN_ID,
+        devnet::USDC
+    );
+    let net = devnet::Devnet::start().await.map_err(|e| s(&e))?;
+    let price = U256::from(10_000u64);
+    let buyer = net
+        .new_buyer(U256::from(5 * devnet::ONE_USDC))
+        .await
+        .map_err(|e| s(&e))?;
+    println!(
+        "   RPC {}; buyer {} funded with 5 USDC; seller receives at {}",
+        net.rpc_url,
+        buyer.address(),
+        net.pay_to
+    );
+
+    println!("== 2. strategy upstream: the labelled stand-in (fixed answer, no model)");
+    let up_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| s(&e))?;
+    let up_addr = up_listener.local_addr().map_err(|e| s(&e))?;
+    let up = tokio::spawn(standin::serve(up_listener, standin::standin_handler()));
+
+    println!("== 3. the sidecar: inbound paywall, POST /x402 at $0.01");
+    let port = free_port().map_err(|e| s(&e))?;
+    let dir = std::env::temp_dir().join(format!("x402-sidecar-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| s(&e))?;
+    let cfg_path = dir.join("sidecar.yaml");
+    let cfg = format!(
+        "inbound:\n  enabled: true\n  listen: 127.0.0.1:{port}\n  upstream: {{ url: \"http://{up_addr}\", timeout_ms: 4000 }}\n  routes:\n    - path: /x402\n      description: Trading strategy advice\n      price: \"$0.01\"\n      accepts:\n        - network: {net_id}\n          asset: \"{usdc}\"\n          pay_to: \"{pay_to}\"\n          eip712: {{ name: USDC, version: \"2\" }}\nfacilitators:\n  - network: {net_id}\n    rpc_url: {rpc}\n    settler: {{ key_env: X402_DEMO_SETTLER_KEY }}\nstore: memory\n",
+        net_id = devnet::NETWORK,
+        usdc = devnet::USDC,
+        pay_to = net.pay_to,
+        rpc = net.rpc_url,
+    );
+    std::fs::write(&cfg_path, cfg).map_err(|e| s(&e))?;
+    let exe = std::env::current_exe().map_err(|e| s(&e))?;
+    let child = std::process::Command::new(exe)
+        .args(["--log-format", "pretty", "run", "--config"])
+        .arg(&cfg_path)
+        .env("X402_DEMO_SETTLER_KEY", net.settler_key_hex())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| s(&e))?;
+    let _guard = ChildGuard(child);
+    let url = format!("http://127.0.0.1:{port}/x402");
+    let mut up_ok = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            up_ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if !up_ok {
+        return Err("the sidecar did not start within 5 s".into());
+    }
+    println!("   listening at {url}");
+
+    println!("== 4. one paid call with the seed example StrategyRequest");
+    let before = (
+        net.balance(buyer.address()).await.map_err(|e| s(&e))?,
+        net.balance(net.pay_to).await.map_err(|e| s(&e))?,
+    );
+    let http = reqwest::Client::new();
+    let paid = client::pay(
+        &http,
+        &url,
+        Bytes::from_static(strategy::SEED_EXAMPLE.as_bytes()),
+        &buyer,
+        false,
+        Some(price),
+        |m| println!("   → {m}"),
+    )
+    .await
+    .map_err(|e| s(&e))?;
+    println!(
+        "   ← {} {}",
+        paid.status,
+        pretty(&paid.body).replace('\n', "\n     ")
+    );
+    let after = (
+        net.balance(buyer.address()).await.map_err(|e| s(&e))?,
+        net.balance(net.pay_to).await.map_err(|e| s(&e))?,
+    );
+    let fmt = |v: U256| x402::money::format_decimal(v, 6);
+    println!("== 5. balances on chain (USDC)");
+    println!("   buyer  {} → {}", fmt(before.0), fmt(after.0));
+    println!("   seller {} → {}", fmt(before.1), fmt(after.1));
+    up.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+    if paid.status != 200 || after.1 != before.1 + price {
+        return Err(format!(
+            "expected 200 and +0.01 USDC for the seller, got {}",
+            paid.status
+        ));
+    }
+    println!("== done: one paid strategy call, settled on chain; everything stopped.");
+    Ok(())
+}

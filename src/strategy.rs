@@ -14,6 +14,25 @@ pub const MAX_TEXT: usize = 2_000;
 /// Highest leverage accepted as a preference.
 pub const MAX_LEVERAGE: f64 = 100.0;
 
+/// The example request from the requirements, byte for byte.
+pub const SEED_EXAMPLE: &str = r#"{
+  "account": {
+"platform": "hyperliquid",
+"positions": [
+  { "symbol": "ETH-PERP", "size": 1.2, "entryPx": 3150.5 },
+  { "symbol": "BTC-PERP", "size": -0.5, "entryPx": 62000 }
+],
+"balance": { "asset": "USDC", "amount": 2500 }
+  },
+  "preferences": {
+"leverage": 3,
+"riskTolerance": "medium",
+"timeHorizon": "24h"
+  },
+  "objectives": "Optimize delta-neutral coverage while preserving upside",
+  "symbols": ["ETH-PERP", "BTC-PERP", "BNB-PERP"]
+}"#;
+
 /// One problem in a request body: which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FieldError {
@@ -225,25 +244,6 @@ fn check_text(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The example request from the requirements, byte for byte.
-    pub const SEED_EXAMPLE: &str = r#"{
-  "account": {
-    "platform": "hyperliquid",
-    "positions": [
-      { "symbol": "ETH-PERP", "size": 1.2, "entryPx": 3150.5 },
-      { "symbol": "BTC-PERP", "size": -0.5, "entryPx": 62000 }
-    ],
-    "balance": { "asset": "USDC", "amount": 2500 }
-  },
-  "preferences": {
-    "leverage": 3,
-    "riskTolerance": "medium",
-    "timeHorizon": "24h"
-  },
-  "objectives": "Optimize delta-neutral coverage while preserving upside",
-  "symbols": ["ETH-PERP", "BTC-PERP", "BNB-PERP"]
-}"#;
 
     #[test]
     fn the_seed_example_is_valid() {

@@ -1,0 +1,169 @@
+//! A minimal HTTP/1.1 upstream: the labelled stand-in strategy endpoint used by `make demo`
+//! until the built-in advisor exists, and the scriptable upstream of the integration tests.
+//! One request per connection (`Connection: close`); enough for a loopback upstream.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::util::{new_id, now_secs, rfc3339};
+
+/// A request as the upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What to send back.
+#[derive(Debug, Clone)]
+pub enum Response {
+    /// A status and a JSON (or any) body with a correct Content-Length.
+    Body(u16, String),
+    /// Exactly these bytes, then close (for truncated or malformed answers).
+    Raw(Vec<u8>),
+    /// Wait, then answer.
+    After(Duration, Box<Response>),
+}
+
+pub type Handler =
+    Arc<dyn Fn(Request) -> Pin<Box<dyn Future<Output = Response> + Send>> + Send + Sync>;
+
+/// Serve `handler` on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, handler: Handler) {
+    loop {
+        let Ok((sock, _)) = listener.accept().await else {
+            continue;
+        };
+        let h = handler.clone();
+        tokio::spawn(async move {
+            let _ = one(sock, h).await;
+        });
+    }
+}
+
+async fn one(mut sock: TcpStream, handler: Handler) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        let n = sock.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > 64 * 1024 {
+            return Ok(());
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap_or_default().split(' ');
+    let method = first.next().unwrap_or_default().to_string();
+    let path = first.next().unwrap_or_default().to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect();
+    let len = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < len {
+        let n = sock.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    let mut resp = handler(Request {
+        method,
+        path,
+        headers,
+        body,
+    })
+    .await;
+    loop {
+        match resp {
+            Response::After(d, next) => {
+                tokio::time::sleep(d).await;
+                resp = *next;
+            }
+            Response::Raw(bytes) => {
+                sock.write_all(&bytes).await?;
+                break;
+            }
+            Response::Body(status, text) => {
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    text.len()
+                );
+                sock.write_all(head.as_bytes()).await?;
+                sock.write_all(text.as_bytes()).await?;
+                break;
+            }
+        }
+    }
+    sock.shutdown().await
+}
+
+/// The stand-in strategy answer: clearly labelled, derived only from what the request says.
+pub fn standin_answer(req: &Request) -> Response {
+    let v: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+    let positions = v["account"]["positions"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0);
+    let symbols: Vec<String> = v["account"]["positions"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .filter_map(|p| p["symbol"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let answer = json!({
+        "strategy": {
+            "summary": format!("STAND-IN ANSWER (no model, no analysis): received {positions} position(s); the built-in advisor replaces this endpoint."),
+            "steps": symbols.iter().map(|s| format!("Review {s}: hold until real advice is available")).collect::<Vec<_>>(),
+            "riskNotes": ["This is a fixed placeholder produced by the x402-sidecar stand-in upstream, not trading advice."],
+            "actions": symbols.iter().map(|s| json!({"symbol": s, "action": "hold", "size": 0, "notionalUsd": 0, "reason": "stand-in"})).collect::<Vec<_>>(),
+            "confidence": 0.0,
+        },
+        "metadata": {
+            "model": "standin-fixed-v0",
+            "modelCallId": null,
+            "upstreamId": new_id("standin"),
+            "generatedAt": rfc3339(now_secs()),
+            "requestId": req.header("x-request-id"),
+        }
+    });
+    Response::Body(200, answer.to_string())
+}
+
+/// Handler for the stand-in upstream.
+pub fn standin_handler() -> Handler {
+    Arc::new(|req: Request| Box::pin(async move { standin_answer(&req) }))
+}
