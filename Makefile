@@ -1,0 +1,39 @@
+# x402-sidecar — two commands on a fresh machine:
+#   make demo   the embedded default: local chain, stand-in upstream, sidecar, one paid call
+#   make test   formatting, lints, the artifact check and every test (real anvil, real Redis)
+
+CARGO ?= cargo
+DEVNET_STAMP := devnet/node_modules/.installed
+
+.PHONY: demo test devnet redis check-artifact fmt lint build release bench
+
+demo: devnet
+	$(CARGO) run --quiet -- --log-format pretty demo
+
+test: devnet redis check-artifact
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) test --all-targets
+
+# anvil and solc-js, pinned in devnet/package-lock.json
+devnet: $(DEVNET_STAMP)
+$(DEVNET_STAMP): devnet/package.json devnet/package-lock.json
+	cd devnet && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The committed token artifact must be what the committed source compiles to.
+check-artifact: devnet
+	node devnet/compile.cjs --check
+
+# Start a local Redis on 127.0.0.1:6379 if none answers (tests use a real one).
+redis:
+	scripts/ensure-redis.sh
+
+build:
+	$(CARGO) build
+
+release:
+	$(CARGO) build --release
+
+bench:
+	$(CARGO) bench

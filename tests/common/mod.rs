@@ -1,0 +1,260 @@
+//! Test harness: a real anvil devnet with the project's token, a scriptable upstream, and real
+//! sidecar processes (the built binary) in front of it.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use alloy_primitives::{Address, U256};
+use alloy_signer_local::PrivateKeySigner;
+use x402_sidecar::devnet::{self, Devnet};
+use x402_sidecar::standin::{self, Request, Response};
+
+pub const PRICE: u64 = 10_000; // $0.01
+pub const SECRET: &str = "test-challenge-secret-0123456789";
+
+/// How the upstream behaves for the next calls.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    Normal,
+    Slow(Duration),
+    Status(u16),
+    Truncated,
+    NotJson,
+    /// Answer normally after `Duration`, running `hook` first (e.g. drain the payer).
+    SlowThen(Duration),
+}
+
+/// The upstream strategy endpoint, counting calls.
+pub struct Upstream {
+    pub url: String,
+    pub calls: Arc<AtomicUsize>,
+    pub mode: Arc<Mutex<Mode>>,
+    pub last: Arc<Mutex<Option<Request>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mode = Arc::new(Mutex::new(Mode::Normal));
+        let last = Arc::new(Mutex::new(None));
+        let (c, m, l) = (calls.clone(), mode.clone(), last.clone());
+        let handler: standin::Handler = Arc::new(move |req: Request| {
+            c.fetch_add(1, Ordering::SeqCst);
+            let mode = m.lock().unwrap().clone();
+            *l.lock().unwrap() = Some(req.clone());
+            Box::pin(async move {
+                let ok = standin::standin_answer(&req);
+                match mode {
+                    Mode::Normal => ok,
+                    Mode::Slow(d) | Mode::SlowThen(d) => Response::After(d, Box::new(ok)),
+                    Mode::Status(s) => Response::Body(s, r#"{"error":"boom"}"#.into()),
+                    Mode::Truncated => Response::Raw(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\nConnection: close\r\n\r\n{\"strategy\":{\"summary\":\"cut".to_vec(),
+                    ),
+                    Mode::NotJson => Response::Body(200, "<html>not json</html>".into()),
+                }
+            })
+        });
+        let task = tokio::spawn(standin::serve(listener, handler));
+        Upstream {
+            url,
+            calls,
+            mode,
+            last,
+            task,
+        }
+    }
+
+    pub fn set(&self, mode: Mode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A sidecar process.
+pub struct Sidecar {
+    child: Child,
+    pub url: String,
+    pub log: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Sidecar {
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_x402-sidecar")
+}
+
+/// The configuration of a seller on the devnet.
+pub fn seller_config(
+    port: u16,
+    upstream: &str,
+    net: &Devnet,
+    store: &str,
+    upstream_timeout_ms: u64,
+) -> String {
+    format!(
+        r#"inbound:
+  enabled: true
+  listen: 127.0.0.1:{port}
+  upstream: {{ url: "{upstream}", timeout_ms: {upstream_timeout_ms} }}
+  challenge_secret: {SECRET}
+  routes:
+    - path: /x402
+      description: Trading strategy advice
+      price: {PRICE}
+      accepts:
+        - network: {network}
+          asset: "{usdc}"
+          pay_to: "{pay_to}"
+          eip712: {{ name: USDC, version: "2" }}
+          max_timeout_seconds: 120
+    - path: /free
+      method: GET
+facilitators:
+  - network: {network}
+    rpc_url: {rpc}
+    settler: {{ key_env: X402_TEST_SETTLER_KEY }}
+    receipt_timeout_ms: 10000
+store: "{store}"
+server: {{ threads: 2, grace_period_seconds: 1 }}
+"#,
+        network = devnet::NETWORK,
+        usdc = devnet::USDC,
+        pay_to = net.pay_to,
+        rpc = net.rpc_url,
+    )
+}
+
+/// Start a sidecar with `config_text`; waits until it accepts connections.
+pub async fn start_sidecar(
+    dir: &std::path::Path,
+    name: &str,
+    port: u16,
+    config_text: &str,
+    settler_key: &str,
+) -> Sidecar {
+    let config = dir.join(format!("{name}.yaml"));
+    std::fs::write(&config, config_text).unwrap();
+    let log = dir.join(format!("{name}.log"));
+    let child = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("X402_TEST_SETTLER_KEY", settler_key)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let sc = Sidecar {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        log,
+        config,
+    };
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return sc;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("sidecar did not start; log:\n{}", sc.logs());
+}
+
+/// Everything one scenario needs.
+pub struct World {
+    pub net: Devnet,
+    pub upstream: Upstream,
+    pub seller: Sidecar,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+impl World {
+    pub async fn start() -> World {
+        Self::start_with("memory", 4_000).await
+    }
+
+    pub async fn start_with(store: &str, upstream_timeout_ms: u64) -> World {
+        x402_sidecar::init_tls();
+        let net = Devnet::start()
+            .await
+            .expect("devnet (run `make devnet` first)");
+        let upstream = Upstream::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let cfg = seller_config(port, &upstream.url, &net, store, upstream_timeout_ms);
+        let seller = start_sidecar(dir.path(), "seller", port, &cfg, &net.settler_key_hex()).await;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        World {
+            net,
+            upstream,
+            seller,
+            http,
+            dir,
+        }
+    }
+
+    pub fn paid_url(&self) -> String {
+        format!("{}/x402", self.seller.url)
+    }
+
+    pub async fn buyer(&self, usdc: u64) -> PrivateKeySigner {
+        self.net.new_buyer(U256::from(usdc)).await.unwrap()
+    }
+
+    pub async fn balance(&self, who: Address) -> U256 {
+        self.net.balance(who).await.unwrap()
+    }
+
+    /// Transfers into the seller's account so far.
+    pub async fn seller_transfers(&self) -> usize {
+        self.net.transfers_to(self.net.pay_to).await.unwrap().len()
+    }
+}
+
+pub fn seed_body() -> &'static str {
+    x402_sidecar::strategy::SEED_EXAMPLE
+}

@@ -1,0 +1,748 @@
+//! The seller paywall end to end: a real anvil chain with the project's EIP-3009 token, real
+//! EIP-712 signatures, a real sidecar process, a real upstream over HTTP, real Redis.
+//! Every money path checks the chain, not just the HTTP status.
+
+mod common;
+
+use std::time::Duration;
+
+use alloy_primitives::{Address, U256};
+use alloy_signer_local::PrivateKeySigner;
+use base64::Engine;
+use common::*;
+use reqwest::header::HeaderMap;
+use serde_json::{Value, json};
+use x402_sidecar::client;
+use x402_sidecar::util::now_secs;
+use x402_sidecar::x402::challenge::ChallengeKey;
+use x402_sidecar::x402::types::*;
+
+fn b64json(h: &str) -> Value {
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(h)
+        .expect("base64");
+    serde_json::from_slice(&raw).expect("json")
+}
+
+async fn post(
+    w: &World,
+    url: &str,
+    body: &str,
+    payment: Option<(&str, &str)>,
+) -> (u16, HeaderMap, Value) {
+    let mut req = w
+        .http
+        .post(url)
+        .header("Content-Type", "application/json")
+        .body(body.to_string());
+    if let Some((k, v)) = payment {
+        req = req.header(k, v);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// A fresh v2 challenge from the seller.
+async fn challenge(w: &World) -> client::Offer {
+    let (status, headers, body) = post(w, &w.paid_url(), seed_body(), None).await;
+    assert_eq!(status, 402);
+    let h = headers.get("payment-required").unwrap().to_str().unwrap();
+    client::parse_challenge(Some(h), body.to_string().as_bytes(), false).unwrap()
+}
+
+/// A v2 payment for `offer`, with the authorization and the echoed requirement edited first.
+fn v2_payment(
+    signer: &PrivateKeySigner,
+    offer: &client::Offer,
+    edit_auth: impl FnOnce(&mut Authorization),
+    edit_accepted: impl FnOnce(&mut Value),
+) -> String {
+    let mut auth = client::authorization(signer, &offer.requirement, now_secs());
+    edit_auth(&mut auth);
+    let payload = client::sign(signer, &offer.requirement, auth).unwrap();
+    let mut accepted = offer.raw.clone();
+    edit_accepted(&mut accepted);
+    client::v2_header(&accepted, &payload, None)
+}
+
+fn reason(body: &Value) -> &str {
+    body["error"].as_str().unwrap_or("<none>")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpaid_call_gets_a_402_in_both_encodings() {
+    let w = World::start().await;
+    let (status, headers, body) = post(&w, &w.paid_url(), seed_body(), None).await;
+    assert_eq!(status, 402);
+    assert_eq!(headers["cache-control"], "no-store");
+    // v2: the PAYMENT-REQUIRED header.
+    let v2 = b64json(headers["payment-required"].to_str().unwrap());
+    assert_eq!(v2["x402Version"], 2);
+    assert!(v2["resource"]["url"].as_str().unwrap().ends_with("/x402"));
+    let a = &v2["accepts"][0];
+    assert_eq!(a["scheme"], "exact");
+    assert_eq!(a["network"], "eip155:84532");
+    assert_eq!(a["amount"], PRICE.to_string());
+    assert_eq!(
+        a["asset"].as_str().unwrap().parse::<Address>().unwrap(),
+        x402_sidecar::devnet::USDC
+    );
+    assert_eq!(
+        a["payTo"].as_str().unwrap().parse::<Address>().unwrap(),
+        w.net.pay_to
+    );
+    assert_eq!(a["maxTimeoutSeconds"], 120);
+    assert_eq!(a["extra"]["name"], "USDC");
+    assert_eq!(a["extra"]["version"], "2");
+    let fac = a["extra"]["facilitator"].as_str().unwrap();
+    assert_eq!(
+        fac.strip_prefix("local:")
+            .unwrap()
+            .parse::<Address>()
+            .unwrap(),
+        w.net.settler.address()
+    );
+    let expires = a["extra"]["expiresAt"].as_u64().unwrap();
+    assert!(expires >= now_secs() + 110 && expires <= now_secs() + 121);
+    assert!(a["extra"]["challenge"].as_str().unwrap().contains('.'));
+    // v1: the JSON body.
+    assert_eq!(body["x402Version"], 1);
+    assert_eq!(body["error"], "payment_required");
+    assert_eq!(body["accepts"][0]["maxAmountRequired"], PRICE.to_string());
+    assert_eq!(body["accepts"][0]["network"], "base-sepolia");
+    assert!(
+        body["accepts"][0]["resource"]
+            .as_str()
+            .unwrap()
+            .ends_with("/x402")
+    );
+    // A bare probe (no body) gets the price too, and nothing reached the upstream.
+    let (status, _, _) = post(&w, &w.paid_url(), "", None).await;
+    assert_eq!(status, 402);
+    assert_eq!(w.upstream.calls(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paid_v2_call_moves_the_price_on_chain_and_returns_the_receipt() {
+    let w = World::start().await;
+    let buyer = w.buyer(1_000_000).await;
+    let (payer0, seller0) = (
+        w.balance(buyer.address()).await,
+        w.balance(w.net.pay_to).await,
+    );
+    let offer = challenge(&w).await;
+    let header = v2_payment(&buyer, &offer, |_| {}, |_| {});
+    let (status, headers, body) = post(
+        &w,
+        &w.paid_url(),
+        seed_body(),
+        Some(("PAYMENT-SIGNATURE", &header)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(w.balance(buyer.address()).await, payer0 - U256::from(PRICE));
+    assert_eq!(w.balance(w.net.pay_to).await, seller0 + U256::from(PRICE));
+    let transfers = w.net.transfers_to(w.net.pay_to).await.unwrap();
+    assert_eq!(transfers.len(), 1);
+    assert_eq!(transfers[0].0, buyer.address());
+    let receipt = b64json(headers["payment-response"].to_str().unwrap());
+    assert_eq!(receipt["success"], true);
+    let tx = receipt["transaction"].as_str().unwrap();
+    assert_eq!(
+        tx,
+        format!("{:#x}", transfers[0].2),
+        "the receipt names the transfer on chain"
+    );
+    assert_eq!(body["payment"]["receiptId"], tx);
+    assert_eq!(body["payment"]["amount"], PRICE.to_string());
+    assert_eq!(
+        body["payment"]["payer"]
+            .as_str()
+            .unwrap()
+            .parse::<Address>()
+            .unwrap(),
+        buyer.address()
+    );
+    assert!(body["strategy"]["summary"].is_string());
+    assert!(!body["disclaimer"].as_str().unwrap().is_empty());
+    assert_eq!(
+        body["metadata"]["requestId"],
+        headers["x-request-id"].to_str().unwrap()
+    );
+    assert!(
+        body["metadata"]["paymentId"]
+            .as_str()
+            .unwrap()
+            .starts_with("pay_")
+    );
+    assert_eq!(body["metadata"]["model"], "standin-fixed-v0");
+    // The upstream saw who paid, and never the payment itself.
+    let seen = w.upstream.last.lock().unwrap().clone().unwrap();
+    assert_eq!(
+        seen.header("x-payer").unwrap().parse::<Address>().unwrap(),
+        buyer.address()
+    );
+    assert_eq!(
+        seen.header("x-payment-id"),
+        body["metadata"]["paymentId"].as_str()
+    );
+    assert!(seen.header("payment-signature").is_none());
+    assert_eq!(w.upstream.calls(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paid_v1_call_works_with_x_payment() {
+    let w = World::start().await;
+    let buyer = w.buyer(1_000_000).await;
+    let paid = client::pay(
+        &w.http,
+        &w.paid_url(),
+        seed_body().into(),
+        &buyer,
+        true,
+        None,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(paid.status, 200);
+    assert_eq!(paid.offer.unwrap().version, 1);
+    let receipt = paid.receipt.expect("X-PAYMENT-RESPONSE");
+    assert!(receipt.success);
+    assert_eq!(
+        w.balance(buyer.address()).await,
+        U256::from(1_000_000 - PRICE)
+    );
+    assert_eq!(w.seller_transfers().await, 1);
+    let body: Value = serde_json::from_slice(&paid.body).unwrap();
+    assert_eq!(body["metadata"]["x402Version"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_after_success_gets_the_stored_answer_and_pays_once() {
+    let w = World::start().await;
+    let buyer = w.buyer(1_000_000).await;
+    let offer = challenge(&w).await;
+    let header = v2_payment(&buyer, &offer, |_| {}, |_| {});
+    let (s1, h1, b1) = post(
+        &w,
+        &w.paid_url(),
+        seed_body(),
+        Some(("PAYMENT-SIGNATURE", &header)),
+    )
+    .await;
+    assert_eq!(s1, 200);
+    let (s2, h2, b2) = post(
+        &w,
+        &w.paid_url(),
+        seed_body(),
+        Some(("PAYMENT-SIGNATURE", &header)),
+    )
+    .await;
+    assert_eq!(s2, 200);
+    assert_eq!(b1, b2, "the very same answer");
+    assert_eq!(h2["x-payment-replayed"], "true");
+    assert_eq!(h1["payment-response"], h2["payment-response"]);
+    // Same payment, another request: refused.
+    let other = seed_body().replace("ETH-PERP\", \"size\": 1.2", "ETH-PERP\", \"size\": 2.2");
+    let (s3, _, b3) = post(
+        &w,
+        &w.paid_url(),
+        &other,
+        Some(("PAYMENT-SIGNATURE", &header)),
+    )
+    .await;
+    assert_eq!(s3, 409);
+    assert_eq!(reason(&b3), "payment_already_used");
+    assert_eq!(w.upstream.calls(), 1);
+    assert_eq!(w.seller_transfers().await, 1);
+    assert_eq!(
+        w.balance(buyer.address()).await,
+        U256::from(1_000_000 - PRICE)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_bad_payment_gets_its_own_reason_and_no_upstream_call() {
+    let w = World::start().await;
+    let buyer = w.buyer(1_000_000).await;
+    let poor = w.buyer(PRICE - 1).await;
+    let stranger = PrivateKeySigner::random();
+    let now = now_secs();
+    let key = ChallengeKey::new(SECRET.as_bytes().to_vec());
+    type AuthEdit = Box<dyn FnOnce(&mut Authorization)>;
+    type AccEdit = Box<dyn FnOnce(&mut Value)>;
+    let none_a = || -> AuthEdit { Box::new(|_| {}) };
+    let none_r = || -> AccEdit { Box::new(|_| {}) };
+    let other = Address::repeat_byte(0x42);
+    let cases: Vec<(&str, &PrivateKeySigner, AuthEdit, AccEdit, &str)> = vec![
+        (
+            "authorization for less",
+            &buyer,
+            Box::new(|a| a.value = U256::from(PRICE - 1)),
+            none_r(),
+            "invalid_exact_evm_payload_authorization_value_mismatch",
+        ),
+        (
+            "accepted amount lowered",
+            &buyer,
+            Box::new(|a| a.value = U256::from(1)),
+            Box::new(|r| r["amount"] = json!("1")),
+            "invalid_exact_evm_payload_authorization_value_mismatch",
+        ),
+        (
+            "pays someone else",
+            &buyer,
+            Box::new(move |a| a.to = other),
+            none_r(),
+            "invalid_exact_evm_payload_recipient_mismatch",
+        ),
+        (
+            "accepted payTo changed",
+            &buyer,
+            Box::new(move |a| a.to = other),
+            Box::new(move |r| r["payTo"] = json!(other)),
+            "invalid_exact_evm_payload_recipient_mismatch",
+        ),
+        (
+            "another asset",
+            &buyer,
+            none_a(),
+            Box::new(move |r| r["asset"] = json!(other)),
+            "asset_mismatch",
+        ),
+        (
+            "another network",
+            &buyer,
+            none_a(),
+            Box::new(|r| r["network"] = json!("eip155:8453")),
+            "network_mismatch",
+        ),
+        (
+            "expired",
+            &buyer,
+            Box::new(move |a| a.valid_before = U256::from(now - 10)),
+            none_r(),
+            "invalid_exact_evm_payload_authorization_valid_before",
+        ),
+        (
+            "not yet valid",
+            &buyer,
+            Box::new(move |a| a.valid_after = U256::from(now + 60)),
+            none_r(),
+            "invalid_exact_evm_payload_authorization_valid_after",
+        ),
+        (
+            "valid too long",
+            &buyer,
+            Box::new(move |a| a.valid_before = U256::from(now + 3_600)),
+            none_r(),
+            "invalid_exact_evm_payload_authorization_valid_before_too_far",
+        ),
+        (
+            "signed by someone else",
+            &stranger,
+            Box::new(|a| a.from = Address::repeat_byte(0x11)),
+            none_r(),
+            "invalid_exact_evm_payload_signature",
+        ),
+        (
+            "forged challenge",
+            &buyer,
+            none_a(),
+            Box::new(|r| {
+                r["extra"]["challenge"] = json!(format!("{}.{}", "ab".repeat(16), "cd".repeat(32)))
+            }),
+            "invalid_challenge",
+        ),
+        (
+            "no challenge",
+            &buyer,
+            none_a(),
+            Box::new(|r| {
+                r["extra"].as_object_mut().unwrap().remove("challenge");
+            }),
+            "invalid_challenge",
+        ),
+        (
+            "insufficient balance",
+            &poor,
+            none_a(),
+            none_r(),
+            "invalid_exact_evm_insufficient_balance",
+        ),
+    ];
+    for (name, signer, edit_auth, edit_acc, want) in cases {
+        let offer = challenge(&w).await;
+        let header = v2_payment(signer, &offer, edit_auth, edit_acc);
+        let (status, headers, body) = post(
+            &w,
+            &w.paid_url(),
+            seed_body(),
+            Some(("PAYMENT-SIGNATURE", &header)),
+        )
+        .await;
+        assert_eq!(status, 402, "{name}: {body}");
+        assert_eq!(reason(&body), want, "{name}: {body}");
+        assert!(
+            !body["message"].as_str().unwrap_or("").is_empty(),
+            "{name}: a sentence for people"
+        );
+        let v2 = b64json(headers["payment-required"].to_str().unwrap());
+        assert_eq!(
+            v2["error"], want,
+            "{name}: the v2 header carries the reason too"
+        );
+    }
+    // A challenge that was really issued by this seller but has expired.
+    let offer = challenge(&w).await;
+    let mut stale = offer.requirement.clone();
+    let expired_at = now - 5;
+    let mut base = stale.clone();
+    base.extra = Some(
+        json!({"name": "USDC", "version": "2", "facilitator": offer.raw["extra"]["facilitator"]}),
+    );
+    let token = key.issue("POST /x402", &base, expired_at);
+    stale.extra = Some(
+        json!({"name": "USDC", "version": "2", "facilitator": offer.raw["extra"]["facilitator"], "expiresAt": expired_at, "challenge": token}),
+    );
+    let auth = client::authorization(&buyer, &stale, now);
+    let payload = client::sign(&buyer, &stale, auth).unwrap();
+    let header = client::v2_header(&serde_json::to_value(&stale).unwrap(), &payload, None);
+    let (status, _, body) = post(
+        &w,
+        &w.paid_url(),
+        seed_body(),
+        Some(("PAYMENT-SIGNATURE", &header)),
+    )
+    .await;
+    assert_eq!(
+        (status, reason(&body)),
+        (402, "challenge_expired"),
+        "{body}"
+    );
+    // Garbage in the header.
+    let (status, _, body) = post(
+        &w,
+        &w.paid_url(),
+        seed_body(),
+        Some(("PAYMENT-SIGNATURE", "not base64 at all!")),
+    )
+    .await;
+    assert_eq!((status, reason(&body)), (402, "invalid_payload"));
+    // A domain mismatch (signed for "USD Coin") does not recover the payer.
+    let offer = challenge(&w).await;
+    let mut wrong_domain = offer.requirement.clone();
+    wrong_domain.extra = Some(json!({"name": "USD Coin", "version": "2"}));
+    let auth = client::authorization(&buyer, &offer.requirement, now);
+    let payload = client::sign(&buyer, &wrong_domain, auth).unwrap();
+    let header = client::v2_header(&offer.raw, &payload, None);
+    let (status, _, body) = post(
+        &w,
+        &w.paid_url(),
+        seed_body(),
+        Some(("PAYMENT-SIGNATURE", &header)),
+    )
+    .await;
+    assert_eq!(
+        (status, reason(&body)),
+        (402, "invalid_exact_evm_payload_signature")
+    );
+
+    assert_eq!(
+        w.upstream.calls(),
+        0,
+        "no refused payment reached the upstream"
+    );
+    assert_eq!(w.seller_transfers().await, 0);
+    assert_eq!(w.balance(buyer.address()).await, U256::from(1_000_000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nonce_already_used_on_chain_is_refused() {
+    let w = World::start().await;
+    // A second seller with its own memory store: only the chain knows the nonce was used.
+    let port = free_port();
+    let cfg = seller_config(port, &w.upstream.url, &w.net, "memory", 4_000);
+    let other = start_sidecar(w.dir.path(), "other", port, &cfg, &w.net.settler_key_hex()).await;
+    let buyer = w.buyer(1_000_000).await;
+    let offer = challenge(&w).await;
+    let header = v2_payment(&buyer, &offer, |_| {}, |_| {});
+    let (s1, _, _) = post(
+        &w,
+        &w.paid_url(),
+        seed_body(),
+        Some(("PAYMENT-SIGNATURE", &header)),
+    )
+    .await;
+    assert_eq!(s1, 200);
+    let (s2, _, body) = post(
+        &w,
+        &format!("{}/x402", other.url),
+        seed_body(),
+        Some(("PAYMENT-SIGNATURE", &header)),
+    )
+    .await;
+    assert_eq!(
+        (s2, reason(&body)),
+        (402, "invalid_exact_evm_nonce_already_used"),
+        "{body}"
+    );
+    assert_eq!(w.upstream.calls(), 1);
+    assert_eq!(w.seller_transfers().await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_input_gets_400_or_413_and_never_a_402() {
+    let w = World::start().await;
+    let bad = r#"{"account":{"platform":"binance","positions":[]},"preferences":{"leverage":500}}"#;
+    let (status, headers, body) = post(&w, &w.paid_url(), bad, None).await;
+    assert_eq!(status, 400);
+    assert!(headers.get("payment-required").is_none());
+    assert_eq!(reason(&body), "invalid_request");
+    let paths: Vec<&str> = body["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["account.platform", "preferences.leverage"]);
+    // Even with a valid payment attached, invalid input is never charged.
+    let buyer = w.buyer(1_000_000).await;
+    let offer = challenge(&w).await;
+    let header = v2_payment(&buyer, &offer, |_| {}, |_| {});
+    let (status, _, _) = post(&w, &w.paid_url(), bad, Some(("PAYMENT-SIGNATURE", &header))).await;
+    assert_eq!(status, 400);
+    let (status, _, body) = post(&w, &w.paid_url(), &"x".repeat(70_000), None).await;
+    assert_eq!((status, reason(&body)), (413, "body_too_large"));
+    assert_eq!(w.upstream.calls(), 0);
+    assert_eq!(w.seller_transfers().await, 0);
+    // Unknown routes are refused; free routes pass without payment.
+    let r = w
+        .http
+        .get(format!("{}/nope", w.seller.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_failure_is_not_charged_and_the_same_payment_then_succeeds() {
+    let w = World::start().await;
+    let buyer = w.buyer(1_000_000).await;
+    let offer = challenge(&w).await;
+    let header = v2_payment(&buyer, &offer, |_| {}, |_| {});
+    for (mode, want_status, want) in [
+        (Mode::Status(500), 503, "upstream_error"),
+        (Mode::Truncated, 502, "upstream_bad_answer"),
+        (Mode::NotJson, 502, "upstream_bad_answer"),
+    ] {
+        w.upstream.set(mode.clone());
+        let (status, headers, body) = post(
+            &w,
+            &w.paid_url(),
+            seed_body(),
+            Some(("PAYMENT-SIGNATURE", &header)),
+        )
+        .await;
+        assert_eq!(
+            (status, reason(&body)),
+            (want_status, want),
+            "{mode:?}: {body}"
+        );
+        assert!(headers.get("retry-after").is_some(), "{mode:?}: retryable");
+        assert!(body.get("strategy").is_none());
+        assert_eq!(w.seller_transfers().await, 0, "{mode:?}: nothing charged");
+    }
+    assert_eq!(w.balance(buyer.address()).await, U256::from(1_000_000));
+    // The claim was released each time: the same authorization now buys the answer, once.
+    w.upstream.set(Mode::Normal);
+    let (status, _, body) = post(
+        &w,
+        &w.paid_url(),
+        seed_body(),
+        Some(("PAYMENT-SIGNATURE", &header)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(w.seller_transfers().await, 1);
+    assert_eq!(
+        w.balance(buyer.address()).await,
+        U256::from(1_000_000 - PRICE)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upstream_past_the_timeout_is_not_charged() {
+    let w = World::start_with("memory", 500).await;
+    let buyer = w.buyer(1_000_000).await;
+    w.upstream.set(Mode::Slow(Duration::from_millis(1_500)));
+    let offer = challenge(&w).await;
+    let header = v2_payment(&buyer, &offer, |_| {}, |_| {});
+    let (status, headers, body) = post(
+        &w,
+        &w.paid_url(),
+        seed_body(),
+        Some(("PAYMENT-SIGNATURE", &header)),
+    )
+    .await;
+    assert_eq!((status, reason(&body)), (504, "upstream_timeout"));
+    assert!(headers.get("retry-after").is_some());
+    assert_eq!(w.seller_transfers().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buyer_who_hangs_up_is_not_charged_and_a_retry_gets_the_answer_once() {
+    let w = World::start().await;
+    let buyer = w.buyer(1_000_000).await;
+    let offer = challenge(&w).await;
+    let header = v2_payment(&buyer, &offer, |_| {}, |_| {});
+    w.upstream.set(Mode::Slow(Duration::from_millis(1_500)));
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let r = impatient
+        .post(w.paid_url())
+        .header("PAYMENT-SIGNATURE", &header)
+        .header("Content-Type", "application/json")
+        .body(seed_body())
+        .send()
+        .await;
+    assert!(r.is_err(), "the buyer gave up");
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    assert_eq!(w.upstream.calls(), 1, "the upstream finished its work");
+    assert_eq!(
+        w.seller_transfers().await,
+        0,
+        "nobody pays for an answer they did not receive"
+    );
+    assert_eq!(w.balance(buyer.address()).await, U256::from(1_000_000));
+    // The retry with the same payment gets the kept answer and is charged now, once.
+    let (status, headers, body) = post(
+        &w,
+        &w.paid_url(),
+        seed_body(),
+        Some(("PAYMENT-SIGNATURE", &header)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(headers.get("payment-response").is_some());
+    assert!(body["strategy"].is_object());
+    assert_eq!(w.upstream.calls(), 1, "no second model call");
+    assert_eq!(w.seller_transfers().await, 1);
+    assert_eq!(
+        w.balance(buyer.address()).await,
+        U256::from(1_000_000 - PRICE)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payer_drained_before_settlement_gets_402_and_no_answer() {
+    let w = World::start().await;
+    let buyer = w.buyer(1_000_000).await;
+    let offer = challenge(&w).await;
+    let header = v2_payment(&buyer, &offer, |_| {}, |_| {});
+    w.upstream.set(Mode::Slow(Duration::from_millis(1_500)));
+    let url = w.paid_url();
+    let http = w.http.clone();
+    let h = header.clone();
+    let call = tokio::spawn(async move {
+        let r = http
+            .post(url)
+            .header("PAYMENT-SIGNATURE", h)
+            .header("Content-Type", "application/json")
+            .body(seed_body())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        (
+            status,
+            headers,
+            r.json::<Value>().await.unwrap_or(Value::Null),
+        )
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sink = Address::repeat_byte(0x77);
+    w.net.drain(&buyer, sink).await.unwrap();
+    let (status, headers, body) = call.await.unwrap();
+    assert_eq!(
+        (status, reason(&body)),
+        (402, "invalid_exact_evm_insufficient_balance"),
+        "{body}"
+    );
+    assert!(body.get("strategy").is_none(), "the answer is withheld");
+    let receipt = b64json(headers["payment-response"].to_str().unwrap());
+    assert_eq!(receipt["success"], false);
+    assert_eq!(w.seller_transfers().await, 0);
+    assert_eq!(w.balance(sink).await, U256::from(1_000_000));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_copies_of_one_payment_through_two_sidecars_sharing_redis_settle_once() {
+    let w = World::start_with("redis://127.0.0.1:6379/0", 4_000).await;
+    let port = free_port();
+    let cfg = seller_config(
+        port,
+        &w.upstream.url,
+        &w.net,
+        "redis://127.0.0.1:6379/0",
+        4_000,
+    );
+    let second = start_sidecar(w.dir.path(), "second", port, &cfg, &w.net.settler_key_hex()).await;
+    let buyer = w.buyer(1_000_000).await;
+    let offer = challenge(&w).await;
+    let header = v2_payment(&buyer, &offer, |_| {}, |_| {});
+    w.upstream.set(Mode::Slow(Duration::from_millis(300)));
+    let urls = [w.paid_url(), format!("{}/x402", second.url)];
+    let mut calls = Vec::new();
+    for i in 0..20 {
+        let (http, url, h) = (w.http.clone(), urls[i % 2].clone(), header.clone());
+        calls.push(tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .header("PAYMENT-SIGNATURE", h)
+                .header("Content-Type", "application/json")
+                .body(seed_body())
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }));
+    }
+    let mut ok = 0;
+    for c in calls {
+        let (status, body) = c.await.unwrap();
+        match status {
+            200 => ok += 1,
+            409 => assert_eq!(reason(&body), "payment_in_flight"),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(ok >= 1);
+    assert_eq!(w.upstream.calls(), 1, "exactly one upstream call");
+    assert_eq!(w.seller_transfers().await, 1, "exactly one transfer");
+    assert_eq!(
+        w.balance(buyer.address()).await,
+        U256::from(1_000_000 - PRICE)
+    );
+    // Afterwards both replicas serve the stored answer.
+    for url in &urls {
+        let (status, headers, _) =
+            post(&w, url, seed_body(), Some(("PAYMENT-SIGNATURE", &header))).await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["x-payment-replayed"], "true");
+    }
+    assert_eq!(w.seller_transfers().await, 1);
+}
