@@ -746,3 +746,119 @@ async fn twenty_copies_of_one_payment_through_two_sidecars_sharing_redis_settle_
     }
     assert_eq!(w.seller_transfers().await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconfirmed_settlement_is_pending_never_a_fresh_402_and_the_retry_gets_the_answer() {
+    let w = World::start_opts("memory", 4_000, 1_000).await;
+    let buyer = w.buyer(1_000_000).await;
+    let offer = challenge(&w).await;
+    let header = v2_payment(&buyer, &offer, |_| {}, |_| {});
+    // Blocks stop being mined: the settlement is broadcast but gets no receipt in time.
+    let p = w.net.provider();
+    let _: () = alloy_provider::Provider::raw_request(p, "evm_setAutomine".into(), (false,))
+        .await
+        .unwrap();
+    let (status, headers, body) = post(
+        &w,
+        &w.paid_url(),
+        seed_body(),
+        Some(("PAYMENT-SIGNATURE", &header)),
+    )
+    .await;
+    assert_eq!(
+        (status, reason(&body)),
+        (503, "settlement_pending"),
+        "{body}"
+    );
+    assert!(headers.get("retry-after").is_some());
+    assert!(body.get("strategy").is_none());
+    let tx = body["transaction"].as_str().unwrap().to_string();
+    // While still unconfirmed, a retry is told to wait again, not asked to pay again.
+    let (status, _, body) = post(
+        &w,
+        &w.paid_url(),
+        seed_body(),
+        Some(("PAYMENT-SIGNATURE", &header)),
+    )
+    .await;
+    assert_eq!(
+        (status, reason(&body)),
+        (503, "settlement_pending"),
+        "{body}"
+    );
+    // The block arrives; the retry with the same payment gets the answer, charged once.
+    let _: () = alloy_provider::Provider::raw_request(p, "evm_setAutomine".into(), (true,))
+        .await
+        .unwrap();
+    let _: String = alloy_provider::Provider::raw_request(p, "evm_mine".into(), ())
+        .await
+        .unwrap();
+    let (status, headers, body) = post(
+        &w,
+        &w.paid_url(),
+        seed_body(),
+        Some(("PAYMENT-SIGNATURE", &header)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["payment"]["receiptId"], tx);
+    assert_eq!(
+        b64json(headers["payment-response"].to_str().unwrap())["transaction"],
+        tx
+    );
+    assert_eq!(w.upstream.calls(), 1);
+    assert_eq!(w.seller_transfers().await, 1);
+    assert_eq!(
+        w.balance(buyer.address()).await,
+        U256::from(1_000_000 - PRICE)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_payments_from_many_buyers_all_settle_without_nonce_collisions() {
+    let w = World::start().await;
+    let mut buyers = Vec::new();
+    for _ in 0..8 {
+        buyers.push(w.buyer(1_000_000).await);
+    }
+    let mut calls = Vec::new();
+    for b in &buyers {
+        let offer = challenge(&w).await;
+        let header = v2_payment(b, &offer, |_| {}, |_| {});
+        let (http, url) = (w.http.clone(), w.paid_url());
+        calls.push(tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .header("PAYMENT-SIGNATURE", header)
+                .header("Content-Type", "application/json")
+                .body(seed_body())
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        }));
+    }
+    for c in calls {
+        assert_eq!(c.await.unwrap(), 200);
+    }
+    assert_eq!(w.seller_transfers().await, 8);
+    assert_eq!(w.balance(w.net.pay_to).await, U256::from(8 * PRICE));
+    for b in &buyers {
+        assert_eq!(w.balance(b.address()).await, U256::from(1_000_000 - PRICE));
+    }
+    // Logs never carry a payment header, a signature or the settler key.
+    let logs = w.seller.logs();
+    assert!(
+        logs.contains("paid call settled"),
+        "the sidecar logs paid calls"
+    );
+    assert!(
+        !logs.to_lowercase().contains(&w.net.settler_key_hex()[2..]),
+        "settler key in logs"
+    );
+    assert!(
+        !logs.contains("eyJ4NDAyVmVyc2lvbiI6"),
+        "a base64 payment header in logs"
+    );
+    assert!(!logs.contains("\"signature\""), "a signature in logs");
+}

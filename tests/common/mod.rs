@@ -129,6 +129,18 @@ pub fn seller_config(
     store: &str,
     upstream_timeout_ms: u64,
 ) -> String {
+    seller_config_with(port, upstream, net, store, upstream_timeout_ms, 10_000)
+}
+
+/// The same, with the settlement receipt timeout chosen.
+pub fn seller_config_with(
+    port: u16,
+    upstream: &str,
+    net: &Devnet,
+    store: &str,
+    upstream_timeout_ms: u64,
+    receipt_timeout_ms: u64,
+) -> String {
     format!(
         r#"inbound:
   enabled: true
@@ -151,7 +163,7 @@ facilitators:
   - network: {network}
     rpc_url: {rpc}
     settler: {{ key_env: X402_TEST_SETTLER_KEY }}
-    receipt_timeout_ms: 10000
+    receipt_timeout_ms: {receipt_timeout_ms}
 store: "{store}"
 server: {{ threads: 2, grace_period_seconds: 1 }}
 "#,
@@ -215,6 +227,14 @@ impl World {
     }
 
     pub async fn start_with(store: &str, upstream_timeout_ms: u64) -> World {
+        Self::start_opts(store, upstream_timeout_ms, 10_000).await
+    }
+
+    pub async fn start_opts(
+        store: &str,
+        upstream_timeout_ms: u64,
+        receipt_timeout_ms: u64,
+    ) -> World {
         x402_sidecar::init_tls();
         let net = Devnet::start()
             .await
@@ -222,7 +242,14 @@ impl World {
         let upstream = Upstream::start().await;
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let cfg = seller_config(port, &upstream.url, &net, store, upstream_timeout_ms);
+        let cfg = seller_config_with(
+            port,
+            &upstream.url,
+            &net,
+            store,
+            upstream_timeout_ms,
+            receipt_timeout_ms,
+        );
         let seller = start_sidecar(dir.path(), "seller", port, &cfg, &net.settler_key_hex()).await;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
