@@ -98,6 +98,65 @@ pub fn parse_challenge(
     ))
 }
 
+/// Every option of a 402: the v2 header's `accepts` if present, else the v1 body's.
+/// Options that do not parse are skipped; the policy decides among the rest.
+pub fn parse_all(header: Option<&str>, body: &[u8]) -> Vec<Offer> {
+    if let Some(h) = header
+        && let Ok(pr) = codec::decode::<Value>(h.as_bytes(), 64 * 1024)
+    {
+        let resource: Option<ResourceInfo> = pr
+            .get("resource")
+            .and_then(|r| serde_json::from_value(r.clone()).ok());
+        return pr
+            .get("accepts")
+            .and_then(Value::as_array)
+            .map(|list| {
+                list.iter()
+                    .filter_map(|raw| {
+                        let requirement =
+                            serde_json::from_value::<PaymentRequirements>(raw.clone()).ok()?;
+                        Some(Offer {
+                            version: 2,
+                            requirement,
+                            raw: raw.clone(),
+                            resource: resource.clone(),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+    }
+    let Ok(v1) = serde_json::from_slice::<Value>(body) else {
+        return Vec::new();
+    };
+    v1.get("accepts")
+        .and_then(Value::as_array)
+        .map(|list| {
+            list.iter()
+                .filter_map(|raw| {
+                    let r = serde_json::from_value::<PaymentRequirementsV1>(raw.clone()).ok()?;
+                    let requirement = PaymentRequirements {
+                        scheme: r.scheme,
+                        network: networks::from_v1_name(&r.network)?,
+                        amount: r.max_amount_required,
+                        asset: r.asset,
+                        pay_to: r.pay_to,
+                        max_timeout_seconds: r.max_timeout_seconds,
+                        extra: r.extra,
+                    };
+                    let raw = serde_json::to_value(&requirement).ok()?;
+                    Some(Offer {
+                        version: 1,
+                        requirement,
+                        raw,
+                        resource: None,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The authorization a buyer signs for `req`: exact price, to payTo, valid from 0 until
 /// now + maxTimeoutSeconds, fresh random nonce.
 pub fn authorization(
@@ -110,7 +169,7 @@ pub fn authorization(
         to: req.pay_to,
         value: req.amount,
         valid_after: U256::ZERO,
-        valid_before: U256::from(now + req.max_timeout_seconds),
+        valid_before: U256::from(now.saturating_add(req.max_timeout_seconds)),
         nonce: B256::random(),
     }
 }
@@ -160,7 +219,19 @@ pub fn payment_for(
     signer: &PrivateKeySigner,
     offer: &Offer,
 ) -> Result<(&'static str, String, Authorization), PayError> {
-    let auth = authorization(signer, &offer.requirement, now_secs());
+    payment_with(signer, offer, u64::MAX)
+}
+
+/// The same, with the authorization's lifetime clamped to `max_valid_secs`.
+pub fn payment_with(
+    signer: &PrivateKeySigner,
+    offer: &Offer,
+    max_valid_secs: u64,
+) -> Result<(&'static str, String, Authorization), PayError> {
+    let now = now_secs();
+    let mut auth = authorization(signer, &offer.requirement, now);
+    let life = offer.requirement.max_timeout_seconds.min(max_valid_secs);
+    auth.valid_before = U256::from(now.saturating_add(life));
     let payload = sign(signer, &offer.requirement, auth.clone())?;
     Ok(match offer.version {
         1 => (

@@ -27,6 +27,9 @@ pub struct Config {
     pub store: String,
     #[serde(default)]
     pub server: ServerConfig,
+    /// The buyer side: the paying proxy roma-01 points its HTTP client at.
+    #[serde(default)]
+    pub outbound: crate::outbound::config::OutboundConfig,
 }
 
 /// Process-wide settings.
@@ -287,6 +290,8 @@ pub struct Resolved {
     pub raw: Config,
     pub routes: Vec<Route>,
     pub facilitators: Vec<Facilitator>,
+    /// Present when `outbound.enabled`.
+    pub outbound: Option<crate::outbound::config::Outbound>,
 }
 
 /// Read a file, expand `${ENV}`, parse. Problems in the text come back as a list.
@@ -644,11 +649,13 @@ impl Config {
                 offers,
             });
         }
+        let outbound = self.outbound.resolve(&mut problems);
         if problems.is_empty() {
             Ok(Resolved {
                 raw: self.clone(),
                 routes,
                 facilitators,
+                outbound,
             })
         } else {
             Err(problems)

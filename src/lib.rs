@@ -10,6 +10,7 @@ pub mod config;
 pub mod devnet;
 pub mod evm;
 pub mod inbound;
+pub mod outbound;
 pub mod standin;
 pub mod store;
 pub mod strategy;

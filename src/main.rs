@@ -12,7 +12,7 @@ use pingora_core::server::Server;
 use pingora_core::server::configuration::ServerConf;
 
 use x402_sidecar::config::{self, Resolved};
-use x402_sidecar::{client, devnet, inbound, init_tls, standin, strategy, x402};
+use x402_sidecar::{client, devnet, inbound, init_tls, outbound, standin, strategy, x402};
 
 #[derive(Parser)]
 #[command(
@@ -98,6 +98,27 @@ enum Cmd {
         #[arg(long)]
         v1: bool,
     },
+    /// Buy strategy advice through the outbound paying proxy (the Buyer demo): shows the seller
+    /// chosen, the price, the payment, the answer and the spend.
+    Buy {
+        /// JSON file with the StrategyRequest to send.
+        #[arg(long)]
+        body: PathBuf,
+        /// The outbound proxy.
+        #[arg(long, default_value = "http://127.0.0.1:8403")]
+        via: String,
+        /// Ledger file to sum today's spend from (the outbound.ledger_path of the proxy).
+        #[arg(long)]
+        ledger: Option<PathBuf>,
+    },
+    /// List the buyer's ledger of paid calls and sum the spend per day and seller.
+    Ledger {
+        #[arg(long, default_value = "x402-ledger.jsonl")]
+        path: PathBuf,
+        /// Only entries on or after this day (YYYY-MM-DD).
+        #[arg(long)]
+        since: Option<String>,
+    },
     /// Serve the labelled stand-in strategy upstream (fixed answer, no model).
     Standin {
         #[arg(long, default_value = "127.0.0.1:8500")]
@@ -146,6 +167,8 @@ fn main() -> ExitCode {
             key_env,
             v1,
         } => sign(challenge, body_file, &key_env, v1),
+        Cmd::Buy { body, via, ledger } => block_on(buy(body, via, ledger)),
+        Cmd::Ledger { path, since } => show_ledger(&path, since.as_deref()),
         Cmd::Standin { listen } => block_on(serve_standin(listen)),
         Cmd::Devnet { buyers } => block_on(run_devnet(buyers)),
         Cmd::Demo => block_on(demo()),
@@ -222,20 +245,13 @@ fn run(path: &Path) -> ExitCode {
         Ok(r) => r,
         Err(code) => return code,
     };
-    if !r.raw.inbound.enabled {
+    if !r.raw.inbound.enabled && r.outbound.is_none() {
         eprintln!(
-            "{}: inbound.enabled is false, so there is nothing to serve; set it to true",
+            "{}: inbound.enabled and outbound.enabled are both false, so there is nothing to serve; enable one",
             path.display()
         );
         return ExitCode::from(2);
     }
-    let paywall = match inbound::Paywall::new(&r) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let conf = ServerConf {
         threads: r.raw.server.threads,
         grace_period_seconds: Some(r.raw.server.grace_period_seconds),
@@ -244,11 +260,38 @@ fn run(path: &Path) -> ExitCode {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut svc =
-        pingora_proxy::http_proxy_service_with_name(&server.configuration, paywall, "inbound");
-    svc.add_tcp(&r.raw.inbound.listen);
-    server.add_service(svc);
-    tracing::info!(listen = %r.raw.inbound.listen, upstream = %r.raw.inbound.upstream.url, routes = r.routes.len(), "inbound paywall listening");
+    if r.raw.inbound.enabled {
+        let paywall = match inbound::Paywall::new(&r) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let mut svc =
+            pingora_proxy::http_proxy_service_with_name(&server.configuration, paywall, "inbound");
+        svc.add_tcp(&r.raw.inbound.listen);
+        server.add_service(svc);
+        tracing::info!(listen = %r.raw.inbound.listen, upstream = %r.raw.inbound.upstream.url, routes = r.routes.len(), "inbound paywall listening");
+    }
+    if let Some(ob) = r.outbound.clone() {
+        let listen = ob.listen.clone();
+        let (sellers, wallet) = (ob.sellers.len(), ob.signer.address());
+        let payer = match outbound::Payer::new(ob, &r.raw.store) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: outbound: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let mut svc = pingora_core::services::listening::Service::new(
+            "outbound".to_string(),
+            pingora_core::apps::http_app::HttpServer::new_app(payer),
+        );
+        svc.add_tcp(&listen);
+        server.add_service(svc);
+        tracing::info!(%listen, sellers, %wallet, "outbound paying proxy listening");
+    }
     server.run_forever()
 }
 
@@ -353,6 +396,122 @@ fn sign(
         }
         Err(e) => fail(e.to_string()),
     }
+}
+
+async fn buy(body: PathBuf, via: String, ledger: Option<PathBuf>) -> ExitCode {
+    let bytes = match std::fs::read(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", body.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    match buy_once(&reqwest::Client::new(), &via, Bytes::from(bytes)).await {
+        Ok((status, report)) => {
+            println!("{report}");
+            if let Some(path) = ledger {
+                show_ledger(
+                    &path,
+                    Some(&x402_sidecar::util::rfc3339(x402_sidecar::util::now_secs())[..10]),
+                );
+            }
+            if status == 200 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One call through the outbound proxy; a report for people.
+async fn buy_once(http: &reqwest::Client, via: &str, body: Bytes) -> Result<(u16, String), String> {
+    let url = format!("{}/x402", via.trim_end_matches('/'));
+    let resp = http
+        .post(&url)
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("the outbound proxy at {via} did not answer: {e}"))?;
+    let status = resp.status().as_u16();
+    let h = resp.headers().clone();
+    let get = |k: &str| {
+        h.get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string()
+    };
+    let text = resp.bytes().await.map_err(|e| e.to_string())?;
+    let mut out = format!(
+        "→ POST {url}\n← {status}, answered by: {}\n",
+        get("x-strategy-source")
+    );
+    if get("x-strategy-source") == "paid" {
+        let amount = get("x-payment-amount")
+            .parse::<U256>()
+            .map(|a| x402::money::format_decimal(a, 6))
+            .unwrap_or_default();
+        out += &format!(
+            "  seller   {}\n  price    {} ({} atomic units of {} on {})\n  payment  tx {} from {}\n",
+            get("x-payment-seller"),
+            amount,
+            get("x-payment-amount"),
+            get("x-payment-asset"),
+            get("x-payment-network"),
+            get("x-payment-tx"),
+            get("x-payment-payer"),
+        );
+    }
+    if h.contains_key("x-attempts") {
+        out += &format!("  attempts {}\n", get("x-attempts"));
+    }
+    out += &format!(
+        "  answer   {}",
+        pretty(&text).replace('\n', "\n           ")
+    );
+    Ok((status, out))
+}
+
+fn show_ledger(path: &Path, since: Option<&str>) -> ExitCode {
+    let entries = match outbound::ledger::read(path) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let entries: Vec<_> = entries
+        .into_iter()
+        .filter(|e| since.is_none_or(|d| e.time.as_str() >= d))
+        .collect();
+    println!("{} paid call(s) in {}", entries.len(), path.display());
+    for e in &entries {
+        println!(
+            "  {}  {:<12} {:>10} {}  tx {}  remote {} / {}  {} ms  {}",
+            e.time,
+            e.seller,
+            e.amount,
+            e.outcome,
+            e.tx.as_deref().unwrap_or("-"),
+            e.remote_request_id.as_deref().unwrap_or("-"),
+            e.remote_payment_id.as_deref().unwrap_or("-"),
+            e.latency_ms,
+            e.call_id
+        );
+    }
+    println!("spend per day and seller:");
+    for ((day, seller, asset), (sum, n)) in outbound::ledger::totals(&entries) {
+        println!(
+            "  {day}  {seller:<12} {} ({sum} atomic units of {asset}) over {n} call(s)",
+            x402::money::format_decimal(U256::from(sum), 6)
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 fn pretty(body: &[u8]) -> String {

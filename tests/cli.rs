@@ -128,7 +128,7 @@ fn run_with_nothing_enabled_says_so() {
     let cfg = write(dir.path(), "store: memory\n");
     let (code, _, err) = run(&["run", "--config", cfg.to_str().unwrap()], &[]);
     assert_eq!(code, 2);
-    assert!(err.contains("inbound.enabled is false"), "{err}");
+    assert!(err.contains("nothing to serve"), "{err}");
 }
 
 #[test]

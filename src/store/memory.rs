@@ -7,7 +7,7 @@ use moka::Expiry;
 use moka::ops::compute::{CompResult, Op};
 use moka::sync::Cache;
 
-use super::{PaymentRecord, ReplayStore, StoreError};
+use super::{BudgetStore, PaymentRecord, ReplayStore, StoreError};
 
 #[derive(Clone)]
 struct Entry {
@@ -35,6 +35,7 @@ impl Expiry<String, Entry> for PerEntryTtl {
 /// In-process store: correct for one sidecar; replicas need [`super::RedisStore`].
 pub struct MemoryStore {
     cache: Cache<String, Entry>,
+    budgets: Cache<String, u64>,
 }
 
 impl MemoryStore {
@@ -44,7 +45,49 @@ impl MemoryStore {
                 .max_capacity(capacity)
                 .expire_after(PerEntryTtl)
                 .build(),
+            // Budget keys carry their day; two days of life is enough.
+            budgets: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(2 * 86_400))
+                .build(),
         }
+    }
+}
+
+#[async_trait]
+impl BudgetStore for MemoryStore {
+    async fn reserve(
+        &self,
+        key: &str,
+        amount: u64,
+        limit: u64,
+        _ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let r = self.budgets.entry(key.to_string()).and_compute_with(|cur| {
+            let spent = cur.map(|e| e.into_value()).unwrap_or(0);
+            match spent.checked_add(amount) {
+                Some(total) if total <= limit => Op::Put(total),
+                _ => Op::Nop,
+            }
+        });
+        Ok(matches!(
+            r,
+            CompResult::Inserted(_) | CompResult::ReplacedWith(_)
+        ))
+    }
+
+    async fn unreserve(&self, key: &str, amount: u64) -> Result<(), StoreError> {
+        self.budgets
+            .entry(key.to_string())
+            .and_compute_with(|cur| match cur {
+                Some(e) => Op::Put(e.into_value().saturating_sub(amount)),
+                None => Op::Nop,
+            });
+        Ok(())
+    }
+
+    async fn spent(&self, key: &str) -> Result<u64, StoreError> {
+        Ok(self.budgets.get(key).unwrap_or(0))
     }
 }
 
@@ -147,6 +190,30 @@ mod tests {
                 .unwrap(),
             None
         );
+    }
+
+    #[tokio::test]
+    async fn budgets_never_overshoot_under_concurrency() {
+        let s = std::sync::Arc::new(MemoryStore::new(100));
+        let mut handles = Vec::new();
+        for _ in 0..50 {
+            let s = s.clone();
+            handles.push(tokio::spawn(async move {
+                s.reserve("b", 3, 20, Duration::from_secs(60))
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut granted = 0;
+        for h in handles {
+            granted += h.await.unwrap() as u64;
+        }
+        assert_eq!(granted, 6, "6 × 3 ≤ 20 < 7 × 3");
+        assert_eq!(s.spent("b").await.unwrap(), 18);
+        s.unreserve("b", 3).await.unwrap();
+        assert_eq!(s.spent("b").await.unwrap(), 15);
+        s.unreserve("b", 100).await.unwrap();
+        assert_eq!(s.spent("b").await.unwrap(), 0);
     }
 
     #[tokio::test]

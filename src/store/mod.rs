@@ -90,8 +90,30 @@ pub trait ReplayStore: Send + Sync {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
+/// The buyer's spend counters: one integer per (asset, day), reserved before signing.
+/// A reservation is spend until released; release happens only on a definite failure.
+#[async_trait]
+pub trait BudgetStore: Send + Sync {
+    /// Add `amount` to `key` if the total stays within `limit`; false (and no change) otherwise.
+    async fn reserve(
+        &self,
+        key: &str,
+        amount: u64,
+        limit: u64,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+    /// Give back a reservation (never below zero).
+    async fn unreserve(&self, key: &str, amount: u64) -> Result<(), StoreError>;
+    /// Spent or reserved so far.
+    async fn spent(&self, key: &str) -> Result<u64, StoreError>;
+}
+
+/// Both halves, from one configuration value.
+pub trait Store: ReplayStore + BudgetStore {}
+impl<T: ReplayStore + BudgetStore> Store for T {}
+
 /// Open the store named in the configuration: `memory` or `redis://…`.
-pub fn open(spec: &str) -> Result<Arc<dyn ReplayStore>, StoreError> {
+pub fn open(spec: &str) -> Result<Arc<dyn Store>, StoreError> {
     if spec == "memory" {
         Ok(Arc::new(MemoryStore::new(1_000_000)))
     } else if spec.starts_with("redis://") || spec.starts_with("rediss://") {

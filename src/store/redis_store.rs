@@ -9,7 +9,7 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use tokio::sync::OnceCell;
 
-use super::{PaymentRecord, ReplayStore, StoreError};
+use super::{BudgetStore, PaymentRecord, ReplayStore, StoreError};
 
 const KEY_PREFIX: &str = "x402-sidecar:payment:";
 
@@ -27,10 +27,32 @@ end
 return 1
 "#;
 
+/// Reserve ARGV[1] under limit ARGV[2]; key lives ARGV[3] ms.
+const RESERVE: &str = r#"
+local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
+local amount = tonumber(ARGV[1])
+if spent + amount > tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], spent + amount, 'PX', ARGV[3])
+return 1
+"#;
+
+/// Release ARGV[1], never below zero, keeping the key's expiry.
+const RELEASE: &str = r#"
+local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
+local left = spent - tonumber(ARGV[1])
+if left < 0 then left = 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('SET', KEYS[1], left, 'KEEPTTL') end
+return left
+"#;
+
+const BUDGET_PREFIX: &str = "x402-sidecar:budget:";
+
 pub struct RedisStore {
     client: redis::Client,
     conn: OnceCell<ConnectionManager>,
     cas: Script,
+    reserve: Script,
+    release: Script,
 }
 
 impl RedisStore {
@@ -41,6 +63,8 @@ impl RedisStore {
             client,
             conn: OnceCell::new(),
             cas: Script::new(CAS),
+            reserve: Script::new(RESERVE),
+            release: Script::new(RELEASE),
         })
     }
 
@@ -154,6 +178,50 @@ impl ReplayStore for RedisStore {
     }
 }
 
+#[async_trait]
+impl BudgetStore for RedisStore {
+    async fn reserve(
+        &self,
+        key: &str,
+        amount: u64,
+        limit: u64,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.conn().await?;
+        let n: i64 = self
+            .reserve
+            .key(format!("{BUDGET_PREFIX}{key}"))
+            .arg(amount)
+            .arg(limit)
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(n == 1)
+    }
+
+    async fn unreserve(&self, key: &str, amount: u64) -> Result<(), StoreError> {
+        let mut c = self.conn().await?;
+        let _: i64 = self
+            .release
+            .key(format!("{BUDGET_PREFIX}{key}"))
+            .arg(amount)
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(())
+    }
+
+    async fn spent(&self, key: &str) -> Result<u64, StoreError> {
+        let mut c = self.conn().await?;
+        let v: Option<u64> = c
+            .get(format!("{BUDGET_PREFIX}{key}"))
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(v.unwrap_or(0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{PaymentState, sample};
@@ -207,5 +275,28 @@ mod tests {
             None
         );
         s.release(&key, "c").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn budgets_are_shared_and_never_overshoot() {
+        let a = std::sync::Arc::new(RedisStore::new(&url()).unwrap());
+        let b = std::sync::Arc::new(RedisStore::new(&url()).unwrap());
+        let key = format!("unit-budget-{}", rand::random::<u64>());
+        let mut handles = Vec::new();
+        for i in 0..40 {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let k = key.clone();
+            handles.push(tokio::spawn(async move {
+                s.reserve(&k, 5, 22, Duration::from_secs(60)).await.unwrap()
+            }));
+        }
+        let mut granted = 0;
+        for h in handles {
+            granted += h.await.unwrap() as u64;
+        }
+        assert_eq!(granted, 4);
+        assert_eq!(a.spent(&key).await.unwrap(), 20);
+        b.unreserve(&key, 5).await.unwrap();
+        assert_eq!(a.spent(&key).await.unwrap(), 15);
     }
 }

@@ -104,6 +104,35 @@ impl Drop for Sidecar {
 }
 
 impl Sidecar {
+    pub fn from_child(child: Child, port: u16, log: PathBuf, config: PathBuf) -> Sidecar {
+        Sidecar {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            log,
+            config,
+        }
+    }
+
+    /// Wait until the sidecar accepts connections.
+    pub async fn wait_up(&self) {
+        let port: u16 = self
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap();
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("sidecar did not start; log:\n{}", self.logs());
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -194,22 +223,9 @@ pub async fn start_sidecar(
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let sc = Sidecar {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        log,
-        config,
-    };
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return sc;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("sidecar did not start; log:\n{}", sc.logs());
+    let sc = Sidecar::from_child(child, port, log, config);
+    sc.wait_up().await;
+    sc
 }
 
 /// Everything one scenario needs.

@@ -1,0 +1,622 @@
+//! The buyer's paying proxy end to end: roma-01-style requests go to a real outbound sidecar,
+//! which pays real inbound sidecars on a real anvil chain. Every scenario checks the chain and
+//! the ledger, not just the status.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use alloy_primitives::{Address, U256};
+use alloy_signer_local::PrivateKeySigner;
+use common::*;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use x402_sidecar::devnet::{self, Devnet};
+use x402_sidecar::outbound::ledger;
+
+/// One seller as the buyer's configuration names it.
+struct SellerSpec {
+    name: &'static str,
+    url: String,
+    pay_to: Address,
+    max_price: u64,
+}
+
+struct BuyerOpts {
+    daily: u64,
+    timeout_ms: u64,
+    attempts: u32,
+    threshold: u32,
+    open_seconds: u64,
+    fallback: &'static str,
+    fallback_url: Option<String>,
+    store: &'static str,
+}
+
+impl Default for BuyerOpts {
+    fn default() -> Self {
+        BuyerOpts {
+            daily: 1_000_000,
+            timeout_ms: 10_000,
+            attempts: 2,
+            threshold: 3,
+            open_seconds: 30,
+            fallback: "error",
+            fallback_url: None,
+            store: "memory",
+        }
+    }
+}
+
+struct Buyer {
+    sidecar: Sidecar,
+    key: PrivateKeySigner,
+    ledger: std::path::PathBuf,
+}
+
+impl Buyer {
+    fn url(&self) -> String {
+        format!("{}/x402", self.sidecar.url)
+    }
+
+    fn ledger(&self) -> Vec<ledger::Entry> {
+        ledger::read(&self.ledger).unwrap()
+    }
+}
+
+fn buyer_config(
+    port: u16,
+    net: &Devnet,
+    sellers: &[SellerSpec],
+    o: &BuyerOpts,
+    ledger: &std::path::Path,
+) -> String {
+    let sellers: String = sellers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            format!(
+                "    - name: {}\n      url: \"{}\"\n      priority: {}\n      pay_to: [\"{}\"]\n      networks: [\"{}\"]\n      assets: [\"{}\"]\n      max_price: {}\n",
+                s.name, s.url, i + 1, s.pay_to, devnet::NETWORK, devnet::USDC, s.max_price
+            )
+        })
+        .collect();
+    let fallback_url = o
+        .fallback_url
+        .as_ref()
+        .map(|u| format!(", url: \"{u}\""))
+        .unwrap_or_default();
+    format!(
+        r#"outbound:
+  enabled: true
+  listen: 127.0.0.1:{port}
+  wallet: {{ key_env: X402_TEST_BUYER_KEY }}
+  chains: [ {{ network: "{network}", rpc_url: "{rpc}" }} ]
+  sellers:
+{sellers}  budgets: [ {{ network: "{network}", asset: "{usdc}", daily: {daily} }} ]
+  max_authorization_seconds: 60
+  timeout_ms: {timeout}
+  retry: {{ attempts: {attempts}, backoff_ms: 50 }}
+  breaker: {{ failure_threshold: {thr}, open_seconds: {open} }}
+  fallback: {{ mode: {mode}{fallback_url} }}
+  ledger_path: "{ledger}"
+store: "{store}"
+"#,
+        network = devnet::NETWORK,
+        rpc = net.rpc_url,
+        usdc = devnet::USDC,
+        daily = o.daily,
+        timeout = o.timeout_ms,
+        attempts = o.attempts,
+        thr = o.threshold,
+        open = o.open_seconds,
+        mode = o.fallback,
+        ledger = ledger.display(),
+        store = o.store,
+    )
+}
+
+async fn start_buyer(w: &World, sellers: &[SellerSpec], o: BuyerOpts) -> Buyer {
+    let key = w.buyer(5_000_000).await;
+    let port = free_port();
+    let ledger = w.dir.path().join(format!("ledger-{port}.jsonl"));
+    let cfg = buyer_config(port, &w.net, sellers, &o, &ledger);
+    let path = w.dir.path().join(format!("buyer-{port}.yaml"));
+    std::fs::write(&path, cfg).unwrap();
+    let log = w.dir.path().join(format!("buyer-{port}.log"));
+    let child = std::process::Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&path)
+        .env(
+            "X402_TEST_BUYER_KEY",
+            format!("0x{}", x402_sidecar::util::hex(&key.to_bytes()[..])),
+        )
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let sidecar = Sidecar::from_child(child, port, log, path);
+    sidecar.wait_up().await;
+    Buyer {
+        sidecar,
+        key,
+        ledger,
+    }
+}
+
+fn seller(name: &'static str, url: String, w: &World) -> SellerSpec {
+    SellerSpec {
+        name,
+        url,
+        pay_to: w.net.pay_to,
+        max_price: 50_000,
+    }
+}
+
+async fn buy(w: &World, b: &Buyer) -> (u16, reqwest::header::HeaderMap, Value) {
+    let r = w
+        .http
+        .post(b.url())
+        .header("Content-Type", "application/json")
+        .body(seed_body())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.json().await.unwrap_or(Value::Null))
+}
+
+fn h<'a>(headers: &'a reqwest::header::HeaderMap, k: &str) -> &'a str {
+    headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paid_call_through_the_outbound_proxy_pays_once_and_is_in_the_ledger() {
+    let w = World::start().await;
+    let b = start_buyer(
+        &w,
+        &[seller("node-a", w.paid_url(), &w)],
+        BuyerOpts::default(),
+    )
+    .await;
+    let before = w.balance(b.key.address()).await;
+    let (status, headers, body) = buy(&w, &b).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(h(&headers, "x-strategy-source"), "paid");
+    assert_eq!(h(&headers, "x-payment-seller"), "node-a");
+    assert_eq!(h(&headers, "x-payment-amount"), PRICE.to_string());
+    let transfers = w.net.transfers_to(w.net.pay_to).await.unwrap();
+    assert_eq!(transfers.len(), 1);
+    assert_eq!(transfers[0].0, b.key.address());
+    let tx = format!("{:#x}", transfers[0].2);
+    assert_eq!(h(&headers, "x-payment-tx"), tx);
+    assert!(
+        headers.contains_key("payment-response"),
+        "the seller's receipt is passed on"
+    );
+    // The seller's body, unchanged: its own payment block names the same transaction.
+    assert_eq!(body["payment"]["receiptId"], tx);
+    assert!(body["strategy"].is_object());
+    assert_eq!(w.balance(b.key.address()).await, before - U256::from(PRICE));
+    let l = b.ledger();
+    assert_eq!(l.len(), 1);
+    assert_eq!(
+        (
+            l[0].outcome.as_str(),
+            l[0].tx.as_deref(),
+            l[0].seller.as_str()
+        ),
+        ("paid", Some(tx.as_str()), "node-a")
+    );
+    assert_eq!(
+        l[0].remote_request_id.as_deref(),
+        body["metadata"]["requestId"].as_str()
+    );
+    assert_eq!(
+        l[0].remote_payment_id.as_deref(),
+        body["metadata"]["paymentId"].as_str()
+    );
+    assert!(l[0].disclaimer.as_deref().is_some_and(|d| !d.is_empty()));
+
+    // The forward-proxy form: roma-01 uses the sidecar as its HTTP proxy for a configured seller.
+    let via_proxy = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::http(&b.sidecar.url).unwrap())
+        .build()
+        .unwrap();
+    let r = via_proxy
+        .post(w.paid_url())
+        .header("Content-Type", "application/json")
+        .body(seed_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(h(r.headers(), "x-strategy-source"), "paid");
+    assert_eq!(w.seller_transfers().await, 2);
+    // An unknown seller is not paid through the proxy.
+    let r = via_proxy
+        .post("http://127.0.0.1:9/x402")
+        .body(seed_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(b.ledger().len(), 2);
+
+    // The buyer's key is never in its logs.
+    let logs = b.sidecar.logs();
+    assert!(logs.contains("ledger"), "paid calls are logged");
+    assert!(
+        !logs.contains(&x402_sidecar::util::hex(&b.key.to_bytes()[..])),
+        "buyer key in logs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_price_above_the_cap_is_refused_before_signing() {
+    let w = World::start().await;
+    let mut s = seller("node-a", w.paid_url(), &w);
+    s.max_price = PRICE - 1;
+    let b = start_buyer(&w, &[s], BuyerOpts::default()).await;
+    let (status, _, body) = buy(&w, &b).await;
+    assert_eq!(status, 502);
+    assert_eq!(body["error"], "no_seller_answered");
+    assert_eq!(body["attempts"][0]["outcome"], "price_above_cap");
+    assert_eq!(w.upstream.calls(), 0, "no payment was ever sent");
+    assert_eq!(w.seller_transfers().await, 0);
+    assert!(b.ledger().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pay_to_that_is_not_pinned_is_refused() {
+    let w = World::start().await;
+    let mut s = seller("node-a", w.paid_url(), &w);
+    s.pay_to = Address::repeat_byte(0x33);
+    let b = start_buyer(&w, &[s], BuyerOpts::default()).await;
+    let (status, _, body) = buy(&w, &b).await;
+    assert_eq!(
+        (status, body["attempts"][0]["outcome"].as_str()),
+        (502, Some("pay_to_not_pinned"))
+    );
+    assert_eq!(w.upstream.calls(), 0);
+    assert_eq!(w.seller_transfers().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_daily_budget_is_refused() {
+    let w = World::start().await;
+    let b = start_buyer(
+        &w,
+        &[seller("node-a", w.paid_url(), &w)],
+        BuyerOpts {
+            daily: PRICE,
+            ..Default::default()
+        },
+    )
+    .await;
+    let (status, _, _) = buy(&w, &b).await;
+    assert_eq!(status, 200);
+    let (status, _, body) = buy(&w, &b).await;
+    assert_eq!(
+        (status, body["attempts"][0]["outcome"].as_str()),
+        (502, Some("budget_exhausted")),
+        "{body}"
+    );
+    assert_eq!(w.seller_transfers().await, 1);
+    assert_eq!(b.ledger().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_calls_under_a_budget_for_five_pay_at_most_five_and_the_ledger_equals_the_chain()
+ {
+    let w = World::start().await;
+    let opts = BuyerOpts {
+        daily: 5 * PRICE,
+        store: "redis://127.0.0.1:6379/0",
+        ..Default::default()
+    };
+    let b = start_buyer(&w, &[seller("node-a", w.paid_url(), &w)], opts).await;
+    let mut calls = Vec::new();
+    for _ in 0..20 {
+        let (http, url) = (w.http.clone(), b.url());
+        calls.push(tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .header("Content-Type", "application/json")
+                .body(seed_body())
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        }));
+    }
+    let mut ok = 0;
+    for c in calls {
+        if c.await.unwrap() == 200 {
+            ok += 1;
+        }
+    }
+    let chain: BTreeSet<String> = w
+        .net
+        .transfers_to(w.net.pay_to)
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| format!("{:#x}", t.2))
+        .collect();
+    assert_eq!(
+        chain.len(),
+        5,
+        "the budget buys exactly five calls, never more"
+    );
+    assert_eq!(ok, chain.len(), "every paid answer is one transfer");
+    let ledger: BTreeSet<String> = b.ledger().iter().filter_map(|e| e.tx.clone()).collect();
+    assert_eq!(ledger, chain, "the ledger equals the chain");
+    assert_eq!(
+        w.balance(b.key.address()).await,
+        U256::from(5_000_000 - chain.len() as u64 * PRICE)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_first_seller_hands_over_to_the_second_with_one_transfer_in_total() {
+    let w = World::start().await;
+    // Seller A: a real sidecar whose strategy endpoint fails (it answers 503, charging nothing).
+    let bad_up = Upstream::start().await;
+    bad_up.set(Mode::Status(500));
+    let port = free_port();
+    let cfg = seller_config(port, &bad_up.url, &w.net, "memory", 4_000);
+    let a = start_sidecar(
+        w.dir.path(),
+        "seller-a",
+        port,
+        &cfg,
+        &w.net.settler_key_hex(),
+    )
+    .await;
+    let b = start_buyer(
+        &w,
+        &[
+            seller("node-a", format!("{}/x402", a.url), &w),
+            seller("node-b", w.paid_url(), &w),
+        ],
+        BuyerOpts {
+            attempts: 1,
+            ..Default::default()
+        },
+    )
+    .await;
+    let (status, headers, body) = buy(&w, &b).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(h(&headers, "x-payment-seller"), "node-b");
+    assert!(h(&headers, "x-attempts").contains("node-a="), "{headers:?}");
+    assert!(bad_up.calls() >= 1, "seller A was really tried");
+    assert_eq!(
+        w.seller_transfers().await,
+        1,
+        "exactly one transfer in total"
+    );
+    assert_eq!(
+        w.balance(b.key.address()).await,
+        U256::from(5_000_000 - PRICE)
+    );
+    let l = b.ledger();
+    assert_eq!((l.len(), l[0].seller.as_str()), (1, "node-b"));
+}
+
+/// A seller that accepts connections and never answers.
+async fn hanging_seller() -> (String, tokio::task::JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/x402", l.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    (url, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_seller_gets_a_fallback_answer_inside_the_timeout_marked_as_fallback() {
+    let w = World::start().await;
+    let (url, _task) = hanging_seller().await;
+    let opts = BuyerOpts {
+        timeout_ms: 2_500,
+        fallback: "local",
+        fallback_url: Some(format!("{}/x402", w.upstream.url)),
+        ..Default::default()
+    };
+    let b = start_buyer(&w, &[seller("stuck", url, &w)], opts).await;
+    let t = Instant::now();
+    let (status, headers, body) = buy(&w, &b).await;
+    let took = t.elapsed();
+    assert_eq!(status, 200, "{body}");
+    assert!(took < Duration::from_millis(2_800), "answered in {took:?}");
+    assert_eq!(h(&headers, "x-strategy-source"), "fallback");
+    assert!(
+        h(&headers, "x-attempts").contains("stuck=timeout"),
+        "{headers:?}"
+    );
+    assert!(body["strategy"].is_object());
+    assert!(
+        headers.get("x-payment-tx").is_none(),
+        "fallback advice is not paid advice"
+    );
+    assert_eq!(w.seller_transfers().await, 0);
+    assert!(b.ledger().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_mode_answers_503_with_retry_after_and_a_hint() {
+    let w = World::start().await;
+    let (url, _task) = hanging_seller().await;
+    let opts = BuyerOpts {
+        timeout_ms: 1_000,
+        fallback: "wait",
+        ..Default::default()
+    };
+    let b = start_buyer(&w, &[seller("stuck", url, &w)], opts).await;
+    let (status, headers, body) = buy(&w, &b).await;
+    assert_eq!(status, 503);
+    assert_eq!(h(&headers, "retry-after"), "60");
+    assert_eq!(body["error"], "sellers_unavailable");
+    assert!(body["action"].as_str().is_some());
+    assert_eq!(h(&headers, "x-strategy-source"), "none");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_opens_skips_the_seller_probes_and_closes_again() {
+    let w = World::start().await;
+    let local = Upstream::start().await;
+    w.upstream.set(Mode::Status(500));
+    let opts = BuyerOpts {
+        attempts: 0,
+        threshold: 2,
+        open_seconds: 1,
+        fallback: "local",
+        fallback_url: Some(format!("{}/x402", local.url)),
+        ..Default::default()
+    };
+    let b = start_buyer(&w, &[seller("node-a", w.paid_url(), &w)], opts).await;
+    for _ in 0..2 {
+        let (status, headers, _) = buy(&w, &b).await;
+        assert_eq!(
+            (status, h(&headers, "x-strategy-source")),
+            (200, "fallback")
+        );
+        assert!(
+            h(&headers, "x-attempts").contains("node-a=failed"),
+            "{headers:?}"
+        );
+    }
+    let seller_calls = w.upstream.calls();
+    assert_eq!(
+        seller_calls, 2,
+        "each failing call really reached the seller's strategy endpoint"
+    );
+    w.upstream.set(Mode::Normal);
+    let (status, headers, _) = buy(&w, &b).await;
+    assert_eq!(
+        (status, h(&headers, "x-strategy-source")),
+        (200, "fallback")
+    );
+    assert!(
+        h(&headers, "x-attempts").contains("node-a=breaker_open"),
+        "{headers:?}"
+    );
+    assert_eq!(
+        w.upstream.calls(),
+        seller_calls,
+        "the open breaker kept the seller out"
+    );
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let (status, headers, _) = buy(&w, &b).await;
+    assert_eq!(
+        (status, h(&headers, "x-strategy-source")),
+        (200, "paid"),
+        "the half-open probe succeeds"
+    );
+    let (status, headers, _) = buy(&w, &b).await;
+    assert_eq!(
+        (status, h(&headers, "x-strategy-source")),
+        (200, "paid"),
+        "closed again"
+    );
+    assert_eq!(w.seller_transfers().await, 2);
+}
+
+/// A TCP relay to the seller that loses the answer to the first paid request.
+async fn lossy_relay(target: String) -> (String, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/x402", l.local_addr().unwrap());
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let d = dropped.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut client, _)) = l.accept().await {
+            let (target, d) = (target.clone(), d.clone());
+            tokio::spawn(async move {
+                let Some(req) = read_http(&mut client).await else {
+                    return;
+                };
+                let paid = String::from_utf8_lossy(&req)
+                    .to_ascii_lowercase()
+                    .contains("payment-signature:");
+                let mut up = tokio::net::TcpStream::connect(&target).await.unwrap();
+                up.write_all(&req).await.unwrap();
+                let Some(resp) = read_http(&mut up).await else {
+                    return;
+                };
+                if paid && d.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return; // the seller answered; the buyer never hears it
+                }
+                let _ = client.write_all(&resp).await;
+            });
+        }
+    });
+    (url, dropped, task)
+}
+
+/// Read one HTTP/1.1 message (headers + Content-Length body).
+async fn read_http(s: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..i]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
+                .unwrap_or(0);
+            while buf.len() < i + 4 + len {
+                let n = s.read(&mut chunk).await.ok()?;
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return Some(buf);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_answer_after_payment_is_retried_with_the_same_authorization_and_paid_once() {
+    let w = World::start().await;
+    let target = w.seller.url.trim_start_matches("http://").to_string();
+    let (url, dropped, _task) = lossy_relay(target).await;
+    let b = start_buyer(&w, &[seller("node-a", url, &w)], BuyerOpts::default()).await;
+    let (status, headers, body) = buy(&w, &b).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(h(&headers, "x-strategy-source"), "paid");
+    assert!(
+        dropped.load(Ordering::SeqCst) >= 1,
+        "an answer was really lost"
+    );
+    assert_eq!(w.seller_transfers().await, 1, "at most one transfer");
+    assert_eq!(
+        w.upstream.calls(),
+        1,
+        "the retry got the seller's stored answer"
+    );
+    assert_eq!(
+        w.balance(b.key.address()).await,
+        U256::from(5_000_000 - PRICE)
+    );
+    let l = b.ledger();
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0].tx.as_deref(), Some(h(&headers, "x-payment-tx")));
+}
