@@ -590,111 +590,160 @@ async fn demo() -> ExitCode {
     }
 }
 
+/// Start `x402-sidecar run` on a generated configuration; killed when the guard drops.
+async fn start_sidecar(
+    dir: &Path,
+    name: &str,
+    config: &str,
+    env: &[(&str, String)],
+    port: u16,
+) -> Result<ChildGuard, String> {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, config).map_err(|e| e.to_string())?;
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["--log-format", "pretty", "run", "--config"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let guard = ChildGuard(cmd.spawn().map_err(|e| e.to_string())?);
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(guard);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!(
+        "the {name} sidecar did not start within 5 s; see {}",
+        dir.join(format!("{name}.log")).display()
+    ))
+}
+
 async fn demo_inner() -> Result<(), String> {
     let s = |e: &dyn std::fmt::Display| e.to_string();
+    let fmt = |v: U256| x402::money::format_decimal(v, 6);
     println!(
         "== 1. local chain: anvil, chain id {}, the project's EIP-3009 USDC at {}",
         devnet::CHAIN_ID,
         devnet::USDC
     );
     let net = devnet::Devnet::start().await.map_err(|e| s(&e))?;
-    let price = U256::from(10_000u64);
-    let buyer = net
+    let wallet = net
         .new_buyer(U256::from(5 * devnet::ONE_USDC))
         .await
         .map_err(|e| s(&e))?;
     println!(
-        "   RPC {}; buyer {} funded with 5 USDC; seller receives at {}",
+        "   RPC {}; roma-01's buyer wallet {} holds 5 USDC; the seller receives at {}",
         net.rpc_url,
-        buyer.address(),
+        wallet.address(),
         net.pay_to
     );
 
-    println!("== 2. strategy upstream: the labelled stand-in (fixed answer, no model)");
+    println!(
+        "== 2. the seller's strategy endpoint: the labelled stand-in (fixed answer, no model)"
+    );
     let up_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| s(&e))?;
     let up_addr = up_listener.local_addr().map_err(|e| s(&e))?;
     let up = tokio::spawn(standin::serve(up_listener, standin::standin_handler()));
 
-    println!("== 3. the sidecar: inbound paywall, POST /x402 at $0.01");
-    let port = free_port().map_err(|e| s(&e))?;
     let dir = std::env::temp_dir().join(format!("x402-sidecar-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| s(&e))?;
-    let cfg_path = dir.join("sidecar.yaml");
-    let cfg = format!(
-        "inbound:\n  enabled: true\n  listen: 127.0.0.1:{port}\n  upstream: {{ url: \"http://{up_addr}\", timeout_ms: 4000 }}\n  routes:\n    - path: /x402\n      description: Trading strategy advice\n      price: \"$0.01\"\n      accepts:\n        - network: {net_id}\n          asset: \"{usdc}\"\n          pay_to: \"{pay_to}\"\n          eip712: {{ name: USDC, version: \"2\" }}\nfacilitators:\n  - network: {net_id}\n    rpc_url: {rpc}\n    settler: {{ key_env: X402_DEMO_SETTLER_KEY }}\nstore: memory\n",
+    let (seller_port, buyer_port) = (
+        free_port().map_err(|e| s(&e))?,
+        free_port().map_err(|e| s(&e))?,
+    );
+    println!("== 3. seller node: a sidecar with the inbound paywall, POST /x402 at $0.01");
+    let seller_cfg = format!(
+        "inbound:\n  enabled: true\n  listen: 127.0.0.1:{seller_port}\n  upstream: {{ url: \"http://{up_addr}\", timeout_ms: 4000 }}\n  routes:\n    - path: /x402\n      description: Trading strategy advice\n      price: \"$0.01\"\n      accepts:\n        - network: {net_id}\n          asset: \"{usdc}\"\n          pay_to: \"{pay_to}\"\n          eip712: {{ name: USDC, version: \"2\" }}\nfacilitators:\n  - network: {net_id}\n    rpc_url: {rpc}\n    settler: {{ key_env: X402_DEMO_SETTLER_KEY }}\nstore: memory\n",
         net_id = devnet::NETWORK,
         usdc = devnet::USDC,
         pay_to = net.pay_to,
         rpc = net.rpc_url,
     );
-    std::fs::write(&cfg_path, cfg).map_err(|e| s(&e))?;
-    let exe = std::env::current_exe().map_err(|e| s(&e))?;
-    let child = std::process::Command::new(exe)
-        .args(["--log-format", "pretty", "run", "--config"])
-        .arg(&cfg_path)
-        .env("X402_DEMO_SETTLER_KEY", net.settler_key_hex())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| s(&e))?;
-    let _guard = ChildGuard(child);
-    let url = format!("http://127.0.0.1:{port}/x402");
-    let mut up_ok = false;
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            up_ok = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    if !up_ok {
-        return Err("the sidecar did not start within 5 s".into());
-    }
-    println!("   listening at {url}");
+    let _seller = start_sidecar(
+        &dir,
+        "seller",
+        &seller_cfg,
+        &[("X402_DEMO_SETTLER_KEY", net.settler_key_hex())],
+        seller_port,
+    )
+    .await?;
+    println!("   listening at http://127.0.0.1:{seller_port}/x402");
 
-    println!("== 4. one paid call with the seed example StrategyRequest");
+    println!(
+        "== 4. buyer node: roma-01's sidecar with the outbound paying proxy (cap $0.05/call, budget $1/day)"
+    );
+    let ledger = dir.join("ledger.jsonl");
+    let buyer_cfg = format!(
+        "outbound:\n  enabled: true\n  listen: 127.0.0.1:{buyer_port}\n  wallet: {{ key_env: X402_DEMO_BUYER_KEY, address: \"{addr}\" }}\n  chains: [ {{ network: {net_id}, rpc_url: \"{rpc}\" }} ]\n  sellers:\n    - name: seller-node\n      url: \"http://127.0.0.1:{seller_port}/x402\"\n      pay_to: [\"{pay_to}\"]\n      networks: [{net_id}]\n      assets: [\"{usdc}\"]\n      max_price: \"$0.05\"\n  budgets: [ {{ network: {net_id}, asset: \"{usdc}\", daily: \"$1\" }} ]\n  fallback: {{ mode: local, url: \"http://{up_addr}/x402\" }}\n  ledger_path: \"{ledger}\"\nstore: memory\n",
+        addr = wallet.address(),
+        net_id = devnet::NETWORK,
+        usdc = devnet::USDC,
+        pay_to = net.pay_to,
+        rpc = net.rpc_url,
+        ledger = ledger.display(),
+    );
+    let key_hex = format!("0x{}", x402_sidecar::util::hex(&wallet.to_bytes()[..]));
+    let _buyer = start_sidecar(
+        &dir,
+        "buyer",
+        &buyer_cfg,
+        &[("X402_DEMO_BUYER_KEY", key_hex)],
+        buyer_port,
+    )
+    .await?;
+    println!("   roma-01 points its HTTP client at http://127.0.0.1:{buyer_port}/x402");
+
+    println!(
+        "== 5. roma-01 asks for advice on the seed example StrategyRequest (402 → sign → settle happen inside)"
+    );
     let before = (
-        net.balance(buyer.address()).await.map_err(|e| s(&e))?,
+        net.balance(wallet.address()).await.map_err(|e| s(&e))?,
         net.balance(net.pay_to).await.map_err(|e| s(&e))?,
     );
-    let http = reqwest::Client::new();
-    let paid = client::pay(
-        &http,
-        &url,
+    let via = format!("http://127.0.0.1:{buyer_port}");
+    let (status, report) = buy_once(
+        &reqwest::Client::new(),
+        &via,
         Bytes::from_static(strategy::SEED_EXAMPLE.as_bytes()),
-        &buyer,
-        false,
-        Some(price),
-        |m| println!("   → {m}"),
     )
-    .await
-    .map_err(|e| s(&e))?;
+    .await?;
     println!(
-        "   ← {} {}",
-        paid.status,
-        pretty(&paid.body).replace('\n', "\n     ")
+        "{}",
+        report
+            .lines()
+            .map(|l| format!("   {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     let after = (
-        net.balance(buyer.address()).await.map_err(|e| s(&e))?,
+        net.balance(wallet.address()).await.map_err(|e| s(&e))?,
         net.balance(net.pay_to).await.map_err(|e| s(&e))?,
     );
-    let fmt = |v: U256| x402::money::format_decimal(v, 6);
-    println!("== 5. balances on chain (USDC)");
+    println!("== 6. balances on chain (USDC)");
     println!("   buyer  {} → {}", fmt(before.0), fmt(after.0));
     println!("   seller {} → {}", fmt(before.1), fmt(after.1));
+    println!("== 7. the buyer's ledger");
+    show_ledger(&ledger, None);
     up.abort();
     let _ = std::fs::remove_dir_all(&dir);
-    if paid.status != 200 || after.1 != before.1 + price {
+    let price = U256::from(10_000u64);
+    if status != 200 || after.1 != before.1 + price {
         return Err(format!(
-            "expected 200 and +0.01 USDC for the seller, got {}",
-            paid.status
+            "expected 200 and +0.01 USDC for the seller, got {status}"
         ));
     }
-    println!("== done: one paid strategy call, settled on chain; everything stopped.");
+    println!(
+        "== done: one paid strategy call, buyer node → seller node, settled on chain; everything stopped."
+    );
     Ok(())
 }
