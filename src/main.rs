@@ -119,6 +119,11 @@ enum Cmd {
         #[arg(long)]
         since: Option<String>,
     },
+    /// Serve the built-in strategy advisor: the sidecar's upstream (rule engine, optional model).
+    ///
+    /// Answers only calls carrying the shared secret (X-Sidecar-Secret) that the sidecar sends
+    /// when `inbound.upstream.secret_env` names the same environment variable.
+    Advisor(strategy::advisor::AdvisorArgs),
     /// Serve the labelled stand-in strategy upstream (fixed answer, no model).
     Standin {
         #[arg(long, default_value = "127.0.0.1:8500")]
@@ -169,6 +174,15 @@ fn main() -> ExitCode {
         } => sign(challenge, body_file, &key_env, v1),
         Cmd::Buy { body, via, ledger } => block_on(buy(body, via, ledger)),
         Cmd::Ledger { path, since } => show_ledger(&path, since.as_deref()),
+        Cmd::Advisor(args) => block_on(async {
+            match strategy::advisor::run(args).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }),
         Cmd::Standin { listen } => block_on(serve_standin(listen)),
         Cmd::Devnet { buyers } => block_on(run_devnet(buyers)),
         Cmd::Demo => block_on(demo()),
