@@ -1,5 +1,5 @@
 # x402-sidecar — two commands on a fresh machine:
-#   make demo   the embedded default: local chain, stand-in upstream, sidecar, one paid call
+#   make demo   the embedded default: local chain, built-in advisor, sidecars, one paid call
 #   make test   formatting, lints, the artifact check and every test (real anvil, real Redis)
 
 CARGO ?= cargo

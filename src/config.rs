@@ -110,6 +110,10 @@ pub struct UpstreamConfig {
     pub url: String,
     #[serde(default = "default_upstream_timeout")]
     pub timeout_ms: u64,
+    /// Environment variable holding a secret sent to the upstream in `X-Sidecar-Secret` on
+    /// paid calls (the built-in advisor refuses calls without it; see `x402-sidecar advisor`).
+    #[serde(default)]
+    pub secret_env: Option<String>,
 }
 
 impl Default for UpstreamConfig {
@@ -117,6 +121,7 @@ impl Default for UpstreamConfig {
         UpstreamConfig {
             url: default_upstream(),
             timeout_ms: default_upstream_timeout(),
+            secret_env: None,
         }
     }
 }
@@ -486,6 +491,16 @@ impl Config {
                     "inbound.upstream.url".into(),
                     format!("`{}` is not an http(s) URL", ib.upstream.url),
                 ),
+            }
+            if let Some(var) = &ib.upstream.secret_env
+                && std::env::var(var).map_or(true, |v| v.is_empty())
+            {
+                p(
+                    "inbound.upstream.secret_env".into(),
+                    format!(
+                        "environment variable {var} is not set (it must hold the secret the upstream advisor expects)"
+                    ),
+                );
             }
             if ib.upstream.timeout_ms == 0 {
                 p(

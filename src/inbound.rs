@@ -81,6 +81,8 @@ struct Upstream {
     base: reqwest::Url,
     addr: SocketAddr,
     timeout: Duration,
+    /// Sent in `X-Sidecar-Secret` on paid calls only (free routes must not reach the advisor).
+    secret: Option<String>,
 }
 
 /// The paywall service. Built once; shared by all requests.
@@ -113,6 +115,8 @@ pub enum BuildError {
     Store(String),
     #[error("HTTP client: {0}")]
     Http(String),
+    #[error("inbound.upstream.secret_env: environment variable {0} is not set")]
+    Secret(String),
 }
 
 impl Paywall {
@@ -170,6 +174,12 @@ impl Paywall {
                 base,
                 addr,
                 timeout: Duration::from_millis(ib.upstream.timeout_ms),
+                secret: ib
+                    .upstream
+                    .secret_env
+                    .as_ref()
+                    .map(|var| std::env::var(var).map_err(|_| BuildError::Secret(var.clone())))
+                    .transpose()?,
             },
             http,
             chains,
@@ -619,6 +629,9 @@ impl Paywall {
             .header("X-Request-Id", ctx.request_id.as_str())
             .header("X-Payment-Id", p.payment_id.as_str())
             .header("X-Payer", format!("{}", p.auth.from));
+        if let Some(secret) = &self.upstream.secret {
+            req = req.header(strategy::SECRET_HEADER, secret.as_str());
+        }
         if let Some(tp) = s
             .req_header()
             .headers

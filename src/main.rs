@@ -22,7 +22,7 @@ use x402_sidecar::{client, devnet, inbound, init_tls, outbound, standin, strateg
     long_about = "x402-sidecar sits in front of a strategy endpoint. Unpaid calls get HTTP 402 with payment \
 instructions; a paid call is verified (EIP-712 signature, amount, recipient, time window, nonce, balance), \
 claimed against replay, forwarded, and settled on chain only after the upstream answered completely.\n\n\
-Start with `x402-sidecar demo` (a local chain, a stand-in upstream and one paid call) and \
+Start with `x402-sidecar demo` (a local chain, the built-in advisor and one paid call) and \
 `x402-sidecar check-config --config sidecar.yaml`."
 )]
 struct Cli {
@@ -135,7 +135,7 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         buyers: usize,
     },
-    /// The whole picture on the embedded default: devnet, stand-in upstream, sidecar, one paid call.
+    /// The whole picture on the embedded default: devnet, built-in advisor, sidecars, one paid call.
     Demo,
 }
 
@@ -661,8 +661,20 @@ async fn demo_inner() -> Result<(), String> {
     );
 
     println!(
-        "== 2. the seller's strategy endpoint: the labelled stand-in (fixed answer, no model)"
+        "== 2. the seller's strategy endpoint: the built-in advisor (rule engine rules-v1, no model), on loopback behind a shared secret"
     );
+    let advisor_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| s(&e))?;
+    let advisor_addr = advisor_listener.local_addr().map_err(|e| s(&e))?;
+    let advisor_secret = x402_sidecar::util::new_id("demo-secret");
+    let advisor =
+        strategy::advisor::Advisor::rules_only(advisor_secret.clone()).map_err(|e| s(&e))?;
+    let advisor_task = tokio::spawn(strategy::advisor::serve(
+        advisor_listener,
+        std::sync::Arc::new(advisor),
+    ));
+    // The buyer node's local fallback stays the labelled stand-in (it cannot know the secret).
     let up_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| s(&e))?;
@@ -677,7 +689,7 @@ async fn demo_inner() -> Result<(), String> {
     );
     println!("== 3. seller node: a sidecar with the inbound paywall, POST /x402 at $0.01");
     let seller_cfg = format!(
-        "inbound:\n  enabled: true\n  listen: 127.0.0.1:{seller_port}\n  upstream: {{ url: \"http://{up_addr}\", timeout_ms: 4000 }}\n  routes:\n    - path: /x402\n      description: Trading strategy advice\n      price: \"$0.01\"\n      accepts:\n        - network: {net_id}\n          asset: \"{usdc}\"\n          pay_to: \"{pay_to}\"\n          eip712: {{ name: USDC, version: \"2\" }}\nfacilitators:\n  - network: {net_id}\n    rpc_url: {rpc}\n    settler: {{ key_env: X402_DEMO_SETTLER_KEY }}\nstore: memory\n",
+        "inbound:\n  enabled: true\n  listen: 127.0.0.1:{seller_port}\n  upstream: {{ url: \"http://{advisor_addr}\", timeout_ms: 4000, secret_env: X402_DEMO_ADVISOR_SECRET }}\n  routes:\n    - path: /x402\n      description: Trading strategy advice\n      price: \"$0.01\"\n      accepts:\n        - network: {net_id}\n          asset: \"{usdc}\"\n          pay_to: \"{pay_to}\"\n          eip712: {{ name: USDC, version: \"2\" }}\nfacilitators:\n  - network: {net_id}\n    rpc_url: {rpc}\n    settler: {{ key_env: X402_DEMO_SETTLER_KEY }}\nstore: memory\n",
         net_id = devnet::NETWORK,
         usdc = devnet::USDC,
         pay_to = net.pay_to,
@@ -687,7 +699,10 @@ async fn demo_inner() -> Result<(), String> {
         &dir,
         "seller",
         &seller_cfg,
-        &[("X402_DEMO_SETTLER_KEY", net.settler_key_hex())],
+        &[
+            ("X402_DEMO_SETTLER_KEY", net.settler_key_hex()),
+            ("X402_DEMO_ADVISOR_SECRET", advisor_secret),
+        ],
         seller_port,
     )
     .await?;
@@ -749,6 +764,7 @@ async fn demo_inner() -> Result<(), String> {
     println!("== 7. the buyer's ledger");
     show_ledger(&ledger, None);
     up.abort();
+    advisor_task.abort();
     let _ = std::fs::remove_dir_all(&dir);
     let price = U256::from(10_000u64);
     if status != 200 || after.1 != before.1 + price {
