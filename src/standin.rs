@@ -1,6 +1,8 @@
-//! A minimal HTTP/1.1 upstream: the labelled stand-in strategy endpoint used by `make demo`
-//! until the built-in advisor exists, and the scriptable upstream of the integration tests.
-//! One request per connection (`Connection: close`); enough for a loopback upstream.
+//! A minimal HTTP/1.1 upstream: the labelled stand-in strategy endpoint (the demo buyer's local
+//! fallback) and the scriptable upstream of the integration tests.
+//! One request per connection (`Connection: close`); enough for a loopback upstream. It also
+//! serves the built-in advisor ([`crate::strategy::advisor`]), so a body is capped at 1 MiB and
+//! a request must arrive within 10 s.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -42,6 +44,11 @@ pub enum Response {
     After(Duration, Box<Response>),
 }
 
+/// Largest request body read; a larger one gets 413.
+pub const MAX_BODY: usize = 1 << 20;
+/// Time allowed for a whole request to arrive.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub type Handler =
     Arc<dyn Fn(Request) -> Pin<Box<dyn Future<Output = Response> + Send>> + Send + Sync>;
 
@@ -59,52 +66,17 @@ pub async fn serve(listener: TcpListener, handler: Handler) {
 }
 
 async fn one(mut sock: TcpStream, handler: Handler) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        let n = sock.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(());
+    let req = match tokio::time::timeout(READ_TIMEOUT, read_request(&mut sock)).await {
+        Ok(Ok(Some(r))) => r,
+        Ok(Ok(None)) | Err(_) => return Ok(()),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::FileTooLarge => {
+            let head = "HTTP/1.1 413 X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+            sock.write_all(head.as_bytes()).await?;
+            return sock.shutdown().await;
         }
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        if buf.len() > 64 * 1024 {
-            return Ok(());
-        }
+        Ok(Err(e)) => return Err(e),
     };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let mut lines = head.split("\r\n");
-    let mut first = lines.next().unwrap_or_default().split(' ');
-    let method = first.next().unwrap_or_default().to_string();
-    let path = first.next().unwrap_or_default().to_string();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| {
-            l.split_once(':')
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        })
-        .collect();
-    let len = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.parse::<usize>().ok())
-        .unwrap_or(0);
-    let mut body = buf[head_end..].to_vec();
-    while body.len() < len {
-        let n = sock.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        body.extend_from_slice(&chunk[..n]);
-    }
-    let mut resp = handler(Request {
-        method,
-        path,
-        headers,
-        body,
-    })
-    .await;
+    let mut resp = handler(req).await;
     loop {
         match resp {
             Response::After(d, next) => {
@@ -127,6 +99,59 @@ async fn one(mut sock: TcpStream, handler: Handler) -> std::io::Result<()> {
         }
     }
     sock.shutdown().await
+}
+
+/// Read one request (head, then a Content-Length body of at most [`MAX_BODY`] bytes);
+/// `None` if the peer closed first or the head is over 64 KiB.
+async fn read_request(sock: &mut TcpStream) -> std::io::Result<Option<Request>> {
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        let n = sock.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() > 64 * 1024 {
+            return Ok(None);
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap_or_default().split(' ');
+    let method = first.next().unwrap_or_default().to_string();
+    let path = first.next().unwrap_or_default().to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect();
+    let len = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    if len > MAX_BODY {
+        return Err(std::io::ErrorKind::FileTooLarge.into());
+    }
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < len {
+        let n = sock.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    Ok(Some(Request {
+        method,
+        path,
+        headers,
+        body,
+    }))
 }
 
 /// The stand-in strategy answer: clearly labelled, derived only from what the request says.
