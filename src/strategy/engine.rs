@@ -381,7 +381,10 @@ pub fn advise(req: &StrategyRequest) -> Strategy {
         } else if diff < 0.0 {
             let amount = ceil6(-diff / price).min(p.abs_size());
             let remainder = (p.abs_size() - amount) * price;
-            if remainder < MIN_TRADE_USD || amount >= p.abs_size() {
+            if amount <= 0.0 {
+                // Float noise, or less than the size step: nothing to trade.
+                (ActionKind::Hold, 0.0)
+            } else if remainder < MIN_TRADE_USD || amount >= p.abs_size() {
                 (close_kind(p.side), p.abs_size())
             } else if !over && amount * price < MIN_TRADE_USD {
                 (ActionKind::Hold, 0.0)
@@ -390,7 +393,7 @@ pub fn advise(req: &StrategyRequest) -> Strategy {
             }
         } else if diff > 0.0 {
             let amount = floor6(diff / price);
-            if amount * price < MIN_TRADE_USD {
+            if amount <= 0.0 || amount * price < MIN_TRADE_USD {
                 (ActionKind::Hold, 0.0)
             } else if !may_add(p) {
                 blocked_adds.push(&p.symbol);

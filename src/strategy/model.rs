@@ -446,6 +446,7 @@ pub fn allowed_numbers(strategy: &Strategy, req: &StrategyRequest) -> Vec<f64> {
         n.extend(numbers_in(t));
     }
     for a in &strategy.actions {
+        n.extend(numbers_in(&a.reason));
         n.extend([a.size, a.notional_usd]);
         n.extend(a.stop_loss);
         n.extend(a.take_profit);
@@ -515,6 +516,8 @@ pub struct ModelClient {
 
 impl ModelClient {
     pub fn new(cfg: ModelConfig) -> Result<Self, ModelError> {
+        // reqwest is built without a default TLS provider; make sure one is installed.
+        crate::init_tls();
         let http = reqwest::Client::builder()
             .connect_timeout(cfg.timeout.min(Duration::from_secs(2)))
             .timeout(cfg.timeout)
