@@ -16,12 +16,15 @@ fn benches(c: &mut Criterion) {
     c.bench_function("rule engine advise (seed example)", |b| {
         b.iter(|| engine::advise(black_box(&seed)))
     });
-    c.bench_function("rules-only answer: parse + advise + JSON (seed example)", |b| {
-        b.iter(|| {
-            let r = contract::parse(black_box(SEED_EXAMPLE.as_bytes())).expect("valid");
-            serde_json::to_vec(&engine::advise(&r)).expect("json")
-        })
-    });
+    c.bench_function(
+        "rules-only answer: parse + advise + JSON (seed example)",
+        |b| {
+            b.iter(|| {
+                let r = contract::parse(black_box(SEED_EXAMPLE.as_bytes())).expect("valid");
+                serde_json::to_vec(&engine::advise(&r)).expect("json")
+            })
+        },
+    );
     // The contract's maximum: 100 positions on both sides, 50 symbols.
     let positions: Vec<_> = (0..100)
         .map(|i| {
