@@ -13,7 +13,7 @@
 //! and `metadata.modelFallback` says why.
 //!
 //! Buyer free text (objectives, constraints, notes) is data, not instructions: it is capped,
-//! stripped of control characters and fenced between markers carrying a random token the buyer
+//! stripped of control characters and fenced between markers carrying a token (keyed per process) the buyer
 //! cannot guess, and the system prompt says so. The owner address and telemetry never reach the
 //! model.
 //!
@@ -512,6 +512,9 @@ pub struct ModelClient {
     cfg: ModelConfig,
     http: reqwest::Client,
     breaker: Mutex<Breaker>,
+    /// Random per process: makes the fence token unguessable by buyers yet the same for the
+    /// same request, so temperature 0 stays deterministic.
+    fence_key: [u8; 32],
 }
 
 impl ModelClient {
@@ -524,7 +527,30 @@ impl ModelClient {
             .build()
             .map_err(|e| ModelError::Transport(e.to_string()))?;
         let breaker = Mutex::new(Breaker::new(cfg.breaker_failures, cfg.breaker_open));
-        Ok(ModelClient { cfg, http, breaker })
+        Ok(ModelClient {
+            cfg,
+            http,
+            breaker,
+            fence_key: rand::random(),
+        })
+    }
+
+    /// The buyer-text fence token for this request: a keyed hash of what goes into the prompt.
+    fn fence(&self, strategy: &Strategy, req: &StrategyRequest) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.fence_key);
+        h.update(strategy.summary.as_bytes());
+        for t in req
+            .objectives
+            .iter()
+            .chain(&req.constraints)
+            .chain(&req.preferences.notes)
+        {
+            h.update((t.len() as u64).to_le_bytes());
+            h.update(t.as_bytes());
+        }
+        crate::util::hex(&h.finalize()[..8])
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -553,7 +579,7 @@ impl ModelClient {
                 elapsed: started.elapsed(),
             };
         }
-        let fence = crate::util::hex(&rand::random::<[u8; 8]>());
+        let fence = self.fence(strategy, req);
         let numbers = allowed_numbers(strategy, req);
         let mut msgs = messages(strategy, req, &fence);
         let mut attempts = 0u32;
