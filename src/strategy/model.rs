@@ -13,9 +13,9 @@
 //! and `metadata.modelFallback` says why.
 //!
 //! Buyer free text (objectives, constraints, notes) is data, not instructions: it is capped,
-//! stripped of control characters and fenced between markers carrying a token (keyed per process) the buyer
-//! cannot guess, and the system prompt says so. The owner address and telemetry never reach the
-//! model.
+//! stripped of control characters and fenced between markers carrying a token the buyer cannot
+//! guess (a hash keyed per process), and the system prompt says so. The owner address and
+//! telemetry never reach the model.
 //!
 //! The prompt, schema and checks are pure functions; [`ModelClient`] is the I/O edge.
 
