@@ -591,10 +591,15 @@ pub fn advise(req: &StrategyRequest) -> Strategy {
     }
     if !positions.is_empty() && goal != Goal::Flat {
         notes.push(format!(
-            "Stops are {}% and take-profits {}% from the reference price ({} risk tolerance).",
+            "Stops are {}% and take-profits {}% from the reference price ({} risk tolerance{}).",
             dec(stop_pct, 2),
             dec(tp_pct, 2),
-            tol.as_str()
+            tol.as_str(),
+            if prefs.risk_tolerance.is_none() {
+                ", assumed"
+            } else {
+                ""
+            }
         ));
     }
     if let Some(h) = &prefs.time_horizon {
