@@ -27,9 +27,43 @@ pub struct Config {
     pub store: String,
     #[serde(default)]
     pub server: ServerConfig,
+    /// The tamper-evident audit journal of paid requests.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// The buyer side: the paying proxy roma-01 points its HTTP client at.
     #[serde(default)]
     pub outbound: crate::outbound::config::OutboundConfig,
+}
+
+/// Where the audit journal lives and how long it is kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Directory of the day files (`audit-YYYY-MM-DD.jsonl`).
+    #[serde(default = "default_audit_dir")]
+    pub dir: std::path::PathBuf,
+    /// Days kept; older day files are deleted (at least 90 is the requirement).
+    #[serde(default = "default_retention")]
+    pub retention_days: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            enabled: true,
+            dir: default_audit_dir(),
+            retention_days: default_retention(),
+        }
+    }
+}
+
+fn default_audit_dir() -> std::path::PathBuf {
+    "x402-audit".into()
+}
+fn default_retention() -> u64 {
+    90
 }
 
 /// Process-wide settings.
@@ -405,6 +439,12 @@ impl Config {
                     "`{}` is not a store: use `memory` or `redis://host:6379/0`",
                     self.store
                 ),
+            );
+        }
+        if self.audit.enabled && self.audit.retention_days == 0 {
+            p(
+                "audit.retention_days".into(),
+                "must be at least 1 (the requirement is 90 days or more)".into(),
             );
         }
         if self.server.threads == 0 {

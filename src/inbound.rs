@@ -28,6 +28,7 @@ use pingora_proxy::{ProxyHttp, Session};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
+use crate::audit::{Event, Journal};
 use crate::config::{Resolved, Route, UnknownRoutes};
 use crate::evm::typed;
 use crate::evm::{Chain, SettleOutcome};
@@ -94,6 +95,7 @@ pub struct Paywall {
     chains: HashMap<u64, Arc<Chain>>,
     store: Arc<dyn ReplayStore>,
     key: ChallengeKey,
+    journal: Option<Arc<Journal>>,
 }
 
 /// Per-request state.
@@ -117,7 +119,7 @@ pub enum BuildError {
 
 impl Paywall {
     /// Build from a resolved configuration (keys are loaded here, clients connect lazily).
-    pub fn new(cfg: &Resolved) -> Result<Self, BuildError> {
+    pub fn new(cfg: &Resolved, journal: Option<Arc<Journal>>) -> Result<Self, BuildError> {
         let ib = &cfg.raw.inbound;
         let base: reqwest::Url = ib
             .upstream
@@ -175,6 +177,7 @@ impl Paywall {
             chains,
             store,
             key,
+            journal,
         })
     }
 
@@ -295,13 +298,24 @@ impl Paywall {
         // 7. Chain checks (nonce unused, balance).
         if let Err(r) = chain.verify_onchain(offer.asset, &paying.auth).await {
             self.release(&paying).await;
+            self.audit(ctx, &paying, "payment_refused", |e| {
+                e.with("reason", r.reason.code())
+            });
             return Some(self.refusal(s, route, ctx, &paying, &r));
         }
+        self.audit(ctx, &paying, "payment_verified", |e| {
+            e.with("route", route.id())
+                .with("x402Version", paying.version)
+        });
         // 8–9. Forward and check the answer, noticing if the buyer hangs up meanwhile.
         let upstream = self.forward(s, route, ctx, &paying, body).await;
         let answer = match upstream {
             (Err(reply), _) => {
                 self.release(&paying).await;
+                self.audit(ctx, &paying, "not_charged", |e| {
+                    e.with("why", "upstream failed; claim released")
+                        .with("status", reply.status)
+                });
                 return Some(reply);
             }
             (Ok(a), gone) => {
@@ -316,10 +330,17 @@ impl Paywall {
                         .store
                         .replace(&paying.key, &paying.token, &rec, paying.ttl)
                         .await;
+                    self.audit(ctx, &paying, "not_charged", |e| {
+                        e.with("why", "buyer hung up before settlement; answer kept for a retry with the same payment")
+                    });
                     info!(request_id = %ctx.request_id, payment_id = %paying.payment_id, kept = kept.unwrap_or(false),
                         "buyer hung up before settlement: not charged; the answer is kept for a retry with the same payment");
                     return None;
                 }
+                self.audit(ctx, &paying, "forwarded", |e| {
+                    e.with("model", a["metadata"]["model"].clone())
+                        .with("modelCallId", a["metadata"]["modelCallId"].clone())
+                });
                 a
             }
         };
@@ -359,6 +380,13 @@ impl Paywall {
             PaymentState::Done => {
                 let a = existing.answer?;
                 info!(request_id = %ctx.request_id, payment_id = %paying.payment_id, "replay of a settled payment: stored answer, no second charge");
+                self.audit(ctx, paying, "replayed", |e| match existing.tx.as_deref() {
+                    Some(tx) => e.tx(tx).with(
+                        "why",
+                        "settled payment sent again: stored answer, no second charge",
+                    ),
+                    None => e,
+                });
                 let mut r = Reply {
                     status: a.status,
                     headers: Vec::new(),
@@ -486,6 +514,14 @@ impl Paywall {
                     // The chain is the source of truth; a lost record only costs a later replay.
                     warn!(request_id = %ctx.request_id, "settled, but the answer could not be stored: {e}");
                 }
+                let txs = format!("{tx:#x}");
+                self.audit(ctx, p, "settled", |e| e.tx(&txs));
+                self.audit(ctx, p, "answered", |e| {
+                    e.tx(&txs)
+                        .with("status", 200)
+                        .with("model", body["metadata"]["model"].clone())
+                        .with("modelCallId", body["metadata"]["modelCallId"].clone())
+                });
                 info!(request_id = %ctx.request_id, payment_id = %p.payment_id, payer = %p.auth.from, tx = %format!("{tx:#x}"),
                     amount = %o.amount, ms = ctx.started.elapsed().as_millis() as u64, "paid call settled");
                 Reply::json(200, &body).with(p.receipt_header, encoded)
@@ -494,6 +530,13 @@ impl Paywall {
                 rec.state = PaymentState::Pending;
                 rec.tx = Some(format!("{tx:#x}"));
                 let _ = self.store.replace(&p.key, &p.token, &rec, p.ttl).await;
+                let txs = format!("{tx:#x}");
+                self.audit(ctx, p, "settlement_pending", |e| {
+                    e.tx(&txs).with(
+                        "why",
+                        "broadcast, no receipt yet; answer withheld until confirmed",
+                    )
+                });
                 warn!(request_id = %ctx.request_id, payment_id = %p.payment_id, tx = %format!("{tx:#x}"), "settlement pending: outcome unknown");
                 Reply::json(
                     503,
@@ -511,6 +554,16 @@ impl Paywall {
                 tx,
             } => {
                 let _ = self.store.replace(&p.key, &p.token, &rec, p.ttl).await;
+                self.audit(ctx, p, "settlement_failed", |e| {
+                    let e = e
+                        .with("reason", reason.code())
+                        .with("message", message.clone())
+                        .with("answer", "withheld");
+                    match tx {
+                        Some(t) => e.tx(&format!("{t:#x}")),
+                        None => e,
+                    }
+                });
                 warn!(request_id = %ctx.request_id, payment_id = %p.payment_id, reason = %reason, tx = ?tx, "settlement failed: {message}");
                 self.refusal(s, route, ctx, p, &Rejection::new(reason, message))
             }
@@ -548,6 +601,22 @@ impl Paywall {
                 format!("{}; you were not charged, try again shortly", r.message),
             )
             .retry_after(5)
+        }
+    }
+
+    /// Write a lifecycle event about a payment to the audit journal (flushed before returning).
+    fn audit(&self, ctx: &Ctx, p: &Paying<'_>, event: &str, f: impl FnOnce(Event) -> Event) {
+        let Some(j) = &self.journal else { return };
+        let e = Event::new(event)
+            .request(&ctx.request_id)
+            .payment(&p.payment_id)
+            .payer(&p.auth.from.to_string())
+            .with("amount", p.offer.amount.to_string())
+            .with("asset", p.offer.asset.to_string())
+            .with("network", p.offer.network.clone())
+            .with("payTo", p.offer.pay_to.to_string());
+        if let Err(err) = j.append(f(e), now_secs()) {
+            warn!(request_id = %ctx.request_id, "audit journal write failed: {err}");
         }
     }
 

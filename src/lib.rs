@@ -5,6 +5,7 @@
 //! contract), [`inbound`] (the paywall service), [`client`] (paying a 402), [`devnet`] (a local
 //! chain with the project's own token), [`standin`] (a labelled stand-in strategy upstream).
 
+pub mod audit;
 pub mod client;
 pub mod config;
 pub mod devnet;

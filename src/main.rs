@@ -33,6 +33,33 @@ struct Cli {
     cmd: Cmd,
 }
 
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check that no record was edited, inserted or deleted (exit 1 if one was).
+    Verify,
+    /// Every record about a request id, payment id or transaction hash.
+    Show { id: String },
+    /// Records since a day, optionally for one payer.
+    List {
+        /// YYYY-MM-DD
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        payer: Option<String>,
+    },
+    /// All records, for accounting.
+    Export {
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    Jsonl,
+    Csv,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Json,
@@ -119,6 +146,14 @@ enum Cmd {
         #[arg(long)]
         since: Option<String>,
     },
+    /// Read the audit journal: verify its hash chain, show a request's whole life, list, export.
+    Audit {
+        /// The journal directory (audit.dir in sidecar.yaml).
+        #[arg(long, default_value = "x402-audit", global = true)]
+        dir: PathBuf,
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
     /// Serve the labelled stand-in strategy upstream (fixed answer, no model).
     Standin {
         #[arg(long, default_value = "127.0.0.1:8500")]
@@ -169,6 +204,7 @@ fn main() -> ExitCode {
         } => sign(challenge, body_file, &key_env, v1),
         Cmd::Buy { body, via, ledger } => block_on(buy(body, via, ledger)),
         Cmd::Ledger { path, since } => show_ledger(&path, since.as_deref()),
+        Cmd::Audit { dir, cmd } => audit(&dir, cmd),
         Cmd::Standin { listen } => block_on(serve_standin(listen)),
         Cmd::Devnet { buyers } => block_on(run_devnet(buyers)),
         Cmd::Demo => block_on(demo()),
@@ -260,8 +296,20 @@ fn run(path: &Path) -> ExitCode {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
+    let journal = if r.raw.audit.enabled {
+        match x402_sidecar::audit::Journal::open(&r.raw.audit.dir, r.raw.audit.retention_days) {
+            Ok(j) => Some(std::sync::Arc::new(j)),
+            Err(e) => {
+                eprintln!("error: audit journal: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        tracing::warn!("audit.enabled is false: paid requests are not journaled");
+        None
+    };
     if r.raw.inbound.enabled {
-        let paywall = match inbound::Paywall::new(&r) {
+        let paywall = match inbound::Paywall::new(&r, journal.clone()) {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -277,7 +325,7 @@ fn run(path: &Path) -> ExitCode {
     if let Some(ob) = r.outbound.clone() {
         let listen = ob.listen.clone();
         let (sellers, wallet) = (ob.sellers.len(), ob.signer.address());
-        let payer = match outbound::Payer::new(ob, &r.raw.store) {
+        let payer = match outbound::Payer::new(ob, &r.raw.store, journal.clone()) {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("error: outbound: {e}");
@@ -514,6 +562,70 @@ fn show_ledger(path: &Path, since: Option<&str>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+fn audit(dir: &Path, cmd: AuditCmd) -> ExitCode {
+    use x402_sidecar::audit as a;
+    let print = |records: &[a::Record]| {
+        for r in records {
+            println!(
+                "{}  #{:<6} {:<20} req {}  pay {}  tx {}  payer {}  {}",
+                r.time,
+                r.seq,
+                r.event,
+                r.request_id.as_deref().unwrap_or("-"),
+                r.payment_id.as_deref().unwrap_or("-"),
+                r.tx.as_deref().unwrap_or("-"),
+                r.payer.as_deref().unwrap_or("-"),
+                serde_json::to_string(&r.details).unwrap_or_default()
+            );
+        }
+    };
+    let result = match cmd {
+        AuditCmd::Verify => a::verify(dir).map(|v| {
+            println!(
+                "{}: OK, {} record(s) in {} file(s), hash chain intact",
+                dir.display(),
+                v.records,
+                v.files
+            );
+        }),
+        AuditCmd::Show { id } => a::show(dir, &id).map(|records| {
+            if records.is_empty() {
+                println!("no record mentions {id}");
+            }
+            print(&records);
+        }),
+        AuditCmd::List { since, payer } => a::read_all(dir).map(|all| {
+            let records: Vec<_> = all
+                .into_iter()
+                .filter(|r| since.as_deref().is_none_or(|d| r.time.as_str() >= d))
+                .filter(|r| {
+                    payer.as_deref().is_none_or(|p| {
+                        r.payer
+                            .as_deref()
+                            .is_some_and(|x| x.eq_ignore_ascii_case(p))
+                    })
+                })
+                .collect();
+            print(&records);
+        }),
+        AuditCmd::Export { format } => a::read_all(dir).map(|all| match format {
+            ExportFormat::Csv => print!("{}", a::to_csv(&all)),
+            ExportFormat::Jsonl => {
+                for r in &all {
+                    println!("{}", serde_json::to_string(r).unwrap_or_default());
+                }
+            }
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn pretty(body: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(body)
         .and_then(|v| serde_json::to_string_pretty(&v))
@@ -602,7 +714,10 @@ async fn start_sidecar(
     std::fs::write(&path, config).map_err(|e| e.to_string())?;
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let home = dir.join(name);
+    std::fs::create_dir_all(&home).map_err(|e| e.to_string())?;
     let mut cmd = std::process::Command::new(exe);
+    cmd.current_dir(&home);
     cmd.args(["--log-format", "pretty", "run", "--config"])
         .arg(&path)
         .stdout(std::process::Stdio::null())
@@ -734,6 +849,16 @@ async fn demo_inner() -> Result<(), String> {
     println!("   seller {} → {}", fmt(before.1), fmt(after.1));
     println!("== 7. the buyer's ledger");
     show_ledger(&ledger, None);
+    println!(
+        "== 8. the seller's audit journal (x402-sidecar audit show <paymentId>; hash chain verified)"
+    );
+    let seller_audit = dir.join("seller").join("x402-audit");
+    let payment_id = outbound::ledger::read(&ledger)
+        .ok()
+        .and_then(|l| l.last().and_then(|e| e.remote_payment_id.clone()))
+        .unwrap_or_default();
+    audit(&seller_audit, AuditCmd::Show { id: payment_id });
+    audit(&seller_audit, AuditCmd::Verify);
     up.abort();
     let _ = std::fs::remove_dir_all(&dir);
     let price = U256::from(10_000u64);

@@ -195,6 +195,54 @@ async fn paid_v2_call_moves_the_price_on_chain_and_returns_the_receipt() {
     );
     assert!(seen.header("payment-signature").is_none());
     assert_eq!(w.upstream.calls(), 1);
+
+    // The audit journal tells the whole life of the request with the ids the client saw.
+    let request_id = headers["x-request-id"].to_str().unwrap();
+    let out = audit_cli(&w, &["show", request_id]);
+    let events: Vec<&str> = out
+        .lines()
+        .map(|l| l.split_whitespace().nth(2).unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        ["payment_verified", "forwarded", "settled", "answered"],
+        "{out}"
+    );
+    for line in out.lines() {
+        assert!(
+            line.contains(request_id)
+                && line.contains(body["metadata"]["paymentId"].as_str().unwrap()),
+            "{line}"
+        );
+    }
+    assert!(
+        out.lines().nth(2).unwrap().contains(tx),
+        "the settled record names the on-chain tx"
+    );
+    assert_eq!(
+        audit_cli(&w, &["show", tx]).lines().count(),
+        4,
+        "found by tx hash too"
+    );
+    assert!(audit_cli(&w, &["verify"]).contains("hash chain intact"));
+}
+
+/// Run `x402-sidecar audit …` on the seller's journal.
+fn audit_cli(w: &World, args: &[&str]) -> String {
+    let dir = w.seller.audit_dir();
+    let out = std::process::Command::new(bin())
+        .arg("audit")
+        .arg("--dir")
+        .arg(&dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -686,6 +734,14 @@ async fn a_payer_drained_before_settlement_gets_402_and_no_answer() {
     assert_eq!(receipt["success"], false);
     assert_eq!(w.seller_transfers().await, 0);
     assert_eq!(w.balance(sink).await, U256::from(1_000_000));
+    let out = audit_cli(&w, &["show", headers["x-request-id"].to_str().unwrap()]);
+    assert!(
+        out.contains("settlement_failed")
+            && out.contains("invalid_exact_evm_insufficient_balance")
+            && out.contains("withheld"),
+        "{out}"
+    );
+    assert!(!out.contains(" settled "), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

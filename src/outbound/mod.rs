@@ -34,6 +34,7 @@ use tracing::{info, warn};
 use self::breaker::Breaker;
 use self::config::{FallbackMode, Outbound, Seller};
 use self::ledger::{Entry, Ledger};
+use crate::audit::{Event, Journal};
 use crate::client;
 use crate::evm::typed::IEip3009Token as Token;
 use crate::store::BudgetStore;
@@ -91,6 +92,7 @@ pub struct Payer {
     chains: HashMap<String, DynProvider>,
     breakers: Mutex<HashMap<String, Breaker>>,
     ledger: Ledger,
+    journal: Option<Arc<Journal>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +106,11 @@ pub enum BuildError {
 }
 
 impl Payer {
-    pub fn new(cfg: Outbound, store_spec: &str) -> Result<Self, BuildError> {
+    pub fn new(
+        cfg: Outbound,
+        store_spec: &str,
+        journal: Option<Arc<Journal>>,
+    ) -> Result<Self, BuildError> {
         let store = crate::store::open(store_spec).map_err(|e| BuildError::Store(e.to_string()))?;
         // No redirects: a seller's 3xx must never lead the payment somewhere else.
         let http = reqwest::Client::builder()
@@ -145,6 +151,7 @@ impl Payer {
             chains,
             breakers: Mutex::new(breakers),
             ledger,
+            journal,
         })
     }
 
@@ -535,6 +542,17 @@ impl Payer {
         }
     }
 
+    fn audit(&self, e: Event, tx: Option<&str>) {
+        let Some(j) = &self.journal else { return };
+        let e = match tx {
+            Some(t) => e.tx(t),
+            None => e,
+        };
+        if let Err(err) = j.append(e, now_secs()) {
+            warn!("audit journal write failed: {err}");
+        }
+    }
+
     async fn release(&self, r: &Reservation) {
         if let Err(e) = self.store.unreserve(&r.key, r.amount).await {
             warn!("budget not released: {e}");
@@ -572,6 +590,20 @@ impl Payer {
         };
         info!(call_id, seller = %seller.name, outcome, tx = %p.tx, amount = %p.amount,
             remote_request_id = ?e.remote_request_id, remote_payment_id = ?e.remote_payment_id, "ledger");
+        self.audit(
+            Event::new("buyer_paid")
+                .payer(&e.payer)
+                .with("callId", e.call_id.clone())
+                .with("outcome", e.outcome.clone())
+                .with("seller", e.seller.clone())
+                .with("url", e.url.clone())
+                .with("amount", e.amount.clone())
+                .with("asset", e.asset.clone())
+                .with("network", e.network.clone())
+                .with("remoteRequestId", e.remote_request_id.clone())
+                .with("remotePaymentId", e.remote_payment_id.clone()),
+            e.tx.as_deref(),
+        );
         if let Err(err) = self.ledger.append(&e) {
             warn!(call_id, "ledger write failed: {err}");
         }
@@ -662,6 +694,13 @@ impl Payer {
                     Ok(resp) if resp.status().is_success() => {
                         let bytes = resp.bytes().await.unwrap_or_default();
                         info!(call_id, attempts = %summary(&attempts), "answered by the local fallback");
+                        self.audit(
+                            Event::new("fallback")
+                                .with("callId", call_id)
+                                .with("attempts", summary(&attempts))
+                                .with("source", url.to_string()),
+                            None,
+                        );
                         Response::builder()
                             .status(200)
                             .header("Content-Type", "application/json")
