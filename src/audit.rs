@@ -505,20 +505,26 @@ mod tests {
     fn retention_prunes_old_days_and_keeps_the_rest() {
         let d = tempfile::tempdir().unwrap();
         let j = journal(d.path());
-        for day in [0, 10, 95, 100] {
+        let days = |d: &Path| -> Vec<String> {
+            day_files(d)
+                .unwrap()
+                .into_iter()
+                .map(|(day, _)| day)
+                .collect()
+        };
+        for day in [0, 10, 95] {
             j.append(Event::new("answered"), T0 + day * DAY).unwrap();
         }
-        // "Now" is day 100: the window keeps days 10..=100 (90 days back is day 10).
-        let removed = j.prune(T0 + 100 * DAY).unwrap();
-        assert_eq!(removed.len(), 1);
-        let left: Vec<String> = day_files(d.path())
-            .unwrap()
-            .into_iter()
-            .map(|(day, _)| day)
-            .collect();
-        assert_eq!(left.len(), 3);
-        assert_eq!(left[0], rfc3339(T0 + 10 * DAY)[..10]);
+        // The first record of day 95 swept the window (days 5..=95): day 0 is gone, 10 stays.
+        assert_eq!(
+            days(d.path()),
+            [&rfc3339(T0 + 10 * DAY)[..10], &rfc3339(T0 + 95 * DAY)[..10]]
+        );
+        // An explicit sweep on day 101 (window 11..=101) removes day 10 and keeps day 95.
+        let removed = j.prune(T0 + 101 * DAY).unwrap();
+        assert_eq!(removed, [rfc3339(T0 + 10 * DAY)[..10].to_string()]);
+        assert_eq!(days(d.path()), [&rfc3339(T0 + 95 * DAY)[..10]]);
         // The pruned head does not break verification of what is left.
-        assert_eq!(verify(d.path()).unwrap().records, 3);
+        assert_eq!(verify(d.path()).unwrap().records, 1);
     }
 }

@@ -27,12 +27,30 @@ pub struct Config {
     pub store: String,
     #[serde(default)]
     pub server: ServerConfig,
+    /// The admin listener: /metrics, /healthz, /readyz.
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// The tamper-evident audit journal of paid requests.
     #[serde(default)]
     pub audit: AuditConfig,
     /// The buyer side: the paying proxy roma-01 points its HTTP client at.
     #[serde(default)]
     pub outbound: crate::outbound::config::OutboundConfig,
+}
+
+/// The admin listener (Prometheus metrics and health probes). Off unless enabled, so several
+/// sidecars on one host do not fight over its port.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:9402".into()
 }
 
 /// Where the audit journal lives and how long it is kept.
@@ -438,6 +456,15 @@ impl Config {
                 format!(
                     "`{}` is not a store: use `memory` or `redis://host:6379/0`",
                     self.store
+                ),
+            );
+        }
+        if self.admin.enabled && self.admin.listen.parse::<std::net::SocketAddr>().is_err() {
+            p(
+                "admin.listen".into(),
+                format!(
+                    "`{}` is not an address like 0.0.0.0:9402",
+                    self.admin.listen
                 ),
             );
         }

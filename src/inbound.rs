@@ -34,6 +34,7 @@ use crate::evm::typed;
 use crate::evm::{Chain, SettleOutcome};
 use crate::store::{PaymentRecord, PaymentState, ReplayStore, StoredAnswer};
 use crate::strategy;
+use crate::telemetry;
 use crate::util::{new_id, now_secs, rfc3339, sha256_hex};
 use crate::x402::challenge::ChallengeKey;
 use crate::x402::codec::{self, decode_payment};
@@ -181,6 +182,19 @@ impl Paywall {
         })
     }
 
+    /// What `/readyz` should check for this service: each chain's RPC, the store, the upstream.
+    pub fn readiness(&self) -> telemetry::Readiness {
+        telemetry::Readiness {
+            chains: self
+                .chains
+                .iter()
+                .map(|(id, c)| (format!("eip155:{id}"), c.clone()))
+                .collect(),
+            store: Some(self.store.clone()),
+            upstream: Some(self.upstream.addr),
+        }
+    }
+
     fn route(&self, method: &str, path: &str) -> Option<&Route> {
         self.routes
             .iter()
@@ -229,6 +243,7 @@ impl Paywall {
         }
         // 4–5. Decode, match, check the authorization and the signature: no I/O.
         let now = now_secs();
+        let verify_started = Instant::now();
         let checked = decode_payment(&raw, v2).and_then(|p| {
             let m = match_payment(&route.offers, &p, &self.key, &route.id(), now)?;
             let offer = &route.offers[m.offer];
@@ -247,6 +262,11 @@ impl Paywall {
             Ok(x) => x,
             Err(r) => {
                 info!(request_id = %ctx.request_id, reason = %r.reason, "payment refused: {}", r.message);
+                telemetry::with(|m| {
+                    m.payments
+                        .with_label_values(&["refused", r.reason.code()])
+                        .inc()
+                });
                 return Some(self.challenge(s, route, &r));
             }
         };
@@ -295,14 +315,19 @@ impl Paywall {
             }
             Ok(None) => {}
         }
+        observe("verify", verify_started);
         // 7. Chain checks (nonce unused, balance).
-        if let Err(r) = chain.verify_onchain(offer.asset, &paying.auth).await {
+        let chain_started = Instant::now();
+        let onchain = chain.verify_onchain(offer.asset, &paying.auth).await;
+        observe("chain", chain_started);
+        if let Err(r) = onchain {
             self.release(&paying).await;
             self.audit(ctx, &paying, "payment_refused", |e| {
                 e.with("reason", r.reason.code())
             });
             return Some(self.refusal(s, route, ctx, &paying, &r));
         }
+        telemetry::with(|m| m.payments.with_label_values(&["verified", ""]).inc());
         self.audit(ctx, &paying, "payment_verified", |e| {
             e.with("route", route.id())
                 .with("x402Version", paying.version)
@@ -361,6 +386,13 @@ impl Paywall {
         chain: &Chain,
         existing: PaymentRecord,
     ) -> Option<Reply> {
+        let kind = match existing.state {
+            _ if existing.body_hash != paying.body_hash => "reused",
+            PaymentState::InFlight => "in_flight",
+            PaymentState::Done => "replayed",
+            PaymentState::Ready | PaymentState::Pending => "resumed",
+        };
+        telemetry::with(|m| m.replays.with_label_values(&[kind]).inc());
         if existing.body_hash != paying.body_hash {
             return Some(Reply::error(
                 409,
@@ -464,7 +496,9 @@ impl Paywall {
         chain: &Chain,
         answer: Value,
     ) -> Reply {
+        let settle_started = Instant::now();
         let outcome = chain.settle(p.offer.asset, &p.auth, &p.sig).await;
+        observe("settle", settle_started);
         self.finish(s, route, ctx, p, answer, outcome).await
     }
 
@@ -493,6 +527,8 @@ impl Paywall {
         let o = p.offer;
         match outcome {
             SettleOutcome::Settled { tx } => {
+                telemetry::with(|m| m.settlements.with_label_values(&["settled"]).inc());
+                observe("total", ctx.started);
                 let receipt = SettleResponse {
                     success: true,
                     error_reason: None,
@@ -527,6 +563,7 @@ impl Paywall {
                 Reply::json(200, &body).with(p.receipt_header, encoded)
             }
             SettleOutcome::Pending { tx } => {
+                telemetry::with(|m| m.settlements.with_label_values(&["pending"]).inc());
                 rec.state = PaymentState::Pending;
                 rec.tx = Some(format!("{tx:#x}"));
                 let _ = self.store.replace(&p.key, &p.token, &rec, p.ttl).await;
@@ -554,6 +591,7 @@ impl Paywall {
                 tx,
             } => {
                 let _ = self.store.replace(&p.key, &p.token, &rec, p.ttl).await;
+                telemetry::with(|m| m.settlements.with_label_values(&["failed"]).inc());
                 self.audit(ctx, p, "settlement_failed", |e| {
                     let e = e
                         .with("reason", reason.code())
@@ -580,6 +618,11 @@ impl Paywall {
         r: &Rejection,
     ) -> Reply {
         info!(request_id = %ctx.request_id, payment_id = %p.payment_id, reason = %r.reason, "payment refused: {}", r.message);
+        telemetry::with(|m| {
+            m.payments
+                .with_label_values(&["refused", r.reason.code()])
+                .inc()
+        });
         if r.reason.is_payer_fault() {
             let mut reply = self.challenge(s, route, r);
             let receipt = SettleResponse {
@@ -628,6 +671,7 @@ impl Paywall {
 
     /// The 402: v2 `PAYMENT-REQUIRED` header plus a v1 JSON body, both with fresh challenges.
     fn challenge(&self, s: &Session, route: &Route, why: &Rejection) -> Reply {
+        telemetry::with(|m| m.challenges.with_label_values(&[&route.id()]).inc());
         let now = now_secs();
         let url = resource_url(s);
         let accepts: Vec<PaymentRequirements> = route
@@ -677,6 +721,7 @@ impl Paywall {
         p: &Paying<'_>,
         body: Bytes,
     ) -> (Result<Value, Reply>, bool) {
+        let upstream_started = Instant::now();
         let mut url = self.upstream.base.clone();
         url.set_path(&route.path);
         url.set_query(s.req_header().uri.query());
@@ -714,7 +759,7 @@ impl Paywall {
                 }
             }
         };
-        let started = ctx.started.elapsed();
+        let started = upstream_started.elapsed();
         let out = match result {
             Err(e) if e.is_timeout() => Err(Reply::error(
                 504,
@@ -758,7 +803,13 @@ impl Paywall {
                 .retry_after(2)
             }),
         };
+        observe_secs("upstream", started);
         if let Err(r) = &out {
+            let kind = serde_json::from_slice::<Value>(&r.body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            telemetry::with(|m| m.upstream_errors.with_label_values(&[&kind]).inc());
             warn!(request_id = %ctx.request_id, payment_id = %p.payment_id, status = r.status, ms = started.as_millis() as u64, "upstream failed: not settling, claim released");
         }
         (out, gone)
@@ -817,6 +868,18 @@ impl Paywall {
         }
         answer
     }
+}
+
+fn observe(phase: &str, since: Instant) {
+    observe_secs(phase, since.elapsed());
+}
+
+fn observe_secs(phase: &str, d: Duration) {
+    telemetry::with(|m| {
+        m.phase_seconds
+            .with_label_values(&[phase])
+            .observe(d.as_secs_f64())
+    });
 }
 
 /// What the request is paying with, once verified.

@@ -15,6 +15,7 @@ pub mod outbound;
 pub mod standin;
 pub mod store;
 pub mod strategy;
+pub mod telemetry;
 pub mod util;
 pub mod x402;
 

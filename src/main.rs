@@ -308,6 +308,7 @@ fn run(path: &Path) -> ExitCode {
         tracing::warn!("audit.enabled is false: paid requests are not journaled");
         None
     };
+    let mut readiness = x402_sidecar::telemetry::Readiness::default();
     if r.raw.inbound.enabled {
         let paywall = match inbound::Paywall::new(&r, journal.clone()) {
             Ok(p) => p,
@@ -316,6 +317,10 @@ fn run(path: &Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let ready = paywall.readiness();
+        readiness.chains.extend(ready.chains);
+        readiness.store = ready.store;
+        readiness.upstream = ready.upstream;
         let mut svc =
             pingora_proxy::http_proxy_service_with_name(&server.configuration, paywall, "inbound");
         svc.add_tcp(&r.raw.inbound.listen);
@@ -339,6 +344,17 @@ fn run(path: &Path) -> ExitCode {
         svc.add_tcp(&listen);
         server.add_service(svc);
         tracing::info!(%listen, sellers, %wallet, "outbound paying proxy listening");
+    }
+    if r.raw.admin.enabled {
+        let admin = x402_sidecar::telemetry::Admin { readiness };
+        let mut svc = pingora_core::services::listening::Service::new(
+            "admin".to_string(),
+            pingora_core::apps::http_app::HttpServer::new_app(admin),
+        );
+        svc.threads = Some(1);
+        svc.add_tcp(&r.raw.admin.listen);
+        server.add_service(svc);
+        tracing::info!(listen = %r.raw.admin.listen, "admin listener: /metrics /healthz /readyz");
     }
     server.run_forever()
 }

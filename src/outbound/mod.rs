@@ -38,6 +38,7 @@ use crate::audit::{Event, Journal};
 use crate::client;
 use crate::evm::typed::IEip3009Token as Token;
 use crate::store::BudgetStore;
+use crate::telemetry;
 use crate::util::{new_id, now_secs, rfc3339};
 use crate::x402::codec;
 use crate::x402::types::{Authorization, SettleResponse};
@@ -157,7 +158,15 @@ impl Payer {
 
     fn breaker<T>(&self, name: &str, f: impl FnOnce(&mut Breaker) -> T) -> Option<T> {
         let mut map = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
-        map.get_mut(name).map(f)
+        let b = map.get_mut(name)?;
+        let out = f(b);
+        let state = match b.label() {
+            "closed" => 0,
+            "half_open" => 1,
+            _ => 2,
+        };
+        telemetry::with(|m| m.breaker_state.with_label_values(&[name]).set(state));
+        Some(out)
     }
 
     /// One logical call from roma-01.
@@ -316,7 +325,16 @@ impl Payer {
             .reserve(&key, amount, limit, Duration::from_secs(2 * 86_400))
             .await
         {
-            Ok(true) => {}
+            Ok(true) => {
+                if let Ok(spent) = self.store.spent(&key).await {
+                    let left = limit.saturating_sub(spent) as i64;
+                    telemetry::with(|m| {
+                        m.budget_remaining
+                            .with_label_values(&[&req.asset.to_string()])
+                            .set(left)
+                    });
+                }
+            }
             Ok(false) => {
                 let spent = self.store.spent(&key).await.unwrap_or(0);
                 return fail(
@@ -590,6 +608,12 @@ impl Payer {
         };
         info!(call_id, seller = %seller.name, outcome, tx = %p.tx, amount = %p.amount,
             remote_request_id = ?e.remote_request_id, remote_payment_id = ?e.remote_payment_id, "ledger");
+        let spent = u64::try_from(p.amount).unwrap_or(u64::MAX);
+        telemetry::with(|m| {
+            m.buyer_spend
+                .with_label_values(&[&e.asset, &e.seller])
+                .inc_by(spent)
+        });
         self.audit(
             Event::new("buyer_paid")
                 .payer(&e.payer)
@@ -673,6 +697,12 @@ impl Payer {
         attempts: Vec<Attempt>,
         deadline: Instant,
     ) -> Response<Vec<u8>> {
+        let mode = match self.cfg.fallback.mode {
+            FallbackMode::Local => "local",
+            FallbackMode::Wait => "wait",
+            FallbackMode::Error => "error",
+        };
+        telemetry::with(|m| m.fallbacks.with_label_values(&[mode]).inc());
         let detail: Vec<Value> = attempts
             .iter()
             .map(|a| json!({"seller": a.seller, "outcome": a.outcome, "detail": a.detail}))
