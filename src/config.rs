@@ -124,6 +124,10 @@ pub struct InboundConfig {
     /// Secret that signs the 402 challenge. Replicas must share it; random per process if unset.
     #[serde(default)]
     pub challenge_secret: Option<String>,
+    /// Addresses of proxies in front of the sidecar whose `X-Forwarded-For` is believed
+    /// when logging the caller; nobody else's is.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     /// Added to every paid answer that lacks one.
     #[serde(default = "default_disclaimer")]
     pub disclaimer: String,
@@ -140,6 +144,7 @@ impl Default for InboundConfig {
             unknown_routes: UnknownRoutes::default(),
             max_body_bytes: default_max_body(),
             challenge_secret: None,
+            trusted_proxies: Vec::new(),
             disclaimer: default_disclaimer(),
             routes: Vec::new(),
         }
@@ -572,6 +577,14 @@ impl Config {
                     "inbound is enabled but no route is configured; add one such as `POST /x402`"
                         .into(),
                 );
+            }
+            for (i, t) in ib.trusted_proxies.iter().enumerate() {
+                if t.parse::<std::net::IpAddr>().is_err() {
+                    p(
+                        format!("inbound.trusted_proxies[{i}]"),
+                        format!("`{t}` is not an IP address"),
+                    );
+                }
             }
             if matches!(&ib.challenge_secret, Some(s) if s.len() < 16) {
                 p(

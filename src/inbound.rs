@@ -26,7 +26,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::ResponseHeader;
 use pingora_proxy::{ProxyHttp, Session};
 use serde_json::{Value, json};
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::audit::{Event, Journal};
 use crate::config::{Resolved, Route, UnknownRoutes};
@@ -97,6 +97,8 @@ pub struct Paywall {
     store: Arc<dyn ReplayStore>,
     key: ChallengeKey,
     journal: Option<Arc<Journal>>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// Per-request state.
@@ -179,6 +181,11 @@ impl Paywall {
             store,
             key,
             journal,
+            trusted_proxies: ib
+                .trusted_proxies
+                .iter()
+                .filter_map(|p| p.parse().ok())
+                .collect(),
         })
     }
 
@@ -284,6 +291,9 @@ impl Paywall {
             receipt_header: payment.response_header(),
             ttl: ttl_for(&payment.exact().authorization, now),
         };
+        tracing::Span::current()
+            .record("payment_id", paying.payment_id.as_str())
+            .record("payer", paying.auth.from.to_string().as_str());
         let Some(chain) = self.chains.get(&offer.chain_id).cloned() else {
             return Some(
                 Reply::error(
@@ -976,6 +986,30 @@ fn payment_header(s: &Session) -> Result<Option<(Vec<u8>, bool)>, Rejection> {
     Ok(None)
 }
 
+/// The caller's address: the TCP peer, or — only when the peer is a trusted proxy — the
+/// right-most address in `X-Forwarded-For` that is not itself a trusted proxy.
+fn client_ip(s: &Session, trusted: &[std::net::IpAddr]) -> String {
+    let peer = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+    let Some(peer) = peer else {
+        return "unknown".into();
+    };
+    if !trusted.contains(&peer) {
+        return peer.to_string();
+    }
+    let xff = s.req_header().headers.get_all("x-forwarded-for");
+    let hops: Vec<std::net::IpAddr> = xff
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|h| h.trim().parse().ok())
+        .collect();
+    hops.iter()
+        .rev()
+        .find(|ip| !trusted.contains(ip))
+        .unwrap_or(&peer)
+        .to_string()
+}
+
 fn resource_url(s: &Session) -> String {
     let req = s.req_header();
     let host = req
@@ -1036,7 +1070,18 @@ impl ProxyHttp for Paywall {
         if route.offers.is_empty() {
             return Ok(false);
         }
-        match self.paid(s, route, ctx).await {
+        let client = client_ip(s, &self.trusted_proxies);
+        let span = tracing::info_span!(
+            "paid_request",
+            request_id = %ctx.request_id,
+            client = %client,
+            route = %route.id(),
+            payment_id = tracing::field::Empty,
+            payer = tracing::field::Empty,
+        );
+        let answer = self.paid(s, route, ctx).instrument(span.clone()).await;
+        let _entered = span.enter();
+        match answer {
             Some(reply) => {
                 if let Err(e) = write(s, reply, &ctx.request_id).await {
                     info!(request_id = %ctx.request_id, "the buyer left before the answer was written: {e}");

@@ -908,6 +908,21 @@ async fn concurrent_payments_from_many_buyers_all_settle_without_nonce_collision
         logs.contains("paid call settled"),
         "the sidecar logs paid calls"
     );
+    // Every line of a paid request carries its ids and the caller (JSON logs, span fields).
+    for line in logs.lines().filter(|l| l.contains("paid call settled")) {
+        let v: Value = serde_json::from_str(line).expect("JSON log line");
+        let span = &v["span"];
+        assert!(
+            span["request_id"].as_str().unwrap().starts_with("req_"),
+            "{line}"
+        );
+        assert!(
+            span["payment_id"].as_str().unwrap().starts_with("pay_"),
+            "{line}"
+        );
+        assert!(span["payer"].as_str().unwrap().starts_with("0x"), "{line}");
+        assert_eq!(span["client"], "127.0.0.1", "{line}");
+    }
     assert!(
         !logs.to_lowercase().contains(&w.net.settler_key_hex()[2..]),
         "settler key in logs"
