@@ -41,7 +41,7 @@ use crate::store::BudgetStore;
 use crate::telemetry;
 use crate::util::{new_id, now_secs, rfc3339};
 use crate::x402::codec;
-use crate::x402::types::{Authorization, SettleResponse};
+use crate::x402::types::{Authorization, PaymentRequirements, SettleResponse};
 
 /// Most bytes of a request body roma-01 may send.
 const MAX_BODY: usize = 64 * 1024;
@@ -419,22 +419,14 @@ impl Payer {
                         paid: Some(paid),
                     });
                 }
-                Ok((402, headers, bytes)) => {
+                Ok((402, _, bytes)) => {
                     // A paid attempt answered 402 is never paid again automatically.
                     let why = serde_json::from_slice::<Value>(&bytes)
                         .ok()
                         .and_then(|v| v["error"].as_str().map(str::to_string))
                         .unwrap_or_default();
-                    let _ = headers;
                     let charged = self
-                        .settle_check(
-                            req.network.as_str(),
-                            req.asset,
-                            &auth,
-                            &reservation,
-                            seller,
-                            call,
-                        )
+                        .settle_check(req, &auth, &reservation, seller, call)
                         .await;
                     return fail(
                         if charged {
@@ -485,14 +477,7 @@ impl Payer {
         }
         // Outcome unknown: the chain decides whether we paid.
         let charged = self
-            .settle_check(
-                req.network.as_str(),
-                req.asset,
-                &auth,
-                &reservation,
-                seller,
-                call,
-            )
+            .settle_check(req, &auth, &reservation, seller, call)
             .await;
         fail(
             if charged { "paid_no_answer" } else { "failed" },
@@ -510,14 +495,14 @@ impl Payer {
     /// the authorization can no longer be used; otherwise keep it reserved until it expires.
     async fn settle_check(
         &self,
-        network: &str,
-        asset: Address,
+        req: &PaymentRequirements,
         auth: &Authorization,
         r: &Reservation,
         seller: &Seller,
         call: &Call<'_>,
     ) -> bool {
         let call_id = call.id;
+        let (network, asset) = (req.network.as_str(), req.asset);
         let Some(chain) = self.chains.get(network).cloned() else {
             warn!(call_id, %network, "no RPC configured for this network: the budget stays reserved for this authorization");
             return false;
