@@ -328,7 +328,10 @@ impl Paywall {
         observe("verify", verify_started);
         // 7. Chain checks (nonce unused, balance).
         let chain_started = Instant::now();
-        let onchain = chain.verify_onchain(offer.asset, &paying.auth).await;
+        let onchain = chain
+            .verify_onchain(offer.asset, &paying.auth)
+            .instrument(tracing::info_span!("chain_verify"))
+            .await;
         observe("chain", chain_started);
         if let Err(r) = onchain {
             self.release(&paying).await;
@@ -343,7 +346,10 @@ impl Paywall {
                 .with("x402Version", paying.version)
         });
         // 8–9. Forward and check the answer, noticing if the buyer hangs up meanwhile.
-        let upstream = self.forward(s, route, ctx, &paying, body).await;
+        let upstream = self
+            .forward(s, route, ctx, &paying, body)
+            .instrument(tracing::info_span!("upstream"))
+            .await;
         let answer = match upstream {
             (Err(reply), _) => {
                 self.release(&paying).await;
@@ -507,7 +513,10 @@ impl Paywall {
         answer: Value,
     ) -> Reply {
         let settle_started = Instant::now();
-        let outcome = chain.settle(p.offer.asset, &p.auth, &p.sig).await;
+        let outcome = chain
+            .settle(p.offer.asset, &p.auth, &p.sig)
+            .instrument(tracing::info_span!("settle"))
+            .await;
         observe("settle", settle_started);
         self.finish(s, route, ctx, p, answer, outcome).await
     }
