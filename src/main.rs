@@ -186,6 +186,15 @@ fn main() -> ExitCode {
     init_tls();
     let cli = Cli::parse();
     init_logs(cli.log_format);
+    if matches!(
+        cli.cmd,
+        Cmd::CheckConfig { .. } | Cmd::Audit { .. } | Cmd::Ledger { .. } | Cmd::Sign { .. }
+    ) {
+        // Report commands end quietly when their reader goes away (`… | head`), like any Unix
+        // tool. Servers keep Rust's default (SIGPIPE ignored, write errors handled).
+        // SAFETY: called once at start, before any thread is spawned.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli.cmd {
         Cmd::Run { config } => run(&config),
         Cmd::CheckConfig { config } => check_config(&config),
