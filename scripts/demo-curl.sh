@@ -14,11 +14,12 @@
 #       the v1 JSON body;
 #   (b) `x402-sidecar sign --challenge <PAYMENT-REQUIRED>` → a `PAYMENT-SIGNATURE: …` line;
 #   (c) POST again with that header → 200, PAYMENT-RESPONSE (settlement receipt), the answer;
-#   (d) the same payment again → the stored answer (X-Payment-Replayed: true), no second charge.
-# Everything it started is stopped on exit.
+#   (d) the same payment again → the stored answer (X-Payment-Replayed: true), no second charge;
+# and shows the seller's audit journal for that payment. Everything it started is stopped, and
+# every file it wrote deleted, on exit.
 #
 # Environment (all optional):
-#   X402_SIDECAR   the binary (default target/debug/x402-sidecar; built with `cargo build` if absent)
+#   X402_SIDECAR   the binary (default target/debug/x402-sidecar, built with `cargo build` first)
 #   X402_ANVIL     the anvil binary (default: devnet/node_modules/…, installed with `make devnet`)
 #   STANDIN_PORT, SIDECAR_PORT   loopback ports (default: free ones)
 #
@@ -39,11 +40,12 @@ header() { grep -i "^$1:" "$2" | head -n1 | cut -d' ' -f2- | tr -d '\r' || true;
 for tool in curl base64 python3; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
 done
-if [ ! -x "$BIN" ]; then
-  [ -z "${X402_SIDECAR:-}" ] || die "X402_SIDECAR=$BIN is not an executable"
-  say "building x402-sidecar (cargo build)"
-  cargo build
+if [ -z "${X402_SIDECAR:-}" ]; then
+  # The default binary is built (or brought up to date: a no-op when it is) from this checkout.
+  [ -x "$BIN" ] || say "building x402-sidecar (cargo build)"
+  cargo build --quiet --bin x402-sidecar
 fi
+[ -x "$BIN" ] || die "$BIN is not an executable"
 if [ -z "${X402_ANVIL:-}" ] && [ ! -x devnet/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil ]; then
   say "installing anvil and solc-js (make devnet)"
   make devnet
@@ -165,6 +167,7 @@ facilitators:
     rpc_url: $RPC_URL
     settler: { key_env: X402_SETTLER_KEY }
 store: memory
+audit: { dir: "$WORK/audit" }
 server: { threads: 1, grace_period_seconds: 0 }
 EOF
 say "3. the sidecar: x402-sidecar run --config <temporary sidecar.yaml>"
@@ -272,6 +275,10 @@ echo "seller $(fmt "$seller_before") → $(fmt "$seller_paid") → $(fmt "$selle
 if [ "$seller_after" != "$seller_paid" ] || [ "$buyer_after" != "$buyer_paid" ]; then
   die "the replay moved money"
 fi
+PAYMENT_ID="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["payment"]["paymentId"])' "$WORK/c.body")"
+say "the seller's audit journal: x402-sidecar audit show $PAYMENT_ID"
+"$BIN" audit --dir "$WORK/audit" show "$PAYMENT_ID" | cut -c1-160
+"$BIN" audit --dir "$WORK/audit" verify | sed "s|$WORK/audit|audit journal|"
 say "done: one payment, one charge, the replay got the stored answer; stopping everything"
 
 # ---------------------------------------------------------------------------------------------

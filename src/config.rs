@@ -27,9 +27,61 @@ pub struct Config {
     pub store: String,
     #[serde(default)]
     pub server: ServerConfig,
+    /// The admin listener: /metrics, /healthz, /readyz.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// The tamper-evident audit journal of paid requests.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// The buyer side: the paying proxy roma-01 points its HTTP client at.
     #[serde(default)]
     pub outbound: crate::outbound::config::OutboundConfig,
+}
+
+/// The admin listener (Prometheus metrics and health probes). Off unless enabled, so several
+/// sidecars on one host do not fight over its port.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:9402".into()
+}
+
+/// Where the audit journal lives and how long it is kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Directory of the day files (`audit-YYYY-MM-DD.jsonl`).
+    #[serde(default = "default_audit_dir")]
+    pub dir: std::path::PathBuf,
+    /// Days kept; older day files are deleted (at least 90 is the requirement).
+    #[serde(default = "default_retention")]
+    pub retention_days: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            enabled: true,
+            dir: default_audit_dir(),
+            retention_days: default_retention(),
+        }
+    }
+}
+
+fn default_audit_dir() -> std::path::PathBuf {
+    "x402-audit".into()
+}
+fn default_retention() -> u64 {
+    90
 }
 
 /// Process-wide settings.
@@ -72,6 +124,10 @@ pub struct InboundConfig {
     /// Secret that signs the 402 challenge. Replicas must share it; random per process if unset.
     #[serde(default)]
     pub challenge_secret: Option<String>,
+    /// Addresses of proxies in front of the sidecar whose `X-Forwarded-For` is believed
+    /// when logging the caller; nobody else's is.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     /// Added to every paid answer that lacks one.
     #[serde(default = "default_disclaimer")]
     pub disclaimer: String,
@@ -88,6 +144,7 @@ impl Default for InboundConfig {
             unknown_routes: UnknownRoutes::default(),
             max_body_bytes: default_max_body(),
             challenge_secret: None,
+            trusted_proxies: Vec::new(),
             disclaimer: default_disclaimer(),
             routes: Vec::new(),
         }
@@ -412,6 +469,21 @@ impl Config {
                 ),
             );
         }
+        if self.admin.enabled && self.admin.listen.parse::<std::net::SocketAddr>().is_err() {
+            p(
+                "admin.listen".into(),
+                format!(
+                    "`{}` is not an address like 0.0.0.0:9402",
+                    self.admin.listen
+                ),
+            );
+        }
+        if self.audit.enabled && self.audit.retention_days == 0 {
+            p(
+                "audit.retention_days".into(),
+                "must be at least 1 (the requirement is 90 days or more)".into(),
+            );
+        }
         if self.server.threads == 0 {
             p("server.threads".into(), "must be at least 1".into());
         }
@@ -520,6 +592,14 @@ impl Config {
                     "inbound is enabled but no route is configured; add one such as `POST /x402`"
                         .into(),
                 );
+            }
+            for (i, t) in ib.trusted_proxies.iter().enumerate() {
+                if t.parse::<std::net::IpAddr>().is_err() {
+                    p(
+                        format!("inbound.trusted_proxies[{i}]"),
+                        format!("`{t}` is not an IP address"),
+                    );
+                }
             }
             if matches!(&ib.challenge_secret, Some(s) if s.len() < 16) {
                 p(

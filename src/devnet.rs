@@ -194,22 +194,12 @@ impl Devnet {
 
     /// Mint `amount` atomic units of the token to `to` (a real owner transaction).
     pub async fn mint(&self, to: Address, amount: U256) -> Result<(), DevnetError> {
-        let tx = TransactionRequest::default()
-            .with_to(USDC)
-            .with_input(Token::mintCall { to, amount }.abi_encode());
-        let r = self
-            .provider
-            .send_transaction(tx)
-            .await
-            .map_err(rpc)?
-            .get_receipt()
-            .await
-            .map_err(rpc)?;
-        if r.status() {
-            Ok(())
-        } else {
-            Err(DevnetError::Rpc("mint reverted".into()))
-        }
+        token_tx(
+            &self.provider,
+            Token::mintCall { to, amount }.abi_encode(),
+            "mint",
+        )
+        .await
     }
 
     /// A fresh buyer holding `amount` atomic units (and no ETH: x402 buyers need no gas).
@@ -261,26 +251,36 @@ impl Devnet {
         let p = ProviderBuilder::new()
             .wallet(EthereumWallet::from(from.clone()))
             .connect_http(url);
-        let tx = TransactionRequest::default()
-            .with_to(USDC)
-            .with_input(Token::transferCall { to, value }.abi_encode());
-        let r = p
-            .send_transaction(tx)
-            .await
-            .map_err(rpc)?
-            .get_receipt()
-            .await
-            .map_err(rpc)?;
-        if r.status() {
-            Ok(())
-        } else {
-            Err(DevnetError::Rpc("transfer reverted".into()))
-        }
+        token_tx(
+            &p,
+            Token::transferCall { to, value }.abi_encode(),
+            "transfer",
+        )
+        .await
     }
 
     /// The settler's key as hex, for a child process's environment (devnet only).
     pub fn settler_key_hex(&self) -> String {
         DEV_KEYS[1].to_string()
+    }
+}
+
+/// Send a call to the token from the provider's wallet and require it to succeed.
+async fn token_tx(p: &impl Provider, input: Vec<u8>, what: &str) -> Result<(), DevnetError> {
+    let tx = TransactionRequest::default()
+        .with_to(USDC)
+        .with_input(input);
+    let r = p
+        .send_transaction(tx)
+        .await
+        .map_err(rpc)?
+        .get_receipt()
+        .await
+        .map_err(rpc)?;
+    if r.status() {
+        Ok(())
+    } else {
+        Err(DevnetError::Rpc(format!("{what} reverted")))
     }
 }
 

@@ -26,13 +26,15 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::ResponseHeader;
 use pingora_proxy::{ProxyHttp, Session};
 use serde_json::{Value, json};
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
+use crate::audit::{Event, Journal};
 use crate::config::{Resolved, Route, UnknownRoutes};
 use crate::evm::typed;
 use crate::evm::{Chain, SettleOutcome};
 use crate::store::{PaymentRecord, PaymentState, ReplayStore, StoredAnswer};
 use crate::strategy;
+use crate::telemetry;
 use crate::util::{new_id, now_secs, rfc3339, sha256_hex};
 use crate::x402::challenge::ChallengeKey;
 use crate::x402::codec::{self, decode_payment};
@@ -96,6 +98,9 @@ pub struct Paywall {
     chains: HashMap<u64, Arc<Chain>>,
     store: Arc<dyn ReplayStore>,
     key: ChallengeKey,
+    journal: Option<Arc<Journal>>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 /// Per-request state.
@@ -121,7 +126,7 @@ pub enum BuildError {
 
 impl Paywall {
     /// Build from a resolved configuration (keys are loaded here, clients connect lazily).
-    pub fn new(cfg: &Resolved) -> Result<Self, BuildError> {
+    pub fn new(cfg: &Resolved, journal: Option<Arc<Journal>>) -> Result<Self, BuildError> {
         let ib = &cfg.raw.inbound;
         let base: reqwest::Url = ib
             .upstream
@@ -185,7 +190,26 @@ impl Paywall {
             chains,
             store,
             key,
+            journal,
+            trusted_proxies: ib
+                .trusted_proxies
+                .iter()
+                .filter_map(|p| p.parse().ok())
+                .collect(),
         })
+    }
+
+    /// What `/readyz` should check for this service: each chain's RPC, the store, the upstream.
+    pub fn readiness(&self) -> telemetry::Readiness {
+        telemetry::Readiness {
+            chains: self
+                .chains
+                .iter()
+                .map(|(id, c)| (format!("eip155:{id}"), c.clone()))
+                .collect(),
+            store: Some(self.store.clone()),
+            upstream: Some(self.upstream.addr),
+        }
     }
 
     fn route(&self, method: &str, path: &str) -> Option<&Route> {
@@ -236,6 +260,7 @@ impl Paywall {
         }
         // 4–5. Decode, match, check the authorization and the signature: no I/O.
         let now = now_secs();
+        let verify_started = Instant::now();
         let checked = decode_payment(&raw, v2).and_then(|p| {
             let m = match_payment(&route.offers, &p, &self.key, &route.id(), now)?;
             let offer = &route.offers[m.offer];
@@ -254,6 +279,11 @@ impl Paywall {
             Ok(x) => x,
             Err(r) => {
                 info!(request_id = %ctx.request_id, reason = %r.reason, "payment refused: {}", r.message);
+                telemetry::with(|m| {
+                    m.payments
+                        .with_label_values(&["refused", r.reason.code()])
+                        .inc()
+                });
                 return Some(self.challenge(s, route, &r));
             }
         };
@@ -271,6 +301,9 @@ impl Paywall {
             receipt_header: payment.response_header(),
             ttl: ttl_for(&payment.exact().authorization, now),
         };
+        tracing::Span::current()
+            .record("payment_id", paying.payment_id.as_str())
+            .record("payer", paying.auth.from.to_string().as_str());
         let Some(chain) = self.chains.get(&offer.chain_id).cloned() else {
             return Some(
                 Reply::error(
@@ -302,16 +335,38 @@ impl Paywall {
             }
             Ok(None) => {}
         }
+        observe("verify", verify_started);
         // 7. Chain checks (nonce unused, balance).
-        if let Err(r) = chain.verify_onchain(offer.asset, &paying.auth).await {
+        let chain_started = Instant::now();
+        let onchain = chain
+            .verify_onchain(offer.asset, &paying.auth)
+            .instrument(tracing::info_span!("chain_verify"))
+            .await;
+        observe("chain", chain_started);
+        if let Err(r) = onchain {
             self.release(&paying).await;
+            self.audit(ctx, &paying, "payment_refused", |e| {
+                e.with("reason", r.reason.code())
+            });
             return Some(self.refusal(s, route, ctx, &paying, &r));
         }
+        telemetry::with(|m| m.payments.with_label_values(&["verified", ""]).inc());
+        self.audit(ctx, &paying, "payment_verified", |e| {
+            e.with("route", route.id())
+                .with("x402Version", paying.version)
+        });
         // 8–9. Forward and check the answer, noticing if the buyer hangs up meanwhile.
-        let upstream = self.forward(s, route, ctx, &paying, body).await;
+        let upstream = self
+            .forward(s, route, ctx, &paying, body)
+            .instrument(tracing::info_span!("upstream"))
+            .await;
         let answer = match upstream {
             (Err(reply), _) => {
                 self.release(&paying).await;
+                self.audit(ctx, &paying, "not_charged", |e| {
+                    e.with("why", "upstream failed; claim released")
+                        .with("status", reply.status)
+                });
                 return Some(reply);
             }
             (Ok(a), gone) => {
@@ -326,10 +381,17 @@ impl Paywall {
                         .store
                         .replace(&paying.key, &paying.token, &rec, paying.ttl)
                         .await;
+                    self.audit(ctx, &paying, "not_charged", |e| {
+                        e.with("why", "buyer hung up before settlement; answer kept for a retry with the same payment")
+                    });
                     info!(request_id = %ctx.request_id, payment_id = %paying.payment_id, kept = kept.unwrap_or(false),
                         "buyer hung up before settlement: not charged; the answer is kept for a retry with the same payment");
                     return None;
                 }
+                self.audit(ctx, &paying, "forwarded", |e| {
+                    e.with("model", a["metadata"]["model"].clone())
+                        .with("modelCallId", a["metadata"]["modelCallId"].clone())
+                });
                 a
             }
         };
@@ -350,6 +412,13 @@ impl Paywall {
         chain: &Chain,
         existing: PaymentRecord,
     ) -> Option<Reply> {
+        let kind = match existing.state {
+            _ if existing.body_hash != paying.body_hash => "reused",
+            PaymentState::InFlight => "in_flight",
+            PaymentState::Done => "replayed",
+            PaymentState::Ready | PaymentState::Pending => "resumed",
+        };
+        telemetry::with(|m| m.replays.with_label_values(&[kind]).inc());
         if existing.body_hash != paying.body_hash {
             return Some(Reply::error(
                 409,
@@ -369,6 +438,13 @@ impl Paywall {
             PaymentState::Done => {
                 let a = existing.answer?;
                 info!(request_id = %ctx.request_id, payment_id = %paying.payment_id, "replay of a settled payment: stored answer, no second charge");
+                self.audit(ctx, paying, "replayed", |e| match existing.tx.as_deref() {
+                    Some(tx) => e.tx(tx).with(
+                        "why",
+                        "settled payment sent again: stored answer, no second charge",
+                    ),
+                    None => e,
+                });
                 let mut r = Reply {
                     status: a.status,
                     headers: Vec::new(),
@@ -446,7 +522,12 @@ impl Paywall {
         chain: &Chain,
         answer: Value,
     ) -> Reply {
-        let outcome = chain.settle(p.offer.asset, &p.auth, &p.sig).await;
+        let settle_started = Instant::now();
+        let outcome = chain
+            .settle(p.offer.asset, &p.auth, &p.sig)
+            .instrument(tracing::info_span!("settle"))
+            .await;
+        observe("settle", settle_started);
         self.finish(s, route, ctx, p, answer, outcome).await
     }
 
@@ -475,6 +556,8 @@ impl Paywall {
         let o = p.offer;
         match outcome {
             SettleOutcome::Settled { tx } => {
+                telemetry::with(|m| m.settlements.with_label_values(&["settled"]).inc());
+                observe("total", ctx.started);
                 let receipt = SettleResponse {
                     success: true,
                     error_reason: None,
@@ -496,14 +579,30 @@ impl Paywall {
                     // The chain is the source of truth; a lost record only costs a later replay.
                     warn!(request_id = %ctx.request_id, "settled, but the answer could not be stored: {e}");
                 }
+                let txs = format!("{tx:#x}");
+                self.audit(ctx, p, "settled", |e| e.tx(&txs));
+                self.audit(ctx, p, "answered", |e| {
+                    e.tx(&txs)
+                        .with("status", 200)
+                        .with("model", body["metadata"]["model"].clone())
+                        .with("modelCallId", body["metadata"]["modelCallId"].clone())
+                });
                 info!(request_id = %ctx.request_id, payment_id = %p.payment_id, payer = %p.auth.from, tx = %format!("{tx:#x}"),
                     amount = %o.amount, ms = ctx.started.elapsed().as_millis() as u64, "paid call settled");
                 Reply::json(200, &body).with(p.receipt_header, encoded)
             }
             SettleOutcome::Pending { tx } => {
+                telemetry::with(|m| m.settlements.with_label_values(&["pending"]).inc());
                 rec.state = PaymentState::Pending;
                 rec.tx = Some(format!("{tx:#x}"));
                 let _ = self.store.replace(&p.key, &p.token, &rec, p.ttl).await;
+                let txs = format!("{tx:#x}");
+                self.audit(ctx, p, "settlement_pending", |e| {
+                    e.tx(&txs).with(
+                        "why",
+                        "broadcast, no receipt yet; answer withheld until confirmed",
+                    )
+                });
                 warn!(request_id = %ctx.request_id, payment_id = %p.payment_id, tx = %format!("{tx:#x}"), "settlement pending: outcome unknown");
                 Reply::json(
                     503,
@@ -521,6 +620,17 @@ impl Paywall {
                 tx,
             } => {
                 let _ = self.store.replace(&p.key, &p.token, &rec, p.ttl).await;
+                telemetry::with(|m| m.settlements.with_label_values(&["failed"]).inc());
+                self.audit(ctx, p, "settlement_failed", |e| {
+                    let e = e
+                        .with("reason", reason.code())
+                        .with("message", message.clone())
+                        .with("answer", "withheld");
+                    match tx {
+                        Some(t) => e.tx(&format!("{t:#x}")),
+                        None => e,
+                    }
+                });
                 warn!(request_id = %ctx.request_id, payment_id = %p.payment_id, reason = %reason, tx = ?tx, "settlement failed: {message}");
                 self.refusal(s, route, ctx, p, &Rejection::new(reason, message))
             }
@@ -537,6 +647,11 @@ impl Paywall {
         r: &Rejection,
     ) -> Reply {
         info!(request_id = %ctx.request_id, payment_id = %p.payment_id, reason = %r.reason, "payment refused: {}", r.message);
+        telemetry::with(|m| {
+            m.payments
+                .with_label_values(&["refused", r.reason.code()])
+                .inc()
+        });
         if r.reason.is_payer_fault() {
             let mut reply = self.challenge(s, route, r);
             let receipt = SettleResponse {
@@ -561,6 +676,22 @@ impl Paywall {
         }
     }
 
+    /// Write a lifecycle event about a payment to the audit journal (flushed before returning).
+    fn audit(&self, ctx: &Ctx, p: &Paying<'_>, event: &str, f: impl FnOnce(Event) -> Event) {
+        let Some(j) = &self.journal else { return };
+        let e = Event::new(event)
+            .request(&ctx.request_id)
+            .payment(&p.payment_id)
+            .payer(&p.auth.from.to_string())
+            .with("amount", p.offer.amount.to_string())
+            .with("asset", p.offer.asset.to_string())
+            .with("network", p.offer.network.clone())
+            .with("payTo", p.offer.pay_to.to_string());
+        if let Err(err) = j.append(f(e), now_secs()) {
+            warn!(request_id = %ctx.request_id, "audit journal write failed: {err}");
+        }
+    }
+
     async fn release(&self, p: &Paying<'_>) {
         if let Err(e) = self.store.release(&p.key, &p.token).await {
             warn!(payment_id = %p.payment_id, "claim not released ({e}); it expires by itself");
@@ -569,6 +700,7 @@ impl Paywall {
 
     /// The 402: v2 `PAYMENT-REQUIRED` header plus a v1 JSON body, both with fresh challenges.
     fn challenge(&self, s: &Session, route: &Route, why: &Rejection) -> Reply {
+        telemetry::with(|m| m.challenges.with_label_values(&[&route.id()]).inc());
         let now = now_secs();
         let url = resource_url(s);
         let accepts: Vec<PaymentRequirements> = route
@@ -618,6 +750,7 @@ impl Paywall {
         p: &Paying<'_>,
         body: Bytes,
     ) -> (Result<Value, Reply>, bool) {
+        let upstream_started = Instant::now();
         let mut url = self.upstream.base.clone();
         url.set_path(&route.path);
         url.set_query(s.req_header().uri.query());
@@ -658,7 +791,7 @@ impl Paywall {
                 }
             }
         };
-        let started = ctx.started.elapsed();
+        let started = upstream_started.elapsed();
         let out = match result {
             Err(e) if e.is_timeout() => Err(Reply::error(
                 504,
@@ -702,7 +835,13 @@ impl Paywall {
                 .retry_after(2)
             }),
         };
+        observe_secs("upstream", started);
         if let Err(r) = &out {
+            let kind = serde_json::from_slice::<Value>(&r.body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            telemetry::with(|m| m.upstream_errors.with_label_values(&[&kind]).inc());
             warn!(request_id = %ctx.request_id, payment_id = %p.payment_id, status = r.status, ms = started.as_millis() as u64, "upstream failed: not settling, claim released");
         }
         (out, gone)
@@ -761,6 +900,18 @@ impl Paywall {
         }
         answer
     }
+}
+
+fn observe(phase: &str, since: Instant) {
+    observe_secs(phase, since.elapsed());
+}
+
+fn observe_secs(phase: &str, d: Duration) {
+    telemetry::with(|m| {
+        m.phase_seconds
+            .with_label_values(&[phase])
+            .observe(d.as_secs_f64())
+    });
 }
 
 /// What the request is paying with, once verified.
@@ -857,6 +1008,30 @@ fn payment_header(s: &Session) -> Result<Option<(Vec<u8>, bool)>, Rejection> {
     Ok(None)
 }
 
+/// The caller's address: the TCP peer, or — only when the peer is a trusted proxy — the
+/// right-most address in `X-Forwarded-For` that is not itself a trusted proxy.
+fn client_ip(s: &Session, trusted: &[std::net::IpAddr]) -> String {
+    let peer = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+    let Some(peer) = peer else {
+        return "unknown".into();
+    };
+    if !trusted.contains(&peer) {
+        return peer.to_string();
+    }
+    let xff = s.req_header().headers.get_all("x-forwarded-for");
+    let hops: Vec<std::net::IpAddr> = xff
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|h| h.trim().parse().ok())
+        .collect();
+    hops.iter()
+        .rev()
+        .find(|ip| !trusted.contains(ip))
+        .unwrap_or(&peer)
+        .to_string()
+}
+
 fn resource_url(s: &Session) -> String {
     let req = s.req_header();
     let host = req
@@ -917,7 +1092,18 @@ impl ProxyHttp for Paywall {
         if route.offers.is_empty() {
             return Ok(false);
         }
-        match self.paid(s, route, ctx).await {
+        let client = client_ip(s, &self.trusted_proxies);
+        let span = tracing::info_span!(
+            "paid_request",
+            request_id = %ctx.request_id,
+            client = %client,
+            route = %route.id(),
+            payment_id = tracing::field::Empty,
+            payer = tracing::field::Empty,
+        );
+        let answer = self.paid(s, route, ctx).instrument(span.clone()).await;
+        let _entered = span.enter();
+        match answer {
             Some(reply) => {
                 if let Err(e) = write(s, reply, &ctx.request_id).await {
                     info!(request_id = %ctx.request_id, "the buyer left before the answer was written: {e}");

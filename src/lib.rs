@@ -5,6 +5,7 @@
 //! contract), [`inbound`] (the paywall service), [`client`] (paying a 402), [`devnet`] (a local
 //! chain with the project's own token), [`standin`] (a labelled stand-in strategy upstream).
 
+pub mod audit;
 pub mod client;
 pub mod config;
 pub mod devnet;
@@ -14,6 +15,7 @@ pub mod outbound;
 pub mod standin;
 pub mod store;
 pub mod strategy;
+pub mod telemetry;
 pub mod util;
 pub mod x402;
 

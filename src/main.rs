@@ -33,6 +33,33 @@ struct Cli {
     cmd: Cmd,
 }
 
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check that no record was edited, inserted or deleted (exit 1 if one was).
+    Verify,
+    /// Every record about a request id, payment id or transaction hash.
+    Show { id: String },
+    /// Records since a day, optionally for one payer.
+    List {
+        /// YYYY-MM-DD
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        payer: Option<String>,
+    },
+    /// All records, for accounting.
+    Export {
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    Jsonl,
+    Csv,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Json,
@@ -124,6 +151,14 @@ enum Cmd {
     /// Answers only calls carrying the shared secret (X-Sidecar-Secret) that the sidecar sends
     /// when `inbound.upstream.secret_env` names the same environment variable.
     Advisor(strategy::advisor::AdvisorArgs),
+    /// Read the audit journal: verify its hash chain, show a request's whole life, list, export.
+    Audit {
+        /// The journal directory (audit.dir in sidecar.yaml).
+        #[arg(long, default_value = "x402-audit", global = true)]
+        dir: PathBuf,
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
     /// Serve the labelled stand-in strategy upstream (fixed answer, no model).
     Standin {
         #[arg(long, default_value = "127.0.0.1:8500")]
@@ -156,6 +191,15 @@ fn main() -> ExitCode {
     init_tls();
     let cli = Cli::parse();
     init_logs(cli.log_format);
+    if matches!(
+        cli.cmd,
+        Cmd::CheckConfig { .. } | Cmd::Audit { .. } | Cmd::Ledger { .. } | Cmd::Sign { .. }
+    ) {
+        // Report commands end quietly when their reader goes away (`… | head`), like any Unix
+        // tool. Servers keep Rust's default (SIGPIPE ignored, write errors handled).
+        // SAFETY: called once at start, before any thread is spawned.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli.cmd {
         Cmd::Run { config } => run(&config),
         Cmd::CheckConfig { config } => check_config(&config),
@@ -183,6 +227,7 @@ fn main() -> ExitCode {
                 }
             }
         }),
+        Cmd::Audit { dir, cmd } => audit(&dir, cmd),
         Cmd::Standin { listen } => block_on(serve_standin(listen)),
         Cmd::Devnet { buyers } => block_on(run_devnet(buyers)),
         Cmd::Demo => block_on(demo()),
@@ -274,14 +319,31 @@ fn run(path: &Path) -> ExitCode {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
+    let journal = if r.raw.audit.enabled {
+        match x402_sidecar::audit::Journal::open(&r.raw.audit.dir, r.raw.audit.retention_days) {
+            Ok(j) => Some(std::sync::Arc::new(j)),
+            Err(e) => {
+                eprintln!("error: audit journal: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        tracing::warn!("audit.enabled is false: paid requests are not journaled");
+        None
+    };
+    let mut readiness = x402_sidecar::telemetry::Readiness::default();
     if r.raw.inbound.enabled {
-        let paywall = match inbound::Paywall::new(&r) {
+        let paywall = match inbound::Paywall::new(&r, journal.clone()) {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;
             }
         };
+        let ready = paywall.readiness();
+        readiness.chains.extend(ready.chains);
+        readiness.store = ready.store;
+        readiness.upstream = ready.upstream;
         let mut svc =
             pingora_proxy::http_proxy_service_with_name(&server.configuration, paywall, "inbound");
         svc.add_tcp(&r.raw.inbound.listen);
@@ -291,7 +353,7 @@ fn run(path: &Path) -> ExitCode {
     if let Some(ob) = r.outbound.clone() {
         let listen = ob.listen.clone();
         let (sellers, wallet) = (ob.sellers.len(), ob.signer.address());
-        let payer = match outbound::Payer::new(ob, &r.raw.store) {
+        let payer = match outbound::Payer::new(ob, &r.raw.store, journal.clone()) {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("error: outbound: {e}");
@@ -305,6 +367,17 @@ fn run(path: &Path) -> ExitCode {
         svc.add_tcp(&listen);
         server.add_service(svc);
         tracing::info!(%listen, sellers, %wallet, "outbound paying proxy listening");
+    }
+    if r.raw.admin.enabled {
+        let admin = x402_sidecar::telemetry::Admin { readiness };
+        let mut svc = pingora_core::services::listening::Service::new(
+            "admin".to_string(),
+            pingora_core::apps::http_app::HttpServer::new_app(admin),
+        );
+        svc.threads = Some(1);
+        svc.add_tcp(&r.raw.admin.listen);
+        server.add_service(svc);
+        tracing::info!(listen = %r.raw.admin.listen, "admin listener: /metrics /healthz /readyz");
     }
     server.run_forever()
 }
@@ -528,6 +601,70 @@ fn show_ledger(path: &Path, since: Option<&str>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+fn audit(dir: &Path, cmd: AuditCmd) -> ExitCode {
+    use x402_sidecar::audit as a;
+    let print = |records: &[a::Record]| {
+        for r in records {
+            println!(
+                "{}  #{:<6} {:<20} req {}  pay {}  tx {}  payer {}  {}",
+                r.time,
+                r.seq,
+                r.event,
+                r.request_id.as_deref().unwrap_or("-"),
+                r.payment_id.as_deref().unwrap_or("-"),
+                r.tx.as_deref().unwrap_or("-"),
+                r.payer.as_deref().unwrap_or("-"),
+                serde_json::to_string(&r.details).unwrap_or_default()
+            );
+        }
+    };
+    let result = match cmd {
+        AuditCmd::Verify => a::verify(dir).map(|v| {
+            println!(
+                "{}: OK, {} record(s) in {} file(s), hash chain intact",
+                dir.display(),
+                v.records,
+                v.files
+            );
+        }),
+        AuditCmd::Show { id } => a::show(dir, &id).map(|records| {
+            if records.is_empty() {
+                println!("no record mentions {id}");
+            }
+            print(&records);
+        }),
+        AuditCmd::List { since, payer } => a::read_all(dir).map(|all| {
+            let records: Vec<_> = all
+                .into_iter()
+                .filter(|r| since.as_deref().is_none_or(|d| r.time.as_str() >= d))
+                .filter(|r| {
+                    payer.as_deref().is_none_or(|p| {
+                        r.payer
+                            .as_deref()
+                            .is_some_and(|x| x.eq_ignore_ascii_case(p))
+                    })
+                })
+                .collect();
+            print(&records);
+        }),
+        AuditCmd::Export { format } => a::read_all(dir).map(|all| match format {
+            ExportFormat::Csv => print!("{}", a::to_csv(&all)),
+            ExportFormat::Jsonl => {
+                for r in &all {
+                    println!("{}", serde_json::to_string(r).unwrap_or_default());
+                }
+            }
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn pretty(body: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(body)
         .and_then(|v| serde_json::to_string_pretty(&v))
@@ -616,7 +753,10 @@ async fn start_sidecar(
     std::fs::write(&path, config).map_err(|e| e.to_string())?;
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let home = dir.join(name);
+    std::fs::create_dir_all(&home).map_err(|e| e.to_string())?;
     let mut cmd = std::process::Command::new(exe);
+    cmd.current_dir(&home);
     cmd.args(["--log-format", "pretty", "run", "--config"])
         .arg(&path)
         .stdout(std::process::Stdio::null())
@@ -763,6 +903,16 @@ async fn demo_inner() -> Result<(), String> {
     println!("   seller {} → {}", fmt(before.1), fmt(after.1));
     println!("== 7. the buyer's ledger");
     show_ledger(&ledger, None);
+    println!(
+        "== 8. the seller's audit journal (x402-sidecar audit show <paymentId>; hash chain verified)"
+    );
+    let seller_audit = dir.join("seller").join("x402-audit");
+    let payment_id = outbound::ledger::read(&ledger)
+        .ok()
+        .and_then(|l| l.last().and_then(|e| e.remote_payment_id.clone()))
+        .unwrap_or_default();
+    audit(&seller_audit, AuditCmd::Show { id: payment_id });
+    audit(&seller_audit, AuditCmd::Verify);
     up.abort();
     advisor_task.abort();
     let _ = std::fs::remove_dir_all(&dir);

@@ -127,7 +127,10 @@ async fn start_buyer(w: &World, sellers: &[SellerSpec], o: BuyerOpts) -> Buyer {
     let path = w.dir.path().join(format!("buyer-{port}.yaml"));
     std::fs::write(&path, cfg).unwrap();
     let log = w.dir.path().join(format!("buyer-{port}.log"));
+    let home = w.dir.path().join(format!("buyer-{port}"));
+    std::fs::create_dir_all(&home).unwrap();
     let child = std::process::Command::new(bin())
+        .current_dir(&home)
         .args(["run", "--config"])
         .arg(&path)
         .env(
@@ -450,6 +453,12 @@ async fn a_hanging_seller_gets_a_fallback_answer_inside_the_timeout_marked_as_fa
     );
     assert_eq!(w.seller_transfers().await, 0);
     assert!(b.ledger().is_empty());
+    let journal = x402_sidecar::audit::read_all(&b.sidecar.audit_dir()).unwrap();
+    assert_eq!(
+        journal.iter().map(|r| r.event.as_str()).collect::<Vec<_>>(),
+        ["fallback"]
+    );
+    assert_eq!(journal[0].details["callId"], h(&headers, "x-call-id"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -141,3 +141,45 @@ fn help_explains_the_commands_without_secrets() {
     let (_, out, _) = run(&["pay", "--help"], &[("X402_BUYER_KEY", DEV_KEY_0)]);
     assert!(!out.contains(&DEV_KEY_0[2..]), "--help never shows the key");
 }
+
+#[test]
+fn a_wallet_address_that_does_not_match_the_key_stops_the_buyer() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"
+outbound:
+  enabled: true
+  wallet: { key_env: X402_CLI_TEST_KEY, address: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8" }
+  sellers:
+    - name: a
+      url: http://127.0.0.1:1/x402
+      pay_to: ["0x70997970C51812dc3A010C7d01b50e0d17dc79C8"]
+      networks: [eip155:84532]
+      assets: ["0x036CbD53842c5426634e7929541eC2318f3dCF7e"]
+      max_price: "$0.05"
+  budgets: [ { network: eip155:84532, asset: "0x036CbD53842c5426634e7929541eC2318f3dCF7e", daily: "$1" } ]
+"#;
+    let cfg = write(dir.path(), text);
+    let (code, _, err) = run(
+        &["run", "--config", cfg.to_str().unwrap()],
+        &[("X402_CLI_TEST_KEY", DEV_KEY_0)],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("outbound.wallet.address")
+            && err.contains("0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"),
+        "{err}"
+    );
+    assert!(!err.contains(&DEV_KEY_0[2..]));
+    // Without a budget nothing would ever be paid: that is an error too.
+    let no_budget = text.replace("  budgets: [", "  #budgets: [").replace(
+        ", address: \"0x70997970C51812dc3A010C7d01b50e0d17dc79C8\"",
+        "",
+    );
+    let cfg = write(dir.path(), &no_budget);
+    let (code, _, err) = run(
+        &["check-config", "--config", cfg.to_str().unwrap()],
+        &[("X402_CLI_TEST_KEY", DEV_KEY_0)],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("outbound.budgets"), "{err}");
+}

@@ -195,6 +195,54 @@ async fn paid_v2_call_moves_the_price_on_chain_and_returns_the_receipt() {
     );
     assert!(seen.header("payment-signature").is_none());
     assert_eq!(w.upstream.calls(), 1);
+
+    // The audit journal tells the whole life of the request with the ids the client saw.
+    let request_id = headers["x-request-id"].to_str().unwrap();
+    let out = audit_cli(&w, &["show", request_id]);
+    let events: Vec<&str> = out
+        .lines()
+        .map(|l| l.split_whitespace().nth(2).unwrap())
+        .collect();
+    assert_eq!(
+        events,
+        ["payment_verified", "forwarded", "settled", "answered"],
+        "{out}"
+    );
+    for line in out.lines() {
+        assert!(
+            line.contains(request_id)
+                && line.contains(body["metadata"]["paymentId"].as_str().unwrap()),
+            "{line}"
+        );
+    }
+    assert!(
+        out.lines().nth(2).unwrap().contains(tx),
+        "the settled record names the on-chain tx"
+    );
+    assert_eq!(
+        audit_cli(&w, &["show", tx]).lines().count(),
+        4,
+        "found by tx hash too"
+    );
+    assert!(audit_cli(&w, &["verify"]).contains("hash chain intact"));
+}
+
+/// Run `x402-sidecar audit …` on the seller's journal.
+fn audit_cli(w: &World, args: &[&str]) -> String {
+    let dir = w.seller.audit_dir();
+    let out = std::process::Command::new(bin())
+        .arg("audit")
+        .arg("--dir")
+        .arg(&dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -686,6 +734,14 @@ async fn a_payer_drained_before_settlement_gets_402_and_no_answer() {
     assert_eq!(receipt["success"], false);
     assert_eq!(w.seller_transfers().await, 0);
     assert_eq!(w.balance(sink).await, U256::from(1_000_000));
+    let out = audit_cli(&w, &["show", headers["x-request-id"].to_str().unwrap()]);
+    assert!(
+        out.contains("settlement_failed")
+            && out.contains("invalid_exact_evm_insufficient_balance")
+            && out.contains("withheld"),
+        "{out}"
+    );
+    assert!(!out.contains(" settled "), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -852,6 +908,21 @@ async fn concurrent_payments_from_many_buyers_all_settle_without_nonce_collision
         logs.contains("paid call settled"),
         "the sidecar logs paid calls"
     );
+    // Every line of a paid request carries its ids and the caller (JSON logs, span fields).
+    for line in logs.lines().filter(|l| l.contains("paid call settled")) {
+        let v: Value = serde_json::from_str(line).expect("JSON log line");
+        let span = &v["span"];
+        assert!(
+            span["request_id"].as_str().unwrap().starts_with("req_"),
+            "{line}"
+        );
+        assert!(
+            span["payment_id"].as_str().unwrap().starts_with("pay_"),
+            "{line}"
+        );
+        assert!(span["payer"].as_str().unwrap().starts_with("0x"), "{line}");
+        assert_eq!(span["client"], "127.0.0.1", "{line}");
+    }
     assert!(
         !logs.to_lowercase().contains(&w.net.settler_key_hex()[2..]),
         "settler key in logs"

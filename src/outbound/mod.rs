@@ -34,12 +34,14 @@ use tracing::{info, warn};
 use self::breaker::Breaker;
 use self::config::{FallbackMode, Outbound, Seller};
 use self::ledger::{Entry, Ledger};
+use crate::audit::{Event, Journal};
 use crate::client;
 use crate::evm::typed::IEip3009Token as Token;
 use crate::store::BudgetStore;
+use crate::telemetry;
 use crate::util::{new_id, now_secs, rfc3339};
 use crate::x402::codec;
-use crate::x402::types::{Authorization, SettleResponse};
+use crate::x402::types::{Authorization, PaymentRequirements, SettleResponse};
 
 /// Most bytes of a request body roma-01 may send.
 const MAX_BODY: usize = 64 * 1024;
@@ -91,6 +93,7 @@ pub struct Payer {
     chains: HashMap<String, DynProvider>,
     breakers: Mutex<HashMap<String, Breaker>>,
     ledger: Ledger,
+    journal: Option<Arc<Journal>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +107,11 @@ pub enum BuildError {
 }
 
 impl Payer {
-    pub fn new(cfg: Outbound, store_spec: &str) -> Result<Self, BuildError> {
+    pub fn new(
+        cfg: Outbound,
+        store_spec: &str,
+        journal: Option<Arc<Journal>>,
+    ) -> Result<Self, BuildError> {
         let store = crate::store::open(store_spec).map_err(|e| BuildError::Store(e.to_string()))?;
         // No redirects: a seller's 3xx must never lead the payment somewhere else.
         let http = reqwest::Client::builder()
@@ -145,12 +152,21 @@ impl Payer {
             chains,
             breakers: Mutex::new(breakers),
             ledger,
+            journal,
         })
     }
 
     fn breaker<T>(&self, name: &str, f: impl FnOnce(&mut Breaker) -> T) -> Option<T> {
         let mut map = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
-        map.get_mut(name).map(f)
+        let b = map.get_mut(name)?;
+        let out = f(b);
+        let state = match b.label() {
+            "closed" => 0,
+            "half_open" => 1,
+            _ => 2,
+        };
+        telemetry::with(|m| m.breaker_state.with_label_values(&[name]).set(state));
+        Some(out)
     }
 
     /// One logical call from roma-01.
@@ -309,7 +325,16 @@ impl Payer {
             .reserve(&key, amount, limit, Duration::from_secs(2 * 86_400))
             .await
         {
-            Ok(true) => {}
+            Ok(true) => {
+                if let Ok(spent) = self.store.spent(&key).await {
+                    let left = limit.saturating_sub(spent) as i64;
+                    telemetry::with(|m| {
+                        m.budget_remaining
+                            .with_label_values(&[&req.asset.to_string()])
+                            .set(left)
+                    });
+                }
+            }
             Ok(false) => {
                 let spent = self.store.spent(&key).await.unwrap_or(0);
                 return fail(
@@ -394,22 +419,14 @@ impl Payer {
                         paid: Some(paid),
                     });
                 }
-                Ok((402, headers, bytes)) => {
+                Ok((402, _, bytes)) => {
                     // A paid attempt answered 402 is never paid again automatically.
                     let why = serde_json::from_slice::<Value>(&bytes)
                         .ok()
                         .and_then(|v| v["error"].as_str().map(str::to_string))
                         .unwrap_or_default();
-                    let _ = headers;
                     let charged = self
-                        .settle_check(
-                            req.network.as_str(),
-                            req.asset,
-                            &auth,
-                            &reservation,
-                            seller,
-                            call,
-                        )
+                        .settle_check(req, &auth, &reservation, seller, call)
                         .await;
                     return fail(
                         if charged {
@@ -460,14 +477,7 @@ impl Payer {
         }
         // Outcome unknown: the chain decides whether we paid.
         let charged = self
-            .settle_check(
-                req.network.as_str(),
-                req.asset,
-                &auth,
-                &reservation,
-                seller,
-                call,
-            )
+            .settle_check(req, &auth, &reservation, seller, call)
             .await;
         fail(
             if charged { "paid_no_answer" } else { "failed" },
@@ -485,14 +495,14 @@ impl Payer {
     /// the authorization can no longer be used; otherwise keep it reserved until it expires.
     async fn settle_check(
         &self,
-        network: &str,
-        asset: Address,
+        req: &PaymentRequirements,
         auth: &Authorization,
         r: &Reservation,
         seller: &Seller,
         call: &Call<'_>,
     ) -> bool {
         let call_id = call.id;
+        let (network, asset) = (req.network.as_str(), req.asset);
         let Some(chain) = self.chains.get(network).cloned() else {
             warn!(call_id, %network, "no RPC configured for this network: the budget stays reserved for this authorization");
             return false;
@@ -535,6 +545,17 @@ impl Payer {
         }
     }
 
+    fn audit(&self, e: Event, tx: Option<&str>) {
+        let Some(j) = &self.journal else { return };
+        let e = match tx {
+            Some(t) => e.tx(t),
+            None => e,
+        };
+        if let Err(err) = j.append(e, now_secs()) {
+            warn!("audit journal write failed: {err}");
+        }
+    }
+
     async fn release(&self, r: &Reservation) {
         if let Err(e) = self.store.unreserve(&r.key, r.amount).await {
             warn!("budget not released: {e}");
@@ -572,6 +593,26 @@ impl Payer {
         };
         info!(call_id, seller = %seller.name, outcome, tx = %p.tx, amount = %p.amount,
             remote_request_id = ?e.remote_request_id, remote_payment_id = ?e.remote_payment_id, "ledger");
+        let spent = u64::try_from(p.amount).unwrap_or(u64::MAX);
+        telemetry::with(|m| {
+            m.buyer_spend
+                .with_label_values(&[&e.asset, &e.seller])
+                .inc_by(spent)
+        });
+        self.audit(
+            Event::new("buyer_paid")
+                .payer(&e.payer)
+                .with("callId", e.call_id.clone())
+                .with("outcome", e.outcome.clone())
+                .with("seller", e.seller.clone())
+                .with("url", e.url.clone())
+                .with("amount", e.amount.clone())
+                .with("asset", e.asset.clone())
+                .with("network", e.network.clone())
+                .with("remoteRequestId", e.remote_request_id.clone())
+                .with("remotePaymentId", e.remote_payment_id.clone()),
+            e.tx.as_deref(),
+        );
         if let Err(err) = self.ledger.append(&e) {
             warn!(call_id, "ledger write failed: {err}");
         }
@@ -641,6 +682,12 @@ impl Payer {
         attempts: Vec<Attempt>,
         deadline: Instant,
     ) -> Response<Vec<u8>> {
+        let mode = match self.cfg.fallback.mode {
+            FallbackMode::Local => "local",
+            FallbackMode::Wait => "wait",
+            FallbackMode::Error => "error",
+        };
+        telemetry::with(|m| m.fallbacks.with_label_values(&[mode]).inc());
         let detail: Vec<Value> = attempts
             .iter()
             .map(|a| json!({"seller": a.seller, "outcome": a.outcome, "detail": a.detail}))
@@ -662,6 +709,13 @@ impl Payer {
                     Ok(resp) if resp.status().is_success() => {
                         let bytes = resp.bytes().await.unwrap_or_default();
                         info!(call_id, attempts = %summary(&attempts), "answered by the local fallback");
+                        self.audit(
+                            Event::new("fallback")
+                                .with("callId", call_id)
+                                .with("attempts", summary(&attempts))
+                                .with("source", url.to_string()),
+                            None,
+                        );
                         Response::builder()
                             .status(200)
                             .header("Content-Type", "application/json")

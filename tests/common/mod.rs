@@ -133,6 +133,11 @@ impl Sidecar {
         panic!("sidecar did not start; log:\n{}", self.logs());
     }
 
+    /// The sidecar's audit journal directory (it runs in `<dir>/<name>`).
+    pub fn audit_dir(&self) -> PathBuf {
+        self.config.with_extension("").join("x402-audit")
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -214,7 +219,11 @@ pub async fn start_sidecar(
     let config = dir.join(format!("{name}.yaml"));
     std::fs::write(&config, config_text).unwrap();
     let log = dir.join(format!("{name}.log"));
+    // Each sidecar runs in its own directory: its audit journal lands there.
+    let home = dir.join(name);
+    std::fs::create_dir_all(&home).unwrap();
     let child = Command::new(bin())
+        .current_dir(&home)
         .args(["run", "--config"])
         .arg(&config)
         .env("X402_TEST_SETTLER_KEY", settler_key)

@@ -1,0 +1,245 @@
+//! Metrics and health: one Prometheus registry for the process, and the admin listener that
+//! serves `/metrics` (text format), `/healthz` (alive) and `/readyz` (RPC, store and upstream
+//! reachable). Metric names follow Prometheus conventions (`_total`, `_seconds`).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use serde_json::json;
+
+use crate::evm::Chain;
+use crate::store::ReplayStore;
+
+/// Every metric the sidecar exports.
+pub struct Metrics {
+    pub registry: Registry,
+    /// 402 challenges sent, by route.
+    pub challenges: IntCounterVec,
+    /// Payments by outcome (`verified`, `refused`) and reason code.
+    pub payments: IntCounterVec,
+    /// Settlements by outcome (`settled`, `failed`, `pending`).
+    pub settlements: IntCounterVec,
+    /// Seconds per phase (`verify`, `chain`, `upstream`, `settle`, `total`).
+    pub phase_seconds: HistogramVec,
+    /// Upstream failures by kind.
+    pub upstream_errors: IntCounterVec,
+    /// Repeated payments by kind (`in_flight`, `reused`, `replayed`).
+    pub replays: IntCounterVec,
+    /// Buyer spend in atomic units, by asset and seller.
+    pub buyer_spend: IntCounterVec,
+    /// Budget left today, atomic units, by asset.
+    pub budget_remaining: IntGaugeVec,
+    /// Breaker state per seller: 0 closed, 1 half-open, 2 open.
+    pub breaker_state: IntGaugeVec,
+    /// Answers given by the buyer's fallback, by mode.
+    pub fallbacks: IntCounterVec,
+    pub build_info: IntGauge,
+}
+
+fn build() -> Result<Metrics, prometheus::Error> {
+    let registry = Registry::new();
+    let counter =
+        |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+    let challenges = counter("x402_challenges_total", "402 challenges sent", &["route"])?;
+    let payments = counter(
+        "x402_payments_total",
+        "Payments checked, by outcome and reason",
+        &["outcome", "reason"],
+    )?;
+    let settlements = counter(
+        "x402_settlements_total",
+        "Settlements by outcome",
+        &["outcome"],
+    )?;
+    let upstream_errors = counter(
+        "x402_upstream_errors_total",
+        "Upstream failures by kind",
+        &["kind"],
+    )?;
+    let replays = counter(
+        "x402_replay_rejections_total",
+        "Repeated payments by kind",
+        &["kind"],
+    )?;
+    let buyer_spend = counter(
+        "x402_buyer_spend_atomic_total",
+        "Buyer spend in atomic units",
+        &["asset", "seller"],
+    )?;
+    let fallbacks = counter(
+        "x402_fallback_answers_total",
+        "Answers given by the buyer's fallback",
+        &["mode"],
+    )?;
+    let phase_seconds = HistogramVec::new(
+        HistogramOpts::new("x402_phase_seconds", "Latency of each phase of a paid call").buckets(
+            vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ],
+        ),
+        &["phase"],
+    )?;
+    registry.register(Box::new(phase_seconds.clone()))?;
+    let budget_remaining = IntGaugeVec::new(
+        Opts::new("x402_buyer_budget_remaining_atomic", "Budget left today"),
+        &["asset"],
+    )?;
+    registry.register(Box::new(budget_remaining.clone()))?;
+    let breaker_state = IntGaugeVec::new(
+        Opts::new("x402_breaker_state", "0 closed, 1 half-open, 2 open"),
+        &["seller"],
+    )?;
+    registry.register(Box::new(breaker_state.clone()))?;
+    let build_info = IntGauge::with_opts(
+        Opts::new("x402_build_info", "Build information")
+            .const_label("version", env!("CARGO_PKG_VERSION")),
+    )?;
+    registry.register(Box::new(build_info.clone()))?;
+    build_info.set(1);
+    Ok(Metrics {
+        registry,
+        challenges,
+        payments,
+        settlements,
+        phase_seconds,
+        upstream_errors,
+        replays,
+        buyer_spend,
+        budget_remaining,
+        breaker_state,
+        fallbacks,
+        build_info,
+    })
+}
+
+static METRICS: OnceLock<Option<Metrics>> = OnceLock::new();
+
+/// The process's metrics (`None` only if registration failed, which is a programming error
+/// caught by the tests; serving goes on without metrics rather than failing requests).
+pub fn metrics() -> Option<&'static Metrics> {
+    METRICS.get_or_init(|| build().ok()).as_ref()
+}
+
+/// Run `f` against the metrics when they exist.
+pub fn with(f: impl FnOnce(&Metrics)) {
+    if let Some(m) = metrics() {
+        f(m)
+    }
+}
+
+/// The Prometheus text exposition of everything.
+pub fn render() -> String {
+    let Some(m) = metrics() else {
+        return String::new();
+    };
+    let mut buf = Vec::new();
+    let _ = TextEncoder::new().encode(&m.registry.gather(), &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+/// What `/readyz` checks.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    pub chains: Vec<(String, Arc<Chain>)>,
+    pub store: Option<Arc<dyn ReplayStore>>,
+    pub upstream: Option<SocketAddr>,
+}
+
+impl Readiness {
+    /// Each check's result; ready when all pass.
+    pub async fn check(&self) -> (bool, serde_json::Value) {
+        let mut all = true;
+        let mut out = serde_json::Map::new();
+        let limit = Duration::from_secs(2);
+        for (network, chain) in &self.chains {
+            let ok = matches!(
+                tokio::time::timeout(limit, chain.check_chain_id()).await,
+                Ok(Ok(()))
+            );
+            all &= ok;
+            out.insert(format!("rpc:{network}"), json!(ok));
+        }
+        if let Some(store) = &self.store {
+            let ok = matches!(tokio::time::timeout(limit, store.ping()).await, Ok(Ok(())));
+            all &= ok;
+            out.insert("store".into(), json!(ok));
+        }
+        if let Some(addr) = self.upstream {
+            let ok = matches!(
+                tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr)).await,
+                Ok(Ok(_))
+            );
+            all &= ok;
+            out.insert("upstream".into(), json!(ok));
+        }
+        (all, serde_json::Value::Object(out))
+    }
+}
+
+/// The admin listener's app.
+pub struct Admin {
+    pub readiness: Readiness,
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, s: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = s.req_header().uri.path().to_string();
+        let (status, ctype, body) = match path.as_str() {
+            "/metrics" => (200, "text/plain; version=0.0.4", render().into_bytes()),
+            "/healthz" => (200, "application/json", br#"{"alive":true}"#.to_vec()),
+            "/readyz" => {
+                let (ready, checks) = self.readiness.check().await;
+                (
+                    if ready { 200 } else { 503 },
+                    "application/json",
+                    json!({"ready": ready, "checks": checks})
+                        .to_string()
+                        .into_bytes(),
+                )
+            }
+            _ => (
+                404,
+                "application/json",
+                br#"{"error":"no_such_route","message":"use /metrics, /healthz or /readyz"}"#
+                    .to_vec(),
+            ),
+        };
+        Response::builder()
+            .status(status)
+            .header("Content-Type", ctype)
+            .header("Cache-Control", "no-store")
+            .body(body)
+            .unwrap_or_else(|_| Response::new(Vec::new()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registry_builds_and_renders_prometheus_text() {
+        with(|m| m.challenges.with_label_values(&["POST /x402"]).inc());
+        let text = render();
+        assert!(text.contains("x402_build_info{version=\""), "{text}");
+        assert!(
+            text.contains("x402_challenges_total{route=\"POST /x402\"}"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,267 @@
+//! The deployment files agree with the code: the embedded sidecar.yaml files pass the
+//! sidecar's own validation, and ports, probes, volumes and names line up across the
+//! compose file and the Kubernetes manifests. (No cluster or Docker engine runs here.)
+
+use std::path::Path;
+
+use serde_yaml::Value;
+use x402_sidecar::config;
+
+fn yaml_docs(path: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).unwrap();
+    text.split("\n---")
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| serde_yaml::from_str(d).unwrap_or_else(|e| panic!("{path}: {e}")))
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+fn doc(path: &str, kind: &str) -> Value {
+    yaml_docs(path)
+        .into_iter()
+        .find(|d| d["kind"].as_str() == Some(kind))
+        .unwrap_or_else(|| panic!("no {kind} in {path}"))
+}
+
+/// Values for the `${VAR}`s of the deployment configs, as an operator would set them.
+fn env(k: &str) -> Option<String> {
+    match k {
+        "X402_PAY_TO" => Some("0x70997970C51812dc3A010C7d01b50e0d17dc79C8".into()),
+        "X402_CHALLENGE_SECRET" => Some("a-long-shared-challenge-secret".into()),
+        "X402_RPC_URL" => Some("https://sepolia.base.org".into()),
+        _ => None,
+    }
+}
+
+fn resolve(text: &str) -> config::Resolved {
+    // The settler key is read from the process environment: a random, non-devnet key.
+    let key = format!(
+        "0x{}",
+        x402_sidecar::util::hex(&alloy_signer_local::PrivateKeySigner::random().to_bytes()[..])
+    );
+    // SAFETY: a test-only variable set before any other thread reads it in this test binary.
+    unsafe { std::env::set_var("X402_SETTLER_KEY", key) };
+    // The shared secret of the built-in advisor (inbound.upstream.secret_env).
+    // SAFETY: as above.
+    unsafe { std::env::set_var("X402_ADVISOR_SECRET", "a-long-advisor-secret-0123") };
+    let cfg = config::parse(text, &env).unwrap_or_else(|p| panic!("{p:?}"));
+    cfg.resolve().unwrap_or_else(|p| panic!("{p:#?}"))
+}
+
+fn port_of(listen: &str) -> u64 {
+    listen.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn kubernetes_manifests_agree_with_the_sidecar_configuration() {
+    let cm = doc("deploy/kubernetes/configmap.yaml", "ConfigMap");
+    let r = resolve(cm["data"]["sidecar.yaml"].as_str().unwrap());
+    assert!(r.raw.inbound.enabled && r.raw.admin.enabled && r.raw.audit.enabled);
+    let inbound_port = port_of(&r.raw.inbound.listen);
+    let admin_port = port_of(&r.raw.admin.listen);
+
+    let dep = doc("deploy/kubernetes/deployment.yaml", "Deployment");
+    let containers = dep["spec"]["template"]["spec"]["containers"]
+        .as_sequence()
+        .unwrap();
+    let sidecar = containers
+        .iter()
+        .find(|c| c["name"] == "x402-sidecar")
+        .expect("the sidecar container");
+    assert!(
+        containers.len() >= 2,
+        "the sidecar runs beside roma-01 in the same pod"
+    );
+    let port = |name: &str| {
+        sidecar["ports"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["containerPort"].as_u64().unwrap())
+    };
+    assert_eq!(
+        port("x402"),
+        Some(inbound_port),
+        "containerPort x402 = inbound.listen"
+    );
+    assert_eq!(
+        port("admin"),
+        Some(admin_port),
+        "containerPort admin = admin.listen"
+    );
+    assert_eq!(sidecar["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(sidecar["readinessProbe"]["httpGet"]["port"], "admin");
+    assert_eq!(sidecar["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(sidecar["livenessProbe"]["httpGet"]["port"], "admin");
+    assert!(
+        sidecar["resources"]["requests"]["cpu"].is_string()
+            && sidecar["resources"]["requests"]["memory"].is_string()
+    );
+    let args: Vec<&str> = sidecar["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args[..2], ["run", "--config"]);
+    // The config file the container reads is the ConfigMap's key, mounted where args say.
+    let mounts = sidecar["volumeMounts"].as_sequence().unwrap();
+    let config_mount = mounts.iter().find(|m| m["name"] == "config").unwrap()["mountPath"]
+        .as_str()
+        .unwrap();
+    assert_eq!(args[2], format!("{config_mount}/sidecar.yaml"));
+    // The audit journal lives on a mounted volume.
+    let audit_dir = r.raw.audit.dir.to_string_lossy().into_owned();
+    assert!(
+        mounts
+            .iter()
+            .any(|m| audit_dir.starts_with(m["mountPath"].as_str().unwrap())
+                && m["name"] != "config"),
+        "{audit_dir} is not on a volume"
+    );
+    // Secrets come from the Secret, named as the Deployment expects.
+    let secret = doc("deploy/kubernetes/secret.example.yaml", "Secret");
+    let secret_name = secret["metadata"]["name"].as_str().unwrap();
+    assert!(
+        sidecar["envFrom"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|e| e["secretRef"]["name"] == secret_name)
+    );
+    let secret_keys = secret["stringData"]
+        .as_mapping()
+        .or(secret["data"].as_mapping())
+        .unwrap();
+    for k in ["X402_SETTLER_KEY", "X402_CHALLENGE_SECRET"] {
+        assert!(secret_keys.contains_key(k), "the Secret provides {k}");
+    }
+    // The Service exposes the public port only, and selects the pod.
+    let svc = doc("deploy/kubernetes/service.yaml", "Service");
+    let sp = &svc["spec"]["ports"][0];
+    assert_eq!(sp["targetPort"], "x402");
+    assert_eq!(
+        svc["spec"]["selector"],
+        dep["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]
+            .clone()
+            .into_selector()
+    );
+    assert_eq!(
+        svc["spec"]["ports"].as_sequence().unwrap().len(),
+        1,
+        "admin is not public"
+    );
+    // The store is the Redis Service of redis.yaml.
+    let redis_svc = yaml_docs("deploy/kubernetes/redis.yaml")
+        .into_iter()
+        .find(|d| d["kind"] == "Service")
+        .unwrap();
+    let redis_name = redis_svc["metadata"]["name"].as_str().unwrap();
+    let redis_port = redis_svc["spec"]["ports"][0]["port"].as_u64().unwrap();
+    assert_eq!(r.raw.store, format!("redis://{redis_name}:{redis_port}/0"));
+    // The PodDisruptionBudget covers the same pods.
+    let pdb = doc("deploy/kubernetes/pdb.yaml", "PodDisruptionBudget");
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        dep["spec"]["selector"]["matchLabels"]
+    );
+    // Grace: Kubernetes waits longer than the sidecar drains.
+    let grace = dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap_or(30);
+    assert!(
+        grace > r.raw.server.grace_period_seconds,
+        "terminationGracePeriodSeconds {grace} must exceed the drain time"
+    );
+}
+
+trait IntoSelector {
+    fn into_selector(self) -> Value;
+}
+
+impl IntoSelector for Value {
+    /// `{app.kubernetes.io/name: <name>}` as a Service selector.
+    fn into_selector(self) -> Value {
+        let mut m = serde_yaml::Mapping::new();
+        m.insert(Value::from("app.kubernetes.io/name"), self);
+        Value::Mapping(m)
+    }
+}
+
+#[test]
+fn the_compose_file_agrees_with_its_sidecar_configuration() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/sidecar.compose.yaml"),
+    )
+    .unwrap();
+    let r = resolve(&text);
+    let compose: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/compose.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let services = &compose["services"];
+    let sidecar = &services["sidecar"];
+    let published: Vec<&str> = sidecar["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    let inbound = port_of(&r.raw.inbound.listen);
+    assert!(
+        published
+            .iter()
+            .any(|p| p.ends_with(&format!(":{inbound}"))),
+        "{published:?} publishes inbound.listen"
+    );
+    // The upstream is the roma01 service, on the port it listens on.
+    let up = reqwest::Url::parse(&r.raw.inbound.upstream.url).unwrap();
+    assert_eq!(up.host_str(), Some("roma01"));
+    let roma_cmd: Vec<&str> = services["roma01"]["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(
+        roma_cmd
+            .last()
+            .unwrap()
+            .ends_with(&format!(":{}", up.port().unwrap()))
+    );
+    // The store is the compose Redis; the config is mounted where the command reads it.
+    assert!(r.raw.store.starts_with("redis://redis:"));
+    assert!(services["redis"].is_mapping());
+    let cmd: Vec<&str> = sidecar["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let mounted = sidecar["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|v| v.as_str().unwrap().ends_with(&format!(":{}:ro", cmd[2])));
+    assert!(mounted, "the config file is mounted at {}", cmd[2]);
+}
+
+#[test]
+fn the_sample_configuration_is_complete_and_valid() {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("sidecar.yaml.example"))
+            .unwrap();
+    let r = resolve(&text);
+    // Everything is off by default in the sample, as in the code.
+    assert!(!r.raw.inbound.enabled && r.outbound.is_none());
+    // Switched on, the sample's paid route is complete.
+    let on = text.replacen("enabled: false", "enabled: true", 1);
+    let r = resolve(&on);
+    assert!(r.raw.inbound.enabled);
+    assert!(
+        r.routes.iter().any(|route| !route.offers.is_empty()),
+        "a paid route"
+    );
+}

@@ -1,0 +1,233 @@
+//! Operations: Prometheus metrics move as calls happen; /readyz follows the RPC and Redis.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+use tokio::io::copy_bidirectional;
+use tokio::sync::watch;
+use x402_sidecar::client;
+
+/// A TCP relay that can be switched off (existing connections cut, new ones refused) and on.
+struct Relay {
+    pub port: u16,
+    on: Arc<AtomicBool>,
+    cut: watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(target: String) -> Relay {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let on = Arc::new(AtomicBool::new(true));
+        let (cut, rx) = watch::channel(0u64);
+        let flag = on.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = l.accept().await {
+                if !flag.load(Ordering::SeqCst) {
+                    continue; // dropped: connection refused in effect
+                }
+                let (target, mut rx) = (target.clone(), rx.clone());
+                rx.borrow_and_update(); // only cuts after this connection began count
+                tokio::spawn(async move {
+                    let Ok(mut up) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = copy_bidirectional(&mut client, &mut up) => {}
+                        _ = rx.changed() => {}
+                    }
+                });
+            }
+        });
+        Relay {
+            port,
+            on,
+            cut,
+            task,
+        }
+    }
+
+    fn set(&self, on: bool) {
+        self.on.store(on, Ordering::SeqCst);
+        if !on {
+            self.cut.send_modify(|g| *g += 1);
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let r = reqwest::get(url).await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// The value of one sample line, e.g. `x402_settlements_total{outcome="settled"}`.
+fn sample(metrics: &str, name_and_labels: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_challenges_refusals_settlements_and_replays() {
+    let w = World::start().await;
+    let admin = free_port();
+    let port = free_port();
+    let cfg = seller_config(port, &w.upstream.url, &w.net, "memory", 4_000)
+        + &format!("admin: {{ enabled: true, listen: 127.0.0.1:{admin} }}\n");
+    let s = start_sidecar(
+        w.dir.path(),
+        "observed",
+        port,
+        &cfg,
+        &w.net.settler_key_hex(),
+    )
+    .await;
+    let url = format!("{}/x402", s.url);
+    let metrics_url = format!("http://127.0.0.1:{admin}/metrics");
+    let buyer = w.buyer(1_000_000).await;
+
+    // 1 unpaid call, 1 refused payment (wrong amount), 1 paid call, 1 replay of it.
+    let r = w.http.post(&url).body(seed_body()).send().await.unwrap();
+    assert_eq!(r.status(), 402);
+    let offer = client::parse_challenge(
+        r.headers()
+            .get("payment-required")
+            .and_then(|v| v.to_str().ok()),
+        b"",
+        false,
+    )
+    .unwrap();
+    let mut cheap = offer.clone();
+    cheap.requirement.amount = alloy_primitives::U256::from(1);
+    let auth = client::authorization(&buyer, &cheap.requirement, x402_sidecar::util::now_secs());
+    let bad = client::v2_header(
+        &offer.raw,
+        &client::sign(&buyer, &cheap.requirement, auth).unwrap(),
+        None,
+    );
+    let r = w
+        .http
+        .post(&url)
+        .header("PAYMENT-SIGNATURE", bad)
+        .body(seed_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 402);
+    let (_, good, _) = client::payment_for(&buyer, &offer).unwrap();
+    for _ in 0..2 {
+        let r = w
+            .http
+            .post(&url)
+            .header("PAYMENT-SIGNATURE", &good)
+            .body(seed_body())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    let (status, m) = get(&metrics_url).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        sample(&m, r#"x402_challenges_total{route="POST /x402"}"#),
+        2.0,
+        "the unpaid call and the refusal each carried a challenge\n{m}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            r#"x402_payments_total{outcome="refused",reason="invalid_exact_evm_payload_authorization_value_mismatch"}"#
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, r#"x402_payments_total{outcome="verified",reason=""}"#),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, r#"x402_settlements_total{outcome="settled"}"#),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, r#"x402_replay_rejections_total{kind="replayed"}"#),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        sample(&m, r#"x402_phase_seconds_count{phase="settle"}"#),
+        1.0,
+        "{m}"
+    );
+    assert!(m.contains("x402_build_info{version="));
+    let (status, body) = get(&format!("http://127.0.0.1:{admin}/healthz")).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"alive":true}"#));
+    assert_eq!(w.seller_transfers().await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_the_rpc_and_redis_going_away_and_coming_back() {
+    let w = World::start().await;
+    let redis = Relay::start("127.0.0.1:6379".into()).await;
+    let rpc = Relay::start(w.net.rpc_url.trim_start_matches("http://").into()).await;
+    let admin = free_port();
+    let port = free_port();
+    let cfg = seller_config(
+        port,
+        &w.upstream.url,
+        &w.net,
+        &format!("redis://127.0.0.1:{}/0", redis.port),
+        4_000,
+    )
+    .replace(&w.net.rpc_url, &format!("http://127.0.0.1:{}", rpc.port))
+        + &format!("admin: {{ enabled: true, listen: 127.0.0.1:{admin} }}\n");
+    let _s = start_sidecar(w.dir.path(), "probed", port, &cfg, &w.net.settler_key_hex()).await;
+    let ready = format!("http://127.0.0.1:{admin}/readyz");
+    let check = |body: &str, key: &str| {
+        serde_json::from_str::<Value>(body).unwrap()["checks"][key].as_bool()
+    };
+
+    let (status, body) = get(&ready).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(check(&body, "store"), Some(true));
+
+    redis.set(false);
+    let (status, body) = get(&ready).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(check(&body, "store"), Some(false));
+    redis.set(true);
+    let mut back = (0, String::new());
+    for _ in 0..20 {
+        back = get(&ready).await;
+        if back.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(back.0, 200, "ready again after Redis returns: {}", back.1);
+
+    rpc.set(false);
+    let (status, body) = get(&ready).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(check(&body, "rpc:eip155:84532"), Some(false));
+    rpc.set(true);
+    let (status, body) = get(&ready).await;
+    assert_eq!(status, 200, "ready again after the RPC returns: {body}");
+}
