@@ -111,8 +111,14 @@ async fn a_real_model_answers_in_the_schema_and_its_failures_fall_back_to_the_en
     assert_eq!(out.replies.len(), out.attempts as usize);
     assert_eq!(out.completion_ids.len(), out.attempts as usize);
     for (i, reply) in out.replies.iter().enumerate() {
-        let words = model::check_shape(reply)
-            .unwrap_or_else(|p| panic!("reply {i} breaks the schema: {p:?}\n{reply}"));
+        // A reply that ended by itself has the bounded schema's shape (grammar-constrained);
+        // one cut at max_tokens is a fallback, never served.
+        if reply.finish_reason.as_deref() == Some("length") {
+            continue;
+        }
+        assert_eq!(reply.finish_reason.as_deref(), Some("stop"), "reply {i}");
+        let words = model::check_shape(&reply.content)
+            .unwrap_or_else(|p| panic!("reply {i} breaks the schema: {p:?}\n{}", reply.content));
         assert!(words.summary.chars().count() <= model::SUMMARY_MAX);
         assert!((1..=model::STEPS_MAX).contains(&words.steps.len()));
         assert!((1..=model::NOTES_MAX).contains(&words.risk_notes.len()));
@@ -122,7 +128,9 @@ async fn a_real_model_answers_in_the_schema_and_its_failures_fall_back_to_the_en
             let allowed = model::allowed_numbers(&rules, &req);
             assert!(model::check_content(words, &allowed).is_ok());
         }
-        Err(ModelError::Invalid(_)) => assert_eq!(out.attempts, 2, "one repair before giving up"),
+        Err(ModelError::Invalid(_) | ModelError::Truncated) => {
+            assert_eq!(out.attempts, 2, "one repair before giving up")
+        }
         Err(e) => panic!("unexpected failure against a healthy server: {e}"),
     }
 

@@ -104,7 +104,7 @@ async fn grounded_words_replace_the_engine_text_but_never_the_numbers() {
     assert_eq!(body["response_format"]["type"], "json_schema");
     assert_eq!(
         body["response_format"]["json_schema"]["schema"]["properties"]["summary"]["maxLength"],
-        240
+        x402_sidecar::strategy::model::SUMMARY_MAX
     );
     let user = body["messages"][1]["content"].as_str().unwrap();
     assert!(user.contains("13.91x") && user.contains("BUYER TEXT"));

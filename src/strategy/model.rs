@@ -30,9 +30,9 @@ use super::response::Strategy;
 use crate::outbound::breaker::Breaker;
 
 /// Longest summary the model may write (characters).
-pub const SUMMARY_MAX: usize = 240;
+pub const SUMMARY_MAX: usize = 200;
 /// Longest step or risk note the model may write (characters).
-pub const ITEM_MAX: usize = 160;
+pub const ITEM_MAX: usize = 120;
 /// Most steps the model may write.
 pub const STEPS_MAX: usize = 4;
 /// Most risk notes the model may add.
@@ -147,8 +147,8 @@ pub struct Outcome {
     pub attempts: u32,
     /// The API's own completion ids, for the logs.
     pub completion_ids: Vec<String>,
-    /// The raw replies (message contents), in order; kept for diagnosis, never served.
-    pub replies: Vec<String>,
+    /// The raw replies, in order; kept for diagnosis, never served.
+    pub replies: Vec<Completion>,
     pub elapsed: Duration,
 }
 
@@ -387,13 +387,21 @@ pub fn check_content(words: &Words, allowed: &[f64]) -> Result<(), Vec<String>> 
         {
             problems.push(format!("`{path}` repeats itself"));
         }
+        let mut unknown: Vec<f64> = Vec::new();
         for x in numbers_in(t) {
-            if !allowed
+            let known = allowed
                 .iter()
-                .any(|a| (x - a).abs() <= (0.005 * a.abs()).max(0.005))
-            {
-                problems.push(format!("`{path}`: the number {x} is not in the facts"));
+                .any(|a| (x - a).abs() <= (0.005 * a.abs()).max(0.005));
+            if !known && !unknown.contains(&x) {
+                unknown.push(x);
             }
+        }
+        if !unknown.is_empty() {
+            let list: Vec<String> = unknown.iter().map(f64::to_string).collect();
+            problems.push(format!(
+                "`{path}`: numbers not in the facts: {}",
+                list.join(", ")
+            ));
         }
     }
     if problems.is_empty() {
@@ -490,8 +498,15 @@ pub fn allowed_numbers(strategy: &Strategy, req: &StrategyRequest) -> Vec<f64> {
 
 /// Both checks, as one result.
 pub fn check(content: &str, allowed: &[f64]) -> Result<Words, ModelError> {
-    let words = check_shape(content).map_err(|p| ModelError::Invalid(p.join("; ")))?;
-    check_content(&words, allowed).map_err(|p| ModelError::Invalid(p.join("; ")))?;
+    let summarise = |p: Vec<String>| {
+        let mut text = p.iter().take(6).cloned().collect::<Vec<_>>().join("; ");
+        if p.len() > 6 {
+            text.push_str(&format!("; and {} more", p.len() - 6));
+        }
+        ModelError::Invalid(text)
+    };
+    let words = check_shape(content).map_err(summarise)?;
+    check_content(&words, allowed).map_err(summarise)?;
     Ok(words)
 }
 
@@ -592,7 +607,7 @@ impl ModelClient {
                 let reply = self.call(&msgs).await;
                 let checked = reply.and_then(|c| {
                     ids.extend(c.id.clone());
-                    replies.push(c.content.clone());
+                    replies.push(c.clone());
                     if c.finish_reason.as_deref() == Some("length") {
                         return Err(ModelError::Truncated);
                     }
