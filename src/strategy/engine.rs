@@ -713,15 +713,14 @@ fn summary(
     if n == 0 {
         return "No open positions: nothing to de-risk, and without prices no new position is suggested.".into();
     }
-    let lev_text = if before.leverage.is_finite() {
-        lev(before.leverage)
+    let size = if before.leverage.is_finite() {
+        format!("is {} the {} equity", lev(before.leverage), usd(equity))
     } else {
-        "infinitely".into()
+        "has no equity behind it".into()
     };
     let head = format!(
-        "Gross exposure {} is {lev_text} the {} equity against a {} cap; net delta {} ({}).",
+        "Gross exposure {} {size} against a {} cap; net delta {} ({}).",
         usd(before.gross_usd),
-        usd(equity),
         lev(cap),
         usd(before.net_usd),
         direction(before.net_usd, before.gross_usd)
