@@ -6,7 +6,7 @@
 CARGO ?= cargo
 DEVNET_STAMP := devnet/node_modules/.installed
 
-.PHONY: demo test devnet redis llm check-artifact fmt lint build release bench
+.PHONY: demo test devnet redis llm check-artifact fmt lint build release bench bench-load
 
 demo: devnet
 	$(CARGO) run --quiet -- --log-format pretty demo
@@ -43,3 +43,8 @@ release:
 
 bench:
 	$(CARGO) bench
+
+# The HTTP load harness: devnet, stand-in upstream, seller and buyer sidecars (release build),
+# one table of throughput, latency and peak RSS against the budget, written to benches/RESULTS.md.
+bench-load: devnet
+	CARGO="$(CARGO)" benches/load.sh

@@ -192,6 +192,10 @@ async fn a_paid_call_through_the_outbound_proxy_pays_once_and_is_in_the_ledger()
     assert_eq!(status, 200, "{body}");
     assert_eq!(h(&headers, "x-strategy-source"), "paid");
     assert_eq!(h(&headers, "x-payment-seller"), "node-a");
+    assert!(
+        h(&headers, "content-length").parse::<usize>().is_ok(),
+        "a length keeps roma-01's connection alive"
+    );
     assert_eq!(h(&headers, "x-payment-amount"), PRICE.to_string());
     let transfers = w.net.transfers_to(w.net.pay_to).await.unwrap();
     assert_eq!(transfers.len(), 1);

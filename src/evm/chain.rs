@@ -282,7 +282,9 @@ impl Chain {
     /// Poll for a receipt until `timeout`.
     pub async fn wait_receipt(&self, tx: B256, timeout: Duration) -> Option<TransactionReceipt> {
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut pause = Duration::from_millis(5);
+        // A local node mines right after answering the send: the first empty poll is common,
+        // so retry soon (0.5 ms) and back off from there.
+        let mut pause = Duration::from_micros(500);
         loop {
             if let Ok(Some(r)) = self.provider.get_transaction_receipt(tx).await {
                 return Some(r);

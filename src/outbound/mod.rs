@@ -903,6 +903,17 @@ async fn read_body(s: &mut ServerSession) -> Result<Bytes, Box<Response<Vec<u8>>
 #[async_trait]
 impl ServeHttp for Payer {
     async fn response(&self, s: &mut ServerSession) -> Response<Vec<u8>> {
+        let mut r = self.respond(s).await;
+        // A length lets roma-01's client keep the connection alive (else the body is
+        // close-delimited and every call opens a new connection).
+        let len = http::HeaderValue::from(r.body().len());
+        r.headers_mut().insert(http::header::CONTENT_LENGTH, len);
+        r
+    }
+}
+
+impl Payer {
+    async fn respond(&self, s: &mut ServerSession) -> Response<Vec<u8>> {
         let call_id = new_id("call");
         let raw = String::from_utf8_lossy(s.req_header().raw_path()).into_owned();
         let path = s.req_header().uri.path().to_string();
