@@ -139,13 +139,19 @@ async fn paid_v2_call_moves_the_price_on_chain_and_returns_the_receipt() {
     );
     let offer = challenge(&w).await;
     let header = v2_payment(&buyer, &offer, |_| {}, |_| {});
-    let (status, headers, body) = post(
-        &w,
-        &w.paid_url(),
-        seed_body(),
-        Some(("PAYMENT-SIGNATURE", &header)),
-    )
-    .await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = w
+        .http
+        .post(w.paid_url())
+        .header("Content-Type", "application/json")
+        .header("PAYMENT-SIGNATURE", &header)
+        .header("traceparent", traceparent)
+        .body(seed_body())
+        .send()
+        .await
+        .unwrap();
+    let (status, headers) = (r.status().as_u16(), r.headers().clone());
+    let body: Value = r.json().await.unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(w.balance(buyer.address()).await, payer0 - U256::from(PRICE));
     assert_eq!(w.balance(w.net.pay_to).await, seller0 + U256::from(PRICE));
@@ -194,6 +200,11 @@ async fn paid_v2_call_moves_the_price_on_chain_and_returns_the_receipt() {
         body["metadata"]["paymentId"].as_str()
     );
     assert!(seen.header("payment-signature").is_none());
+    assert_eq!(
+        seen.header("traceparent"),
+        Some(traceparent),
+        "W3C trace context reaches the upstream"
+    );
     assert_eq!(w.upstream.calls(), 1);
 
     // The audit journal tells the whole life of the request with the ids the client saw.
