@@ -49,6 +49,17 @@ async fn post(
     )
 }
 
+/// POST the seed request to the seller's paid route with a v2 payment header.
+async fn paid(w: &World, header: &str) -> (u16, HeaderMap, Value) {
+    post(
+        w,
+        &w.paid_url(),
+        seed_body(),
+        Some(("PAYMENT-SIGNATURE", header)),
+    )
+    .await
+}
+
 /// A fresh v2 challenge from the seller.
 async fn challenge(w: &World) -> client::Offer {
     let (status, headers, body) = post(w, &w.paid_url(), seed_body(), None).await;
@@ -290,21 +301,9 @@ async fn replay_after_success_gets_the_stored_answer_and_pays_once() {
     let buyer = w.buyer(1_000_000).await;
     let offer = challenge(&w).await;
     let header = v2_payment(&buyer, &offer, |_| {}, |_| {});
-    let (s1, h1, b1) = post(
-        &w,
-        &w.paid_url(),
-        seed_body(),
-        Some(("PAYMENT-SIGNATURE", &header)),
-    )
-    .await;
+    let (s1, h1, b1) = paid(&w, &header).await;
     assert_eq!(s1, 200);
-    let (s2, h2, b2) = post(
-        &w,
-        &w.paid_url(),
-        seed_body(),
-        Some(("PAYMENT-SIGNATURE", &header)),
-    )
-    .await;
+    let (s2, h2, b2) = paid(&w, &header).await;
     assert_eq!(s2, 200);
     assert_eq!(b1, b2, "the very same answer");
     assert_eq!(h2["x-payment-replayed"], "true");
@@ -441,13 +440,7 @@ async fn each_bad_payment_gets_its_own_reason_and_no_upstream_call() {
     for (name, signer, edit_auth, edit_acc, want) in cases {
         let offer = challenge(&w).await;
         let header = v2_payment(signer, &offer, edit_auth, edit_acc);
-        let (status, headers, body) = post(
-            &w,
-            &w.paid_url(),
-            seed_body(),
-            Some(("PAYMENT-SIGNATURE", &header)),
-        )
-        .await;
+        let (status, headers, body) = paid(&w, &header).await;
         assert_eq!(status, 402, "{name}: {body}");
         assert_eq!(reason(&body), want, "{name}: {body}");
         assert!(
@@ -475,13 +468,7 @@ async fn each_bad_payment_gets_its_own_reason_and_no_upstream_call() {
     let auth = client::authorization(&buyer, &stale, now);
     let payload = client::sign(&buyer, &stale, auth).unwrap();
     let header = client::v2_header(&serde_json::to_value(&stale).unwrap(), &payload, None);
-    let (status, _, body) = post(
-        &w,
-        &w.paid_url(),
-        seed_body(),
-        Some(("PAYMENT-SIGNATURE", &header)),
-    )
-    .await;
+    let (status, _, body) = paid(&w, &header).await;
     assert_eq!(
         (status, reason(&body)),
         (402, "challenge_expired"),
@@ -503,13 +490,7 @@ async fn each_bad_payment_gets_its_own_reason_and_no_upstream_call() {
     let auth = client::authorization(&buyer, &offer.requirement, now);
     let payload = client::sign(&buyer, &wrong_domain, auth).unwrap();
     let header = client::v2_header(&offer.raw, &payload, None);
-    let (status, _, body) = post(
-        &w,
-        &w.paid_url(),
-        seed_body(),
-        Some(("PAYMENT-SIGNATURE", &header)),
-    )
-    .await;
+    let (status, _, body) = paid(&w, &header).await;
     assert_eq!(
         (status, reason(&body)),
         (402, "invalid_exact_evm_payload_signature")
@@ -534,13 +515,7 @@ async fn a_nonce_already_used_on_chain_is_refused() {
     let buyer = w.buyer(1_000_000).await;
     let offer = challenge(&w).await;
     let header = v2_payment(&buyer, &offer, |_| {}, |_| {});
-    let (s1, _, _) = post(
-        &w,
-        &w.paid_url(),
-        seed_body(),
-        Some(("PAYMENT-SIGNATURE", &header)),
-    )
-    .await;
+    let (s1, _, _) = paid(&w, &header).await;
     assert_eq!(s1, 200);
     let (s2, _, body) = post(
         &w,
@@ -605,13 +580,7 @@ async fn upstream_failure_is_not_charged_and_the_same_payment_then_succeeds() {
         (Mode::NotJson, 502, "upstream_bad_answer"),
     ] {
         w.upstream.set(mode.clone());
-        let (status, headers, body) = post(
-            &w,
-            &w.paid_url(),
-            seed_body(),
-            Some(("PAYMENT-SIGNATURE", &header)),
-        )
-        .await;
+        let (status, headers, body) = paid(&w, &header).await;
         assert_eq!(
             (status, reason(&body)),
             (want_status, want),
@@ -624,13 +593,7 @@ async fn upstream_failure_is_not_charged_and_the_same_payment_then_succeeds() {
     assert_eq!(w.balance(buyer.address()).await, U256::from(1_000_000));
     // The claim was released each time: the same authorization now buys the answer, once.
     w.upstream.set(Mode::Normal);
-    let (status, _, body) = post(
-        &w,
-        &w.paid_url(),
-        seed_body(),
-        Some(("PAYMENT-SIGNATURE", &header)),
-    )
-    .await;
+    let (status, _, body) = paid(&w, &header).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(w.seller_transfers().await, 1);
     assert_eq!(
@@ -646,13 +609,7 @@ async fn a_slow_upstream_past_the_timeout_is_not_charged() {
     w.upstream.set(Mode::Slow(Duration::from_millis(1_500)));
     let offer = challenge(&w).await;
     let header = v2_payment(&buyer, &offer, |_| {}, |_| {});
-    let (status, headers, body) = post(
-        &w,
-        &w.paid_url(),
-        seed_body(),
-        Some(("PAYMENT-SIGNATURE", &header)),
-    )
-    .await;
+    let (status, headers, body) = paid(&w, &header).await;
     assert_eq!((status, reason(&body)), (504, "upstream_timeout"));
     assert!(headers.get("retry-after").is_some());
     assert_eq!(w.seller_transfers().await, 0);
@@ -686,13 +643,7 @@ async fn a_buyer_who_hangs_up_is_not_charged_and_a_retry_gets_the_answer_once() 
     );
     assert_eq!(w.balance(buyer.address()).await, U256::from(1_000_000));
     // The retry with the same payment gets the kept answer and is charged now, once.
-    let (status, headers, body) = post(
-        &w,
-        &w.paid_url(),
-        seed_body(),
-        Some(("PAYMENT-SIGNATURE", &header)),
-    )
-    .await;
+    let (status, headers, body) = paid(&w, &header).await;
     assert_eq!(status, 200, "{body}");
     assert!(headers.get("payment-response").is_some());
     assert!(body["strategy"].is_object());
@@ -825,13 +776,7 @@ async fn an_unconfirmed_settlement_is_pending_never_a_fresh_402_and_the_retry_ge
     let _: () = alloy_provider::Provider::raw_request(p, "evm_setAutomine".into(), (false,))
         .await
         .unwrap();
-    let (status, headers, body) = post(
-        &w,
-        &w.paid_url(),
-        seed_body(),
-        Some(("PAYMENT-SIGNATURE", &header)),
-    )
-    .await;
+    let (status, headers, body) = paid(&w, &header).await;
     assert_eq!(
         (status, reason(&body)),
         (503, "settlement_pending"),
@@ -841,13 +786,7 @@ async fn an_unconfirmed_settlement_is_pending_never_a_fresh_402_and_the_retry_ge
     assert!(body.get("strategy").is_none());
     let tx = body["transaction"].as_str().unwrap().to_string();
     // While still unconfirmed, a retry is told to wait again, not asked to pay again.
-    let (status, _, body) = post(
-        &w,
-        &w.paid_url(),
-        seed_body(),
-        Some(("PAYMENT-SIGNATURE", &header)),
-    )
-    .await;
+    let (status, _, body) = paid(&w, &header).await;
     assert_eq!(
         (status, reason(&body)),
         (503, "settlement_pending"),
@@ -860,13 +799,7 @@ async fn an_unconfirmed_settlement_is_pending_never_a_fresh_402_and_the_retry_ge
     let _: String = alloy_provider::Provider::raw_request(p, "evm_mine".into(), ())
         .await
         .unwrap();
-    let (status, headers, body) = post(
-        &w,
-        &w.paid_url(),
-        seed_body(),
-        Some(("PAYMENT-SIGNATURE", &header)),
-    )
-    .await;
+    let (status, headers, body) = paid(&w, &header).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["payment"]["receiptId"], tx);
     assert_eq!(
