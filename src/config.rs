@@ -36,6 +36,103 @@ pub struct Config {
     /// The buyer side: the paying proxy roma-01 points its HTTP client at.
     #[serde(default)]
     pub outbound: crate::outbound::config::OutboundConfig,
+    /// Optional export of the request spans to an OpenTelemetry collector.
+    #[serde(default)]
+    pub otlp: OtlpConfig,
+}
+
+/// OTLP/HTTP (protobuf) export of the spans: `paid_request` and its phases on the seller,
+/// `buyer_call` and its seller attempts on the buyer. Off unless enabled.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// The collector's traces URL, used as is (OTLP/HTTP: `…:4318/v1/traces`).
+    #[serde(default = "default_otlp_endpoint")]
+    pub endpoint: String,
+    /// `service.name` of the exported spans (tell replicas apart with `${HOSTNAME}` if needed).
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Extra request headers, e.g. `authorization: Bearer ${OTLP_TOKEN}` for a hosted collector.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Share of new traces kept (0.0–1.0); a caller's sampled `traceparent` is always followed.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+    /// Longest wait for one export request.
+    #[serde(default = "default_otlp_timeout")]
+    pub timeout_ms: u64,
+    /// Spans are sent in batches at most this often.
+    #[serde(default = "default_otlp_delay")]
+    pub batch_delay_ms: u64,
+}
+
+impl OtlpConfig {
+    /// What is wrong with an enabled export section, as `(field, sentence)`.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        match reqwest::Url::parse(&self.endpoint) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+            _ => out.push((
+                "endpoint",
+                format!(
+                    "`{}` is not an http(s) URL like http://collector:4318/v1/traces",
+                    self.endpoint
+                ),
+            )),
+        }
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            out.push(("sample_ratio", "must be between 0.0 and 1.0".into()));
+        }
+        if self.timeout_ms == 0 {
+            out.push(("timeout_ms", "must be at least 1".into()));
+        }
+        if self.batch_delay_ms == 0 {
+            out.push(("batch_delay_ms", "must be at least 1".into()));
+        }
+        if self.service_name.trim().is_empty() {
+            out.push(("service_name", "must not be empty".into()));
+        }
+        for (k, v) in &self.headers {
+            if http::HeaderName::from_bytes(k.as_bytes()).is_err()
+                || http::HeaderValue::from_str(v).is_err()
+            {
+                out.push(("headers", format!("`{k}` is not a valid HTTP header")));
+            }
+        }
+        out
+    }
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        OtlpConfig {
+            enabled: false,
+            endpoint: default_otlp_endpoint(),
+            service_name: default_service_name(),
+            headers: BTreeMap::new(),
+            sample_ratio: default_sample_ratio(),
+            timeout_ms: default_otlp_timeout(),
+            batch_delay_ms: default_otlp_delay(),
+        }
+    }
+}
+
+fn default_otlp_endpoint() -> String {
+    "http://127.0.0.1:4318/v1/traces".into()
+}
+fn default_service_name() -> String {
+    "x402-sidecar".into()
+}
+fn default_sample_ratio() -> f64 {
+    1.0
+}
+fn default_otlp_timeout() -> u64 {
+    3000
+}
+fn default_otlp_delay() -> u64 {
+    1000
 }
 
 /// The admin listener (Prometheus metrics and health probes). Off unless enabled, so several
@@ -486,6 +583,11 @@ impl Config {
         }
         if self.server.threads == 0 {
             p("server.threads".into(), "must be at least 1".into());
+        }
+        if self.otlp.enabled {
+            for (path, message) in self.otlp.problems() {
+                p(format!("otlp.{path}"), message);
+            }
         }
 
         let mut facilitators = Vec::new();

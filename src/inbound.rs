@@ -358,7 +358,7 @@ impl Paywall {
         // 8–9. Forward and check the answer, noticing if the buyer hangs up meanwhile.
         let upstream = self
             .forward(s, route, ctx, &paying, body)
-            .instrument(tracing::info_span!("upstream"))
+            .instrument(tracing::info_span!("upstream", otel.kind = "client"))
             .await;
         let answer = match upstream {
             (Err(reply), _) => {
@@ -773,13 +773,10 @@ impl Paywall {
         if let Some(secret) = &self.upstream.secret {
             req = req.header(strategy::SECRET_HEADER, secret.as_str());
         }
-        if let Some(tp) = s
-            .req_header()
-            .headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
+        for (k, v) in
+            crate::otlp::outgoing(&tracing::Span::current(), Some(&s.req_header().headers))
         {
-            req = req.header("traceparent", tp);
+            req = req.header(k, v);
         }
         let call = async {
             let resp = req.body(body).send().await?;
@@ -1103,16 +1100,20 @@ impl ProxyHttp for Paywall {
         let client = client_ip(s, &self.trusted_proxies);
         let span = tracing::info_span!(
             "paid_request",
+            otel.kind = "server",
             request_id = %ctx.request_id,
             client = %client,
             route = %route.id(),
             payment_id = tracing::field::Empty,
             payer = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
         );
+        crate::otlp::adopt_parent(&span, &s.req_header().headers);
         let answer = self.paid(s, route, ctx).instrument(span.clone()).await;
         let _entered = span.enter();
         match answer {
             Some(reply) => {
+                span.record("http.response.status_code", reply.status);
                 if let Err(e) = write(s, reply, &ctx.request_id).await {
                     info!(request_id = %ctx.request_id, "the buyer left before the answer was written: {e}");
                 }

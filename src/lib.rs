@@ -11,6 +11,7 @@ pub mod config;
 pub mod devnet;
 pub mod evm;
 pub mod inbound;
+pub mod otlp;
 pub mod outbound;
 pub mod standin;
 pub mod store;

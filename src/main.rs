@@ -174,23 +174,36 @@ enum Cmd {
     Demo,
 }
 
-fn init_logs(format: LogFormat) {
+/// Logs on stderr (JSON or pretty), plus the OTLP layer when the config enables export.
+fn init_logs(format: LogFormat, export: Option<&x402_sidecar::otlp::Export>) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,pingora_core=warn,pingora_proxy=warn")
     });
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => b.json().flatten_event(true).init(),
-        LogFormat::Pretty => b.init(),
-    }
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+        LogFormat::Pretty => fmt.boxed(),
+    };
+    let otel = export.map(|e| e.layer());
+    // A second init (tests that call main twice) is not an error worth stopping for.
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .try_init();
 }
 
 fn main() -> ExitCode {
     init_tls();
     let cli = Cli::parse();
-    init_logs(cli.log_format);
+    if let Cmd::Run { config } = &cli.cmd {
+        // The config decides whether spans are exported, so it is read before logs start.
+        return run(config, cli.log_format);
+    }
+    init_logs(cli.log_format, None);
     if matches!(
         cli.cmd,
         Cmd::CheckConfig { .. } | Cmd::Audit { .. } | Cmd::Ledger { .. } | Cmd::Sign { .. }
@@ -201,7 +214,7 @@ fn main() -> ExitCode {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     match cli.cmd {
-        Cmd::Run { config } => run(&config),
+        Cmd::Run { config } => run(&config, cli.log_format),
         Cmd::CheckConfig { config } => check_config(&config),
         Cmd::Pay {
             url,
@@ -299,11 +312,35 @@ fn check_config(path: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn run(path: &Path) -> ExitCode {
+fn run(path: &Path, log_format: LogFormat) -> ExitCode {
     let r = match resolve(path) {
         Ok(r) => r,
         Err(code) => return code,
     };
+    let export = if r.raw.otlp.enabled {
+        match x402_sidecar::otlp::Export::start(&r.raw.otlp) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                eprintln!("error: otlp: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    init_logs(log_format, export.as_ref());
+    if let Some(_e) = &export {
+        tracing::info!(endpoint = %r.raw.otlp.endpoint, service = %r.raw.otlp.service_name, sample_ratio = r.raw.otlp.sample_ratio, "exporting spans over OTLP/HTTP");
+    }
+    let code = serve(path, &r);
+    if let Some(e) = export {
+        e.shutdown();
+    }
+    code
+}
+
+/// Build the services the config enables and run them until SIGTERM/SIGINT.
+fn serve(path: &Path, r: &Resolved) -> ExitCode {
     if !r.raw.inbound.enabled && r.outbound.is_none() {
         eprintln!(
             "{}: inbound.enabled and outbound.enabled are both false, so there is nothing to serve; enable one",
@@ -333,7 +370,7 @@ fn run(path: &Path) -> ExitCode {
     };
     let mut readiness = x402_sidecar::telemetry::Readiness::default();
     if r.raw.inbound.enabled {
-        let paywall = match inbound::Paywall::new(&r, journal.clone()) {
+        let paywall = match inbound::Paywall::new(r, journal.clone()) {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -379,7 +416,8 @@ fn run(path: &Path) -> ExitCode {
         server.add_service(svc);
         tracing::info!(listen = %r.raw.admin.listen, "admin listener: /metrics /healthz /readyz");
     }
-    server.run_forever()
+    server.run(pingora_core::server::RunArgs::default());
+    ExitCode::SUCCESS
 }
 
 fn buyer_key(var: &str) -> Result<PrivateKeySigner, String> {

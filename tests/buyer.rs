@@ -34,6 +34,8 @@ struct BuyerOpts {
     fallback: &'static str,
     fallback_url: Option<String>,
     store: &'static str,
+    /// More top-level config sections.
+    extra: String,
 }
 
 impl Default for BuyerOpts {
@@ -47,6 +49,7 @@ impl Default for BuyerOpts {
             fallback: "error",
             fallback_url: None,
             store: "memory",
+            extra: String::new(),
         }
     }
 }
@@ -116,7 +119,7 @@ store: "{store}"
         mode = o.fallback,
         ledger = ledger.display(),
         store = o.store,
-    )
+    ) + &o.extra
 }
 
 async fn start_buyer(w: &World, sellers: &[SellerSpec], o: BuyerOpts) -> Buyer {
@@ -632,4 +635,62 @@ async fn a_lost_answer_after_payment_is_retried_with_the_same_authorization_and_
     let l = b.ledger();
     assert_eq!(l.len(), 1);
     assert_eq!(l[0].tx.as_deref(), Some(h(&headers, "x-payment-tx")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_runs_from_the_buyer_through_the_seller_to_its_upstream() {
+    use common::otlp::{Collector, otlp_section};
+    let collector = Collector::start().await;
+    let w = World::start_extra(&otlp_section(&collector.url, "seller-node")).await;
+    let b = start_buyer(
+        &w,
+        &[seller("alpha", w.paid_url(), &w)],
+        BuyerOpts {
+            extra: otlp_section(&collector.url, "buyer-node"),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (status, headers, body) = buy(&w, &b).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(h(&headers, "X-Strategy-Source"), "paid");
+    assert_eq!(w.seller_transfers().await, 1);
+
+    let spans = collector
+        .wait_for("the buyer's and the seller's spans", |s| {
+            s.iter().any(|x| x.name == "buyer_call")
+                && s.iter().any(|x| x.name == "settle")
+                && s.iter().filter(|x| x.name == "paid_request").count() == 2
+        })
+        .await;
+    let call = spans.iter().find(|s| s.name == "buyer_call").unwrap();
+    assert_eq!(call.service, "buyer-node");
+    assert_eq!(
+        call.parent, "",
+        "roma-01 sent no traceparent: the buyer starts the trace"
+    );
+    assert_eq!(call.attr("call_id"), Some(h(&headers, "X-Call-Id")));
+    assert_eq!(call.attr("strategy_source"), Some("paid"));
+    let attempt = spans.iter().find(|s| s.name == "seller_attempt").unwrap();
+    assert_eq!(attempt.parent, call.span_id);
+    assert_eq!(attempt.attr("seller"), Some("alpha"));
+    assert_eq!(attempt.attr("outcome"), Some("answered"));
+    // Both of the seller's requests (the 402 and the paid retry) hang under the attempt.
+    let remote_id = body["metadata"]["requestId"].as_str().unwrap();
+    let mut paid_seen = false;
+    for r in spans.iter().filter(|s| s.name == "paid_request") {
+        assert_eq!(r.service, "seller-node");
+        assert_eq!(
+            r.trace_id, call.trace_id,
+            "the seller continues the buyer's trace"
+        );
+        assert_eq!(r.parent, attempt.span_id);
+        paid_seen |= r.attr("request_id") == Some(remote_id);
+    }
+    assert!(
+        paid_seen,
+        "the paid request's span carries the id the buyer got"
+    );
+    let settle = spans.iter().find(|s| s.name == "settle").unwrap();
+    assert_eq!(settle.trace_id, call.trace_id);
 }

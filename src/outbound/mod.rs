@@ -29,7 +29,7 @@ use http::Response;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use serde_json::{Value, json};
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use self::breaker::Breaker;
 use self::config::{FallbackMode, Outbound, Seller};
@@ -197,7 +197,14 @@ impl Payer {
                 });
                 continue;
             }
-            match self
+            let span = tracing::info_span!(
+                "seller_attempt",
+                otel.kind = "client",
+                seller = %seller.name,
+                url = %seller.url,
+                outcome = tracing::field::Empty,
+            );
+            let result = self
                 .attempt(
                     seller,
                     &body,
@@ -207,8 +214,16 @@ impl Payer {
                         started,
                     },
                 )
-                .await
-            {
+                .instrument(span.clone())
+                .await;
+            span.record(
+                "outcome",
+                match &result {
+                    Ok(_) => "answered",
+                    Err((a, _)) => a.outcome,
+                },
+            );
+            match result {
                 Ok(answer) => {
                     self.breaker(&seller.name, |b| b.success());
                     return self.answer(answer, call_id, &attempts);
@@ -636,6 +651,9 @@ impl Payer {
             .timeout(left)
             .header("Content-Type", "application/json")
             .body(body.clone());
+        for (k, v) in crate::otlp::outgoing(&tracing::Span::current(), None) {
+            req = req.header(k, v);
+        }
         if let Some((k, v)) = payment {
             req = req.header(k, v);
         }
@@ -697,14 +715,15 @@ impl Payer {
                 let left = deadline
                     .saturating_duration_since(Instant::now())
                     .max(Duration::from_millis(200));
-                let r = self
+                let mut req = self
                     .http
                     .post(url.clone())
                     .timeout(left)
-                    .header("Content-Type", "application/json")
-                    .body(body)
-                    .send()
-                    .await;
+                    .header("Content-Type", "application/json");
+                for (k, v) in crate::otlp::outgoing(&tracing::Span::current(), None) {
+                    req = req.header(k, v);
+                }
+                let r = req.body(body).send().await;
                 match r {
                     Ok(resp) if resp.status().is_success() => {
                         let bytes = resp.bytes().await.unwrap_or_default();
@@ -933,6 +952,26 @@ impl Payer {
                 .body(b.to_string().into_bytes())
                 .unwrap_or_else(|_| Response::new(Vec::new()));
         }
-        self.call(body, sellers, &call_id).await
+        let span = tracing::info_span!(
+            "buyer_call",
+            otel.kind = "server",
+            call_id = %call_id,
+            http.response.status_code = tracing::field::Empty,
+            strategy_source = tracing::field::Empty,
+        );
+        crate::otlp::adopt_parent(&span, &s.req_header().headers);
+        let r = self
+            .call(body, sellers, &call_id)
+            .instrument(span.clone())
+            .await;
+        span.record("http.response.status_code", r.status().as_u16());
+        if let Some(src) = r
+            .headers()
+            .get("X-Strategy-Source")
+            .and_then(|v| v.to_str().ok())
+        {
+            span.record("strategy_source", src);
+        }
+        r
     }
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod otlp;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -133,6 +135,23 @@ impl Sidecar {
         panic!("sidecar did not start; log:\n{}", self.logs());
     }
 
+    /// SIGTERM, then wait (up to 20 s) for a clean exit; returns whether it exited 0.
+    pub fn terminate(&mut self) -> bool {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < until {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "the sidecar did not stop after SIGTERM; log:\n{}",
+            self.logs()
+        );
+    }
+
     /// The sidecar's audit journal directory (it runs in `<dir>/<name>`).
     pub fn audit_dir(&self) -> PathBuf {
         self.config.with_extension("").join("x402-audit")
@@ -260,6 +279,20 @@ impl World {
         upstream_timeout_ms: u64,
         receipt_timeout_ms: u64,
     ) -> World {
+        Self::start_full(store, upstream_timeout_ms, receipt_timeout_ms, "").await
+    }
+
+    /// A world whose seller's config ends with `extra` (more top-level sections).
+    pub async fn start_extra(extra: &str) -> World {
+        Self::start_full("memory", 4_000, 10_000, extra).await
+    }
+
+    async fn start_full(
+        store: &str,
+        upstream_timeout_ms: u64,
+        receipt_timeout_ms: u64,
+        extra: &str,
+    ) -> World {
         x402_sidecar::init_tls();
         let net = Devnet::start()
             .await
@@ -274,7 +307,7 @@ impl World {
             store,
             upstream_timeout_ms,
             receipt_timeout_ms,
-        );
+        ) + extra;
         let seller = start_sidecar(dir.path(), "seller", port, &cfg, &net.settler_key_hex()).await;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))

@@ -1,0 +1,190 @@
+//! OTLP trace export from a real seller sidecar to a collector that speaks OTLP/HTTP protobuf:
+//! the spans of a paid call arrive with the ids the client saw, in the caller's trace, and the
+//! upstream is told which span called it. A collector that is down costs spans, not calls.
+
+mod common;
+
+use alloy_primitives::U256;
+use common::otlp::{Collector, Span, otlp_section};
+use common::*;
+use serde_json::Value;
+use x402_sidecar::client;
+
+const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+/// 402, then pay; returns (status, request id header, body).
+async fn pay_once(w: &World, traceparent: Option<&str>) -> (u16, String, Value) {
+    let buyer = w.buyer(1_000_000).await;
+    let r = w
+        .http
+        .post(w.paid_url())
+        .header("Content-Type", "application/json")
+        .body(seed_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 402);
+    let h = r.headers()["payment-required"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body = r.bytes().await.unwrap();
+    let offer = client::parse_challenge(Some(&h), &body, false).unwrap();
+    let (name, value, _) = client::payment_for(&buyer, &offer).unwrap();
+    let mut req = w
+        .http
+        .post(w.paid_url())
+        .header("Content-Type", "application/json")
+        .header(name, value)
+        .body(seed_body());
+    if let Some(tp) = traceparent {
+        req = req.header("traceparent", tp);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let rid = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    (status, rid, r.json().await.unwrap())
+}
+
+fn named<'a>(spans: &'a [Span], name: &str) -> Vec<&'a Span> {
+    spans.iter().filter(|s| s.name == name).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paid_call_is_one_trace_from_the_caller_through_every_phase_to_the_upstream() {
+    let collector = Collector::start().await;
+    let w = World::start_extra(&otlp_section(&collector.url, "seller-under-test")).await;
+    let seller0 = w.balance(w.net.pay_to).await;
+    let traceparent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    let (status, request_id, body) = pay_once(&w, Some(&traceparent)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        w.balance(w.net.pay_to).await,
+        seller0 + U256::from(PRICE),
+        "the call was paid on chain"
+    );
+
+    let spans = collector
+        .wait_for("the paid call's four spans", |s| {
+            named(s, "settle").len() == 1 && named(s, "paid_request").len() == 2
+        })
+        .await;
+    let paid: Vec<_> = named(&spans, "paid_request")
+        .into_iter()
+        .filter(|s| s.attr("request_id") == Some(request_id.as_str()))
+        .collect();
+    assert_eq!(paid.len(), 1, "one request span per request id: {spans:#?}");
+    let root = paid[0];
+    assert_eq!(root.service, "seller-under-test");
+    assert_eq!(
+        root.trace_id, CALLER_TRACE,
+        "the caller's trace is continued"
+    );
+    assert_eq!(root.parent, CALLER_SPAN, "the caller's span is the parent");
+    assert_eq!(
+        root.attr("payment_id"),
+        body["metadata"]["paymentId"].as_str()
+    );
+    assert_eq!(root.attr("http.response.status_code"), Some("200"));
+    let payer = body["payment"]["payer"].as_str().unwrap().to_lowercase();
+    assert_eq!(root.attr("payer").map(str::to_lowercase), Some(payer));
+
+    for phase in ["chain_verify", "upstream", "settle"] {
+        let p = named(&spans, phase);
+        assert_eq!(p.len(), 1, "{phase}: {spans:#?}");
+        assert_eq!(p[0].trace_id, CALLER_TRACE, "{phase} is in the same trace");
+        assert_eq!(
+            p[0].parent, root.span_id,
+            "{phase} is a child of the request"
+        );
+    }
+
+    // The upstream was called with a traceparent naming the `upstream` span.
+    let up = named(&spans, "upstream")[0];
+    let seen = w.upstream.last.lock().unwrap().clone().unwrap();
+    assert_eq!(
+        seen.header("traceparent"),
+        Some(format!("00-{CALLER_TRACE}-{}-01", up.span_id).as_str())
+    );
+
+    // The unpaid 402 before it was its own trace (no traceparent was sent with it).
+    let challenge = named(&spans, "paid_request")
+        .into_iter()
+        .find(|s| s.attr("request_id") != Some(request_id.as_str()))
+        .unwrap();
+    assert_eq!(challenge.attr("http.response.status_code"), Some("402"));
+    assert_ne!(challenge.trace_id, CALLER_TRACE);
+    assert_eq!(
+        challenge.parent, "",
+        "a request without traceparent starts a trace"
+    );
+
+    // Nothing secret travels in span attributes.
+    for s in &spans {
+        for (k, v) in &s.attrs {
+            assert!(
+                !k.contains("signature") && v.len() < 200,
+                "{k}={v} looks like a payment header"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_down_costs_spans_not_paid_calls() {
+    let dead = format!("http://127.0.0.1:{}/v1/traces", free_port());
+    let w = World::start_extra(&otlp_section(&dead, "seller-dead-collector")).await;
+    let seller0 = w.balance(w.net.pay_to).await;
+    let (status, _, body) = pay_once(&w, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["strategy"].is_object());
+    assert_eq!(w.balance(w.net.pay_to).await, seller0 + U256::from(PRICE));
+    assert_eq!(w.seller_transfers().await, 1);
+}
+
+#[test]
+fn check_config_reports_a_bad_otlp_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "otlp:\n  enabled: true\n  endpoint: \"collector:4318\"\n  sample_ratio: 2\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("otlp.endpoint"), "{err}");
+    assert!(err.contains("otlp.sample_ratio"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_still_queued_at_sigterm_are_sent_before_the_process_exits() {
+    let collector = Collector::start().await;
+    // A batch delay far longer than the test: only the shutdown flush can deliver them.
+    let section = otlp_section(&collector.url, "seller-stopping")
+        .replace("batch_delay_ms: 100", "batch_delay_ms: 600000");
+    let mut w = World::start_extra(&section).await;
+    let (status, request_id, body) = pay_once(&w, None).await;
+    assert_eq!(status, 200, "{body}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        collector.spans().is_empty(),
+        "nothing is sent before the batch is due"
+    );
+    let clean = tokio::task::block_in_place(|| w.seller.terminate());
+    assert!(clean, "the sidecar exits 0 on SIGTERM");
+    let spans = collector.spans();
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.name == "paid_request" && s.attr("request_id") == Some(&request_id)),
+        "the paid call's span was flushed at shutdown: {spans:#?}"
+    );
+    assert!(spans.iter().any(|s| s.name == "settle"));
+}
