@@ -46,6 +46,16 @@ enum AuditCmd {
         since: Option<String>,
         #[arg(long)]
         payer: Option<String>,
+        /// Only a buyer account owner's records (as logged: the address, or its `hmac:` form).
+        #[arg(long)]
+        owner: Option<String>,
+        /// Hash `--owner` first, with the key in `--key-env`, to find records written with
+        /// `outbound.owners.log: hashed`.
+        #[arg(long, requires = "owner")]
+        hash_owner: bool,
+        /// Environment variable holding the owner hash key.
+        #[arg(long, default_value = "X402_OWNER_HASH_KEY")]
+        key_env: String,
     },
     /// All records, for accounting.
     Export {
@@ -639,6 +649,29 @@ fn show_ledger(path: &Path, since: Option<&str>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `audit list`: records since a day, of one payer, of one buyer account owner.
+fn list_records(
+    dir: &Path,
+    since: Option<String>,
+    payer: Option<String>,
+    owner: Option<String>,
+    print: impl Fn(&[x402_sidecar::audit::Record]),
+) -> Result<(), x402_sidecar::audit::AuditError> {
+    let same = |field: Option<&str>, want: &Option<String>| {
+        want.as_deref()
+            .is_none_or(|w| field.is_some_and(|x| x.eq_ignore_ascii_case(w)))
+    };
+    let all = x402_sidecar::audit::read_all(dir)?;
+    let records: Vec<_> = all
+        .into_iter()
+        .filter(|r| since.as_deref().is_none_or(|d| r.time.as_str() >= d))
+        .filter(|r| same(r.payer.as_deref(), &payer))
+        .filter(|r| same(r.details.get("owner").and_then(|v| v.as_str()), &owner))
+        .collect();
+    print(&records);
+    Ok(())
+}
+
 fn audit(dir: &Path, cmd: AuditCmd) -> ExitCode {
     use x402_sidecar::audit as a;
     let print = |records: &[a::Record]| {
@@ -671,20 +704,28 @@ fn audit(dir: &Path, cmd: AuditCmd) -> ExitCode {
             }
             print(&records);
         }),
-        AuditCmd::List { since, payer } => a::read_all(dir).map(|all| {
-            let records: Vec<_> = all
-                .into_iter()
-                .filter(|r| since.as_deref().is_none_or(|d| r.time.as_str() >= d))
-                .filter(|r| {
-                    payer.as_deref().is_none_or(|p| {
-                        r.payer
-                            .as_deref()
-                            .is_some_and(|x| x.eq_ignore_ascii_case(p))
-                    })
-                })
-                .collect();
-            print(&records);
-        }),
+        AuditCmd::List {
+            since,
+            payer,
+            owner,
+            hash_owner,
+            key_env,
+        } => {
+            let owner = match (owner, hash_owner) {
+                (Some(o), true) => {
+                    let key = std::env::var(&key_env).unwrap_or_default();
+                    match outbound::config::Owners::hashed(key.as_bytes()) {
+                        Ok(h) => h.render(&o),
+                        Err(e) => {
+                            eprintln!("error: {key_env}: {e}");
+                            return ExitCode::from(2);
+                        }
+                    }
+                }
+                (o, _) => o,
+            };
+            list_records(dir, since, payer, owner, print)
+        }
         AuditCmd::Export { format } => a::read_all(dir).map(|all| match format {
             ExportFormat::Csv => print!("{}", a::to_csv(&all)),
             ExportFormat::Jsonl => {

@@ -36,6 +36,10 @@ struct BuyerOpts {
     store: &'static str,
     /// More top-level config sections.
     extra: String,
+    /// `outbound.owners.log`.
+    owners: &'static str,
+    /// More environment variables for the buyer process.
+    envs: Vec<(&'static str, String)>,
 }
 
 impl Default for BuyerOpts {
@@ -50,6 +54,8 @@ impl Default for BuyerOpts {
             fallback_url: None,
             store: "memory",
             extra: String::new(),
+            owners: "plain",
+            envs: Vec::new(),
         }
     }
 }
@@ -106,6 +112,7 @@ fn buyer_config(
   breaker: {{ failure_threshold: {thr}, open_seconds: {open} }}
   fallback: {{ mode: {mode}{fallback_url} }}
   ledger_path: "{ledger}"
+  owners: {{ log: {owners} }}
 store: "{store}"
 "#,
         network = devnet::NETWORK,
@@ -119,6 +126,7 @@ store: "{store}"
         mode = o.fallback,
         ledger = ledger.display(),
         store = o.store,
+        owners = o.owners,
     ) + &o.extra
 }
 
@@ -141,6 +149,7 @@ async fn start_buyer(w: &World, sellers: &[SellerSpec], o: BuyerOpts) -> Buyer {
             format!("0x{}", x402_sidecar::util::hex(&key.to_bytes()[..])),
         )
         .env("RUST_LOG", "info")
+        .envs(o.envs.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -693,4 +702,119 @@ async fn one_trace_runs_from_the_buyer_through_the_seller_to_its_upstream() {
     );
     let settle = spans.iter().find(|s| s.name == "settle").unwrap();
     assert_eq!(settle.trace_id, call.trace_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_owners_are_written_plain_hashed_or_not_at_all_as_configured() {
+    use x402_sidecar::outbound::config::Owners;
+    const OWNER: &str = "0xAbC0000000000000000000000000000000000001";
+    const KEY: &str = "owner-hash-key-for-tests-0001";
+    let w = World::start().await;
+    let body = seed_body().replacen(
+        r#""platform": "hyperliquid","#,
+        &format!(r#""platform": "hyperliquid", "owner": "{OWNER}","#),
+        1,
+    );
+    assert!(body.contains(OWNER));
+    let hashed = Owners::hashed(KEY.as_bytes())
+        .unwrap()
+        .render(OWNER)
+        .unwrap();
+    for (mode, want) in [
+        ("plain", Some(OWNER.to_string())),
+        ("hashed", Some(hashed.clone())),
+        ("none", None),
+    ] {
+        let b = start_buyer(
+            &w,
+            &[seller("alpha", w.paid_url(), &w)],
+            BuyerOpts {
+                owners: mode,
+                envs: vec![("X402_OWNER_HASH_KEY", KEY.to_string())],
+                ..Default::default()
+            },
+        )
+        .await;
+        let r = w
+            .http
+            .post(b.url())
+            .header("Content-Type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{mode}");
+        let ledger = b.ledger();
+        assert_eq!(ledger.len(), 1);
+        assert_eq!(ledger[0].owner, want, "{mode}: ledger");
+        let journal = x402_sidecar::audit::read_all(&b.sidecar.audit_dir()).unwrap();
+        let paid = journal.iter().find(|r| r.event == "buyer_paid").unwrap();
+        assert_eq!(
+            paid.details.get("owner").and_then(|v| v.as_str()),
+            want.as_deref(),
+            "{mode}: journal"
+        );
+        let logs = b.sidecar.logs().to_lowercase();
+        let plain_seen = logs.contains(&OWNER.to_lowercase());
+        assert_eq!(
+            plain_seen,
+            mode == "plain",
+            "{mode}: the address in the logs"
+        );
+        assert_eq!(
+            logs.contains(&hashed),
+            mode == "hashed",
+            "{mode}: the hash in the logs"
+        );
+        assert!(!logs.contains(KEY), "the hash key is never logged");
+
+        // Risk staff find one account's records by its address, hashed for them.
+        let list = |args: &[&str]| {
+            let out = std::process::Command::new(bin())
+                .arg("audit")
+                .arg("--dir")
+                .arg(b.sidecar.audit_dir())
+                .arg("list")
+                .args(args)
+                .env("X402_OWNER_HASH_KEY", KEY)
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let by_address = list(&["--owner", &OWNER.to_lowercase()]);
+        let by_hash = list(&["--owner", OWNER, "--hash-owner"]);
+        assert_eq!(
+            by_address.contains("buyer_paid"),
+            mode == "plain",
+            "{mode}: {by_address}"
+        );
+        assert_eq!(
+            by_hash.contains("buyer_paid"),
+            mode == "hashed",
+            "{mode}: {by_hash}"
+        );
+    }
+    assert_eq!(w.seller_transfers().await, 3);
+}
+
+#[test]
+fn hashed_owners_without_a_key_are_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("buyer.yaml");
+    std::fs::write(
+        &path,
+        "outbound:\n  enabled: true\n  owners: { log: hashed, key_env: X402_TEST_NO_SUCH_KEY }\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env_remove("X402_TEST_NO_SUCH_KEY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("outbound.owners.key_env"), "{err}");
+    assert!(err.contains("X402_TEST_NO_SUCH_KEY"), "{err}");
 }

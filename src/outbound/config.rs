@@ -47,6 +47,104 @@ pub struct OutboundConfig {
     /// Append-only JSON-lines ledger of paid calls.
     #[serde(default = "default_ledger")]
     pub ledger_path: PathBuf,
+    /// How roma-01's account owner (`account.owner`) appears in logs, ledger and journal.
+    #[serde(default)]
+    pub owners: OwnersConfig,
+}
+
+/// `plain` (as sent), `hashed` (a keyed hash: records of one account stay linkable, the
+/// address is not readable) or `none` (left out).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OwnerLog {
+    #[default]
+    Plain,
+    Hashed,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnersConfig {
+    #[serde(default)]
+    pub log: OwnerLog,
+    /// Environment variable holding the hash key (at least 16 bytes) for `log: hashed`.
+    #[serde(default = "default_owner_key_env")]
+    pub key_env: String,
+}
+
+impl Default for OwnersConfig {
+    fn default() -> Self {
+        OwnersConfig {
+            log: OwnerLog::Plain,
+            key_env: default_owner_key_env(),
+        }
+    }
+}
+
+fn default_owner_key_env() -> String {
+    "X402_OWNER_HASH_KEY".into()
+}
+
+/// Shortest owner hash key accepted (bytes).
+pub const MIN_OWNER_KEY: usize = 16;
+
+/// The resolved owner policy.
+#[derive(Clone)]
+pub struct Owners {
+    log: OwnerLog,
+    key: Vec<u8>,
+}
+
+impl std::fmt::Debug for Owners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Owners").field("log", &self.log).finish()
+    }
+}
+
+impl Owners {
+    pub fn plain() -> Self {
+        Owners {
+            log: OwnerLog::Plain,
+            key: Vec::new(),
+        }
+    }
+
+    /// A hashing policy with `key` (at least [`MIN_OWNER_KEY`] bytes).
+    pub fn hashed(key: &[u8]) -> Result<Self, String> {
+        if key.len() < MIN_OWNER_KEY {
+            return Err(format!(
+                "the owner hash key must be at least {MIN_OWNER_KEY} bytes"
+            ));
+        }
+        Ok(Owners {
+            log: OwnerLog::Hashed,
+            key: key.to_vec(),
+        })
+    }
+
+    pub fn none() -> Self {
+        Owners {
+            log: OwnerLog::None,
+            key: Vec::new(),
+        }
+    }
+
+    /// How `owner` is written down: as is, as `hmac:<24 hex>` of its lower-cased form (so
+    /// `0xAbC…` and `0xabc…` match), or not at all.
+    pub fn render(&self, owner: &str) -> Option<String> {
+        use hmac::Mac;
+        match self.log {
+            OwnerLog::Plain => Some(owner.to_string()),
+            OwnerLog::None => None,
+            OwnerLog::Hashed => {
+                let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.key).ok()?;
+                m.update(owner.trim().to_lowercase().as_bytes());
+                let d = m.finalize().into_bytes();
+                Some(format!("hmac:{}", crate::util::hex(&d[..12])))
+            }
+        }
+    }
 }
 
 impl Default for OutboundConfig {
@@ -64,6 +162,7 @@ impl Default for OutboundConfig {
             breaker: BreakerConfig::default(),
             fallback: FallbackConfig::default(),
             ledger_path: default_ledger(),
+            owners: OwnersConfig::default(),
         }
     }
 }
@@ -272,6 +371,7 @@ pub struct Outbound {
     pub fallback: FallbackConfig,
     pub fallback_url: Option<reqwest::Url>,
     pub ledger_path: PathBuf,
+    pub owners: Owners,
 }
 
 impl OutboundConfig {
@@ -496,6 +596,28 @@ impl OutboundConfig {
                 Err(e) => p("outbound.wallet".into(), e.to_string()),
             }
         }
+        let owners = match self.owners.log {
+            OwnerLog::Plain => Owners::plain(),
+            OwnerLog::None => Owners::none(),
+            OwnerLog::Hashed => {
+                let var = &self.owners.key_env;
+                match std::env::var(var) {
+                    Ok(k) => Owners::hashed(k.as_bytes()).unwrap_or_else(|e| {
+                        p("outbound.owners.key_env".into(), format!("{var}: {e}"));
+                        Owners::none()
+                    }),
+                    Err(_) => {
+                        p(
+                            "outbound.owners.key_env".into(),
+                            format!(
+                                "`log: hashed` needs a key: set the environment variable {var} (at least {MIN_OWNER_KEY} bytes)"
+                            ),
+                        );
+                        Owners::none()
+                    }
+                }
+            }
+        };
         if problems.len() > start {
             return None;
         }
@@ -512,6 +634,47 @@ impl OutboundConfig {
             fallback: self.fallback.clone(),
             fallback_url,
             ledger_path: self.ledger_path.clone(),
+            owners,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OWNER: &str = "0xAbC0000000000000000000000000000000000001";
+
+    #[test]
+    fn owners_are_written_as_configured() {
+        assert_eq!(Owners::plain().render(OWNER).as_deref(), Some(OWNER));
+        assert_eq!(Owners::none().render(OWNER), None);
+        let h = Owners::hashed(b"0123456789abcdef").unwrap();
+        let a = h.render(OWNER).unwrap();
+        assert!(a.starts_with("hmac:") && a.len() == 5 + 24, "{a}");
+        assert!(!a.to_lowercase().contains("abc0000"));
+        // Case and stray spaces do not split one account into two.
+        assert_eq!(
+            h.render(&format!(" {} ", OWNER.to_lowercase())),
+            Some(a.clone())
+        );
+        // Another account, or another key, gives another value.
+        assert_ne!(
+            h.render("0xabc0000000000000000000000000000000000002"),
+            Some(a.clone())
+        );
+        let other = Owners::hashed(b"fedcba9876543210").unwrap();
+        assert_ne!(other.render(OWNER), Some(a));
+    }
+
+    #[test]
+    fn a_short_hash_key_is_refused() {
+        assert!(Owners::hashed(b"short").is_err());
+    }
+
+    #[test]
+    fn the_policy_does_not_print_its_key() {
+        let h = Owners::hashed(b"very-secret-key-0001").unwrap();
+        assert!(!format!("{h:?}").contains("very-secret"));
     }
 }

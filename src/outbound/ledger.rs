@@ -33,6 +33,9 @@ pub struct Entry {
     #[serde(default)]
     pub disclaimer: Option<String>,
     pub latency_ms: u64,
+    /// roma-01's account owner, as `outbound.owners.log` writes it (absent with `none`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +138,7 @@ mod tests {
             remote_payment_id: None,
             disclaimer: None,
             latency_ms: 12,
+            owner: None,
         }
     }
 

@@ -77,6 +77,8 @@ struct Paid {
 struct Call<'a> {
     id: &'a str,
     started: Instant,
+    /// roma-01's account owner as the policy writes it down (`outbound.owners`).
+    owner: Option<&'a str>,
 }
 
 /// A reservation of budget for one signed authorization.
@@ -170,7 +172,13 @@ impl Payer {
     }
 
     /// One logical call from roma-01.
-    async fn call(&self, body: Bytes, sellers: Vec<&Seller>, call_id: &str) -> Response<Vec<u8>> {
+    async fn call(
+        &self,
+        body: Bytes,
+        sellers: Vec<&Seller>,
+        call_id: &str,
+        owner: Option<&str>,
+    ) -> Response<Vec<u8>> {
         let started = Instant::now();
         let total = self.cfg.timeout;
         let reserve = if self.cfg.fallback.mode == FallbackMode::Local {
@@ -212,6 +220,7 @@ impl Payer {
                     &Call {
                         id: call_id,
                         started,
+                        owner,
                     },
                 )
                 .instrument(span.clone())
@@ -244,7 +253,7 @@ impl Payer {
                 }
             }
         }
-        self.fallback(body, call_id, attempts, started + total)
+        self.fallback(body, call_id, owner, attempts, started + total)
             .await
     }
 
@@ -605,6 +614,7 @@ impl Payer {
             remote_payment_id: meta.and_then(|m| m["paymentId"].as_str().map(str::to_string)),
             disclaimer: body.and_then(|b| b["disclaimer"].as_str().map(str::to_string)),
             latency_ms: started.elapsed().as_millis() as u64,
+            owner: call.owner.map(str::to_string),
         };
         info!(call_id, seller = %seller.name, outcome, tx = %p.tx, amount = %p.amount,
             remote_request_id = ?e.remote_request_id, remote_payment_id = ?e.remote_payment_id, "ledger");
@@ -618,6 +628,7 @@ impl Payer {
             Event::new("buyer_paid")
                 .payer(&e.payer)
                 .with("callId", e.call_id.clone())
+                .with("owner", e.owner.clone())
                 .with("outcome", e.outcome.clone())
                 .with("seller", e.seller.clone())
                 .with("url", e.url.clone())
@@ -697,6 +708,7 @@ impl Payer {
         &self,
         body: Bytes,
         call_id: &str,
+        owner: Option<&str>,
         attempts: Vec<Attempt>,
         deadline: Instant,
     ) -> Response<Vec<u8>> {
@@ -731,6 +743,7 @@ impl Payer {
                         self.audit(
                             Event::new("fallback")
                                 .with("callId", call_id)
+                                .with("owner", owner)
                                 .with("attempts", summary(&attempts))
                                 .with("source", url.to_string()),
                             None,
@@ -944,24 +957,33 @@ impl Payer {
             Ok(b) => b,
             Err(r) => return *r,
         };
-        if let Err(details) = crate::strategy::validate(&body) {
-            let b = json!({"error": "invalid_request", "message": "the body is not a valid StrategyRequest; nothing was paid", "details": details});
-            return Response::builder()
-                .status(400)
-                .header("Content-Type", "application/json")
-                .body(b.to_string().into_bytes())
-                .unwrap_or_else(|_| Response::new(Vec::new()));
-        }
+        let request = match crate::strategy::parse(&body) {
+            Ok(r) => r,
+            Err(details) => {
+                let b = json!({"error": "invalid_request", "message": "the body is not a valid StrategyRequest; nothing was paid", "details": details});
+                return Response::builder()
+                    .status(400)
+                    .header("Content-Type", "application/json")
+                    .body(b.to_string().into_bytes())
+                    .unwrap_or_else(|_| Response::new(Vec::new()));
+            }
+        };
+        let owner = request
+            .account
+            .owner
+            .as_deref()
+            .and_then(|o| self.cfg.owners.render(o));
         let span = tracing::info_span!(
             "buyer_call",
             otel.kind = "server",
             call_id = %call_id,
+            owner = owner.as_deref(),
             http.response.status_code = tracing::field::Empty,
             strategy_source = tracing::field::Empty,
         );
         crate::otlp::adopt_parent(&span, &s.req_header().headers);
         let r = self
-            .call(body, sellers, &call_id)
+            .call(body, sellers, &call_id, owner.as_deref())
             .instrument(span.clone())
             .await;
         span.record("http.response.status_code", r.status().as_u16());
