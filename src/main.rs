@@ -893,12 +893,18 @@ async fn demo_inner() -> Result<(), String> {
         advisor_listener,
         std::sync::Arc::new(advisor),
     ));
-    // The buyer node's local fallback stays the labelled stand-in (it cannot know the secret).
+    // The buyer node's local fallback: its own built-in advisor, behind its own secret.
     let up_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| s(&e))?;
     let up_addr = up_listener.local_addr().map_err(|e| s(&e))?;
-    let up = tokio::spawn(standin::serve(up_listener, standin::standin_handler()));
+    let fallback_secret = x402_sidecar::util::new_id("demo-fallback-secret");
+    let fallback_advisor =
+        strategy::advisor::Advisor::rules_only(fallback_secret.clone()).map_err(|e| s(&e))?;
+    let up = tokio::spawn(strategy::advisor::serve(
+        up_listener,
+        std::sync::Arc::new(fallback_advisor),
+    ));
 
     let dir = std::env::temp_dir().join(format!("x402-sidecar-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| s(&e))?;
@@ -932,7 +938,7 @@ async fn demo_inner() -> Result<(), String> {
     );
     let ledger = dir.join("ledger.jsonl");
     let buyer_cfg = format!(
-        "outbound:\n  enabled: true\n  listen: 127.0.0.1:{buyer_port}\n  wallet: {{ key_env: X402_DEMO_BUYER_KEY, address: \"{addr}\" }}\n  chains: [ {{ network: {net_id}, rpc_url: \"{rpc}\" }} ]\n  sellers:\n    - name: seller-node\n      url: \"http://127.0.0.1:{seller_port}/x402\"\n      pay_to: [\"{pay_to}\"]\n      networks: [{net_id}]\n      assets: [\"{usdc}\"]\n      max_price: \"$0.05\"\n  budgets: [ {{ network: {net_id}, asset: \"{usdc}\", daily: \"$1\" }} ]\n  fallback: {{ mode: local, url: \"http://{up_addr}/x402\" }}\n  ledger_path: \"{ledger}\"\nstore: memory\n",
+        "outbound:\n  enabled: true\n  listen: 127.0.0.1:{buyer_port}\n  wallet: {{ key_env: X402_DEMO_BUYER_KEY, address: \"{addr}\" }}\n  chains: [ {{ network: {net_id}, rpc_url: \"{rpc}\" }} ]\n  sellers:\n    - name: seller-node\n      url: \"http://127.0.0.1:{seller_port}/x402\"\n      pay_to: [\"{pay_to}\"]\n      networks: [{net_id}]\n      assets: [\"{usdc}\"]\n      max_price: \"$0.05\"\n  budgets: [ {{ network: {net_id}, asset: \"{usdc}\", daily: \"$1\" }} ]\n  fallback: {{ mode: local, url: \"http://{up_addr}/x402\", secret_env: X402_DEMO_FALLBACK_SECRET }}\n  ledger_path: \"{ledger}\"\nstore: memory\n",
         addr = wallet.address(),
         net_id = devnet::NETWORK,
         usdc = devnet::USDC,
@@ -945,7 +951,10 @@ async fn demo_inner() -> Result<(), String> {
         &dir,
         "buyer",
         &buyer_cfg,
-        &[("X402_DEMO_BUYER_KEY", key_hex)],
+        &[
+            ("X402_DEMO_BUYER_KEY", key_hex),
+            ("X402_DEMO_FALLBACK_SECRET", fallback_secret),
+        ],
         buyer_port,
     )
     .await?;

@@ -33,6 +33,8 @@ struct BuyerOpts {
     open_seconds: u64,
     fallback: &'static str,
     fallback_url: Option<String>,
+    /// `outbound.fallback.secret_env`.
+    fallback_secret_env: Option<&'static str>,
     store: &'static str,
     /// More top-level config sections.
     extra: String,
@@ -52,6 +54,7 @@ impl Default for BuyerOpts {
             open_seconds: 30,
             fallback: "error",
             fallback_url: None,
+            fallback_secret_env: None,
             store: "memory",
             extra: String::new(),
             owners: "plain",
@@ -97,7 +100,10 @@ fn buyer_config(
         .fallback_url
         .as_ref()
         .map(|u| format!(", url: \"{u}\""))
-        .unwrap_or_default();
+        .unwrap_or_default()
+        + &o.fallback_secret_env
+            .map(|v| format!(", secret_env: {v}"))
+            .unwrap_or_default();
     format!(
         r#"outbound:
   enabled: true
@@ -817,4 +823,54 @@ fn hashed_owners_without_a_key_are_a_config_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("outbound.owners.key_env"), "{err}");
     assert!(err.contains("X402_TEST_NO_SUCH_KEY"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_fallback_can_be_the_built_in_advisor_behind_its_secret() {
+    use x402_sidecar::strategy::advisor::{self, Advisor};
+    const ADVISOR_SECRET: &str = "advisor-secret-for-the-fallback-01";
+    let w = World::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let advisor_url = format!("http://{}/x402", listener.local_addr().unwrap());
+    let _advisor = tokio::spawn(advisor::serve(
+        listener,
+        Arc::new(Advisor::rules_only(ADVISOR_SECRET).unwrap()),
+    ));
+    let (stuck, _task) = hanging_seller().await;
+    for with_secret in [false, true] {
+        let opts = BuyerOpts {
+            timeout_ms: 2_500,
+            fallback: "local",
+            fallback_url: Some(advisor_url.clone()),
+            fallback_secret_env: with_secret.then_some("X402_TEST_FALLBACK_SECRET"),
+            envs: vec![("X402_TEST_FALLBACK_SECRET", ADVISOR_SECRET.to_string())],
+            ..Default::default()
+        };
+        let b = start_buyer(&w, &[seller("stuck", stuck.clone(), &w)], opts).await;
+        let (status, headers, body) = buy(&w, &b).await;
+        if with_secret {
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(h(&headers, "x-strategy-source"), "fallback");
+            assert!(
+                body["metadata"]["model"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("rules-v1"),
+                "the advisor's own engine answered: {body}"
+            );
+            assert!(body["strategy"]["actions"].is_array(), "{body}");
+        } else {
+            assert_eq!(status, 502, "{body}");
+            assert_eq!(body["error"], "fallback_failed", "{body}");
+        }
+        assert!(
+            !b.sidecar.logs().contains(ADVISOR_SECRET),
+            "the secret is never logged"
+        );
+    }
+    assert_eq!(
+        w.seller_transfers().await,
+        0,
+        "fallback advice is never paid"
+    );
 }

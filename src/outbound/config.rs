@@ -293,6 +293,10 @@ pub struct FallbackConfig {
     /// For `local`: the local endpoint, e.g. http://127.0.0.1:8500/x402
     #[serde(default)]
     pub url: Option<String>,
+    /// For `local`: environment variable holding the secret the local advisor expects in
+    /// `X-Sidecar-Secret` (the same variable as its `--secret-env`).
+    #[serde(default)]
+    pub secret_env: Option<String>,
     #[serde(default = "default_retry_after")]
     pub retry_after_seconds: u64,
 }
@@ -302,6 +306,7 @@ impl Default for FallbackConfig {
         FallbackConfig {
             mode: FallbackMode::Error,
             url: None,
+            secret_env: None,
             retry_after_seconds: default_retry_after(),
         }
     }
@@ -370,6 +375,8 @@ pub struct Outbound {
     pub breaker: BreakerConfig,
     pub fallback: FallbackConfig,
     pub fallback_url: Option<reqwest::Url>,
+    /// Sent to the local fallback in `X-Sidecar-Secret`.
+    pub fallback_secret: Option<crate::util::Secret>,
     pub ledger_path: PathBuf,
     pub owners: Owners,
 }
@@ -554,6 +561,21 @@ impl OutboundConfig {
             },
             _ => None,
         };
+        let fallback_secret = match &self.fallback.secret_env {
+            None => None,
+            Some(var) => match std::env::var(var) {
+                Ok(v) if !v.is_empty() => Some(crate::util::Secret::new(v)),
+                _ => {
+                    p(
+                        "outbound.fallback.secret_env".into(),
+                        format!(
+                            "environment variable {var} is not set (it must hold the secret the local advisor expects)"
+                        ),
+                    );
+                    None
+                }
+            },
+        };
         // The wallet: dev keys only if every network is a devnet's.
         let src = self.wallet.key_source();
         let mut signer = None;
@@ -633,6 +655,7 @@ impl OutboundConfig {
             breaker: self.breaker.clone(),
             fallback: self.fallback.clone(),
             fallback_url,
+            fallback_secret,
             ledger_path: self.ledger_path.clone(),
             owners,
         })

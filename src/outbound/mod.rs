@@ -735,6 +735,9 @@ impl Payer {
                 for (k, v) in crate::otlp::outgoing(&tracing::Span::current(), None) {
                     req = req.header(k, v);
                 }
+                if let Some(secret) = &self.cfg.fallback_secret {
+                    req = req.header(crate::strategy::SECRET_HEADER, secret.expose());
+                }
                 let r = req.body(body).send().await;
                 match r {
                     Ok(resp) if resp.status().is_success() => {
