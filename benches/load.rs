@@ -245,7 +245,14 @@ fn free_port() -> Res<u16> {
         .map_err(|e| format!("no free port: {e}"))
 }
 
-fn seller_config(port: u16, admin: u16, upstream: &str, net: &Devnet, audit: bool) -> String {
+fn seller_config(
+    port: u16,
+    admin: u16,
+    upstream: &str,
+    net: &Devnet,
+    audit: bool,
+    extra: &str,
+) -> String {
     let audit = if audit {
         ""
     } else {
@@ -277,7 +284,7 @@ facilitators:
 store: memory
 server: {{ threads: 2, grace_period_seconds: 1 }}
 admin: {{ enabled: true, listen: "127.0.0.1:{admin}" }}
-{audit}"#,
+{audit}{extra}"#,
         network = devnet::NETWORK,
         usdc = devnet::USDC,
         pay_to = net.pay_to,
@@ -326,11 +333,15 @@ async fn start_seller(
     net: &Devnet,
     settler_key: String,
     audit: bool,
+    extra: &str,
 ) -> Res<(Proc, u16)> {
     let (port, admin) = (free_port()?, free_port()?);
     let yaml = dir.join(format!("{name}.yaml"));
-    std::fs::write(&yaml, seller_config(port, admin, upstream, net, audit))
-        .map_err(|e| e.to_string())?;
+    std::fs::write(
+        &yaml,
+        seller_config(port, admin, upstream, net, audit, extra),
+    )
+    .map_err(|e| e.to_string())?;
     let cfg = yaml.to_string_lossy().to_string();
     let mut p = Proc::spawn(
         name,
@@ -341,6 +352,45 @@ async fn start_seller(
     )?;
     p.wait_up().await?;
     Ok((p, admin))
+}
+
+/// A trace collector that accepts every OTLP/HTTP export and keeps only counts: (its traces
+/// URL, export requests, body bytes). Dropping the handle stops it.
+async fn otlp_sink() -> Res<(SinkHandle, Arc<AtomicUsize>, Arc<AtomicUsize>)> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let url = format!(
+        "http://{}/v1/traces",
+        l.local_addr().map_err(|e| e.to_string())?
+    );
+    let (posts, bytes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (p, b) = (posts.clone(), bytes.clone());
+    let handler: x402_sidecar::standin::Handler =
+        Arc::new(move |req: x402_sidecar::standin::Request| {
+            p.fetch_add(1, Ordering::SeqCst);
+            b.fetch_add(req.body.len(), Ordering::SeqCst);
+            Box::pin(async { x402_sidecar::standin::Response::Body(200, String::new()) })
+        });
+    let task = tokio::spawn(x402_sidecar::standin::serve(l, handler));
+    Ok((SinkHandle { url, task }, posts, bytes))
+}
+
+struct SinkHandle {
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Display for SinkHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+impl Drop for SinkHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1385,6 +1435,7 @@ async fn run() -> Res<()> {
         &net,
         net.settler_key_hex(),
         true,
+        "",
     )
     .await?;
     let buyer_port = free_port()?;
@@ -1560,12 +1611,34 @@ async fn run() -> Res<()> {
         &net,
         x402_sidecar::evm::keys::DEV_KEYS[5].to_string(),
         false,
+        "",
     )
     .await?;
     let quiet_pids = Pids {
         seller: quiet.pid(),
         ..pids
     };
+    //    And a seller exporting its spans over OTLP/HTTP to a collector in this process that
+    //    decodes nothing and answers 200 (its own settler key too).
+    let (sink, sink_posts, sink_bytes) = otlp_sink().await?;
+    let (mut traced, traced_admin) = start_seller(
+        dir.path(),
+        "seller-otlp",
+        &upstream.url(),
+        &net,
+        x402_sidecar::evm::keys::DEV_KEYS[6].to_string(),
+        true,
+        &format!(
+            "otlp: {{ enabled: true, endpoint: \"{sink}\", service_name: load-seller, batch_delay_ms: 1000 }}\n"
+        ),
+    )
+    .await?;
+    let traced_pids = Pids {
+        seller: traced.pid(),
+        ..pids
+    };
+    let traced_url = format!("{}/x402", traced.url());
+    let traced_admin = format!("http://127.0.0.1:{traced_admin}");
     let quiet_url = format!("{}/x402", quiet.url());
     let quiet_admin = format!("http://127.0.0.1:{quiet_admin}");
     let mut floor = Floor::new(&net).await?;
@@ -1574,17 +1647,17 @@ async fn run() -> Res<()> {
     let per_round = k.seq.div_ceil(ROUNDS);
     let first_block = block(&net).await;
     say(format!(
-        "paid path at 1 client, {ROUNDS} interleaved rounds of {per_round} calls each: devnet floor, settler code in-process, client → seller, via the buyer's outbound proxy, client → seller without audit journal"
+        "paid path at 1 client, {ROUNDS} interleaved rounds of {per_round} calls each: devnet floor, settler code in-process, client → seller, via the buyer's outbound proxy, client → seller without audit journal, client → seller exporting spans over OTLP"
     ));
-    let mut five: Vec<(Run, Cost, Phases)> = (0..5)
+    let mut five: Vec<(Run, Cost, Phases)> = (0..6)
         .map(|_| (Run::default(), Cost::default(), Phases::new()))
         .collect();
     for _ in 0..ROUNDS {
         for (i, slot) in five.iter_mut().enumerate() {
-            let (watch_pids, admin_url) = if i == 4 {
-                (&quiet_pids, &quiet_admin)
-            } else {
-                (&pids, &admin)
+            let (watch_pids, admin_url) = match i {
+                4 => (&quiet_pids, &quiet_admin),
+                5 => (&traced_pids, &traced_admin),
+                _ => (&pids, &admin),
             };
             let before = phases(&http, admin_url).await;
             let w = Watch::start(watch_pids);
@@ -1593,7 +1666,8 @@ async fn run() -> Res<()> {
                 1 => settle_inprocess(&settler, &buyers[1 % buyers.len()], per_round).await?,
                 2 => whole_flow(&http, &paid_url, &seed, &buyers, per_round, 1, &paid_ok).await,
                 3 => via_flow(&http, &via_url, &seed, per_round, 1, &paid_ok).await,
-                _ => whole_flow(&http, &quiet_url, &seed, &buyers, per_round, 1, &paid_ok).await,
+                4 => whole_flow(&http, &quiet_url, &seed, &buyers, per_round, 1, &paid_ok).await,
+                _ => whole_flow(&http, &traced_url, &seed, &buyers, per_round, 1, &paid_ok).await,
             };
             let cost = w.finish().await;
             let after = phases(&http, admin_url).await;
@@ -1603,13 +1677,22 @@ async fn run() -> Res<()> {
         }
         alive([&mut upstream, &mut seller, &mut buyer])?;
         quiet.check_alive()?;
+        traced.check_alive()?;
     }
     drop(quiet);
+    // SIGKILL on drop would lose the last batch; the counts below are what arrived meanwhile.
+    drop(traced);
+    drop(sink);
+    let exported = (
+        sink_posts.load(Ordering::SeqCst),
+        sink_bytes.load(Ordering::SeqCst),
+    );
     let blocks = format!("blocks {first_block}–{}", block(&net).await);
     let settle_mean_c1 = phase_mean(&Phases::new(), &five[2].2, "settle");
     let floor_mean = five[0].0.mean();
     let inproc_mean = five[1].0.mean();
     let noaudit = (five[4].0.pct(50.0), five[4].0.mean());
+    let otlp = (five[5].0.pct(50.0), five[5].0.mean());
     for (i, (run, cost, ph)) in five.into_iter().enumerate() {
         let (name, note) = match i {
             0 => (
@@ -1625,8 +1708,12 @@ async fn run() -> Res<()> {
                 "paid call via the buyer's outbound proxy → seller",
                 String::new(),
             ),
-            _ => (
+            4 => (
                 "ablation: paid call, whole flow, client → a seller with `audit.enabled: false`",
+                String::new(),
+            ),
+            _ => (
+                "ablation: paid call, whole flow, client → a seller exporting spans (`otlp.enabled: true`)",
                 String::new(),
             ),
         };
@@ -1885,6 +1972,13 @@ async fn run() -> Res<()> {
             "- audit journal cost (1 client): seller with the journal − without: mean {:+.2} ms, p50 {:+.2} ms\n",
             w.run.mean() - noaudit.1,
             w.run.pct(50.0) - noaudit.0
+        );
+        derived += &format!(
+            "- OTLP export cost (1 client): seller exporting spans − not: mean {:+.2} ms, p50 {:+.2} ms; the collector received {} export requests, {} KB\n",
+            otlp.1 - w.run.mean(),
+            otlp.0 - w.run.pct(50.0),
+            exported.0,
+            exported.1 / 1024
         );
     }
     derived += &format!(
