@@ -411,7 +411,8 @@ impl Payer {
                         network: req.network.clone(),
                         pay_to: req.pay_to,
                     };
-                    self.record(seller, call, "paid", &paid, &auth, Some(&body_json));
+                    self.record(seller, call, "paid", &paid, &auth, Some(&body_json))
+                        .await;
                     return Ok(Answer {
                         seller: seller.name.clone(),
                         body: bytes,
@@ -516,7 +517,8 @@ impl Payer {
                     network: network.into(),
                     pay_to: auth.to,
                 };
-                self.record(seller, call, "paid_no_answer", &paid, auth, None);
+                self.record(seller, call, "paid_no_answer", &paid, auth, None)
+                    .await;
                 true
             }
             Some(false) => {
@@ -545,13 +547,15 @@ impl Payer {
         }
     }
 
-    fn audit(&self, e: Event, tx: Option<&str>) {
+    /// Journal an event; resolves once it is on disk (the fsync happens on the journal's
+    /// writer thread, shared with whatever else is queued).
+    async fn audit(&self, e: Event, tx: Option<&str>) {
         let Some(j) = &self.journal else { return };
         let e = match tx {
             Some(t) => e.tx(t),
             None => e,
         };
-        if let Err(err) = j.append(e, now_secs()) {
+        if let Err(err) = j.append(e, now_secs()).await {
             warn!("audit journal write failed: {err}");
         }
     }
@@ -562,7 +566,7 @@ impl Payer {
         }
     }
 
-    fn record(
+    async fn record(
         &self,
         seller: &Seller,
         call: &Call<'_>,
@@ -612,7 +616,8 @@ impl Payer {
                 .with("remoteRequestId", e.remote_request_id.clone())
                 .with("remotePaymentId", e.remote_payment_id.clone()),
             e.tx.as_deref(),
-        );
+        )
+        .await;
         if let Err(err) = self.ledger.append(&e) {
             warn!(call_id, "ledger write failed: {err}");
         }
@@ -715,7 +720,8 @@ impl Payer {
                                 .with("attempts", summary(&attempts))
                                 .with("source", url.to_string()),
                             None,
-                        );
+                        )
+                        .await;
                         Response::builder()
                             .status(200)
                             .header("Content-Type", "application/json")
