@@ -379,7 +379,15 @@ fn run(path: &Path) -> ExitCode {
         server.add_service(svc);
         tracing::info!(listen = %r.raw.admin.listen, "admin listener: /metrics /healthz /readyz");
     }
-    server.run_forever()
+    server.run(pingora_core::server::RunArgs::default());
+    // The services have stopped: whatever the audit journal still holds goes to disk first.
+    if let Some(j) = journal
+        && let Err(e) = j.flush()
+    {
+        tracing::error!("audit journal: {e}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
 }
 
 fn buyer_key(var: &str) -> Result<PrivateKeySigner, String> {
