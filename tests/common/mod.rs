@@ -141,6 +141,23 @@ impl Sidecar {
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// SIGTERM (pingora's graceful shutdown) and wait for the process to exit.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = i32::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) only sends a signal, here to our own child process.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        for _ in 0..600 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "sidecar did not stop within 30 s of SIGTERM; log:\n{}",
+            self.logs()
+        );
+    }
 }
 
 pub fn free_port() -> u16 {
