@@ -347,14 +347,16 @@ impl Paywall {
             self.release(&paying).await;
             self.audit(ctx, &paying, "payment_refused", |e| {
                 e.with("reason", r.reason.code())
-            });
+            })
+            .await;
             return Some(self.refusal(s, route, ctx, &paying, &r));
         }
         telemetry::with(|m| m.payments.with_label_values(&["verified", ""]).inc());
         self.audit(ctx, &paying, "payment_verified", |e| {
             e.with("route", route.id())
                 .with("x402Version", paying.version)
-        });
+        })
+        .await;
         // 8–9. Forward and check the answer, noticing if the buyer hangs up meanwhile.
         let upstream = self
             .forward(s, route, ctx, &paying, body)
@@ -366,7 +368,8 @@ impl Paywall {
                 self.audit(ctx, &paying, "not_charged", |e| {
                     e.with("why", "upstream failed; claim released")
                         .with("status", reply.status)
-                });
+                })
+                .await;
                 return Some(reply);
             }
             (Ok(a), gone) => {
@@ -383,7 +386,7 @@ impl Paywall {
                         .await;
                     self.audit(ctx, &paying, "not_charged", |e| {
                         e.with("why", "buyer hung up before settlement; answer kept for a retry with the same payment")
-                    });
+                    }).await;
                     info!(request_id = %ctx.request_id, payment_id = %paying.payment_id, kept = kept.unwrap_or(false),
                         "buyer hung up before settlement: not charged; the answer is kept for a retry with the same payment");
                     return None;
@@ -391,7 +394,8 @@ impl Paywall {
                 self.audit(ctx, &paying, "forwarded", |e| {
                     e.with("model", a["metadata"]["model"].clone())
                         .with("modelCallId", a["metadata"]["modelCallId"].clone())
-                });
+                })
+                .await;
                 a
             }
         };
@@ -444,7 +448,8 @@ impl Paywall {
                         "settled payment sent again: stored answer, no second charge",
                     ),
                     None => e,
-                });
+                })
+                .await;
                 let mut r = Reply {
                     status: a.status,
                     headers: Vec::new(),
@@ -580,13 +585,14 @@ impl Paywall {
                     warn!(request_id = %ctx.request_id, "settled, but the answer could not be stored: {e}");
                 }
                 let txs = format!("{tx:#x}");
-                self.audit(ctx, p, "settled", |e| e.tx(&txs));
+                self.audit(ctx, p, "settled", |e| e.tx(&txs)).await;
                 self.audit(ctx, p, "answered", |e| {
                     e.tx(&txs)
                         .with("status", 200)
                         .with("model", body["metadata"]["model"].clone())
                         .with("modelCallId", body["metadata"]["modelCallId"].clone())
-                });
+                })
+                .await;
                 info!(request_id = %ctx.request_id, payment_id = %p.payment_id, payer = %p.auth.from, tx = %format!("{tx:#x}"),
                     amount = %o.amount, ms = ctx.started.elapsed().as_millis() as u64, "paid call settled");
                 Reply::json(200, &body).with(p.receipt_header, encoded)
@@ -602,7 +608,8 @@ impl Paywall {
                         "why",
                         "broadcast, no receipt yet; answer withheld until confirmed",
                     )
-                });
+                })
+                .await;
                 warn!(request_id = %ctx.request_id, payment_id = %p.payment_id, tx = %format!("{tx:#x}"), "settlement pending: outcome unknown");
                 Reply::json(
                     503,
@@ -630,7 +637,8 @@ impl Paywall {
                         Some(t) => e.tx(&format!("{t:#x}")),
                         None => e,
                     }
-                });
+                })
+                .await;
                 warn!(request_id = %ctx.request_id, payment_id = %p.payment_id, reason = %reason, tx = ?tx, "settlement failed: {message}");
                 self.refusal(s, route, ctx, p, &Rejection::new(reason, message))
             }
@@ -676,8 +684,9 @@ impl Paywall {
         }
     }
 
-    /// Write a lifecycle event about a payment to the audit journal (flushed before returning).
-    fn audit(&self, ctx: &Ctx, p: &Paying<'_>, event: &str, f: impl FnOnce(Event) -> Event) {
+    /// Write a lifecycle event about a payment to the audit journal. Resolves once the record
+    /// is on disk, except for the steps named below.
+    async fn audit(&self, ctx: &Ctx, p: &Paying<'_>, event: &str, f: impl FnOnce(Event) -> Event) {
         let Some(j) = &self.journal else { return };
         let e = Event::new(event)
             .request(&ctx.request_id)
@@ -687,13 +696,14 @@ impl Paywall {
             .with("asset", p.offer.asset.to_string())
             .with("network", p.offer.network.clone())
             .with("payTo", p.offer.pay_to.to_string());
-        // Steps followed by another record of the same request skip the fsync: the next
-        // flushed record takes them to disk before the buyer hears anything.
+        // Steps followed by another record of the same request only queue: the writer keeps
+        // queue order, so the next awaited record takes them to disk before the buyer hears
+        // anything. The others wait for their batch's fsync without blocking this thread.
         let e = f(e);
-        let written = if matches!(event, "payment_verified" | "forwarded") {
+        let written = if matches!(event, "payment_verified" | "forwarded" | "settled") {
             j.append_unsynced(e, now_secs())
         } else {
-            j.append(e, now_secs())
+            j.append(e, now_secs()).await.map(drop)
         };
         if let Err(err) = written {
             warn!(request_id = %ctx.request_id, "audit journal write failed: {err}");

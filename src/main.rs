@@ -427,6 +427,13 @@ fn serve(path: &Path, r: &Resolved) -> ExitCode {
         tracing::info!(listen = %r.raw.admin.listen, "admin listener: /metrics /healthz /readyz");
     }
     server.run(pingora_core::server::RunArgs::default());
+    // The services have stopped: whatever the audit journal still holds goes to disk first.
+    if let Some(j) = journal
+        && let Err(e) = j.flush()
+    {
+        tracing::error!("audit journal: {e}");
+        return ExitCode::FAILURE;
+    }
     ExitCode::SUCCESS
 }
 

@@ -1,4 +1,5 @@
-//! Operations: Prometheus metrics move as calls happen; /readyz follows the RPC and Redis.
+//! Operations: Prometheus metrics move as calls happen; /readyz follows the RPC and Redis; a
+//! SIGTERM stops the sidecar cleanly.
 
 mod common;
 
@@ -230,4 +231,36 @@ async fn readyz_follows_the_rpc_and_redis_going_away_and_coming_back() {
     rpc.set(true);
     let (status, body) = get(&ready).await;
     assert_eq!(status, 200, "ready again after the RPC returns: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_sidecar_cleanly_with_its_journal_on_disk() {
+    let mut w = World::start().await;
+    let buyer = w.buyer(1_000_000).await;
+    let paid = client::pay(
+        &w.http,
+        &w.paid_url(),
+        bytes::Bytes::from_static(seed_body().as_bytes()),
+        &buyer,
+        false,
+        None,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(paid.status, 200);
+    // The process returns from pingora's run and flushes the journal before exiting.
+    let status = w.seller.terminate().await;
+    assert!(status.success(), "{status}; log:\n{}", w.seller.logs());
+    let journal = w.seller.audit_dir();
+    assert_eq!(x402_sidecar::audit::verify(&journal).unwrap().records, 4);
+    let events: Vec<String> = x402_sidecar::audit::read_all(&journal)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event)
+        .collect();
+    assert_eq!(
+        events,
+        ["payment_verified", "forwarded", "settled", "answered"]
+    );
 }

@@ -177,7 +177,7 @@ async fn spans_still_queued_at_sigterm_are_sent_before_the_process_exits() {
         collector.spans().is_empty(),
         "nothing is sent before the batch is due"
     );
-    let clean = tokio::task::block_in_place(|| w.seller.terminate());
+    let clean = w.seller.terminate().await.success();
     assert!(clean, "the sidecar exits 0 on SIGTERM");
     let spans = collector.spans();
     assert!(

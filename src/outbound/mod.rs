@@ -94,7 +94,7 @@ pub struct Payer {
     store: Arc<dyn BudgetStore>,
     chains: HashMap<String, DynProvider>,
     breakers: Mutex<HashMap<String, Breaker>>,
-    ledger: Ledger,
+    ledger: Arc<Ledger>,
     journal: Option<Arc<Journal>>,
 }
 
@@ -146,7 +146,7 @@ impl Payer {
                 )
             })
             .collect();
-        let ledger = Ledger::new(cfg.ledger_path.clone());
+        let ledger = Arc::new(Ledger::new(cfg.ledger_path.clone()));
         Ok(Payer {
             cfg,
             http,
@@ -435,7 +435,8 @@ impl Payer {
                         network: req.network.clone(),
                         pay_to: req.pay_to,
                     };
-                    self.record(seller, call, "paid", &paid, &auth, Some(&body_json));
+                    self.record(seller, call, "paid", &paid, &auth, Some(&body_json))
+                        .await;
                     return Ok(Answer {
                         seller: seller.name.clone(),
                         body: bytes,
@@ -540,7 +541,8 @@ impl Payer {
                     network: network.into(),
                     pay_to: auth.to,
                 };
-                self.record(seller, call, "paid_no_answer", &paid, auth, None);
+                self.record(seller, call, "paid_no_answer", &paid, auth, None)
+                    .await;
                 true
             }
             Some(false) => {
@@ -569,13 +571,15 @@ impl Payer {
         }
     }
 
-    fn audit(&self, e: Event, tx: Option<&str>) {
+    /// Journal an event; resolves once it is on disk (the fsync happens on the journal's
+    /// writer thread, shared with whatever else is queued).
+    async fn audit(&self, e: Event, tx: Option<&str>) {
         let Some(j) = &self.journal else { return };
         let e = match tx {
             Some(t) => e.tx(t),
             None => e,
         };
-        if let Err(err) = j.append(e, now_secs()) {
+        if let Err(err) = j.append(e, now_secs()).await {
             warn!("audit journal write failed: {err}");
         }
     }
@@ -586,7 +590,7 @@ impl Payer {
         }
     }
 
-    fn record(
+    async fn record(
         &self,
         seller: &Seller,
         call: &Call<'_>,
@@ -638,8 +642,15 @@ impl Payer {
                 .with("remoteRequestId", e.remote_request_id.clone())
                 .with("remotePaymentId", e.remote_payment_id.clone()),
             e.tx.as_deref(),
-        );
-        if let Err(err) = self.ledger.append(&e) {
+        )
+        .await;
+        // The ledger's fsync runs on the blocking pool, not on a request thread.
+        let ledger = self.ledger.clone();
+        let written = tokio::task::spawn_blocking(move || ledger.append(&e)).await;
+        if let Err(err) = written
+            .map_err(|j| j.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+        {
             warn!(call_id, "ledger write failed: {err}");
         }
     }
@@ -750,7 +761,8 @@ impl Payer {
                                 .with("attempts", summary(&attempts))
                                 .with("source", url.to_string()),
                             None,
-                        );
+                        )
+                        .await;
                         Response::builder()
                             .status(200)
                             .header("Content-Type", "application/json")

@@ -135,23 +135,6 @@ impl Sidecar {
         panic!("sidecar did not start; log:\n{}", self.logs());
     }
 
-    /// SIGTERM, then wait (up to 20 s) for a clean exit; returns whether it exited 0.
-    pub fn terminate(&mut self) -> bool {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let until = std::time::Instant::now() + Duration::from_secs(20);
-        while std::time::Instant::now() < until {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return st.success();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "the sidecar did not stop after SIGTERM; log:\n{}",
-            self.logs()
-        );
-    }
-
     /// The sidecar's audit journal directory (it runs in `<dir>/<name>`).
     pub fn audit_dir(&self) -> PathBuf {
         self.config.with_extension("").join("x402-audit")
@@ -159,6 +142,23 @@ impl Sidecar {
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM (pingora's graceful shutdown) and wait for the process to exit.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = i32::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) only sends a signal, here to our own child process.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        for _ in 0..600 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "sidecar did not stop within 30 s of SIGTERM; log:\n{}",
+            self.logs()
+        );
     }
 }
 
