@@ -246,6 +246,43 @@ fn the_compose_file_agrees_with_its_sidecar_configuration() {
         .iter()
         .any(|v| v.as_str().unwrap().ends_with(&format!(":{}:ro", cmd[2])));
     assert!(mounted, "the config file is mounted at {}", cmd[2]);
+
+    // The optional collector (profile `tracing`) listens where the sidecar's otlp section sends.
+    assert!(
+        !r.raw.otlp.enabled,
+        "export is off until the operator turns it on"
+    );
+    let otlp = reqwest::Url::parse(&r.raw.otlp.endpoint).unwrap();
+    let collector = &services[otlp.host_str().unwrap()];
+    assert_eq!(collector["profiles"][0], "tracing");
+    let mount = collector["volumes"][0].as_str().unwrap();
+    let file = mount.split(':').next().unwrap().trim_start_matches("./");
+    let conf: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("deploy")
+                .join(file),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let listen = conf["receivers"]["otlp"]["protocols"]["http"]["endpoint"]
+        .as_str()
+        .unwrap();
+    assert_eq!(port_of(listen), u64::from(otlp.port().unwrap()));
+    assert_eq!(otlp.path(), "/v1/traces");
+    let pipeline = &conf["service"]["pipelines"]["traces"]["receivers"];
+    assert_eq!(
+        pipeline[0], "otlp",
+        "the collector's traces pipeline reads OTLP"
+    );
+    let exposed: Vec<String> = collector["expose"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    assert!(exposed.contains(&otlp.port().unwrap().to_string()));
 }
 
 #[test]
