@@ -319,6 +319,51 @@ fn check_config(path: &Path) -> ExitCode {
         }
     }
     println!("  store: {}", r.raw.store);
+    if let Some(ob) = &r.outbound {
+        println!(
+            "  outbound: enabled on {}, paying from {}, {} seller(s), fallback {:?}, owners {}",
+            ob.listen,
+            ob.signer.address(),
+            ob.sellers.len(),
+            ob.fallback.mode,
+            ob.owners.describe()
+        );
+    } else {
+        println!("  outbound: disabled");
+    }
+    println!(
+        "  admin: {}",
+        if r.raw.admin.enabled {
+            format!("/metrics /healthz /readyz on {}", r.raw.admin.listen)
+        } else {
+            "disabled".into()
+        }
+    );
+    println!(
+        "  audit: {}",
+        if r.raw.audit.enabled {
+            format!(
+                "{} (kept {} days)",
+                r.raw.audit.dir.display(),
+                r.raw.audit.retention_days
+            )
+        } else {
+            "disabled".into()
+        }
+    );
+    println!(
+        "  otlp: {}",
+        if r.raw.otlp.enabled {
+            format!(
+                "spans to {} as {} (sampling {})",
+                x402_sidecar::util::redact_url(&r.raw.otlp.endpoint),
+                r.raw.otlp.service_name,
+                r.raw.otlp.sample_ratio
+            )
+        } else {
+            "off".into()
+        }
+    );
     ExitCode::SUCCESS
 }
 
@@ -340,7 +385,7 @@ fn run(path: &Path, log_format: LogFormat) -> ExitCode {
     };
     init_logs(log_format, export.as_ref());
     if let Some(_e) = &export {
-        tracing::info!(endpoint = %r.raw.otlp.endpoint, service = %r.raw.otlp.service_name, sample_ratio = r.raw.otlp.sample_ratio, "exporting spans over OTLP/HTTP");
+        tracing::info!(endpoint = %x402_sidecar::util::redact_url(&r.raw.otlp.endpoint), service = %r.raw.otlp.service_name, sample_ratio = r.raw.otlp.sample_ratio, "exporting spans over OTLP/HTTP");
     }
     let code = serve(path, &r);
     if let Some(e) = export {

@@ -53,6 +53,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn urls_in_logs_lose_their_credentials() {
+        assert_eq!(
+            redact_url("https://user:pw@collector:4318/v1/traces?token=abc"),
+            "https://redacted@collector:4318/v1/traces?redacted"
+        );
+        assert_eq!(
+            redact_url("http://127.0.0.1:4318/v1/traces"),
+            "http://127.0.0.1:4318/v1/traces"
+        );
+        assert_eq!(redact_url("not a url"), "<not a URL>");
+    }
+
+    #[test]
     fn formats_utc_times() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_762_510_500), "2025-11-07T10:15:00Z");
@@ -83,5 +96,22 @@ impl Secret {
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Secret(…)")
+    }
+}
+
+/// A URL fit for logs: user name and password replaced, query dropped (it may hold a token).
+pub fn redact_url(raw: &str) -> String {
+    match reqwest::Url::parse(raw) {
+        Ok(mut u) => {
+            if !u.username().is_empty() || u.password().is_some() {
+                let _ = u.set_username("redacted");
+                let _ = u.set_password(None);
+            }
+            if u.query().is_some() {
+                u.set_query(Some("redacted"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<not a URL>".into(),
     }
 }

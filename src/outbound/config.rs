@@ -130,6 +130,15 @@ impl Owners {
         }
     }
 
+    /// `plain`, `hashed` or `none`, for reports.
+    pub fn describe(&self) -> &'static str {
+        match self.log {
+            OwnerLog::Plain => "plain",
+            OwnerLog::Hashed => "hashed",
+            OwnerLog::None => "none",
+        }
+    }
+
     /// How `owner` is written down: as is, as `hmac:<24 hex>` of its lower-cased form (so
     /// `0xAbC…` and `0xabc…` match), or not at all.
     pub fn render(&self, owner: &str) -> Option<String> {
