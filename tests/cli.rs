@@ -81,6 +81,14 @@ fn a_complete_config_is_summarised_with_prices() {
         out.contains("POST /x402 costs 0.01 (10000 atomic units)"),
         "{out}"
     );
+    for line in [
+        "outbound: disabled",
+        "admin: disabled",
+        "otlp: off",
+        "audit: x402-audit (kept 90 days)",
+    ] {
+        assert!(out.contains(line), "{line}: {out}");
+    }
 }
 
 #[test]
