@@ -169,3 +169,51 @@ pub struct SettleResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amount: Option<String>,
 }
+
+/// Body of a facilitator's `POST /verify` and `POST /settle`: the payment as the client sent
+/// it and the resource server's own matched requirement (v1 or v2 shapes, by `x402Version`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FacilitatorRequest {
+    pub x402_version: u8,
+    pub payment_payload: Value,
+    pub payment_requirements: Value,
+}
+
+/// A facilitator's `/verify` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyResponse {
+    pub is_valid: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid_reason: Option<String>,
+    /// A sentence for people (SDK extension; optional on the wire).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid_message: Option<String>,
+    /// Kept as text: facilitators differ in what they put here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payer: Option<String>,
+}
+
+/// One payment kind a facilitator handles (`GET /supported`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SupportedKind {
+    pub x402_version: u8,
+    pub scheme: String,
+    pub network: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra: Option<Value>,
+}
+
+/// A facilitator's `GET /supported` answer.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SupportedResponse {
+    pub kinds: Vec<SupportedKind>,
+    #[serde(default)]
+    pub extensions: Vec<String>,
+    /// CAIP-2 pattern → addresses that settle (e.g. `"eip155:*": ["0x…"]`).
+    #[serde(default)]
+    pub signers: std::collections::BTreeMap<String, Vec<String>>,
+}
