@@ -88,9 +88,17 @@ impl Export {
         S: tracing::Subscriber + for<'a> LookupSpan<'a>,
     {
         let tracer = self.provider.tracer("x402-sidecar");
+        // Spans, and warnings and errors as span events; info lines stay in the logs. Source
+        // locations and thread names are left out: they were most of each exported span.
+        let keep = tracing_subscriber::filter::filter_fn(|m| {
+            m.is_span() || *m.level() <= tracing::Level::WARN
+        });
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_tracked_inactivity(false)
+            .with_location(false)
+            .with_threads(false)
+            .with_filter(keep)
     }
 
     /// Send what is still queued and stop the batch thread.
