@@ -141,7 +141,10 @@ pub fn check(
                 serde_json::from_value(req.payment_payload.clone()).map_err(|e| {
                     fail(
                         Reason::InvalidPayload,
-                        format!("paymentPayload is not an x402 v2 `exact` EVM payload: {e}"),
+                        format!(
+                            "paymentPayload is not an x402 v2 `exact` EVM payload: {}",
+                            redact_long_hex(&e.to_string())
+                        ),
                         payer,
                         &network,
                     )
@@ -154,7 +157,10 @@ pub fn check(
                 serde_json::from_value(req.payment_payload.clone()).map_err(|e| {
                     fail(
                         Reason::InvalidPayload,
-                        format!("paymentPayload is not an x402 v1 `exact` EVM payload: {e}"),
+                        format!(
+                            "paymentPayload is not an x402 v1 `exact` EVM payload: {}",
+                            redact_long_hex(&e.to_string())
+                        ),
                         payer,
                         &network,
                     )
@@ -304,6 +310,32 @@ pub fn check(
         auth,
         sig,
     })
+}
+
+/// Decode errors may quote the offending value: hex longer than a nonce (a signature) is cut,
+/// so neither the answer nor the log carries one.
+fn redact_long_hex(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() > 66 {
+            out.push_str(&run[..10]);
+            out.push('…');
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for ch in msg.chars() {
+        if ch.is_ascii_hexdigit() || (ch == 'x' && run == "0") {
+            run.push(ch);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(ch);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
 }
 
 /// The resource server's requirement in v2 form (v1's `maxAmountRequired` and network name
@@ -913,6 +945,23 @@ mod tests {
         let json = serde_json::to_value(&failed).unwrap();
         assert_eq!(json["errorMessage"], "used");
         assert!(json.get("amount").is_none());
+    }
+
+    #[test]
+    fn decode_errors_do_not_quote_signatures() {
+        let sig = format!("0x{}", "ab".repeat(66));
+        let signer = PrivateKeySigner::random();
+        let mut r = v2_request(&signer);
+        r.payment_payload["payload"]["signature"] = json!(sig);
+        r.payment_payload["payload"]["authorization"]["value"] = json!(sig);
+        let got = check(&r, &served, NOW).unwrap_err();
+        assert_eq!(got.rejection.reason, Reason::InvalidPayload);
+        assert!(!got.rejection.message.contains(&sig[2..]));
+        let nonce = format!("0x{}", "cd".repeat(32));
+        assert_eq!(
+            redact_long_hex(&format!("nonce {nonce}, sig \"{sig}\"")),
+            format!("nonce {nonce}, sig \"0xabababab…\"")
+        );
     }
 
     #[test]
