@@ -39,6 +39,33 @@ pub struct Config {
     /// Optional export of the request spans to an OpenTelemetry collector.
     #[serde(default)]
     pub otlp: OtlpConfig,
+    /// Serve the standard x402 facilitator API (/verify, /settle, /supported) for other
+    /// resource servers, settling with the `local` entries of `facilitators`.
+    #[serde(default)]
+    pub facilitator: FacilitatorServerConfig,
+}
+
+/// The facilitator listener. Off unless enabled.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FacilitatorServerConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_facilitator_listen")]
+    pub listen: String,
+}
+
+impl Default for FacilitatorServerConfig {
+    fn default() -> Self {
+        FacilitatorServerConfig {
+            enabled: false,
+            listen: default_facilitator_listen(),
+        }
+    }
+}
+
+fn default_facilitator_listen() -> String {
+    "127.0.0.1:8404".into()
 }
 
 /// OTLP/HTTP (protobuf) export of the spans: `paid_request` and its phases on the seller,
@@ -650,6 +677,29 @@ impl Config {
             }
         }
 
+        if self.facilitator.enabled {
+            if self
+                .facilitator
+                .listen
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+            {
+                p(
+                    "facilitator.listen".into(),
+                    format!(
+                        "`{}` is not an address like 127.0.0.1:8404",
+                        self.facilitator.listen
+                    ),
+                );
+            }
+            if !self.facilitators.iter().any(|f| f.kind == "local") {
+                p(
+                    "facilitator.enabled".into(),
+                    "the facilitator service needs at least one `kind: local` entry under `facilitators` (network, rpc_url, settler) to verify and settle with".into(),
+                );
+            }
+        }
+
         let ib = &self.inbound;
         let mut routes = Vec::new();
         if ib.enabled {
@@ -946,6 +996,24 @@ facilitators:
         }
         // The dev key on Base mainnet is refused, and the sentence says why.
         assert!(probs.iter().any(|p| p.message.contains("development keys")));
+    }
+
+    #[test]
+    fn the_facilitator_service_needs_a_local_facilitator_and_an_address() {
+        let c = parse("facilitator: { enabled: true, listen: nowhere }\n", &env).unwrap();
+        assert!(!Config::default().facilitator.enabled);
+        assert_eq!(Config::default().facilitator.listen, "127.0.0.1:8404");
+        let probs = c.resolve().unwrap_err();
+        let paths: Vec<_> = probs.iter().map(|p| p.path.as_str()).collect();
+        assert!(paths.contains(&"facilitator.listen"), "{probs:#?}");
+        assert!(paths.contains(&"facilitator.enabled"), "{probs:#?}");
+        let ok = format!(
+            "{}facilitator: {{ enabled: true }}\n",
+            GOOD.replace("enabled: true\n  listen", "enabled: false\n  listen")
+        );
+        let r = parse(&ok, &env).unwrap().resolve().unwrap();
+        assert!(r.raw.facilitator.enabled);
+        assert_eq!(r.facilitators.len(), 1);
     }
 
     #[test]

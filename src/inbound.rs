@@ -570,6 +570,7 @@ impl Paywall {
                     transaction: format!("{tx:#x}"),
                     network: o.network.clone(),
                     amount: Some(o.amount.to_string()),
+                    error_message: None,
                 };
                 let body = self.merge(answer, ctx, p, tx);
                 let encoded = codec::encode(&receipt);
@@ -669,6 +670,7 @@ impl Paywall {
                 transaction: String::new(),
                 network: p.offer.network.clone(),
                 amount: None,
+                error_message: None,
             };
             reply
                 .headers

@@ -2,7 +2,8 @@
 //!
 //! Modules, one job each: [`x402`] (protocol, no I/O), [`evm`] (EIP-3009 signing, chain reads,
 //! settlement), [`store`] (replay guard), [`config`] (sidecar.yaml), [`strategy`] (the request
-//! contract), [`inbound`] (the paywall service), [`client`] (paying a 402), [`devnet`] (a local
+//! contract), [`inbound`] (the paywall service), [`facilitator`] (the x402 facilitator API),
+//! [`client`] (paying a 402), [`devnet`] (a local
 //! chain with the project's own token), [`standin`] (a labelled stand-in strategy upstream).
 
 pub mod audit;
@@ -10,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod devnet;
 pub mod evm;
+pub mod facilitator;
 pub mod inbound;
 pub mod otlp;
 pub mod outbound;

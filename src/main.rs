@@ -332,6 +332,22 @@ fn check_config(path: &Path) -> ExitCode {
         println!("  outbound: disabled");
     }
     println!(
+        "  facilitator: {}",
+        if r.raw.facilitator.enabled {
+            format!(
+                "/supported /verify /settle on {} for {}",
+                r.raw.facilitator.listen,
+                r.facilitators
+                    .iter()
+                    .map(|f| f.network.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        } else {
+            "disabled".into()
+        }
+    );
+    println!(
         "  admin: {}",
         if r.raw.admin.enabled {
             format!("/metrics /healthz /readyz on {}", r.raw.admin.listen)
@@ -396,9 +412,9 @@ fn run(path: &Path, log_format: LogFormat) -> ExitCode {
 
 /// Build the services the config enables and run them until SIGTERM/SIGINT.
 fn serve(path: &Path, r: &Resolved) -> ExitCode {
-    if !r.raw.inbound.enabled && r.outbound.is_none() {
+    if !r.raw.inbound.enabled && r.outbound.is_none() && !r.raw.facilitator.enabled {
         eprintln!(
-            "{}: inbound.enabled and outbound.enabled are both false, so there is nothing to serve; enable one",
+            "{}: inbound.enabled, outbound.enabled and facilitator.enabled are all false, so there is nothing to serve; enable one",
             path.display()
         );
         return ExitCode::from(2);
@@ -459,6 +475,24 @@ fn serve(path: &Path, r: &Resolved) -> ExitCode {
         svc.add_tcp(&listen);
         server.add_service(svc);
         tracing::info!(%listen, sellers, %wallet, "outbound paying proxy listening");
+    }
+    if r.raw.facilitator.enabled {
+        let app = match x402_sidecar::facilitator::FacilitatorApp::new(r) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("error: facilitator: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        readiness.chains.extend(app.readiness_chains());
+        let networks = app.networks().join(", ");
+        let mut svc = pingora_core::services::listening::Service::new(
+            "facilitator".to_string(),
+            pingora_core::apps::http_app::HttpServer::new_app(app),
+        );
+        svc.add_tcp(&r.raw.facilitator.listen);
+        server.add_service(svc);
+        tracing::info!(listen = %r.raw.facilitator.listen, %networks, "facilitator listening: GET /supported, POST /verify, POST /settle");
     }
     if r.raw.admin.enabled {
         let admin = x402_sidecar::telemetry::Admin { readiness };

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub breaker_state: IntGaugeVec,
     /// Answers given by the buyer's fallback, by mode.
     pub fallbacks: IntCounterVec,
+    /// Facilitator API calls by endpoint (`verify`, `settle`) and outcome.
+    pub facilitator_requests: IntCounterVec,
     pub build_info: IntGauge,
 }
 
@@ -84,6 +86,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "Answers given by the buyer's fallback",
         &["mode"],
     )?;
+    let facilitator_requests = counter(
+        "x402_facilitator_requests_total",
+        "Facilitator API calls by endpoint and outcome",
+        &["endpoint", "outcome"],
+    )?;
     let phase_seconds = HistogramVec::new(
         HistogramOpts::new("x402_phase_seconds", "Latency of each phase of a paid call").buckets(
             vec![
@@ -122,6 +129,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         budget_remaining,
         breaker_state,
         fallbacks,
+        facilitator_requests,
         build_info,
     })
 }

@@ -83,6 +83,7 @@ fn a_complete_config_is_summarised_with_prices() {
     );
     for line in [
         "outbound: disabled",
+        "facilitator: disabled",
         "admin: disabled",
         "otlp: off",
         "audit: x402-audit (kept 90 days)",

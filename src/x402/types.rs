@@ -168,6 +168,9 @@ pub struct SettleResponse {
     pub network: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amount: Option<String>,
+    /// A sentence for people explaining `errorReason` (SDK extension; optional on the wire).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
 }
 
 /// Body of a facilitator's `POST /verify` and `POST /settle`: the payment as the client sent
