@@ -13,6 +13,7 @@ pub mod evm;
 pub mod inbound;
 pub mod otlp;
 pub mod outbound;
+pub mod settlement;
 pub mod standin;
 pub mod store;
 pub mod strategy;
