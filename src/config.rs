@@ -370,19 +370,35 @@ pub struct Eip712Config {
     pub version: String,
 }
 
-/// A local facilitator: this sidecar settles on chain itself with its settler key.
+/// Who verifies and settles payments on one network: `local` (this sidecar, on chain, with
+/// its settler key) or `http` (a facilitator server: `POST {url}/verify`, `POST {url}/settle`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FacilitatorConfig {
     pub network: String,
     #[serde(default = "default_kind")]
     pub kind: String,
+    /// The chain's RPC. `http` kind: read only, to check what the facilitator reports and to
+    /// reconcile a settlement whose answer was lost.
     pub rpc_url: String,
-    /// Settler key (pays gas): `key_env` or `keystore` + `password_env`/`password_file`.
+    /// `local` kind: settler key (pays gas): `key_env` or `keystore` + `password_env`/`password_file`.
     #[serde(default)]
     pub settler: KeySource,
     #[serde(default = "default_receipt_timeout")]
     pub receipt_timeout_ms: u64,
+    /// `http` kind: the facilitator's base URL (e.g. `https://x402.org/facilitator`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `http` kind: extra request headers (e.g. `authorization: Bearer ${FACILITATOR_TOKEN}`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// `http` kind: longest wait for one `/verify` or `/settle` answer.
+    #[serde(default = "default_facilitator_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_facilitator_timeout() -> u64 {
+    15_000
 }
 
 fn default_store() -> String {
@@ -470,12 +486,36 @@ pub struct Facilitator {
     pub receipt_timeout: Duration,
 }
 
+/// A facilitator reached over HTTP (`kind: http`).
+#[derive(Clone)]
+pub struct RemoteFacilitator {
+    pub network: String,
+    pub chain_id: u64,
+    pub rpc_url: String,
+    pub url: reqwest::Url,
+    pub headers: Vec<(String, crate::util::Secret)>,
+    pub timeout: Duration,
+    pub receipt_timeout: Duration,
+}
+
+impl std::fmt::Debug for RemoteFacilitator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteFacilitator")
+            .field("network", &self.network)
+            .field("url", &crate::util::redact_url(self.url.as_str()))
+            .finish()
+    }
+}
+
 /// A configuration that passed every check.
 #[derive(Debug, Clone)]
 pub struct Resolved {
     pub raw: Config,
     pub routes: Vec<Route>,
+    /// `kind: local` facilitators.
     pub facilitators: Vec<Facilitator>,
+    /// `kind: http` facilitators.
+    pub remote_facilitators: Vec<RemoteFacilitator>,
     /// Present when `outbound.enabled`.
     pub outbound: Option<crate::outbound::config::Outbound>,
 }
@@ -618,13 +658,17 @@ impl Config {
         }
 
         let mut facilitators = Vec::new();
+        let mut remote_facilitators = Vec::new();
         let mut fac_by_network: BTreeMap<String, String> = BTreeMap::new();
         for (i, f) in self.facilitators.iter().enumerate() {
             let at = format!("facilitators[{i}]");
-            if f.kind != "local" {
+            if f.kind != "local" && f.kind != "http" {
                 p(
                     format!("{at}.kind"),
-                    format!("`{}` is not supported; use `local`", f.kind),
+                    format!(
+                        "`{}` is not a facilitator kind; use `local` or `http`",
+                        f.kind
+                    ),
                 );
                 continue;
             }
@@ -655,6 +699,63 @@ impl Config {
                         f.network
                     ),
                 );
+            }
+            if f.kind == "http" {
+                let url = match f.url.as_deref().map(reqwest::Url::parse) {
+                    Some(Ok(u)) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                        Some(u)
+                    }
+                    Some(_) => {
+                        p(
+                            format!("{at}.url"),
+                            "is not an http(s) URL like https://x402.org/facilitator".into(),
+                        );
+                        None
+                    }
+                    None => {
+                        p(
+                            format!("{at}.url"),
+                            "`kind: http` needs the facilitator's base URL".into(),
+                        );
+                        None
+                    }
+                };
+                if f.settler.is_configured() {
+                    p(
+                        format!("{at}.settler"),
+                        "a remote facilitator settles with its own key: remove `settler`".into(),
+                    );
+                }
+                if f.timeout_ms == 0 {
+                    p(format!("{at}.timeout_ms"), "must be more than 0".into());
+                }
+                for (k, v) in &f.headers {
+                    if http::HeaderName::from_bytes(k.as_bytes()).is_err()
+                        || http::HeaderValue::from_str(v).is_err()
+                    {
+                        p(
+                            format!("{at}.headers"),
+                            format!("`{k}` is not a valid HTTP header"),
+                        );
+                    }
+                }
+                if let Some(url) = url {
+                    fac_by_network.insert(f.network.clone(), crate::util::redact_url(url.as_str()));
+                    remote_facilitators.push(RemoteFacilitator {
+                        network: f.network.clone(),
+                        chain_id,
+                        rpc_url: f.rpc_url.clone(),
+                        url,
+                        headers: f
+                            .headers
+                            .iter()
+                            .map(|(k, v)| (k.clone(), crate::util::Secret::new(v.clone())))
+                            .collect(),
+                        timeout: Duration::from_millis(f.timeout_ms),
+                        receipt_timeout: Duration::from_millis(f.receipt_timeout_ms),
+                    });
+                }
+                continue;
             }
             if !f.settler.is_configured() {
                 p(format!("{at}.settler"), "no settler key: set `key_env` (environment variable with the key) or `keystore` (encrypted file)".into());
@@ -902,6 +1003,7 @@ impl Config {
                 raw: self.clone(),
                 routes,
                 facilitators,
+                remote_facilitators,
                 outbound,
             })
         } else {

@@ -428,6 +428,11 @@ pub fn settle_response(c: &Checked, outcome: &SettleOutcome) -> SettleResponse {
             ));
             r.transaction = format!("{tx:#x}");
         }
+        // A local chain never reports this (only a remote facilitator's client does).
+        SettleOutcome::Unknown { message } => {
+            r.error_reason = Some(Reason::UnexpectedSettleError.code().into());
+            r.error_message = Some(message.clone());
+        }
     }
     r
 }
@@ -597,7 +602,7 @@ impl FacilitatorApp {
         let label = match &outcome {
             SettleOutcome::Settled { .. } => "settled",
             SettleOutcome::Failed { .. } => "failed",
-            SettleOutcome::Pending { .. } => "pending",
+            SettleOutcome::Pending { .. } | SettleOutcome::Unknown { .. } => "pending",
         };
         (settle_response(&c, &outcome), label)
     }

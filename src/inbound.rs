@@ -32,6 +32,7 @@ use crate::audit::{Event, Journal};
 use crate::config::{Resolved, Route, UnknownRoutes};
 use crate::evm::typed;
 use crate::evm::{Chain, SettleOutcome};
+use crate::settlement::{Remote, Settler};
 use crate::store::{PaymentRecord, PaymentState, ReplayStore, StoredAnswer};
 use crate::strategy;
 use crate::telemetry;
@@ -95,7 +96,7 @@ pub struct Paywall {
     disclaimer: String,
     upstream: Upstream,
     http: reqwest::Client,
-    chains: HashMap<u64, Arc<Chain>>,
+    settlers: HashMap<u64, Arc<Settler>>,
     store: Arc<dyn ReplayStore>,
     key: ChallengeKey,
     journal: Option<Arc<Journal>>,
@@ -152,7 +153,22 @@ impl Paywall {
                 .map_err(|e| fail(e.to_string()))?;
             let chain = Chain::new(&f.rpc_url, f.chain_id, signer, f.receipt_timeout)
                 .map_err(|e| fail(e.to_string()))?;
-            chains.insert(f.chain_id, Arc::new(chain));
+            chains.insert(f.chain_id, Arc::new(Settler::Local(Arc::new(chain))));
+        }
+        let facilitator_http = reqwest::Client::builder()
+            .pool_max_idle_per_host(16)
+            .connect_timeout(Duration::from_secs(3))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| BuildError::Http(e.to_string()))?;
+        for f in &cfg.remote_facilitators {
+            let remote = Remote::new(f, facilitator_http.clone()).map_err(|why| {
+                BuildError::Facilitator {
+                    network: f.network.clone(),
+                    why,
+                }
+            })?;
+            chains.insert(f.chain_id, Arc::new(Settler::Remote(remote)));
         }
         let store =
             crate::store::open(&cfg.raw.store).map_err(|e| BuildError::Store(e.to_string()))?;
@@ -187,7 +203,7 @@ impl Paywall {
                     .transpose()?,
             },
             http,
-            chains,
+            settlers: chains,
             store,
             key,
             journal,
@@ -203,8 +219,14 @@ impl Paywall {
     pub fn readiness(&self) -> telemetry::Readiness {
         telemetry::Readiness {
             chains: self
-                .chains
+                .settlers
                 .iter()
+                .map(|(id, c)| (format!("eip155:{id}"), c.chain().clone()))
+                .collect(),
+            facilitators: self
+                .settlers
+                .iter()
+                .filter(|(_, c)| c.remote().is_some())
                 .map(|(id, c)| (format!("eip155:{id}"), c.clone()))
                 .collect(),
             store: Some(self.store.clone()),
@@ -289,6 +311,7 @@ impl Paywall {
         };
         let offer = &route.offers[offer_ix];
         let auth = payment.exact().authorization.clone();
+        let request = facilitator_request(&payment, offer, &route.description);
         let paying = Paying {
             key: payment_key(offer, auth.from, auth.nonce),
             payment_id: payment_id(offer, auth.from, auth.nonce),
@@ -300,11 +323,12 @@ impl Paywall {
             version: payment.version(),
             receipt_header: payment.response_header(),
             ttl: ttl_for(&payment.exact().authorization, now),
+            request,
         };
         tracing::Span::current()
             .record("payment_id", paying.payment_id.as_str())
             .record("payer", paying.auth.from.to_string().as_str());
-        let Some(chain) = self.chains.get(&offer.chain_id).cloned() else {
+        let Some(chain) = self.settlers.get(&offer.chain_id).cloned() else {
             return Some(
                 Reply::error(
                     503,
@@ -336,11 +360,15 @@ impl Paywall {
             Ok(None) => {}
         }
         observe("verify", verify_started);
-        // 7. Chain checks (nonce unused, balance).
+        // 7. Chain checks (nonce unused, balance), or the remote facilitator's `/verify`.
         let chain_started = Instant::now();
+        let span = match chain.remote() {
+            Some(r) => tracing::info_span!("facilitator_verify", facilitator = %r.shown()),
+            None => tracing::info_span!("chain_verify"),
+        };
         let onchain = chain
-            .verify_onchain(offer.asset, &paying.auth)
-            .instrument(tracing::info_span!("chain_verify"))
+            .verify(offer.asset, &paying.auth, &paying.request)
+            .instrument(span)
             .await;
         observe("chain", chain_started);
         if let Err(r) = onchain {
@@ -413,7 +441,7 @@ impl Paywall {
         route: &Route,
         ctx: &Ctx,
         paying: &Paying<'_>,
-        chain: &Chain,
+        chain: &Settler,
         existing: PaymentRecord,
     ) -> Option<Reply> {
         let kind = match existing.state {
@@ -494,13 +522,27 @@ impl Paywall {
                     .answer
                     .as_ref()
                     .and_then(|a| serde_json::from_str(&a.body).ok())?;
-                if let (PaymentState::Pending, Some(tx)) = (existing.state, existing.tx.as_deref())
-                {
-                    let tx: B256 = tx.parse().ok()?;
-                    let outcome = chain.reconcile(tx, paying.offer.asset, &paying.auth).await;
+                if existing.state == PaymentState::Pending {
+                    let tx: Option<B256> = existing.tx.as_deref().and_then(|t| t.parse().ok());
+                    let outcome = chain
+                        .reconcile(tx, paying.offer.asset, &paying.auth, &paying.request)
+                        .instrument(tracing::info_span!("settle", reconcile = true))
+                        .await;
                     return Some(self.finish(s, route, ctx, paying, answer, outcome).await);
                 }
-                if let Err(r) = chain.verify_onchain(paying.offer.asset, &paying.auth).await {
+                // A settlement whose answer went astray may have gone through after all.
+                if let Ok(Some(o @ SettleOutcome::Settled { .. })) = chain
+                    .chain()
+                    .settlement_of(paying.offer.asset, &paying.auth)
+                    .await
+                {
+                    info!(request_id = %ctx.request_id, payment_id = %paying.payment_id, "retry of an answer whose payment is settled on chain: delivering it");
+                    return Some(self.finish(s, route, ctx, paying, answer, o).await);
+                }
+                if let Err(r) = chain
+                    .verify(paying.offer.asset, &paying.auth, &paying.request)
+                    .await
+                {
                     let mut back = mine;
                     back.state = PaymentState::Ready;
                     let _ = self
@@ -524,12 +566,12 @@ impl Paywall {
         route: &Route,
         ctx: &Ctx,
         p: &Paying<'_>,
-        chain: &Chain,
+        chain: &Settler,
         answer: Value,
     ) -> Reply {
         let settle_started = Instant::now();
         let outcome = chain
-            .settle(p.offer.asset, &p.auth, &p.sig)
+            .settle(p.offer.asset, &p.auth, &p.sig, &p.request)
             .instrument(tracing::info_span!("settle"))
             .await;
         observe("settle", settle_started);
@@ -618,6 +660,29 @@ impl Paywall {
                         "error": Reason::SettlementPending,
                         "message": "the payment was submitted and is not confirmed yet; send the same request with the same payment again to get the answer (you will not be charged twice)",
                         "transaction": format!("{tx:#x}"),
+                    }),
+                )
+                .retry_after(5)
+            }
+            SettleOutcome::Unknown { message } => {
+                telemetry::with(|m| m.settlements.with_label_values(&["pending"]).inc());
+                rec.state = PaymentState::Pending;
+                let _ = self.store.replace(&p.key, &p.token, &rec, p.ttl).await;
+                self.audit(ctx, p, "settlement_pending", |e| {
+                    e.with(
+                        "why",
+                        format!(
+                            "outcome unknown ({message}); answer withheld until the chain shows it"
+                        ),
+                    )
+                })
+                .await;
+                warn!(request_id = %ctx.request_id, payment_id = %p.payment_id, "settlement outcome unknown: {message}");
+                Reply::json(
+                    503,
+                    &json!({
+                        "error": Reason::SettlementPending,
+                        "message": "the payment's settlement could not be confirmed yet; send the same request with the same payment again to get the answer (you will not be charged twice)",
                     }),
                 )
                 .retry_after(5)
@@ -943,6 +1008,31 @@ struct Paying<'a> {
     version: u8,
     receipt_header: &'static str,
     ttl: Duration,
+    /// What a remote facilitator is sent: the payment as received and our requirement.
+    request: FacilitatorRequest,
+}
+
+/// The `/verify` and `/settle` body for `payment`, matched to `offer`.
+fn facilitator_request(
+    payment: &IncomingPayment,
+    offer: &Offer,
+    description: &str,
+) -> FacilitatorRequest {
+    match payment {
+        IncomingPayment::V2(p) => FacilitatorRequest {
+            x402_version: 2,
+            payment_payload: serde_json::to_value(p).unwrap_or(Value::Null),
+            payment_requirements: serde_json::to_value(&p.accepted).unwrap_or(Value::Null),
+        },
+        IncomingPayment::V1(p) => {
+            let v1 = offer.challenge_v1(&offer.base_requirement(), "", description);
+            FacilitatorRequest {
+                x402_version: 1,
+                payment_payload: serde_json::to_value(p).unwrap_or(Value::Null),
+                payment_requirements: serde_json::to_value(&v1).unwrap_or(Value::Null),
+            }
+        }
+    }
 }
 
 /// Replay key: chain, asset, payer, EIP-3009 nonce (not the signature: it is malleable).

@@ -15,6 +15,7 @@ pub mod facilitator;
 pub mod inbound;
 pub mod otlp;
 pub mod outbound;
+pub mod settlement;
 pub mod standin;
 pub mod store;
 pub mod strategy;

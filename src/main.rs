@@ -450,6 +450,7 @@ fn serve(path: &Path, r: &Resolved) -> ExitCode {
         };
         let ready = paywall.readiness();
         readiness.chains.extend(ready.chains);
+        readiness.facilitators.extend(ready.facilitators);
         readiness.store = ready.store;
         readiness.upstream = ready.upstream;
         let mut svc =

@@ -163,6 +163,8 @@ pub fn render() -> String {
 #[derive(Clone, Default)]
 pub struct Readiness {
     pub chains: Vec<(String, Arc<Chain>)>,
+    /// Remote facilitators (`kind: http`): `GET /supported` answers.
+    pub facilitators: Vec<(String, Arc<crate::settlement::Settler>)>,
     pub store: Option<Arc<dyn ReplayStore>>,
     pub upstream: Option<SocketAddr>,
 }
@@ -180,6 +182,13 @@ impl Readiness {
             );
             all &= ok;
             out.insert(format!("rpc:{network}"), json!(ok));
+        }
+        for (network, settler) in &self.facilitators {
+            if let Some(remote) = settler.remote() {
+                let ok = remote.reachable().await;
+                all &= ok;
+                out.insert(format!("facilitator:{network}"), json!(ok));
+            }
         }
         if let Some(store) = &self.store {
             let ok = matches!(tokio::time::timeout(limit, store.ping()).await, Ok(Ok(())));

@@ -19,6 +19,10 @@ use super::typed::IEip3009Token as Token;
 use crate::x402::reason::{Reason, Rejection};
 use crate::x402::types::Authorization;
 
+/// How far back [`Chain::find_settlement`] looks: authorizations live an hour at most, and
+/// 10 000 blocks are 5.5 hours on Base (2 s blocks).
+const SEARCH_BLOCKS: u64 = 10_000;
+
 /// Gas limit for `transferWithAuthorization` (~86k used); fixed so no estimate is needed.
 const SETTLE_GAS: u64 = 200_000;
 
@@ -45,12 +49,15 @@ pub enum SettleOutcome {
     },
     /// Broadcast, but no receipt within the timeout: reconcile by tx hash, never re-charge.
     Pending { tx: B256 },
+    /// A remote facilitator gave no usable answer: reconcile by the authorization on chain.
+    Unknown { message: String },
 }
 
 /// One chain, one RPC endpoint, one settler key.
 pub struct Chain {
     provider: DynProvider<Ethereum>,
-    settler: Address,
+    /// `None` for read-only access (a remote facilitator settles).
+    settler: Option<Address>,
     chain_id: u64,
     next_nonce: Mutex<Option<u64>>,
     receipt_timeout: Duration,
@@ -75,15 +82,38 @@ impl Chain {
             .erased();
         Ok(Chain {
             provider,
-            settler: settler_addr,
+            settler: Some(settler_addr),
             chain_id,
             next_nonce: Mutex::new(None),
             receipt_timeout,
         })
     }
 
+    /// Reads only (no key): what a seller whose facilitator is remote needs to reconcile.
+    pub fn read_only(
+        rpc_url: &str,
+        chain_id: u64,
+        receipt_timeout: Duration,
+    ) -> Result<Self, ChainError> {
+        let url = rpc_url
+            .parse()
+            .map_err(|_| ChainError::BadUrl(rpc_url.to_string()))?;
+        let provider = ProviderBuilder::new()
+            .disable_recommended_fillers()
+            .connect_http(url)
+            .erased();
+        Ok(Chain {
+            provider,
+            settler: None,
+            chain_id,
+            next_nonce: Mutex::new(None),
+            receipt_timeout,
+        })
+    }
+
+    /// The settler's address (`Address::ZERO` for read-only access).
     pub fn settler(&self) -> Address {
-        self.settler
+        self.settler.unwrap_or_default()
     }
 
     pub fn provider(&self) -> &DynProvider<Ethereum> {
@@ -195,10 +225,17 @@ impl Chain {
         a: &Authorization,
         sig: &alloy_primitives::Signature,
     ) -> SettleOutcome {
+        let Some(settler) = self.settler else {
+            return SettleOutcome::Failed {
+                reason: Reason::UnexpectedSettleError,
+                message: "this chain access is read-only: it has no settler key".into(),
+                tx: None,
+            };
+        };
         let data = Self::settle_call(a, sig);
         // Dry run first: a revert here means nothing is broadcast and the outcome is certain.
         let dry = TransactionRequest::default()
-            .with_from(self.settler)
+            .with_from(settler)
             .with_to(asset)
             .with_input(data.clone());
         if let Err(e) = self.provider.call(dry).await {
@@ -230,12 +267,7 @@ impl Chain {
             let mut next = self.next_nonce.lock().await;
             let nonce = match *next {
                 Some(n) => n,
-                None => match self
-                    .provider
-                    .get_transaction_count(self.settler)
-                    .pending()
-                    .await
-                {
+                None => match self.provider.get_transaction_count(settler).pending().await {
                     Ok(n) => n,
                     Err(e) => {
                         return SettleOutcome::Failed {
@@ -247,7 +279,7 @@ impl Chain {
                 },
             };
             let req = TransactionRequest::default()
-                .with_from(self.settler)
+                .with_from(settler)
                 .with_to(asset)
                 .with_input(data)
                 .with_chain_id(self.chain_id)
@@ -297,6 +329,61 @@ impl Chain {
         }
     }
 
+    /// The transaction that used authorization `a` on `asset`, from the token's
+    /// `AuthorizationUsed(authorizer, nonce)` log in the last `SEARCH_BLOCKS` blocks.
+    pub async fn find_settlement(
+        &self,
+        asset: Address,
+        a: &Authorization,
+    ) -> Result<Option<B256>, String> {
+        let latest = self
+            .provider
+            .get_block_number()
+            .await
+            .map_err(|e| e.to_string())?;
+        let filter = alloy_rpc_types_eth::Filter::new()
+            .address(asset)
+            .event_signature(Token::AuthorizationUsed::SIGNATURE_HASH)
+            .topic1(a.from.into_word())
+            .topic2(a.nonce)
+            .from_block(latest.saturating_sub(SEARCH_BLOCKS))
+            .to_block(latest);
+        let logs = self
+            .provider
+            .get_logs(&filter)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(logs.iter().find_map(|l| l.transaction_hash))
+    }
+
+    /// What became of authorization `a`, read from the chain alone: `Ok(None)` while it is
+    /// unused; else the settlement that used it, checked like our own (status and `Transfer`).
+    pub async fn settlement_of(
+        &self,
+        asset: Address,
+        a: &Authorization,
+    ) -> Result<Option<SettleOutcome>, String> {
+        if !self.authorization_used(asset, a.from, a.nonce).await? {
+            return Ok(None);
+        }
+        let Some(tx) = self.find_settlement(asset, a).await? else {
+            return Ok(Some(SettleOutcome::Failed {
+                reason: Reason::NonceUsed,
+                message: format!(
+                    "authorization nonce {} of {} is used on chain, by no transaction found in the last {SEARCH_BLOCKS} blocks",
+                    a.nonce, a.from
+                ),
+                tx: None,
+            }));
+        };
+        Ok(Some(
+            match self.wait_receipt(tx, self.receipt_timeout).await {
+                Some(r) => check_receipt(&r, asset, a),
+                None => SettleOutcome::Pending { tx },
+            },
+        ))
+    }
+
     /// Reconcile a pending settlement by its tx hash.
     pub async fn reconcile(&self, tx: B256, asset: Address, a: &Authorization) -> SettleOutcome {
         match self.wait_receipt(tx, Duration::from_millis(200)).await {
@@ -307,7 +394,7 @@ impl Chain {
 }
 
 /// Status 1 is not enough: the receipt must carry `Transfer(from → to, value)` from the token.
-fn check_receipt(r: &TransactionReceipt, asset: Address, a: &Authorization) -> SettleOutcome {
+pub fn check_receipt(r: &TransactionReceipt, asset: Address, a: &Authorization) -> SettleOutcome {
     let tx = r.transaction_hash;
     if !r.status() {
         return SettleOutcome::Failed {

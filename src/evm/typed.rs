@@ -30,6 +30,7 @@ sol! {
         function name() external view returns (string);
         function version() external view returns (string);
         event Transfer(address indexed from, address indexed to, uint256 value);
+        event AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce);
     }
 }
 

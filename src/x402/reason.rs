@@ -48,7 +48,35 @@ pub enum Reason {
     UnexpectedSettleError,
     /// The settlement was broadcast but its outcome is not known yet.
     SettlementPending,
+    /// A remote facilitator refused the payment with a code of its own vocabulary.
+    InvalidPayment,
 }
+
+/// Every reason, for lookups by code.
+const ALL: [Reason; 22] = [
+    Reason::PaymentRequired,
+    Reason::InvalidPayload,
+    Reason::InvalidX402Version,
+    Reason::UnsupportedScheme,
+    Reason::NetworkMismatch,
+    Reason::AssetMismatch,
+    Reason::RecipientMismatch,
+    Reason::ValueMismatch,
+    Reason::RequirementsMismatch,
+    Reason::InvalidChallenge,
+    Reason::ChallengeExpired,
+    Reason::ValidAfter,
+    Reason::ValidBefore,
+    Reason::ValidBeforeTooFar,
+    Reason::Signature,
+    Reason::NonceUsed,
+    Reason::InsufficientBalance,
+    Reason::TransactionFailed,
+    Reason::UnexpectedVerifyError,
+    Reason::UnexpectedSettleError,
+    Reason::SettlementPending,
+    Reason::InvalidPayment,
+];
 
 impl Reason {
     /// The machine-readable code sent on the wire.
@@ -77,6 +105,38 @@ impl Reason {
             Reason::UnexpectedVerifyError => "unexpected_verify_error",
             Reason::UnexpectedSettleError => "unexpected_settle_error",
             Reason::SettlementPending => "settlement_pending",
+            Reason::InvalidPayment => "invalid_payment",
+        }
+    }
+
+    /// Read a facilitator's reason code: ours and the spec's, the other SDKs' spellings of the
+    /// same faults, and [`Reason::InvalidPayment`] for any other refusal.
+    pub fn from_facilitator(code: &str) -> Reason {
+        if let Some(r) = ALL.iter().copied().find(|r| r.code() == code) {
+            return r;
+        }
+        match code {
+            "insufficient_funds" | "invalid_exact_evm_payload_insufficient_balance" => {
+                Reason::InsufficientBalance
+            }
+            "invalid_signature" | "invalid_exact_evm_failed_to_verify_signature" => {
+                Reason::Signature
+            }
+            "invalid_payment_expired" | "payment_expired" => Reason::ValidBefore,
+            "invalid_payment_early" => Reason::ValidAfter,
+            "recipient_mismatch" => Reason::RecipientMismatch,
+            "invalid_payment_amount" | "invalid_exact_evm_payload_authorization_value" => {
+                Reason::ValueMismatch
+            }
+            "invalid_network" | "chain_id_mismatch" | "unsupported_chain" => {
+                Reason::NetworkMismatch
+            }
+            "invalid_scheme" => Reason::UnsupportedScheme,
+            "invalid_format" => Reason::InvalidPayload,
+            "accepted_requirements_mismatch" => Reason::RequirementsMismatch,
+            "invalid_transaction_state" | "duplicate_settlement" => Reason::NonceUsed,
+            "unexpected_error" => Reason::UnexpectedVerifyError,
+            _ => Reason::InvalidPayment,
         }
     }
 
@@ -125,31 +185,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn facilitator_codes_map_to_ours() {
+        for r in ALL {
+            assert_eq!(
+                Reason::from_facilitator(r.code()),
+                r,
+                "our own codes round-trip"
+            );
+        }
+        assert_eq!(
+            Reason::from_facilitator("insufficient_funds"),
+            Reason::InsufficientBalance
+        );
+        assert_eq!(
+            Reason::from_facilitator("invalid_signature"),
+            Reason::Signature
+        );
+        assert_eq!(
+            Reason::from_facilitator("invalid_payment_expired"),
+            Reason::ValidBefore
+        );
+        let other = Reason::from_facilitator("permit2_allowance_required");
+        assert_eq!(other, Reason::InvalidPayment);
+        assert!(other.is_payer_fault());
+        assert!(!Reason::from_facilitator("unexpected_error").is_payer_fault());
+    }
+
+    #[test]
     fn codes_are_unique() {
         use std::collections::HashSet;
-        let all = [
-            Reason::PaymentRequired,
-            Reason::InvalidPayload,
-            Reason::InvalidX402Version,
-            Reason::UnsupportedScheme,
-            Reason::NetworkMismatch,
-            Reason::AssetMismatch,
-            Reason::RecipientMismatch,
-            Reason::ValueMismatch,
-            Reason::RequirementsMismatch,
-            Reason::InvalidChallenge,
-            Reason::ChallengeExpired,
-            Reason::ValidAfter,
-            Reason::ValidBefore,
-            Reason::ValidBeforeTooFar,
-            Reason::Signature,
-            Reason::NonceUsed,
-            Reason::InsufficientBalance,
-            Reason::TransactionFailed,
-            Reason::UnexpectedVerifyError,
-            Reason::UnexpectedSettleError,
-            Reason::SettlementPending,
-        ];
+        let all = ALL;
         let codes: HashSet<_> = all.iter().map(|r| r.code()).collect();
         assert_eq!(codes.len(), all.len());
         assert!(!Reason::SettlementPending.is_payer_fault());

@@ -1,0 +1,479 @@
+//! A seller whose facilitator is remote (`kind: http`): it holds no settler key, asks a
+//! facilitator server over HTTP to verify and settle, and believes only the chain. The
+//! facilitator is a real one (a second sidecar serving the x402 facilitator API on the devnet);
+//! a relay in front of it loses, withholds or falsifies its `/settle` answers, which no honest
+//! facilitator can be made to do. Every scenario checks the balances and transfers on chain.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use alloy_primitives::{Address, U256};
+use alloy_signer_local::PrivateKeySigner;
+use common::*;
+use serde_json::Value;
+use x402_sidecar::client;
+use x402_sidecar::devnet::{self, Devnet};
+use x402_sidecar::standin::{self, Request, Response};
+
+/// What the relay does with the next `/settle`.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// Pass it on and return the answer.
+    Forward,
+    /// Close the connection without passing it on.
+    Drop,
+    /// Pass it on, then close the connection instead of answering.
+    ForwardThenDrop,
+    /// Answer `success: true` with a transaction that does not exist; pass nothing on.
+    Lie,
+    /// Answer `success: false` (`insufficient_funds`); pass nothing on.
+    Refuse,
+    /// Pass it on (the facilitator settles), then answer `success: false` anyway.
+    ForwardThenRefuse,
+}
+
+struct Relay {
+    url: String,
+    plan: Arc<Mutex<VecDeque<Step>>>,
+    settles: Arc<AtomicUsize>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self._task.abort();
+    }
+}
+
+async fn relay(target: &str) -> Relay {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let plan: Arc<Mutex<VecDeque<Step>>> = Arc::new(Mutex::new(VecDeque::new()));
+    let settles = Arc::new(AtomicUsize::new(0));
+    let (p, n, target) = (plan.clone(), settles.clone(), target.to_string());
+    let http = reqwest::Client::new();
+    let handler: standin::Handler = Arc::new(move |req: Request| {
+        let (p, n, target, http) = (p.clone(), n.clone(), target.clone(), http.clone());
+        Box::pin(async move {
+            let step = if req.path == "/settle" {
+                n.fetch_add(1, Ordering::SeqCst);
+                p.lock().unwrap().pop_front().unwrap_or(Step::Forward)
+            } else {
+                Step::Forward
+            };
+            let forward = || async {
+                let mut r =
+                    http.request(req.method.parse().unwrap(), format!("{target}{}", req.path));
+                if req.method == "POST" {
+                    r = r
+                        .header("Content-Type", "application/json")
+                        .body(req.body.clone());
+                }
+                let resp = r.send().await.unwrap();
+                let status = resp.status().as_u16();
+                (status, resp.text().await.unwrap())
+            };
+            match step {
+                Step::Forward => {
+                    let (status, body) = forward().await;
+                    Response::Body(status, body)
+                }
+                Step::Drop => Response::Raw(Vec::new()),
+                Step::ForwardThenDrop => {
+                    forward().await;
+                    Response::Raw(Vec::new())
+                }
+                Step::Lie => Response::Body(
+                    200,
+                    format!(
+                        r#"{{"success":true,"transaction":"0x{}","network":"{}"}}"#,
+                        "ab".repeat(32),
+                        devnet::NETWORK
+                    ),
+                ),
+                Step::ForwardThenRefuse => {
+                    forward().await;
+                    Response::Body(
+                        200,
+                        format!(
+                            r#"{{"success":false,"errorReason":"invalid_transaction_state","transaction":"","network":"{}"}}"#,
+                            devnet::NETWORK
+                        ),
+                    )
+                }
+                Step::Refuse => Response::Body(
+                    200,
+                    format!(
+                        r#"{{"success":false,"errorReason":"insufficient_funds","transaction":"","network":"{}"}}"#,
+                        devnet::NETWORK
+                    ),
+                ),
+            }
+        })
+    });
+    let task = tokio::spawn(standin::serve(listener, handler));
+    Relay {
+        url,
+        plan,
+        settles,
+        _task: task,
+    }
+}
+
+struct Setup {
+    net: Devnet,
+    upstream: Upstream,
+    _facilitator: Sidecar,
+    /// The facilitator's base URL.
+    facilitator_url: String,
+    http: reqwest::Client,
+    dir: tempfile::TempDir,
+}
+
+/// The devnet, an upstream and a facilitator sidecar (the only holder of a settler key).
+async fn setup() -> Setup {
+    x402_sidecar::init_tls();
+    let net = Devnet::start()
+        .await
+        .expect("devnet (run `make devnet` first)");
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = format!(
+        "facilitators:\n  - network: {network}\n    rpc_url: {rpc}\n    settler: {{ key_env: X402_TEST_SETTLER_KEY }}\nfacilitator:\n  enabled: true\n  listen: 127.0.0.1:{port}\n",
+        network = devnet::NETWORK,
+        rpc = net.rpc_url,
+    );
+    let facilitator = start_sidecar(
+        dir.path(),
+        "facilitator",
+        port,
+        &cfg,
+        &net.settler_key_hex(),
+    )
+    .await;
+    Setup {
+        facilitator_url: format!("http://127.0.0.1:{port}"),
+        net,
+        upstream,
+        _facilitator: facilitator,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+        dir,
+    }
+}
+
+/// A seller whose facilitator is at `url` (`kind: http`), with no settler key at all.
+async fn seller(s: &Setup, name: &str, url: &str) -> Sidecar {
+    let port = free_port();
+    let cfg = seller_config_with(port, &s.upstream.url, &s.net, "memory", 4_000, 1_500).replace(
+        "    settler: { key_env: X402_TEST_SETTLER_KEY }\n",
+        &format!("    kind: http\n    url: \"{url}\"\n    timeout_ms: 3000\n"),
+    );
+    assert!(cfg.contains("kind: http") && !cfg.contains("settler"));
+    start_sidecar(s.dir.path(), name, port, &cfg, "").await
+}
+
+/// The seller's 402, paid by `buyer`: the header to send.
+async fn payment(s: &Setup, seller: &Sidecar, buyer: &PrivateKeySigner) -> (&'static str, String) {
+    let r = s
+        .http
+        .post(format!("{}/x402", seller.url))
+        .header("Content-Type", "application/json")
+        .body(seed_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 402);
+    let h = r.headers()["payment-required"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body = r.bytes().await.unwrap();
+    let offer = client::parse_challenge(Some(&h), &body, false).unwrap();
+    let (name, value, _) = client::payment_for(buyer, &offer).unwrap();
+    (name, value)
+}
+
+async fn send(
+    s: &Setup,
+    seller: &Sidecar,
+    header: &(&str, String),
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let r = s
+        .http
+        .post(format!("{}/x402", seller.url))
+        .header("Content-Type", "application/json")
+        .header(header.0, header.1.as_str())
+        .body(seed_body())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn balance(s: &Setup, who: Address) -> U256 {
+    s.net.balance(who).await.unwrap()
+}
+
+async fn transfers(s: &Setup) -> Vec<String> {
+    s.net
+        .transfers_to(s.net.pay_to)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| format!("{:#x}", t.2))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_facilitator_settles_the_paid_call_for_a_seller_without_a_key() {
+    let s = setup().await;
+    let seller = seller(&s, "seller", &s.facilitator_url).await;
+    let buyer = s.net.new_buyer(U256::from(1_000_000)).await.unwrap();
+    let (b0, p0) = (
+        balance(&s, buyer.address()).await,
+        balance(&s, s.net.pay_to).await,
+    );
+    let pay = payment(&s, &seller, &buyer).await;
+    let (status, headers, body) = send(&s, &seller, &pay).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["strategy"].is_object());
+    assert_eq!(balance(&s, buyer.address()).await, b0 - U256::from(PRICE));
+    assert_eq!(balance(&s, s.net.pay_to).await, p0 + U256::from(PRICE));
+    let txs = transfers(&s).await;
+    assert_eq!(txs.len(), 1);
+    assert_eq!(
+        body["payment"]["receiptId"],
+        txs[0].as_str(),
+        "the receipt names the transfer"
+    );
+    assert!(headers.contains_key("payment-response"));
+    assert_eq!(s.upstream.calls(), 1);
+    // The 402 announces who settles: the facilitator.
+    let unpaid: Value = s
+        .http
+        .post(format!("{}/x402", seller.url))
+        .header("Content-Type", "application/json")
+        .body(seed_body())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        unpaid["accepts"][0]["extra"]["facilitator"],
+        format!("{}/", s.facilitator_url),
+        "{unpaid}"
+    );
+    // The journal has the whole life with the transaction.
+    let records = x402_sidecar::audit::read_all(&seller.audit_dir()).unwrap();
+    let settled = records.iter().find(|r| r.event == "settled").unwrap();
+    assert_eq!(settled.tx.as_deref(), Some(txs[0].as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_facilitator_refusal_is_a_402_with_its_reason_and_nothing_moves() {
+    let s = setup().await;
+    let seller = seller(&s, "seller", &s.facilitator_url).await;
+    // Signed correctly, but the payer holds nothing: only the facilitator's chain check finds it.
+    let broke = s.net.new_buyer(U256::ZERO).await.unwrap();
+    let pay = payment(&s, &seller, &broke).await;
+    let (status, _, body) = send(&s, &seller, &pay).await;
+    assert_eq!(status, 402, "{body}");
+    assert_eq!(
+        body["error"], "invalid_exact_evm_insufficient_balance",
+        "{body}"
+    );
+    assert_eq!(
+        s.upstream.calls(),
+        0,
+        "nothing is forwarded before the payment is valid"
+    );
+    assert!(transfers(&s).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_facilitator_is_a_503_and_nobody_is_charged() {
+    let s = setup().await;
+    let gone = format!("http://127.0.0.1:{}", free_port());
+    let seller = seller(&s, "seller", &gone).await;
+    let buyer = s.net.new_buyer(U256::from(1_000_000)).await.unwrap();
+    let b0 = balance(&s, buyer.address()).await;
+    let pay = payment(&s, &seller, &buyer).await;
+    let (status, headers, body) = send(&s, &seller, &pay).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "unexpected_verify_error", "{body}");
+    assert!(headers.contains_key("retry-after"));
+    assert_eq!(s.upstream.calls(), 0);
+    assert_eq!(balance(&s, buyer.address()).await, b0);
+    assert!(transfers(&s).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settle_answer_lost_on_the_way_back_is_read_from_the_chain() {
+    let s = setup().await;
+    let r = relay(&s.facilitator_url).await;
+    r.plan.lock().unwrap().push_back(Step::ForwardThenDrop);
+    let seller = seller(&s, "seller", &r.url).await;
+    let buyer = s.net.new_buyer(U256::from(1_000_000)).await.unwrap();
+    let b0 = balance(&s, buyer.address()).await;
+    let pay = payment(&s, &seller, &buyer).await;
+    let (status, _, body) = send(&s, &seller, &pay).await;
+    assert_eq!(status, 200, "the chain shows the settlement: {body}");
+    let txs = transfers(&s).await;
+    assert_eq!(txs.len(), 1);
+    assert_eq!(body["payment"]["receiptId"], txs[0].as_str());
+    assert_eq!(balance(&s, buyer.address()).await, b0 - U256::from(PRICE));
+    assert_eq!(
+        r.settles.load(Ordering::SeqCst),
+        1,
+        "settled once, not asked again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_settle_is_finished_on_the_retry_and_charged_once() {
+    let s = setup().await;
+    let r = relay(&s.facilitator_url).await;
+    r.plan.lock().unwrap().push_back(Step::Drop);
+    let seller = seller(&s, "seller", &r.url).await;
+    let buyer = s.net.new_buyer(U256::from(1_000_000)).await.unwrap();
+    let b0 = balance(&s, buyer.address()).await;
+    let pay = payment(&s, &seller, &buyer).await;
+    let (status, headers, body) = send(&s, &seller, &pay).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "settlement_pending");
+    assert!(
+        body.get("strategy").is_none(),
+        "no advice before the payment is settled"
+    );
+    assert!(headers.contains_key("retry-after"));
+    assert_eq!(balance(&s, buyer.address()).await, b0, "nothing moved yet");
+    // The same request with the same payment: the chain shows it unused, so it is settled now.
+    let (status, _, body) = send(&s, &seller, &pay).await;
+    assert_eq!(status, 200, "{body}");
+    let txs = transfers(&s).await;
+    assert_eq!(txs.len(), 1);
+    assert_eq!(body["payment"]["receiptId"], txs[0].as_str());
+    assert_eq!(balance(&s, buyer.address()).await, b0 - U256::from(PRICE));
+    assert_eq!(
+        s.upstream.calls(),
+        1,
+        "the kept answer is delivered, not generated again"
+    );
+    // A third time: the stored answer, no new charge.
+    let (status, headers, _) = send(&s, &seller, &pay).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-payment-replayed"], "true");
+    assert_eq!(transfers(&s).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_facilitator_claiming_a_settlement_the_chain_does_not_show_gets_no_answer() {
+    let s = setup().await;
+    let r = relay(&s.facilitator_url).await;
+    r.plan.lock().unwrap().extend([Step::Lie, Step::Lie]);
+    let seller = seller(&s, "seller", &r.url).await;
+    let buyer = s.net.new_buyer(U256::from(1_000_000)).await.unwrap();
+    let (b0, p0) = (
+        balance(&s, buyer.address()).await,
+        balance(&s, s.net.pay_to).await,
+    );
+    let pay = payment(&s, &seller, &buyer).await;
+    let (status, _, body) = send(&s, &seller, &pay).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "settlement_pending");
+    assert!(body.get("strategy").is_none(), "the advice is withheld");
+    // Asked again, the seller looks the claimed transaction up on chain: still nothing.
+    let (status, _, body) = send(&s, &seller, &pay).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.get("strategy").is_none());
+    assert_eq!(balance(&s, buyer.address()).await, b0);
+    assert_eq!(balance(&s, s.net.pay_to).await, p0);
+    assert!(transfers(&s).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settlement_the_facilitator_refuses_withholds_the_answer() {
+    let s = setup().await;
+    let r = relay(&s.facilitator_url).await;
+    r.plan.lock().unwrap().push_back(Step::Refuse);
+    let seller = seller(&s, "seller", &r.url).await;
+    let buyer = s.net.new_buyer(U256::from(1_000_000)).await.unwrap();
+    let b0 = balance(&s, buyer.address()).await;
+    let pay = payment(&s, &seller, &buyer).await;
+    let (status, headers, body) = send(&s, &seller, &pay).await;
+    assert_eq!(status, 402, "{body}");
+    assert_eq!(
+        body["error"], "invalid_exact_evm_insufficient_balance",
+        "{body}"
+    );
+    assert!(body.get("strategy").is_none());
+    let receipt = headers["payment-response"].to_str().unwrap();
+    let receipt: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::STANDARD, receipt).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(receipt["success"], false);
+    assert_eq!(balance(&s, buyer.address()).await, b0);
+    assert!(transfers(&s).await.is_empty());
+    let records = x402_sidecar::audit::read_all(&seller.audit_dir()).unwrap();
+    assert!(records.iter().any(|r| r.event == "settlement_failed"));
+}
+
+#[test]
+fn check_config_explains_a_bad_http_facilitator() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "facilitators:\n  - network: {}\n    kind: http\n    rpc_url: http://127.0.0.1:8545\n    settler: {{ key_env: SOME_KEY }}\n",
+            devnet::NETWORK
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env(
+            "SOME_KEY",
+            "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("facilitators[0].url"), "{err}");
+    assert!(err.contains("facilitators[0].settler"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_the_chain_contradicts_delivers_the_paid_answer() {
+    let s = setup().await;
+    let r = relay(&s.facilitator_url).await;
+    r.plan.lock().unwrap().push_back(Step::ForwardThenRefuse);
+    let seller = seller(&s, "seller", &r.url).await;
+    let buyer = s.net.new_buyer(U256::from(1_000_000)).await.unwrap();
+    let b0 = balance(&s, buyer.address()).await;
+    let pay = payment(&s, &seller, &buyer).await;
+    let (status, _, body) = send(&s, &seller, &pay).await;
+    assert_eq!(
+        status, 200,
+        "the buyer paid, so the buyer gets the answer: {body}"
+    );
+    let txs = transfers(&s).await;
+    assert_eq!(txs.len(), 1);
+    assert_eq!(body["payment"]["receiptId"], txs[0].as_str());
+    assert_eq!(balance(&s, buyer.address()).await, b0 - U256::from(PRICE));
+}
