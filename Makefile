@@ -42,7 +42,7 @@ release:
 	$(CARGO) build --release
 
 bench:
-	$(CARGO) bench
+	$(CARGO) bench --bench protocol --bench strategy --bench audit
 
 # The HTTP load harness: devnet, stand-in upstream, seller and buyer sidecars (release build),
 # one table of throughput, latency and peak RSS against the budget, written to benches/RESULTS.md.
