@@ -456,25 +456,12 @@ impl FacilitatorApp {
     /// One chain per `kind: local` facilitator of the configuration (no request is made yet).
     pub fn new(cfg: &Resolved) -> Result<Self, BuildError> {
         let mut chains = BTreeMap::new();
+        // `Resolved::facilitators` holds the `kind: local` entries only.
         for f in &cfg.facilitators {
-            let local = cfg
-                .raw
-                .facilitators
-                .iter()
-                .any(|c| c.network == f.network && c.kind == "local");
-            if !local {
-                continue;
-            }
-            let fail = |why: String| BuildError::Chain {
+            let chain = Chain::for_facilitator(f).map_err(|why| BuildError::Chain {
                 network: f.network.clone(),
                 why,
-            };
-            let signer = f
-                .settler
-                .load(f.chain_id)
-                .map_err(|e| fail(e.to_string()))?;
-            let chain = Chain::new(&f.rpc_url, f.chain_id, signer, f.receipt_timeout)
-                .map_err(|e| fail(e.to_string()))?;
+            })?;
             chains.insert(
                 f.network.clone(),
                 Served {

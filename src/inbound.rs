@@ -143,16 +143,10 @@ impl Paywall {
             .ok_or_else(|| BuildError::Upstream(ib.upstream.url.clone()))?;
         let mut chains = HashMap::new();
         for f in &cfg.facilitators {
-            let fail = |why: String| BuildError::Facilitator {
+            let chain = Chain::for_facilitator(f).map_err(|why| BuildError::Facilitator {
                 network: f.network.clone(),
                 why,
-            };
-            let signer = f
-                .settler
-                .load(f.chain_id)
-                .map_err(|e| fail(e.to_string()))?;
-            let chain = Chain::new(&f.rpc_url, f.chain_id, signer, f.receipt_timeout)
-                .map_err(|e| fail(e.to_string()))?;
+            })?;
             chains.insert(f.chain_id, Arc::new(Settler::Local(Arc::new(chain))));
         }
         let facilitator_http = reqwest::Client::builder()

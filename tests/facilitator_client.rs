@@ -220,6 +220,32 @@ async fn send(
     (status, headers, r.json().await.unwrap_or(Value::Null))
 }
 
+/// A seller behind a relay that plays `steps` on its `/settle` calls, a funded buyer, the
+/// buyer's balance and a payment for the seller's 402.
+struct Scenario {
+    relay: Relay,
+    seller: Sidecar,
+    buyer: PrivateKeySigner,
+    before: U256,
+    pay: (&'static str, String),
+}
+
+async fn scenario(s: &Setup, steps: &[Step]) -> Scenario {
+    let relay = relay(&s.facilitator_url).await;
+    relay.plan.lock().unwrap().extend(steps.iter().copied());
+    let seller = seller(s, "seller", &relay.url).await;
+    let buyer = s.net.new_buyer(U256::from(1_000_000)).await.unwrap();
+    let before = balance(s, buyer.address()).await;
+    let pay = payment(s, &seller, &buyer).await;
+    Scenario {
+        relay,
+        seller,
+        buyer,
+        before,
+        pay,
+    }
+}
+
 async fn balance(s: &Setup, who: Address) -> U256 {
     s.net.balance(who).await.unwrap()
 }
@@ -322,13 +348,9 @@ async fn an_unreachable_facilitator_is_a_503_and_nobody_is_charged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_settle_answer_lost_on_the_way_back_is_read_from_the_chain() {
     let s = setup().await;
-    let r = relay(&s.facilitator_url).await;
-    r.plan.lock().unwrap().push_back(Step::ForwardThenDrop);
-    let seller = seller(&s, "seller", &r.url).await;
-    let buyer = s.net.new_buyer(U256::from(1_000_000)).await.unwrap();
-    let b0 = balance(&s, buyer.address()).await;
-    let pay = payment(&s, &seller, &buyer).await;
-    let (status, _, body) = send(&s, &seller, &pay).await;
+    let sc = scenario(&s, &[Step::ForwardThenDrop]).await;
+    let (r, seller, buyer, b0, pay) = (&sc.relay, &sc.seller, &sc.buyer, sc.before, &sc.pay);
+    let (status, _, body) = send(&s, seller, pay).await;
     assert_eq!(status, 200, "the chain shows the settlement: {body}");
     let txs = transfers(&s).await;
     assert_eq!(txs.len(), 1);
@@ -344,13 +366,9 @@ async fn a_settle_answer_lost_on_the_way_back_is_read_from_the_chain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unanswered_settle_is_finished_on_the_retry_and_charged_once() {
     let s = setup().await;
-    let r = relay(&s.facilitator_url).await;
-    r.plan.lock().unwrap().push_back(Step::Drop);
-    let seller = seller(&s, "seller", &r.url).await;
-    let buyer = s.net.new_buyer(U256::from(1_000_000)).await.unwrap();
-    let b0 = balance(&s, buyer.address()).await;
-    let pay = payment(&s, &seller, &buyer).await;
-    let (status, headers, body) = send(&s, &seller, &pay).await;
+    let sc = scenario(&s, &[Step::Drop]).await;
+    let (seller, buyer, b0, pay) = (&sc.seller, &sc.buyer, sc.before, &sc.pay);
+    let (status, headers, body) = send(&s, seller, pay).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"], "settlement_pending");
     assert!(
@@ -360,7 +378,7 @@ async fn an_unanswered_settle_is_finished_on_the_retry_and_charged_once() {
     assert!(headers.contains_key("retry-after"));
     assert_eq!(balance(&s, buyer.address()).await, b0, "nothing moved yet");
     // The same request with the same payment: the chain shows it unused, so it is settled now.
-    let (status, _, body) = send(&s, &seller, &pay).await;
+    let (status, _, body) = send(&s, seller, pay).await;
     assert_eq!(status, 200, "{body}");
     let txs = transfers(&s).await;
     assert_eq!(txs.len(), 1);
@@ -372,7 +390,7 @@ async fn an_unanswered_settle_is_finished_on_the_retry_and_charged_once() {
         "the kept answer is delivered, not generated again"
     );
     // A third time: the stored answer, no new charge.
-    let (status, headers, _) = send(&s, &seller, &pay).await;
+    let (status, headers, _) = send(&s, seller, pay).await;
     assert_eq!(status, 200);
     assert_eq!(headers["x-payment-replayed"], "true");
     assert_eq!(transfers(&s).await.len(), 1);
@@ -406,13 +424,9 @@ async fn a_facilitator_claiming_a_settlement_the_chain_does_not_show_gets_no_ans
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_settlement_the_facilitator_refuses_withholds_the_answer() {
     let s = setup().await;
-    let r = relay(&s.facilitator_url).await;
-    r.plan.lock().unwrap().push_back(Step::Refuse);
-    let seller = seller(&s, "seller", &r.url).await;
-    let buyer = s.net.new_buyer(U256::from(1_000_000)).await.unwrap();
-    let b0 = balance(&s, buyer.address()).await;
-    let pay = payment(&s, &seller, &buyer).await;
-    let (status, headers, body) = send(&s, &seller, &pay).await;
+    let sc = scenario(&s, &[Step::Refuse]).await;
+    let (seller, buyer, b0, pay) = (&sc.seller, &sc.buyer, sc.before, &sc.pay);
+    let (status, headers, body) = send(&s, seller, pay).await;
     assert_eq!(status, 402, "{body}");
     assert_eq!(
         body["error"], "invalid_exact_evm_insufficient_balance",
@@ -461,13 +475,9 @@ fn check_config_explains_a_bad_http_facilitator() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusal_the_chain_contradicts_delivers_the_paid_answer() {
     let s = setup().await;
-    let r = relay(&s.facilitator_url).await;
-    r.plan.lock().unwrap().push_back(Step::ForwardThenRefuse);
-    let seller = seller(&s, "seller", &r.url).await;
-    let buyer = s.net.new_buyer(U256::from(1_000_000)).await.unwrap();
-    let b0 = balance(&s, buyer.address()).await;
-    let pay = payment(&s, &seller, &buyer).await;
-    let (status, _, body) = send(&s, &seller, &pay).await;
+    let sc = scenario(&s, &[Step::ForwardThenRefuse]).await;
+    let (seller, buyer, b0, pay) = (&sc.seller, &sc.buyer, sc.before, &sc.pay);
+    let (status, _, body) = send(&s, seller, pay).await;
     assert_eq!(
         status, 200,
         "the buyer paid, so the buyer gets the answer: {body}"
