@@ -15,7 +15,6 @@ use alloy_primitives::{Address, U256};
 use alloy_signer_local::PrivateKeySigner;
 use common::*;
 use serde_json::Value;
-use x402_sidecar::client;
 use x402_sidecar::devnet::{self, Devnet};
 use x402_sidecar::standin::{self, Request, Response};
 
@@ -182,23 +181,7 @@ async fn seller(s: &Setup, name: &str, url: &str) -> Sidecar {
 
 /// The seller's 402, paid by `buyer`: the header to send.
 async fn payment(s: &Setup, seller: &Sidecar, buyer: &PrivateKeySigner) -> (&'static str, String) {
-    let r = s
-        .http
-        .post(format!("{}/x402", seller.url))
-        .header("Content-Type", "application/json")
-        .body(seed_body())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 402);
-    let h = r.headers()["payment-required"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let body = r.bytes().await.unwrap();
-    let offer = client::parse_challenge(Some(&h), &body, false).unwrap();
-    let (name, value, _) = client::payment_for(buyer, &offer).unwrap();
-    (name, value)
+    signed_payment(&s.http, &format!("{}/x402", seller.url), buyer).await
 }
 
 async fn send(

@@ -8,7 +8,6 @@ use alloy_primitives::U256;
 use common::otlp::{Collector, Span, otlp_section};
 use common::*;
 use serde_json::Value;
-use x402_sidecar::client;
 
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
@@ -16,22 +15,7 @@ const CALLER_SPAN: &str = "00f067aa0ba902b7";
 /// 402, then pay; returns (status, request id header, body).
 async fn pay_once(w: &World, traceparent: Option<&str>) -> (u16, String, Value) {
     let buyer = w.buyer(1_000_000).await;
-    let r = w
-        .http
-        .post(w.paid_url())
-        .header("Content-Type", "application/json")
-        .body(seed_body())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 402);
-    let h = r.headers()["payment-required"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let body = r.bytes().await.unwrap();
-    let offer = client::parse_challenge(Some(&h), &body, false).unwrap();
-    let (name, value, _) = client::payment_for(&buyer, &offer).unwrap();
+    let (name, value) = signed_payment(&w.http, &w.paid_url(), &buyer).await;
     let mut req = w
         .http
         .post(w.paid_url())

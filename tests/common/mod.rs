@@ -343,3 +343,27 @@ impl World {
 pub fn seed_body() -> &'static str {
     x402_sidecar::strategy::SEED_EXAMPLE
 }
+
+/// Ask `url` for its 402 with the seed request and sign it with `buyer`: the header to send.
+pub async fn signed_payment(
+    http: &reqwest::Client,
+    url: &str,
+    buyer: &PrivateKeySigner,
+) -> (&'static str, String) {
+    let r = http
+        .post(url)
+        .header("Content-Type", "application/json")
+        .body(seed_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 402);
+    let h = r.headers()["payment-required"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body = r.bytes().await.unwrap();
+    let offer = x402_sidecar::client::parse_challenge(Some(&h), &body, false).unwrap();
+    let (name, value, _) = x402_sidecar::client::payment_for(buyer, &offer).unwrap();
+    (name, value)
+}
