@@ -45,6 +45,8 @@ use crate::x402::types::*;
 use crate::x402::{HEADER_PAYMENT_REQUIRED, HEADER_PAYMENT_SIGNATURE, HEADER_X_PAYMENT, money};
 
 /// Extra time a settled answer is kept after the authorization expires.
+/// Largest upstream answer accepted (it is stored with the claim for retries).
+pub const MAX_UPSTREAM_ANSWER: usize = 1024 * 1024;
 const KEEP_AFTER_EXPIRY: Duration = Duration::from_secs(600);
 
 /// A complete HTTP answer, written in one place.
@@ -852,8 +854,8 @@ impl Paywall {
         let call = async {
             let resp = req.body(body).send().await?;
             let status = resp.status();
-            let bytes = resp.bytes().await?;
-            Ok::<_, reqwest::Error>((status, bytes))
+            let bytes = crate::util::read_capped(resp, MAX_UPSTREAM_ANSWER).await?;
+            Ok::<_, crate::util::ReadError>((status, bytes))
         };
         tokio::pin!(call);
         let mut gone = false;
@@ -869,7 +871,15 @@ impl Paywall {
         };
         let started = upstream_started.elapsed();
         let out = match result {
-            Err(e) if e.is_timeout() => Err(Reply::error(
+            Err(crate::util::ReadError::TooLarge(max)) => Err(Reply::error(
+                502,
+                "upstream_bad_answer",
+                format!(
+                    "the strategy service's answer is larger than {max} bytes; you were not charged"
+                ),
+            )
+            .retry_after(2)),
+            Err(crate::util::ReadError::Http(e)) if e.is_timeout() => Err(Reply::error(
                 504,
                 "upstream_timeout",
                 format!(
@@ -878,13 +888,13 @@ impl Paywall {
                 ),
             )
             .retry_after(5)),
-            Err(e) if e.is_connect() => Err(Reply::error(
+            Err(crate::util::ReadError::Http(e)) if e.is_connect() => Err(Reply::error(
                 502,
                 "upstream_unreachable",
                 "the strategy service is unreachable; you were not charged",
             )
             .retry_after(5)),
-            Err(e) => Err(Reply::error(
+            Err(crate::util::ReadError::Http(e)) => Err(Reply::error(
                 502,
                 "upstream_bad_answer",
                 format!("the strategy service's answer was incomplete ({e}); you were not charged"),

@@ -874,3 +874,23 @@ async fn the_local_fallback_can_be_the_built_in_advisor_behind_its_secret() {
         "fallback advice is never paid"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seller_answering_megabytes_is_cut_off_and_not_paid() {
+    let w = World::start().await;
+    // A "seller" that answers every call with 2 MB, without asking for payment.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/x402", l.local_addr().unwrap());
+    let handler: x402_sidecar::standin::Handler = Arc::new(|_req| {
+        Box::pin(async { x402_sidecar::standin::Response::Body(200, huge_answer(2 << 20)) })
+    });
+    let _task = tokio::spawn(x402_sidecar::standin::serve(l, handler));
+    let b = start_buyer(&w, &[seller("flood", url, &w)], BuyerOpts::default()).await;
+    let (status, headers, body) = buy(&w, &b).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"], "no_seller_answered");
+    assert_eq!(h(&headers, "x-strategy-source"), "none");
+    assert_eq!(body["attempts"][0]["outcome"], "answer_too_large", "{body}");
+    assert!(b.ledger().is_empty());
+    assert_eq!(w.seller_transfers().await, 0);
+}

@@ -578,6 +578,7 @@ async fn upstream_failure_is_not_charged_and_the_same_payment_then_succeeds() {
         (Mode::Status(500), 503, "upstream_error"),
         (Mode::Truncated, 502, "upstream_bad_answer"),
         (Mode::NotJson, 502, "upstream_bad_answer"),
+        (Mode::Huge, 502, "upstream_bad_answer"),
     ] {
         w.upstream.set(mode.clone());
         let (status, headers, body) = paid(&w, &header).await;

@@ -46,6 +46,8 @@ use crate::x402::types::{Authorization, PaymentRequirements, SettleResponse};
 /// Most bytes of a request body roma-01 may send.
 const MAX_BODY: usize = 64 * 1024;
 /// Time kept for the local fallback out of the whole-call deadline.
+/// Largest answer read from a seller or the local fallback.
+pub const MAX_SELLER_ANSWER: usize = 1024 * 1024;
 const FALLBACK_RESERVE: Duration = Duration::from_millis(1_500);
 
 /// What one seller attempt came to.
@@ -682,7 +684,12 @@ impl Payer {
         let resp = req.send().await.map_err(|e| classify(&e))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.map_err(|e| classify(&e))?;
+        let bytes = crate::util::read_capped(resp, MAX_SELLER_ANSWER)
+            .await
+            .map_err(|e| match e {
+                crate::util::ReadError::Http(e) => classify(&e),
+                too_large => ("answer_too_large", format!("the seller's {too_large}")),
+            })?;
         Ok((status, headers, bytes))
     }
 
@@ -749,10 +756,17 @@ impl Payer {
                 if let Some(secret) = &self.cfg.fallback_secret {
                     req = req.header(crate::strategy::SECRET_HEADER, secret.expose());
                 }
-                let r = req.body(body).send().await;
-                match r {
+                let read = match req.body(body).send().await {
                     Ok(resp) if resp.status().is_success() => {
-                        let bytes = resp.bytes().await.unwrap_or_default();
+                        crate::util::read_capped(resp, MAX_SELLER_ANSWER)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                    Ok(resp) => Err(format!("answered {}", resp.status())),
+                    Err(e) => Err(e.to_string()),
+                };
+                match read {
+                    Ok(bytes) => {
                         info!(call_id, attempts = %summary(&attempts), "answered by the local fallback");
                         self.audit(
                             Event::new("fallback")
@@ -773,20 +787,14 @@ impl Payer {
                             .body(bytes.to_vec())
                             .unwrap_or_else(|_| plain(500, "response could not be built"))
                     }
-                    other => {
-                        let why = match other {
-                            Ok(resp) => format!("answered {}", resp.status()),
-                            Err(e) => e.to_string(),
-                        };
-                        error_json(
-                            502,
-                            "fallback_failed",
-                            &format!("no seller answered and the local fallback failed ({why})"),
-                            call_id,
-                            detail,
-                            None,
-                        )
-                    }
+                    Err(why) => error_json(
+                        502,
+                        "fallback_failed",
+                        &format!("no seller answered and the local fallback failed ({why})"),
+                        call_id,
+                        detail,
+                        None,
+                    ),
                 }
             }
             (FallbackMode::Wait, _) => error_json(

@@ -29,6 +29,16 @@ pub enum Mode {
     NotJson,
     /// Answer normally after `Duration`, running `hook` first (e.g. drain the payer).
     SlowThen(Duration),
+    /// A valid strategy answer of 2 MB.
+    Huge,
+}
+
+/// A well-formed strategy answer of about `bytes` bytes.
+pub fn huge_answer(bytes: usize) -> String {
+    format!(
+        r#"{{"strategy":{{"summary":"{}","steps":[],"riskNotes":[]}}}}"#,
+        "x".repeat(bytes)
+    )
 }
 
 /// The upstream strategy endpoint, counting calls.
@@ -62,6 +72,7 @@ impl Upstream {
                         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\nConnection: close\r\n\r\n{\"strategy\":{\"summary\":\"cut".to_vec(),
                     ),
                     Mode::NotJson => Response::Body(200, "<html>not json</html>".into()),
+                    Mode::Huge => Response::Body(200, huge_answer(2 << 20)),
                 }
             })
         });
