@@ -19,8 +19,9 @@ use http::Response;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use serde_json::{Value, json};
-use tracing::info;
+use tracing::{info, warn};
 
+use crate::audit::{Event, Journal};
 use crate::config::Resolved;
 use crate::evm::{Chain, SettleOutcome, typed};
 use crate::telemetry;
@@ -450,9 +451,59 @@ pub struct FacilitatorApp {
     /// Authorizations being settled right now, so a concurrent duplicate is refused here
     /// instead of costing a reverted transaction.
     settling: Mutex<HashSet<SettlingKey>>,
+    /// Where settlement attempts are recorded (`facilitator_settled`, `…_failed`, `…_pending`).
+    journal: Option<Arc<Journal>>,
 }
 
 impl FacilitatorApp {
+    /// Record every settlement attempt that reached the chain in `journal`.
+    pub fn with_journal(mut self, journal: Option<Arc<Journal>>) -> Self {
+        self.journal = journal;
+        self
+    }
+
+    /// One durable record per settlement attempt, under the same payment id the seller uses.
+    async fn record(&self, c: &Checked, outcome: &SettleOutcome) {
+        let Some(j) = &self.journal else { return };
+        let (event, tx, reason, message) = match outcome {
+            SettleOutcome::Settled { tx } => ("facilitator_settled", Some(*tx), None, None),
+            SettleOutcome::Failed {
+                reason,
+                message,
+                tx,
+            } => (
+                "facilitator_settle_failed",
+                *tx,
+                Some(reason.code()),
+                Some(message.clone()),
+            ),
+            SettleOutcome::Pending { tx } => ("facilitator_settle_pending", Some(*tx), None, None),
+            SettleOutcome::Unknown { message } => (
+                "facilitator_settle_pending",
+                None,
+                None,
+                Some(message.clone()),
+            ),
+        };
+        let o = &c.offer;
+        let mut e = Event::new(event)
+            .payment(&crate::inbound::payment_id(o, c.auth.from, c.auth.nonce))
+            .payer(&c.auth.from.to_string())
+            .with("amount", o.amount.to_string())
+            .with("asset", o.asset.to_string())
+            .with("network", o.network.clone())
+            .with("payTo", o.pay_to.to_string())
+            .with("nonce", format!("{:#x}", c.auth.nonce))
+            .with("reason", reason)
+            .with("message", message);
+        if let Some(tx) = tx {
+            e = e.tx(&format!("{tx:#x}"));
+        }
+        if let Err(err) = j.append(e, now_secs()).await {
+            warn!("audit journal write failed: {err}");
+        }
+    }
+
     /// One chain per `kind: local` facilitator of the configuration (no request is made yet).
     pub fn new(cfg: &Resolved) -> Result<Self, BuildError> {
         let mut chains = BTreeMap::new();
@@ -476,6 +527,7 @@ impl FacilitatorApp {
         Ok(FacilitatorApp {
             chains,
             settling: Mutex::new(HashSet::new()),
+            journal: None,
         })
     }
 
@@ -586,6 +638,7 @@ impl FacilitatorApp {
             );
         };
         let outcome = chain.settle(c.offer.asset, &c.auth, &c.sig).await;
+        self.record(&c, &outcome).await;
         let label = match &outcome {
             SettleOutcome::Settled { .. } => "settled",
             SettleOutcome::Failed { .. } => "failed",

@@ -479,7 +479,7 @@ fn serve(path: &Path, r: &Resolved) -> ExitCode {
     }
     if r.raw.facilitator.enabled {
         let app = match x402_sidecar::facilitator::FacilitatorApp::new(r) {
-            Ok(a) => a,
+            Ok(a) => a.with_journal(journal.clone()),
             Err(e) => {
                 eprintln!("error: facilitator: {e}");
                 return ExitCode::FAILURE;

@@ -35,7 +35,6 @@ facilitators:
     settler: {{ key_env: X402_TEST_SETTLER_KEY }}
     receipt_timeout_ms: 10000
 admin: {{ enabled: true, listen: "127.0.0.1:{admin_port}" }}
-audit: {{ enabled: false }}
 server: {{ threads: 2, grace_period_seconds: 1 }}
 "#,
             rpc = w.net.rpc_url,
@@ -317,6 +316,23 @@ async fn settle_moves_the_price_once_and_refuses_the_same_payment_again() {
     // And verify says the same.
     let (_, v) = f.post("/verify", &body).await;
     assert_eq!(v["invalidReason"], Reason::NonceUsed.code(), "{v}");
+
+    // The facilitator's own journal: one settlement, with the transaction on chain; the refused
+    // second attempt never reached the chain and is not a settlement record.
+    let records = x402_sidecar::audit::read_all(&f.sidecar.audit_dir()).unwrap();
+    let settled: Vec<_> = records
+        .iter()
+        .filter(|r| r.event.starts_with("facilitator_settle"))
+        .collect();
+    assert_eq!(settled.len(), 1, "{records:#?}");
+    assert_eq!(settled[0].event, "facilitator_settled");
+    assert_eq!(settled[0].tx.as_deref(), Some(receipt.transaction.as_str()));
+    assert_eq!(
+        settled[0].payer.as_deref().map(str::to_lowercase),
+        Some(format!("{:#x}", buyer.address()))
+    );
+    let v = x402_sidecar::audit::verify(&f.sidecar.audit_dir()).unwrap();
+    assert_eq!(v.records, records.len(), "the hash chain is intact");
 
     // Counted, logged once each, and the signature is never in the log.
     let metrics =
