@@ -66,7 +66,7 @@ impl Export {
         let batch = BatchConfigBuilder::default()
             .with_scheduled_delay(Duration::from_millis(cfg.batch_delay_ms))
             .build();
-        let processor = BatchSpanProcessor::builder(exporter)
+        let processor = BatchSpanProcessor::builder(Counted::new(exporter, &cfg.endpoint))
             .with_batch_config(batch)
             .build();
         let resource = Resource::builder()
@@ -109,6 +109,66 @@ impl Export {
         if let Err(e) = self.provider.shutdown() {
             tracing::debug!("OTLP shutdown: {e}");
         }
+    }
+}
+
+/// The exporter, counting batches and spans by outcome (`x402_otlp_*` metrics) and warning
+/// on the first failure after a success (and the first ever), not on every batch.
+#[derive(Debug)]
+struct Counted<E> {
+    inner: E,
+    endpoint: String,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl<E> Counted<E> {
+    fn new(inner: E, endpoint: &str) -> Self {
+        Counted {
+            inner,
+            endpoint: crate::util::redact_url(endpoint),
+            failing: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+}
+
+impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter
+    for Counted<E>
+{
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        use std::sync::atomic::Ordering;
+        let n = batch.len() as u64;
+        let r = self.inner.export(batch).await;
+        let outcome = if r.is_ok() { "sent" } else { "failed" };
+        match &r {
+            Err(e) if !self.failing.swap(true, Ordering::Relaxed) => {
+                tracing::warn!(endpoint = %self.endpoint, "OTLP export failed, spans are dropped until the collector answers: {e}");
+            }
+            Ok(()) if self.failing.swap(false, Ordering::Relaxed) => {
+                tracing::info!(endpoint = %self.endpoint, "OTLP export works again");
+            }
+            _ => {}
+        }
+        // Counted after the log line, so whoever sees the count also finds the line.
+        crate::telemetry::with(|m| {
+            m.otlp_batches.with_label_values(&[outcome]).inc();
+            m.otlp_spans.with_label_values(&[outcome]).inc_by(n);
+        });
+        r
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
     }
 }
 

@@ -44,6 +44,9 @@ pub struct Metrics {
     pub fallbacks: IntCounterVec,
     /// Facilitator API calls by endpoint (`verify`, `settle`) and outcome.
     pub facilitator_requests: IntCounterVec,
+    /// OTLP span batches by outcome (`sent`, `failed`), and the spans in them.
+    pub otlp_batches: IntCounterVec,
+    pub otlp_spans: IntCounterVec,
     pub build_info: IntGauge,
 }
 
@@ -91,6 +94,16 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "Facilitator API calls by endpoint and outcome",
         &["endpoint", "outcome"],
     )?;
+    let otlp_batches = counter(
+        "x402_otlp_batches_total",
+        "Span batches exported over OTLP, by outcome",
+        &["outcome"],
+    )?;
+    let otlp_spans = counter(
+        "x402_otlp_spans_total",
+        "Spans in the exported batches, by outcome",
+        &["outcome"],
+    )?;
     let phase_seconds = HistogramVec::new(
         HistogramOpts::new("x402_phase_seconds", "Latency of each phase of a paid call").buckets(
             vec![
@@ -130,6 +143,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         breaker_state,
         fallbacks,
         facilitator_requests,
+        otlp_batches,
+        otlp_spans,
         build_info,
     })
 }

@@ -118,13 +118,47 @@ async fn a_paid_call_is_one_trace_from_the_caller_through_every_phase_to_the_ups
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_that_is_down_costs_spans_not_paid_calls() {
     let dead = format!("http://127.0.0.1:{}/v1/traces", free_port());
-    let w = World::start_extra(&otlp_section(&dead, "seller-dead-collector")).await;
+    let admin = free_port();
+    let w = World::start_extra(&format!(
+        "{}admin: {{ enabled: true, listen: \"127.0.0.1:{admin}\" }}\n",
+        otlp_section(&dead, "seller-dead-collector")
+    ))
+    .await;
     let seller0 = w.balance(w.net.pay_to).await;
     let (status, _, body) = pay_once(&w, None).await;
     assert_eq!(status, 200, "{body}");
     assert!(body["strategy"].is_object());
     assert_eq!(w.balance(w.net.pay_to).await, seller0 + U256::from(PRICE));
     assert_eq!(w.seller_transfers().await, 1);
+    // The operator sees it: a failed-batch counter and one warning, not one per batch.
+    let metrics = format!("http://127.0.0.1:{admin}/metrics");
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = w
+            .http
+            .get(&metrics)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if seen.contains(r#"x402_otlp_batches_total{outcome="failed"}"#) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        seen.contains(r#"x402_otlp_batches_total{outcome="failed"}"#),
+        "{seen}"
+    );
+    assert!(!seen.contains(r#"x402_otlp_batches_total{outcome="sent"}"#));
+    let logs = w.seller.logs();
+    assert_eq!(
+        logs.matches("OTLP export failed").count(),
+        1,
+        "one warning while the collector stays down"
+    );
 }
 
 #[test]
