@@ -6,15 +6,22 @@
 CARGO ?= cargo
 DEVNET_STAMP := devnet/node_modules/.installed
 
-.PHONY: demo test devnet redis llm check-artifact fmt lint build release bench bench-load
+.PHONY: demo test tools tools-test devnet redis llm check-artifact fmt lint build release bench bench-load
 
-demo: devnet
+demo: tools devnet
 	$(CARGO) run --quiet -- --log-format pretty demo
 
-test: devnet redis llm check-artifact
+test: tools-test devnet redis llm check-artifact
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	X402_REQUIRE_LLM=1 $(CARGO) test --all-targets
+
+# System packages a fresh Debian/Ubuntu machine lacks (cmake, node/npm; for the tests also the
+# Python venv module and libgomp): installed with apt-get, only when missing.
+tools:
+	scripts/ensure-tools.sh
+tools-test:
+	scripts/ensure-tools.sh --llm
 
 # anvil and solc-js, pinned in devnet/package-lock.json
 devnet: $(DEVNET_STAMP)
