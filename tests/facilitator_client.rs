@@ -170,11 +170,16 @@ async fn setup() -> Setup {
 
 /// A seller whose facilitator is at `url` (`kind: http`), with no settler key at all.
 async fn seller(s: &Setup, name: &str, url: &str) -> Sidecar {
+    seller_with(s, name, url, "").await
+}
+
+/// The same, with more top-level sections.
+async fn seller_with(s: &Setup, name: &str, url: &str, extra: &str) -> Sidecar {
     let port = free_port();
     let cfg = seller_config_with(port, &s.upstream.url, &s.net, "memory", 4_000, 1_500).replace(
         "    settler: { key_env: X402_TEST_SETTLER_KEY }\n",
         &format!("    kind: http\n    url: \"{url}\"\n    timeout_ms: 3000\n"),
-    );
+    ) + extra;
     assert!(cfg.contains("kind: http") && !cfg.contains("settler"));
     start_sidecar(s.dir.path(), name, port, &cfg, "").await
 }
@@ -469,4 +474,62 @@ async fn a_refusal_the_chain_contradicts_delivers_the_paid_answer() {
     assert_eq!(txs.len(), 1);
     assert_eq!(body["payment"]["receiptId"], txs[0].as_str());
     assert_eq!(balance(&s, buyer.address()).await, b0 - U256::from(PRICE));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_the_remote_facilitator() {
+    let s = setup().await;
+    let readyz = |admin: u16| {
+        let http = s.http.clone();
+        async move {
+            let url = format!("http://127.0.0.1:{admin}/readyz");
+            let mut tries = 0;
+            let r = loop {
+                match http.get(&url).send().await {
+                    Ok(r) => break r,
+                    // The admin listener may start a moment after the public port.
+                    Err(e) if tries < 100 => {
+                        tries += 1;
+                        let _ = e;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(e) => panic!("{url}: {e}"),
+                }
+            };
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let admin = free_port();
+    let _up = seller_with(
+        &s,
+        "seller-up",
+        &s.facilitator_url,
+        &format!("admin: {{ enabled: true, listen: \"127.0.0.1:{admin}\" }}\n"),
+    )
+    .await;
+    let (status, body) = readyz(admin).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["checks"][format!("facilitator:{}", devnet::NETWORK)],
+        true,
+        "{body}"
+    );
+
+    let admin = free_port();
+    let gone = format!("http://127.0.0.1:{}", free_port());
+    let _down = seller_with(
+        &s,
+        "seller-down",
+        &gone,
+        &format!("admin: {{ enabled: true, listen: \"127.0.0.1:{admin}\" }}\n"),
+    )
+    .await;
+    let (status, body) = readyz(admin).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        body["checks"][format!("facilitator:{}", devnet::NETWORK)],
+        false,
+        "{body}"
+    );
 }
