@@ -99,6 +99,10 @@ pub enum AuditError {
     Stopped,
     #[error("audit journal: {records} record(s) could not be written since the last flush: {why}")]
     Lost { records: u64, why: String },
+    #[error(
+        "audit journal {0} is being written by another process: two writers would break its hash chain; give each sidecar its own audit.dir"
+    )]
+    Busy(PathBuf),
 }
 
 impl AuditError {
@@ -114,6 +118,7 @@ impl AuditError {
                 why: why.clone(),
             },
             AuditError::Stopped => AuditError::Stopped,
+            AuditError::Busy(dir) => AuditError::Busy(dir.clone()),
             AuditError::Lost { records, why } => AuditError::Lost {
                 records: *records,
                 why: why.clone(),
@@ -172,6 +177,30 @@ pub struct Journal {
     tx: Option<mpsc::Sender<Msg>>,
     writer: Option<std::thread::JoinHandle<()>>,
     syncs: Arc<AtomicU64>,
+    /// `.lock` in the directory, held (flock) for as long as this journal is open.
+    _lock: std::fs::File,
+}
+
+/// Take the directory's writer lock, or say who holds it.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, AuditError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(".lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| AuditError::Io(path.clone(), e))?;
+    // SAFETY: flock(2) on a descriptor this function owns; released when the file is closed.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(if e.kind() == std::io::ErrorKind::WouldBlock {
+            AuditError::Busy(dir.to_path_buf())
+        } else {
+            AuditError::Io(path, e)
+        });
+    }
+    Ok(f)
 }
 
 impl Journal {
@@ -180,6 +209,7 @@ impl Journal {
     pub fn open(dir: impl Into<PathBuf>, retention_days: u64) -> Result<Self, AuditError> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(|e| AuditError::Io(dir.clone(), e))?;
+        let lock = lock_dir(&dir)?;
         let (tx, rx) = mpsc::channel();
         let syncs = Arc::new(AtomicU64::new(0));
         let writer = Writer {
@@ -208,6 +238,7 @@ impl Journal {
             tx: Some(tx),
             writer: Some(handle),
             syncs,
+            _lock: lock,
         })
     }
 
@@ -1171,6 +1202,29 @@ mod tests {
         assert_eq!(per_file, [1, 2]);
     }
 
+    #[test]
+    fn one_writer_per_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let first = Journal::open(d.path(), 90).unwrap();
+        first.append_blocking(Event::new("answered"), T0).unwrap();
+        match Journal::open(d.path(), 90) {
+            Err(AuditError::Busy(dir)) => assert_eq!(dir, d.path()),
+            Err(e) => panic!("expected Busy, got {e}"),
+            Ok(_) => panic!("a second writer opened the same journal"),
+        }
+        drop(first);
+        let again = Journal::open(d.path(), 90).unwrap();
+        again
+            .append_blocking(Event::new("answered"), T0 + 1)
+            .unwrap();
+        drop(again);
+        assert_eq!(
+            verify(d.path()).unwrap().records,
+            2,
+            "one chain, the lock file ignored"
+        );
+    }
+
     #[tokio::test]
     async fn a_stopped_writer_is_an_error_not_a_hang() {
         let d = tempfile::tempdir().unwrap();
@@ -1182,6 +1236,7 @@ mod tests {
             tx: Some(tx),
             writer: None,
             syncs: Arc::default(),
+            _lock: lock_dir(d.path()).unwrap(),
         };
         assert!(matches!(
             j.append(Event::new("answered"), T0).await,

@@ -59,6 +59,8 @@ async fn setup(with_secret: bool) -> Setup {
     std::fs::write(&config, cfg).unwrap();
     let log = dir.path().join("seller.log");
     let child = Command::new(bin())
+        // Its own working directory: the audit journal (relative audit.dir) lands there.
+        .current_dir(dir.path())
         .args(["run", "--config"])
         .arg(&config)
         .env("X402_TEST_SETTLER_KEY", net.settler_key_hex())

@@ -264,3 +264,45 @@ async fn sigterm_stops_the_sidecar_cleanly_with_its_journal_on_disk() {
         ["payment_verified", "forwarded", "settled", "answered"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sidecar_on_the_same_journal_refuses_to_start() {
+    let w = World::start().await;
+    // Same working directory, so the same relative audit.dir; another port.
+    let port = free_port();
+    let cfg = seller_config(port, &w.upstream.url, &w.net, "memory", 4_000);
+    let path = w.dir.path().join("second.yaml");
+    std::fs::write(&path, cfg).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin())
+            .current_dir(path.parent().unwrap().join("seller"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env(
+                "X402_TEST_SETTLER_KEY",
+                x402_sidecar::evm::keys::DEV_KEYS[2],
+            )
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("being written by another process"), "{err}");
+    // The first one is undisturbed: a paid call still lands in an intact journal.
+    let buyer = w.buyer(1_000_000).await;
+    let (name, value) = signed_payment(&w.http, &w.paid_url(), &buyer).await;
+    let r = w
+        .http
+        .post(w.paid_url())
+        .header("Content-Type", "application/json")
+        .header(name, value)
+        .body(seed_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(w.seller_transfers().await, 1);
+    assert!(x402_sidecar::audit::verify(&w.seller.audit_dir()).is_ok());
+}
