@@ -307,7 +307,20 @@ impl Paywall {
         };
         let offer = &route.offers[offer_ix];
         let auth = payment.exact().authorization.clone();
-        let request = facilitator_request(&payment, offer, &route.description);
+        // Only a remote facilitator reads it: the local path skips building it.
+        let remote = self
+            .settlers
+            .get(&offer.chain_id)
+            .is_some_and(|c| c.remote().is_some());
+        let request = if remote {
+            facilitator_request(&payment, offer, &route.description)
+        } else {
+            FacilitatorRequest {
+                x402_version: payment.version(),
+                payment_payload: Value::Null,
+                payment_requirements: Value::Null,
+            }
+        };
         let paying = Paying {
             key: payment_key(offer, auth.from, auth.nonce),
             payment_id: payment_id(offer, auth.from, auth.nonce),
@@ -1012,7 +1025,8 @@ struct Paying<'a> {
     version: u8,
     receipt_header: &'static str,
     ttl: Duration,
-    /// What a remote facilitator is sent: the payment as received and our requirement.
+    /// What a remote facilitator is sent: the payment as received and our requirement
+    /// (empty payload and requirements when this network settles locally).
     request: FacilitatorRequest,
 }
 

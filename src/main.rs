@@ -897,6 +897,24 @@ fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
+/// A built-in advisor (rules only) on a loopback port, behind a fresh secret.
+async fn demo_advisor(
+    prefix: &str,
+) -> Result<(std::net::SocketAddr, String, tokio::task::JoinHandle<()>), String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let secret = x402_sidecar::util::new_id(prefix);
+    let advisor =
+        strategy::advisor::Advisor::rules_only(secret.clone()).map_err(|e| e.to_string())?;
+    let task = tokio::spawn(strategy::advisor::serve(
+        listener,
+        std::sync::Arc::new(advisor),
+    ));
+    Ok((addr, secret, task))
+}
+
 async fn demo() -> ExitCode {
     match demo_inner().await {
         Ok(()) => ExitCode::SUCCESS,
@@ -969,29 +987,9 @@ async fn demo_inner() -> Result<(), String> {
     println!(
         "== 2. the seller's strategy endpoint: the built-in advisor (rule engine rules-v1, no model), on loopback behind a shared secret"
     );
-    let advisor_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| s(&e))?;
-    let advisor_addr = advisor_listener.local_addr().map_err(|e| s(&e))?;
-    let advisor_secret = x402_sidecar::util::new_id("demo-secret");
-    let advisor =
-        strategy::advisor::Advisor::rules_only(advisor_secret.clone()).map_err(|e| s(&e))?;
-    let advisor_task = tokio::spawn(strategy::advisor::serve(
-        advisor_listener,
-        std::sync::Arc::new(advisor),
-    ));
+    let (advisor_addr, advisor_secret, advisor_task) = demo_advisor("demo-secret").await?;
     // The buyer node's local fallback: its own built-in advisor, behind its own secret.
-    let up_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| s(&e))?;
-    let up_addr = up_listener.local_addr().map_err(|e| s(&e))?;
-    let fallback_secret = x402_sidecar::util::new_id("demo-fallback-secret");
-    let fallback_advisor =
-        strategy::advisor::Advisor::rules_only(fallback_secret.clone()).map_err(|e| s(&e))?;
-    let up = tokio::spawn(strategy::advisor::serve(
-        up_listener,
-        std::sync::Arc::new(fallback_advisor),
-    ));
+    let (up_addr, fallback_secret, up) = demo_advisor("demo-fallback-secret").await?;
 
     let dir = std::env::temp_dir().join(format!("x402-sidecar-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| s(&e))?;

@@ -806,21 +806,11 @@ async fn account_owners_are_written_plain_hashed_or_not_at_all_as_configured() {
 
 #[test]
 fn hashed_owners_without_a_key_are_a_config_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("buyer.yaml");
-    std::fs::write(
-        &path,
+    let err = check_config_fails(
         "outbound:\n  enabled: true\n  owners: { log: hashed, key_env: X402_TEST_NO_SUCH_KEY }\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(bin())
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .env_remove("X402_TEST_NO_SUCH_KEY")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+        &[],
+        &["X402_TEST_NO_SUCH_KEY"],
+    );
     assert!(err.contains("outbound.owners.key_env"), "{err}");
     assert!(err.contains("X402_TEST_NO_SUCH_KEY"), "{err}");
 }

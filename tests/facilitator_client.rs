@@ -435,27 +435,17 @@ async fn a_settlement_the_facilitator_refuses_withholds_the_answer() {
 
 #[test]
 fn check_config_explains_a_bad_http_facilitator() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.yaml");
-    std::fs::write(
-        &path,
-        format!(
+    let err = check_config_fails(
+        &format!(
             "facilitators:\n  - network: {}\n    kind: http\n    rpc_url: http://127.0.0.1:8545\n    settler: {{ key_env: SOME_KEY }}\n",
             devnet::NETWORK
         ),
-    )
-    .unwrap();
-    let out = std::process::Command::new(bin())
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .env(
+        &[(
             "SOME_KEY",
             "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
-        )
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+        )],
+        &[],
+    );
     assert!(err.contains("facilitators[0].url"), "{err}");
     assert!(err.contains("facilitators[0].settler"), "{err}");
 }

@@ -378,3 +378,21 @@ pub async fn signed_payment(
     let (name, value, _) = x402_sidecar::client::payment_for(buyer, &offer).unwrap();
     (name, value)
 }
+
+/// `check-config` on `text` with `env` set (and `unset` removed), which must fail; its stderr.
+pub fn check_config_fails(text: &str, env: &[(&str, &str)], unset: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, text).unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.args(["check-config", "--config"]).arg(&path);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    for k in unset {
+        cmd.env_remove(k);
+    }
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "check-config accepted:\n{text}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
