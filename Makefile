@@ -12,9 +12,9 @@ demo: tools devnet
 	$(CARGO) run --quiet -- --log-format pretty demo
 
 test: tools-test devnet redis llm check-artifact
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
-	X402_REQUIRE_LLM=1 $(CARGO) test --all-targets
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	X402_REQUIRE_LLM=1 $(CARGO) test --workspace --all-targets
 
 # System packages a fresh Debian/Ubuntu machine lacks (cmake, node/npm; for the tests also the
 # Python venv module and libgomp): installed with apt-get, only when missing.

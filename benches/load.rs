@@ -30,8 +30,9 @@ use std::time::{Duration, Instant};
 use alloy_primitives::{Address, U256};
 use alloy_signer_local::PrivateKeySigner;
 use bytes::Bytes;
-use x402_sidecar::devnet::{self, Devnet};
-use x402_sidecar::{client, strategy, util};
+use x402_sidecar::buyer::client;
+use x402_sidecar::devkit::devnet::{self, Devnet};
+use x402_sidecar::{advisor as strategy, util};
 
 const SIDECAR: &str = env!("CARGO_BIN_EXE_x402-sidecar");
 /// $0.01 per paid call.
@@ -366,13 +367,13 @@ async fn otlp_sink() -> Res<(SinkHandle, Arc<AtomicUsize>, Arc<AtomicUsize>)> {
     );
     let (posts, bytes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let (p, b) = (posts.clone(), bytes.clone());
-    let handler: x402_sidecar::standin::Handler =
-        Arc::new(move |req: x402_sidecar::standin::Request| {
+    let handler: x402_sidecar::devkit::standin::Handler =
+        Arc::new(move |req: x402_sidecar::devkit::standin::Request| {
             p.fetch_add(1, Ordering::SeqCst);
             b.fetch_add(req.body.len(), Ordering::SeqCst);
-            Box::pin(async { x402_sidecar::standin::Response::Body(200, String::new()) })
+            Box::pin(async { x402_sidecar::devkit::standin::Response::Body(200, String::new()) })
         });
-    let task = tokio::spawn(x402_sidecar::standin::serve(l, handler));
+    let task = tokio::spawn(x402_sidecar::devkit::standin::serve(l, handler));
     Ok((SinkHandle { url, task }, posts, bytes))
 }
 

@@ -7,7 +7,7 @@ use std::hint::black_box;
 use alloy_primitives::{Address, U256};
 use alloy_signer_local::PrivateKeySigner;
 use criterion::{Criterion, criterion_group, criterion_main};
-use x402_sidecar::client;
+use x402_sidecar::buyer::client;
 use x402_sidecar::evm::typed;
 use x402_sidecar::x402::challenge::ChallengeKey;
 use x402_sidecar::x402::codec::{self, decode_payment};
@@ -18,7 +18,7 @@ fn offer() -> Offer {
         scheme: "exact".into(),
         network: "eip155:84532".into(),
         chain_id: 84532,
-        asset: x402_sidecar::devnet::USDC,
+        asset: x402_sidecar::devkit::devnet::USDC,
         pay_to: Address::repeat_byte(2),
         amount: U256::from(10_000),
         max_timeout_seconds: 300,
@@ -63,8 +63,8 @@ fn benches(c: &mut Criterion) {
     });
     c.bench_function("StrategyRequest validation (seed example)", |b| {
         b.iter(|| {
-            x402_sidecar::strategy::validate(black_box(
-                x402_sidecar::strategy::SEED_EXAMPLE.as_bytes(),
+            x402_sidecar::advisor::validate(black_box(
+                x402_sidecar::advisor::SEED_EXAMPLE.as_bytes(),
             ))
             .expect("valid")
         })

@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
-use x402_sidecar::strategy::{SEED_EXAMPLE, contract, engine};
+use x402_sidecar::advisor::{SEED_EXAMPLE, contract, engine};
 
 fn benches(c: &mut Criterion) {
     let seed = contract::parse(SEED_EXAMPLE.as_bytes()).expect("seed");

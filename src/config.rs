@@ -35,7 +35,7 @@ pub struct Config {
     pub audit: AuditConfig,
     /// The buyer side: the paying proxy roma-01 points its HTTP client at.
     #[serde(default)]
-    pub outbound: crate::outbound::config::OutboundConfig,
+    pub outbound: crate::buyer::config::OutboundConfig,
     /// Optional export of the request spans to an OpenTelemetry collector.
     #[serde(default)]
     pub otlp: OtlpConfig,
@@ -517,7 +517,7 @@ pub struct Resolved {
     /// `kind: http` facilitators.
     pub remote_facilitators: Vec<RemoteFacilitator>,
     /// Present when `outbound.enabled`.
-    pub outbound: Option<crate::outbound::config::Outbound>,
+    pub outbound: Option<crate::buyer::config::Outbound>,
 }
 
 /// Read a file, expand `${ENV}`, parse. Problems in the text come back as a list.

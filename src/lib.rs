@@ -1,27 +1,38 @@
-//! x402-sidecar: a pingora sidecar that sells roma-01 strategy advice behind an x402 paywall.
+//! x402-sidecar: a pingora sidecar that sells roma-01 strategy advice behind an x402 paywall and
+//! pays other sellers for roma-01.
 //!
-//! Modules, one job each: [`x402`] (protocol, no I/O), [`evm`] (EIP-3009 signing, chain reads,
-//! settlement), [`store`] (replay guard), [`config`] (sidecar.yaml), [`strategy`] (the request
-//! contract), [`inbound`] (the paywall service), [`facilitator`] (the x402 facilitator API),
-//! [`client`] (paying a 402), [`devnet`] (a local
-//! chain with the project's own token), [`standin`] (a labelled stand-in strategy upstream).
+//! The parts, lowest first (README, "Architecture", has the rules; `tests/architecture.rs`
+//! enforces them):
+//!
+//! - [`x402`]: the protocol core, its own crate (`x402-proto`): wire types, codec, money,
+//!   networks, reasons, the server challenge, EIP-3009 typed data, payment matching. No I/O.
+//! - [`evm`]: the token bindings, client signing, keys, the chain reader and settler.
+//! - [`store`] (replay claims and budgets), [`audit`] (the hash-chained journal),
+//!   [`telemetry`] (metrics, readiness, logs, OTLP), [`http`] (bodies, replies, a small
+//!   server), [`breaker`], [`util`]: shared lower parts.
+//! - [`advisor`]: the strategy contract and the built-in advisor.
+//! - Roles: [`seller`] (the inbound paywall), [`buyer`] (the outbound paying proxy),
+//!   [`facilitator`] (the x402 facilitator API).
+//! - [`config`]: the aggregate `sidecar.yaml`, composed of the roles' own sections.
+//! - [`cli`]: one file per command; [`devkit`]: the devnet, the stand-in and the process helpers
+//!   that the tests, the benches and `demo` share.
 
+pub use x402_proto as x402;
+
+pub mod advisor;
 pub mod audit;
-pub mod client;
+pub mod breaker;
+pub mod buyer;
+pub mod cli;
 pub mod config;
-pub mod devnet;
+pub mod devkit;
 pub mod evm;
 pub mod facilitator;
-pub mod inbound;
-pub mod otlp;
-pub mod outbound;
-pub mod settlement;
-pub mod standin;
+pub mod http;
+pub mod seller;
 pub mod store;
-pub mod strategy;
 pub mod telemetry;
 pub mod util;
-pub mod x402;
 
 /// Install the process-wide TLS crypto provider (ring) once; every HTTP client needs it.
 pub fn init_tls() {

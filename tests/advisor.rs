@@ -12,10 +12,10 @@ use alloy_primitives::U256;
 use bytes::Bytes;
 use common::*;
 use serde_json::Value;
-use x402_sidecar::client;
-use x402_sidecar::devnet::Devnet;
-use x402_sidecar::strategy::advisor::{self, Advisor};
-use x402_sidecar::strategy::{SEED_EXAMPLE, contract, engine};
+use x402_sidecar::advisor::server::{self as advisor, Advisor};
+use x402_sidecar::advisor::{SEED_EXAMPLE, contract, engine};
+use x402_sidecar::buyer::client;
+use x402_sidecar::devkit::devnet::Devnet;
 
 const ADVISOR_SECRET: &str = "advisor-test-secret-0123456789";
 

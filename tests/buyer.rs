@@ -14,8 +14,8 @@ use alloy_signer_local::PrivateKeySigner;
 use common::*;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use x402_sidecar::devnet::{self, Devnet};
-use x402_sidecar::outbound::ledger;
+use x402_sidecar::buyer::ledger;
+use x402_sidecar::devkit::devnet::{self, Devnet};
 
 /// One seller as the buyer's configuration names it.
 struct SellerSpec {
@@ -712,7 +712,7 @@ async fn one_trace_runs_from_the_buyer_through_the_seller_to_its_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn account_owners_are_written_plain_hashed_or_not_at_all_as_configured() {
-    use x402_sidecar::outbound::config::Owners;
+    use x402_sidecar::buyer::config::Owners;
     const OWNER: &str = "0xAbC0000000000000000000000000000000000001";
     const KEY: &str = "owner-hash-key-for-tests-0001";
     let w = World::start().await;
@@ -817,7 +817,7 @@ fn hashed_owners_without_a_key_are_a_config_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_fallback_can_be_the_built_in_advisor_behind_its_secret() {
-    use x402_sidecar::strategy::advisor::{self, Advisor};
+    use x402_sidecar::advisor::server::{self as advisor, Advisor};
     const ADVISOR_SECRET: &str = "advisor-secret-for-the-fallback-01";
     let w = World::start().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -871,10 +871,10 @@ async fn a_seller_answering_megabytes_is_cut_off_and_not_paid() {
     // A "seller" that answers every call with 2 MB, without asking for payment.
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/x402", l.local_addr().unwrap());
-    let handler: x402_sidecar::standin::Handler = Arc::new(|_req| {
-        Box::pin(async { x402_sidecar::standin::Response::Body(200, huge_answer(2 << 20)) })
+    let handler: x402_sidecar::devkit::standin::Handler = Arc::new(|_req| {
+        Box::pin(async { x402_sidecar::devkit::standin::Response::Body(200, huge_answer(2 << 20)) })
     });
-    let _task = tokio::spawn(x402_sidecar::standin::serve(l, handler));
+    let _task = tokio::spawn(x402_sidecar::devkit::standin::serve(l, handler));
     let b = start_buyer(&w, &[seller("flood", url, &w)], BuyerOpts::default()).await;
     let (status, headers, body) = buy(&w, &b).await;
     assert_eq!(status, 502, "{body}");

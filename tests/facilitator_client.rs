@@ -15,8 +15,8 @@ use alloy_primitives::{Address, U256};
 use alloy_signer_local::PrivateKeySigner;
 use common::*;
 use serde_json::Value;
-use x402_sidecar::devnet::{self, Devnet};
-use x402_sidecar::standin::{self, Request, Response};
+use x402_sidecar::devkit::devnet::{self, Devnet};
+use x402_sidecar::devkit::standin::{self, Request, Response};
 
 /// What the relay does with the next `/settle`.
 #[derive(Debug, Clone, Copy)]

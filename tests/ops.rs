@@ -11,7 +11,7 @@ use common::*;
 use serde_json::Value;
 use tokio::io::copy_bidirectional;
 use tokio::sync::watch;
-use x402_sidecar::client;
+use x402_sidecar::buyer::client;
 
 /// A TCP relay that can be switched off (existing connections cut, new ones refused) and on.
 struct Relay {

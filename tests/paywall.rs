@@ -12,7 +12,7 @@ use base64::Engine;
 use common::*;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
-use x402_sidecar::client;
+use x402_sidecar::buyer::client;
 use x402_sidecar::util::now_secs;
 use x402_sidecar::x402::challenge::ChallengeKey;
 use x402_sidecar::x402::types::*;
@@ -103,7 +103,7 @@ async fn unpaid_call_gets_a_402_in_both_encodings() {
     assert_eq!(a["amount"], PRICE.to_string());
     assert_eq!(
         a["asset"].as_str().unwrap().parse::<Address>().unwrap(),
-        x402_sidecar::devnet::USDC
+        x402_sidecar::devkit::devnet::USDC
     );
     assert_eq!(
         a["payTo"].as_str().unwrap().parse::<Address>().unwrap(),

@@ -10,10 +10,10 @@ use std::path::PathBuf;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use x402_sidecar::strategy::contract::{self, FieldError, Side, StrategyRequest};
-use x402_sidecar::strategy::engine::{self, Limits, default_leverage};
-use x402_sidecar::strategy::response::{ActionKind, Strategy};
-use x402_sidecar::strategy::{SEED_EXAMPLE, convert};
+use x402_sidecar::advisor::contract::{self, FieldError, Side, StrategyRequest};
+use x402_sidecar::advisor::engine::{self, Limits, default_leverage};
+use x402_sidecar::advisor::response::{ActionKind, Strategy};
+use x402_sidecar::advisor::{SEED_EXAMPLE, convert};
 
 fn fixture(name: &str) -> Value {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use x402_sidecar::strategy::advisor::{self, Advisor, SECRET_HEADER};
-use x402_sidecar::strategy::model::{self, ModelClient, ModelConfig, ModelError};
-use x402_sidecar::strategy::{SEED_EXAMPLE, contract, engine};
+use x402_sidecar::advisor::model::{self, ModelClient, ModelConfig, ModelError};
+use x402_sidecar::advisor::server::{self as advisor, Advisor, SECRET_HEADER};
+use x402_sidecar::advisor::{SEED_EXAMPLE, contract, engine};
 
 const MODEL_ID: &str = "smollm2-135m";
 const SECRET: &str = "llm-test-secret-0123456789";

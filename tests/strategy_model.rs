@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use x402_sidecar::standin::{self, Request, Response};
-use x402_sidecar::strategy::SEED_EXAMPLE;
-use x402_sidecar::strategy::advisor::{Advisor, SECRET_HEADER};
-use x402_sidecar::strategy::contract::{self, StrategyRequest};
-use x402_sidecar::strategy::engine;
-use x402_sidecar::strategy::model::{ModelClient, ModelConfig, ModelError};
+use x402_sidecar::advisor::SEED_EXAMPLE;
+use x402_sidecar::advisor::contract::{self, StrategyRequest};
+use x402_sidecar::advisor::engine;
+use x402_sidecar::advisor::model::{ModelClient, ModelConfig, ModelError};
+use x402_sidecar::advisor::server::{Advisor, SECRET_HEADER};
+use x402_sidecar::devkit::standin::{self, Request, Response};
 
 const SECRET: &str = "model-test-secret-0123456789";
 
@@ -104,7 +104,7 @@ async fn grounded_words_replace_the_engine_text_but_never_the_numbers() {
     assert_eq!(body["response_format"]["type"], "json_schema");
     assert_eq!(
         body["response_format"]["json_schema"]["schema"]["properties"]["summary"]["maxLength"],
-        x402_sidecar::strategy::model::SUMMARY_MAX
+        x402_sidecar::advisor::model::SUMMARY_MAX
     );
     let user = body["messages"][1]["content"].as_str().unwrap();
     assert!(user.contains("13.91x") && user.contains("BUYER TEXT"));
@@ -314,7 +314,7 @@ async fn the_advisor_over_http_refuses_calls_without_the_secret() {
     let url = format!("http://{}/x402", listener.local_addr().unwrap());
     let advisor = Arc::new(Advisor::rules_only(SECRET).unwrap());
     x402_sidecar::init_tls();
-    let task = tokio::spawn(x402_sidecar::strategy::advisor::serve(listener, advisor));
+    let task = tokio::spawn(x402_sidecar::advisor::server::serve(listener, advisor));
     let http = reqwest::Client::new();
     let send = |secret: Option<&'static str>, body: &'static str| {
         let mut r = http.post(&url).body(body);

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use alloy_primitives::{Address, U256};
 use alloy_signer_local::PrivateKeySigner;
-use x402_sidecar::devnet::{self, Devnet};
-use x402_sidecar::standin::{self, Request, Response};
+use x402_sidecar::devkit::devnet::{self, Devnet};
+use x402_sidecar::devkit::standin::{self, Request, Response};
 
 pub const PRICE: u64 = 10_000; // $0.01
 pub const SECRET: &str = "test-challenge-secret-0123456789";
@@ -352,7 +352,7 @@ impl World {
 }
 
 pub fn seed_body() -> &'static str {
-    x402_sidecar::strategy::SEED_EXAMPLE
+    x402_sidecar::advisor::SEED_EXAMPLE
 }
 
 /// Ask `url` for its 402 with the seed request and sign it with `buyer`: the header to send.
@@ -374,8 +374,8 @@ pub async fn signed_payment(
         .unwrap()
         .to_string();
     let body = r.bytes().await.unwrap();
-    let offer = x402_sidecar::client::parse_challenge(Some(&h), &body, false).unwrap();
-    let (name, value, _) = x402_sidecar::client::payment_for(buyer, &offer).unwrap();
+    let offer = x402_sidecar::buyer::client::parse_challenge(Some(&h), &body, false).unwrap();
+    let (name, value, _) = x402_sidecar::buyer::client::payment_for(buyer, &offer).unwrap();
     (name, value)
 }
 

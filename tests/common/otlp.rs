@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use prost::Message;
-use x402_sidecar::standin::{self, Request, Response};
+use x402_sidecar::devkit::standin::{self, Request, Response};
 
 /// One received span, ids in lowercase hex (an absent parent is "").
 #[derive(Debug, Clone)]

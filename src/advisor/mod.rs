@@ -8,25 +8,25 @@
 //!   de-risk and hedge sizes, stops; a complete answer with executable actions. Pure.
 //! * [`response`] — `StrategyResponse`, `Action` and the number formats.
 //! * [`model`] — optional wording by an OpenAI-compatible model, checked, with fallback.
-//! * [`advisor`] — the HTTP upstream (`x402-sidecar advisor`), guarded by a shared secret.
+//! * [`server`] — the HTTP upstream (`x402-sidecar advisor`), guarded by a shared secret.
 //!
 //! ```
-//! use x402_sidecar::strategy::{self, contract, engine, response::ActionKind};
+//! use x402_sidecar::advisor::{self, contract, engine, response::ActionKind};
 //!
-//! let req = contract::parse(strategy::SEED_EXAMPLE.as_bytes()).unwrap();
+//! let req = contract::parse(advisor::SEED_EXAMPLE.as_bytes()).unwrap();
 //! let advice = engine::advise(&req);
 //! // About 13.9x levered against a 3x preference: both positions are cut.
 //! assert_eq!(advice.actions[0].action, ActionKind::Reduce);
 //! assert!(advice.analysis.unwrap().after.leverage <= 3.0);
 //! ```
 
-pub mod advisor;
 pub mod contract;
 pub mod convert;
 pub mod engine;
 pub mod model;
 pub mod response;
+pub mod server;
 
-pub use advisor::SECRET_HEADER;
 pub use contract::{FieldError, SEED_EXAMPLE, StrategyRequest, parse, validate};
 pub use response::{Action, ActionKind, StrategyResponse};
+pub use server::SECRET_HEADER;

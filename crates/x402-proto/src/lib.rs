@@ -1,8 +1,9 @@
 //! The x402 protocol core: wire types for v1 and v2, the header codec, money parsing,
-//! the stateless server challenge, requirement matching and the reason codes.
+//! the stateless server challenge, requirement matching, EIP-3009 typed data and the reason
+//! codes.
 //!
 //! Nothing here does I/O. The inbound paywall, the `pay` client and the tests build on these
-//! pure functions; chain reads and settlement live in [`crate::evm`].
+//! pure functions; chain reads and settlement live in the sidecar's `evm` module.
 
 pub mod challenge;
 pub mod codec;
@@ -10,6 +11,7 @@ pub mod matching;
 pub mod money;
 pub mod networks;
 pub mod reason;
+pub mod typed;
 pub mod types;
 
 pub use reason::Reason;

@@ -14,6 +14,8 @@
 //! same payment again) or keeps the finished answer for a retry, so nobody pays for an answer
 //! they did not get and nobody gets an answer they did not pay for.
 
+pub mod settle;
+
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -28,13 +30,13 @@ use pingora_proxy::{ProxyHttp, Session};
 use serde_json::{Value, json};
 use tracing::{Instrument, info, warn};
 
+use crate::advisor;
 use crate::audit::{Event, Journal};
 use crate::config::{Resolved, Route, UnknownRoutes};
 use crate::evm::typed;
 use crate::evm::{Chain, SettleOutcome};
-use crate::settlement::{Remote, Settler};
+use crate::seller::settle::{Remote, Settler};
 use crate::store::{PaymentRecord, PaymentState, ReplayStore, StoredAnswer};
-use crate::strategy;
 use crate::telemetry;
 use crate::util::{new_id, now_secs, rfc3339, sha256_hex};
 use crate::x402::challenge::ChallengeKey;
@@ -252,7 +254,7 @@ impl Paywall {
         };
         if route.strategy_request
             && !body.is_empty()
-            && let Err(details) = strategy::validate(&body)
+            && let Err(details) = advisor::validate(&body)
         {
             return Some(Reply::json(
                 400,
@@ -857,18 +859,19 @@ impl Paywall {
             .header("X-Payment-Id", p.payment_id.as_str())
             .header("X-Payer", format!("{}", p.auth.from));
         if let Some(secret) = &self.upstream.secret {
-            req = req.header(strategy::SECRET_HEADER, secret.as_str());
+            req = req.header(advisor::SECRET_HEADER, secret.as_str());
         }
-        for (k, v) in
-            crate::otlp::outgoing(&tracing::Span::current(), Some(&s.req_header().headers))
-        {
+        for (k, v) in crate::telemetry::otlp::outgoing(
+            &tracing::Span::current(),
+            Some(&s.req_header().headers),
+        ) {
             req = req.header(k, v);
         }
         let call = async {
             let resp = req.body(body).send().await?;
             let status = resp.status();
-            let bytes = crate::util::read_capped(resp, MAX_UPSTREAM_ANSWER).await?;
-            Ok::<_, crate::util::ReadError>((status, bytes))
+            let bytes = crate::http::read_capped(resp, MAX_UPSTREAM_ANSWER).await?;
+            Ok::<_, crate::http::ReadError>((status, bytes))
         };
         tokio::pin!(call);
         let mut gone = false;
@@ -884,7 +887,7 @@ impl Paywall {
         };
         let started = upstream_started.elapsed();
         let out = match result {
-            Err(crate::util::ReadError::TooLarge(max)) => Err(Reply::error(
+            Err(crate::http::ReadError::TooLarge(max)) => Err(Reply::error(
                 502,
                 "upstream_bad_answer",
                 format!(
@@ -892,7 +895,7 @@ impl Paywall {
                 ),
             )
             .retry_after(2)),
-            Err(crate::util::ReadError::Http(e)) if e.is_timeout() => Err(Reply::error(
+            Err(crate::http::ReadError::Http(e)) if e.is_timeout() => Err(Reply::error(
                 504,
                 "upstream_timeout",
                 format!(
@@ -901,13 +904,13 @@ impl Paywall {
                 ),
             )
             .retry_after(5)),
-            Err(crate::util::ReadError::Http(e)) if e.is_connect() => Err(Reply::error(
+            Err(crate::http::ReadError::Http(e)) if e.is_connect() => Err(Reply::error(
                 502,
                 "upstream_unreachable",
                 "the strategy service is unreachable; you were not charged",
             )
             .retry_after(5)),
-            Err(crate::util::ReadError::Http(e)) => Err(Reply::error(
+            Err(crate::http::ReadError::Http(e)) => Err(Reply::error(
                 502,
                 "upstream_bad_answer",
                 format!("the strategy service's answer was incomplete ({e}); you were not charged"),
@@ -1228,7 +1231,7 @@ impl ProxyHttp for Paywall {
             payer = tracing::field::Empty,
             http.response.status_code = tracing::field::Empty,
         );
-        crate::otlp::adopt_parent(&span, &s.req_header().headers);
+        crate::telemetry::otlp::adopt_parent(&span, &s.req_header().headers);
         let answer = self.paid(s, route, ctx).instrument(span.clone()).await;
         let _entered = span.enter();
         match answer {

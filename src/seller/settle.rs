@@ -148,10 +148,10 @@ impl Remote {
             .await
             .map_err(|e| crate::util::redact_url(&e.without_url().to_string()))?;
         let status = resp.status().as_u16();
-        let bytes = crate::util::read_capped(resp, MAX_ANSWER)
+        let bytes = crate::http::read_capped(resp, MAX_ANSWER)
             .await
             .map_err(|e| match e {
-                crate::util::ReadError::Http(e) => e.without_url().to_string(),
+                crate::http::ReadError::Http(e) => e.without_url().to_string(),
                 too_large => too_large.to_string(),
             })?;
         Ok((status, bytes.to_vec()))

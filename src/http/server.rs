@@ -1,19 +1,15 @@
-//! A minimal HTTP/1.1 upstream: the labelled stand-in strategy endpoint (the demo buyer's local
-//! fallback) and the scriptable upstream of the integration tests.
-//! One request per connection (`Connection: close`); enough for a loopback upstream. It also
-//! serves the built-in advisor ([`crate::strategy::advisor`]), so a body is capped at 1 MiB and
-//! a request must arrive within 10 s.
+//! A minimal HTTP/1.1 server for loopback upstreams: the built-in advisor
+//! ([`crate::advisor::server`]), the labelled stand-in ([`crate::devkit::standin`]) and the
+//! scriptable upstreams of the tests. One request per connection (`Connection: close`); a body is
+//! capped at 1 MiB and a request must arrive within 10 s.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-use crate::util::{new_id, now_secs, rfc3339};
 
 /// A request as the upstream saw it.
 #[derive(Debug, Clone)]
@@ -152,43 +148,4 @@ async fn read_request(sock: &mut TcpStream) -> std::io::Result<Option<Request>> 
         headers,
         body,
     }))
-}
-
-/// The stand-in strategy answer: clearly labelled, derived only from what the request says.
-pub fn standin_answer(req: &Request) -> Response {
-    let v: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
-    let positions = v["account"]["positions"]
-        .as_array()
-        .map(Vec::len)
-        .unwrap_or(0);
-    let symbols: Vec<String> = v["account"]["positions"]
-        .as_array()
-        .map(|ps| {
-            ps.iter()
-                .filter_map(|p| p["symbol"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    let answer = json!({
-        "strategy": {
-            "summary": format!("STAND-IN ANSWER (no model, no analysis): received {positions} position(s); the built-in advisor replaces this endpoint."),
-            "steps": symbols.iter().map(|s| format!("Review {s}: hold until real advice is available")).collect::<Vec<_>>(),
-            "riskNotes": ["This is a fixed placeholder produced by the x402-sidecar stand-in upstream, not trading advice."],
-            "actions": symbols.iter().map(|s| json!({"symbol": s, "action": "hold", "size": 0, "notionalUsd": 0, "reason": "stand-in"})).collect::<Vec<_>>(),
-            "confidence": 0.0,
-        },
-        "metadata": {
-            "model": "standin-fixed-v0",
-            "modelCallId": null,
-            "upstreamId": new_id("standin"),
-            "generatedAt": rfc3339(now_secs()),
-            "requestId": req.header("x-request-id"),
-        }
-    });
-    Response::Body(200, answer.to_string())
-}
-
-/// Handler for the stand-in upstream.
-pub fn standin_handler() -> Handler {
-    Arc::new(|req: Request| Box::pin(async move { standin_answer(&req) }))
 }

@@ -2,6 +2,9 @@
 //! serves `/metrics` (text format), `/healthz` (alive) and `/readyz` (RPC, store and upstream
 //! reachable). Metric names follow Prometheus conventions (`_total`, `_seconds`).
 
+pub mod logs;
+pub mod otlp;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -179,7 +182,7 @@ pub fn render() -> String {
 pub struct Readiness {
     pub chains: Vec<(String, Arc<Chain>)>,
     /// Remote facilitators (`kind: http`): `GET /supported` answers.
-    pub facilitators: Vec<(String, Arc<crate::settlement::Settler>)>,
+    pub facilitators: Vec<(String, Arc<crate::seller::settle::Settler>)>,
     pub store: Option<Arc<dyn ReplayStore>>,
     pub upstream: Option<SocketAddr>,
 }

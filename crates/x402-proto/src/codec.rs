@@ -79,7 +79,7 @@ pub fn decode_payment(header: &[u8], v2_header: bool) -> Result<IncomingPayment,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::x402::types::*;
+    use crate::types::*;
     use alloy_primitives::{Address, B256, Bytes, U256};
 
     fn sample_v2() -> PaymentPayload {

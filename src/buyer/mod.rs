@@ -9,7 +9,7 @@
 //! answer roma-01 with the seller's body unchanged plus `X-Payment-*` headers; or the next
 //! seller; or the fallback.
 
-pub mod breaker;
+pub mod client;
 pub mod config;
 pub mod ledger;
 pub mod policy;
@@ -31,11 +31,10 @@ use pingora_core::protocols::http::ServerSession;
 use serde_json::{Value, json};
 use tracing::{Instrument, info, warn};
 
-use self::breaker::Breaker;
 use self::config::{FallbackMode, Outbound, Seller};
 use self::ledger::{Entry, Ledger};
 use crate::audit::{Event, Journal};
-use crate::client;
+use crate::breaker::{self, Breaker};
 use crate::evm::typed::IEip3009Token as Token;
 use crate::store::BudgetStore;
 use crate::telemetry;
@@ -675,7 +674,7 @@ impl Payer {
             .timeout(left)
             .header("Content-Type", "application/json")
             .body(body.clone());
-        for (k, v) in crate::otlp::outgoing(&tracing::Span::current(), None) {
+        for (k, v) in crate::telemetry::otlp::outgoing(&tracing::Span::current(), None) {
             req = req.header(k, v);
         }
         if let Some((k, v)) = payment {
@@ -684,10 +683,10 @@ impl Payer {
         let resp = req.send().await.map_err(|e| classify(&e))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let bytes = crate::util::read_capped(resp, MAX_SELLER_ANSWER)
+        let bytes = crate::http::read_capped(resp, MAX_SELLER_ANSWER)
             .await
             .map_err(|e| match e {
-                crate::util::ReadError::Http(e) => classify(&e),
+                crate::http::ReadError::Http(e) => classify(&e),
                 too_large => ("answer_too_large", format!("the seller's {too_large}")),
             })?;
         Ok((status, headers, bytes))
@@ -750,15 +749,15 @@ impl Payer {
                     .post(url.clone())
                     .timeout(left)
                     .header("Content-Type", "application/json");
-                for (k, v) in crate::otlp::outgoing(&tracing::Span::current(), None) {
+                for (k, v) in crate::telemetry::otlp::outgoing(&tracing::Span::current(), None) {
                     req = req.header(k, v);
                 }
                 if let Some(secret) = &self.cfg.fallback_secret {
-                    req = req.header(crate::strategy::SECRET_HEADER, secret.expose());
+                    req = req.header(crate::advisor::SECRET_HEADER, secret.expose());
                 }
                 let read = match req.body(body).send().await {
                     Ok(resp) if resp.status().is_success() => {
-                        crate::util::read_capped(resp, MAX_SELLER_ANSWER)
+                        crate::http::read_capped(resp, MAX_SELLER_ANSWER)
                             .await
                             .map_err(|e| e.to_string())
                     }
@@ -980,7 +979,7 @@ impl Payer {
             Ok(b) => b,
             Err(r) => return *r,
         };
-        let request = match crate::strategy::parse(&body) {
+        let request = match crate::advisor::parse(&body) {
             Ok(r) => r,
             Err(details) => {
                 let b = json!({"error": "invalid_request", "message": "the body is not a valid StrategyRequest; nothing was paid", "details": details});
@@ -1004,7 +1003,7 @@ impl Payer {
             http.response.status_code = tracing::field::Empty,
             strategy_source = tracing::field::Empty,
         );
-        crate::otlp::adopt_parent(&span, &s.req_header().headers);
+        crate::telemetry::otlp::adopt_parent(&span, &s.req_header().headers);
         let r = self
             .call(body, sellers, &call_id, owner.as_deref())
             .instrument(span.clone())

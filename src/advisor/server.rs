@@ -6,7 +6,7 @@
 //! model without going through the paywall (and paying). `GET /healthz` answers without it.
 //!
 //! Started by `x402-sidecar advisor` (loopback by default) and by `x402-sidecar demo`. Serves
-//! with the small HTTP/1.1 server of [`crate::standin`].
+//! with the small HTTP/1.1 server of [`crate::http::server`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use super::contract::{self, StrategyRequest};
 use super::engine::{ENGINE_ID, advise};
 use super::model::{self, ModelClient, ModelConfig, StructuredFormat};
 use super::response::{Metadata, Strategy};
-use crate::standin::{self, Handler, Request, Response};
+use crate::http::server::{self, Handler, Request, Response};
 use crate::util::{new_id, now_secs, rfc3339};
 
 /// Header carrying the secret shared by the sidecar (`inbound.upstream.secret_env`) and the
@@ -183,7 +183,7 @@ impl Advisor {
         Response::Body(200, body.to_string())
     }
 
-    /// The advisor as a [`standin::Handler`].
+    /// The advisor as a [`server::Handler`].
     pub fn handler(self: Arc<Self>) -> Handler {
         Arc::new(move |req: Request| {
             let me = self.clone();
@@ -205,7 +205,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Serve `advisor` on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, advisor: Arc<Advisor>) {
-    standin::serve(listener, advisor.handler()).await
+    server::serve(listener, advisor.handler()).await
 }
 
 /// `x402-sidecar advisor`: where to listen, the shared secret, and the optional model.
@@ -324,7 +324,7 @@ pub async fn run(args: AdvisorArgs) -> Result<(), AdvisorError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::strategy::contract::SEED_EXAMPLE;
+    use crate::advisor::contract::SEED_EXAMPLE;
 
     const SECRET: &str = "0123456789abcdef-secret";
 

@@ -28,7 +28,7 @@ pub const USDC: Address = address!("0x036CbD53842c5426634e7929541eC2318f3dCF7e")
 /// USDC has 6 decimals: one dollar.
 pub const ONE_USDC: u64 = 1_000_000;
 
-const ARTIFACT: &str = include_str!("../devnet/artifacts/TestUSDC.json");
+const ARTIFACT: &str = include_str!("../../devnet/artifacts/TestUSDC.json");
 const ANVIL_REL: &str = "devnet/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil";
 
 #[derive(Debug, thiserror::Error)]

@@ -487,7 +487,7 @@ impl FacilitatorApp {
         };
         let o = &c.offer;
         let mut e = Event::new(event)
-            .payment(&crate::inbound::payment_id(o, c.auth.from, c.auth.nonce))
+            .payment(&crate::seller::payment_id(o, c.auth.from, c.auth.nonce))
             .payer(&c.auth.from.to_string())
             .with("amount", o.amount.to_string())
             .with("asset", o.asset.to_string())
@@ -830,9 +830,9 @@ mod tests {
     }
 
     fn signed(signer: &PrivateKeySigner, req: &PaymentRequirements) -> ExactEvmPayload {
-        let mut auth = crate::client::authorization(signer, req, NOW);
+        let mut auth = crate::buyer::client::authorization(signer, req, NOW);
         auth.valid_before = U256::from(NOW + 100);
-        crate::client::sign(signer, req, auth).unwrap()
+        crate::buyer::client::sign(signer, req, auth).unwrap()
     }
 
     fn v2_request(signer: &PrivateKeySigner) -> FacilitatorRequest {

@@ -1,7 +1,7 @@
 //! The spend policy, pure: which of a seller's payment options we accept, checked before any
 //! signature exists. Amount and decimals come from our configuration, never from the challenge.
 
-use crate::client::Offer;
+use crate::buyer::client::Offer;
 
 use super::config::Seller;
 

@@ -27,7 +27,7 @@ use tracing::{info, warn};
 
 use super::contract::StrategyRequest;
 use super::response::Strategy;
-use crate::outbound::breaker::Breaker;
+use crate::breaker::Breaker;
 
 /// Longest summary the model may write (characters).
 pub const SUMMARY_MAX: usize = 200;
@@ -691,8 +691,8 @@ fn transport(e: &reqwest::Error, budget: Duration) -> ModelError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::strategy::contract::{SEED_EXAMPLE, parse};
-    use crate::strategy::engine::advise;
+    use crate::advisor::contract::{SEED_EXAMPLE, parse};
+    use crate::advisor::engine::advise;
 
     fn seed() -> (StrategyRequest, Strategy) {
         let r = parse(SEED_EXAMPLE.as_bytes()).unwrap();

@@ -752,7 +752,7 @@ fn summary(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::strategy::contract::{SEED_EXAMPLE, parse};
+    use crate::advisor::contract::{SEED_EXAMPLE, parse};
 
     #[test]
     fn the_seed_example_is_cut_to_the_cap_and_rebalanced() {

@@ -1,0 +1,133 @@
+//! `audit`: read the journal — verify its hash chain, show one request's whole life, list,
+//! export.
+
+use std::path::Path;
+
+use clap::{Subcommand, ValueEnum};
+
+use super::{Failure, Outcome, failed};
+use crate::audit;
+use crate::buyer::config::Owners;
+
+#[derive(Subcommand)]
+pub enum AuditCmd {
+    /// Check that no record was edited, inserted or deleted (exit 1 if one was).
+    Verify,
+    /// Every record about a request id, payment id or transaction hash.
+    Show { id: String },
+    /// Records since a day, optionally for one payer.
+    List {
+        /// YYYY-MM-DD
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        payer: Option<String>,
+        /// Only a buyer account owner's records (as logged: the address, or its `hmac:` form).
+        #[arg(long)]
+        owner: Option<String>,
+        /// Hash `--owner` first, with the key in `--key-env`, to find records written with
+        /// `outbound.owners.log: hashed`.
+        #[arg(long, requires = "owner")]
+        hash_owner: bool,
+        /// Environment variable holding the owner hash key.
+        #[arg(long, default_value = "X402_OWNER_HASH_KEY")]
+        key_env: String,
+    },
+    /// All records, for accounting.
+    Export {
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    Jsonl,
+    Csv,
+}
+
+/// `audit list`: records since a day, of one payer, of one buyer account owner.
+fn list_records(
+    dir: &Path,
+    since: Option<String>,
+    payer: Option<String>,
+    owner: Option<String>,
+    print: impl Fn(&[audit::Record]),
+) -> Result<(), audit::AuditError> {
+    let same = |field: Option<&str>, want: &Option<String>| {
+        want.as_deref()
+            .is_none_or(|w| field.is_some_and(|x| x.eq_ignore_ascii_case(w)))
+    };
+    let all = audit::read_all(dir)?;
+    let records: Vec<_> = all
+        .into_iter()
+        .filter(|r| since.as_deref().is_none_or(|d| r.time.as_str() >= d))
+        .filter(|r| same(r.payer.as_deref(), &payer))
+        .filter(|r| same(r.details.get("owner").and_then(|v| v.as_str()), &owner))
+        .collect();
+    print(&records);
+    Ok(())
+}
+
+/// `audit`: verify, show, list or export the journal.
+pub(super) fn audit(dir: &Path, cmd: AuditCmd) -> Outcome {
+    use crate::audit as a;
+    let print = |records: &[a::Record]| {
+        for r in records {
+            println!(
+                "{}  #{:<6} {:<20} req {}  pay {}  tx {}  payer {}  {}",
+                r.time,
+                r.seq,
+                r.event,
+                r.request_id.as_deref().unwrap_or("-"),
+                r.payment_id.as_deref().unwrap_or("-"),
+                r.tx.as_deref().unwrap_or("-"),
+                r.payer.as_deref().unwrap_or("-"),
+                serde_json::to_string(&r.details).unwrap_or_default()
+            );
+        }
+    };
+    let result = match cmd {
+        AuditCmd::Verify => a::verify(dir).map(|v| {
+            println!(
+                "{}: OK, {} record(s) in {} file(s), hash chain intact",
+                dir.display(),
+                v.records,
+                v.files
+            );
+        }),
+        AuditCmd::Show { id } => a::show(dir, &id).map(|records| {
+            if records.is_empty() {
+                println!("no record mentions {id}");
+            }
+            print(&records);
+        }),
+        AuditCmd::List {
+            since,
+            payer,
+            owner,
+            hash_owner,
+            key_env,
+        } => {
+            let owner = match (owner, hash_owner) {
+                (Some(o), true) => {
+                    let key = std::env::var(&key_env).unwrap_or_default();
+                    Owners::hashed(key.as_bytes())
+                        .map_err(|e| Failure::usage(format!("{key_env}: {e}")))?
+                        .render(&o)
+                }
+                (o, _) => o,
+            };
+            list_records(dir, since, payer, owner, print)
+        }
+        AuditCmd::Export { format } => a::read_all(dir).map(|all| match format {
+            ExportFormat::Csv => print!("{}", a::to_csv(&all)),
+            ExportFormat::Jsonl => {
+                for r in &all {
+                    println!("{}", serde_json::to_string(r).unwrap_or_default());
+                }
+            }
+        }),
+    };
+    result.map_err(failed(""))
+}

@@ -1,0 +1,286 @@
+//! The command line: argument definitions, one file per command, and the one place that prints
+//! a failure and picks the exit code (0 done, 1 failed, 2 nothing to do / bad usage).
+//!
+//! `main.rs` is `cli::main()`; every command returns an [`Outcome`].
+
+mod audit;
+mod buy;
+mod check_config;
+mod demo;
+mod devnet;
+mod pay;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Resolved};
+
+/// Why a command failed: the sentence to print (once, by [`main`]) and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    /// The command failed (exit 1).
+    pub fn new(message: impl Into<String>) -> Self {
+        Failure {
+            code: 1,
+            message: message.into(),
+        }
+    }
+
+    /// Nothing to do, or the command was used wrongly (exit 2).
+    pub fn usage(message: impl Into<String>) -> Self {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+
+    /// The command already explained what went wrong on stderr (exit 1, nothing more printed).
+    pub fn reported() -> Self {
+        Failure::new(String::new())
+    }
+}
+
+/// What every command returns.
+pub type Outcome = Result<(), Failure>;
+
+/// Map any error to a failure, prefixed with what was being done.
+pub(crate) fn failed<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> Failure + '_ {
+    move |e| {
+        if what.is_empty() {
+            Failure::new(e.to_string())
+        } else {
+            Failure::new(format!("{what}: {e}"))
+        }
+    }
+}
+
+#[derive(Parser)]
+#[command(
+    name = "x402-sidecar",
+    version,
+    about = "Sell roma-01 strategy advice behind an x402 paywall (USDC, EIP-3009), and pay for it.",
+    long_about = "x402-sidecar sits in front of a strategy endpoint. Unpaid calls get HTTP 402 with payment \
+instructions; a paid call is verified (EIP-712 signature, amount, recipient, time window, nonce, balance), \
+claimed against replay, forwarded, and settled on chain only after the upstream answered completely.\n\n\
+Start with `x402-sidecar demo` (a local chain, the built-in advisor and one paid call) and \
+`x402-sidecar check-config --config sidecar.yaml`."
+)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Json, global = true, env = "X402_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Run the sidecar with a configuration file.
+    Run {
+        /// Path of sidecar.yaml.
+        #[arg(
+            long,
+            short,
+            env = "X402_SIDECAR_CONFIG",
+            default_value = "sidecar.yaml"
+        )]
+        config: PathBuf,
+    },
+    /// Check a configuration file and explain every problem found (exit 1 if any).
+    CheckConfig {
+        #[arg(
+            long,
+            short,
+            env = "X402_SIDECAR_CONFIG",
+            default_value = "sidecar.yaml"
+        )]
+        config: PathBuf,
+    },
+    /// Pay for one call: POST, read the 402, sign an EIP-3009 authorization, retry; show each step.
+    Pay {
+        /// URL of the paid route, e.g. http://127.0.0.1:8402/x402
+        #[arg(long)]
+        url: String,
+        /// JSON file to send as the body (a StrategyRequest).
+        #[arg(long)]
+        body: PathBuf,
+        /// Environment variable holding the buyer's private key (never pass the key itself).
+        #[arg(long, default_value = "X402_BUYER_KEY")]
+        key_env: String,
+        /// Refuse to pay more than this ("$0.05" or atomic units).
+        #[arg(long)]
+        max_amount: Option<String>,
+        /// Pay with x402 v1 (X-PAYMENT) even if the seller speaks v2.
+        #[arg(long)]
+        v1: bool,
+    },
+    /// Sign a payment for a 402 challenge and print the header line to send (for curl scripts).
+    ///
+    /// Reads the challenge from --challenge (the PAYMENT-REQUIRED header value, v2) or from
+    /// --body-file (a v1 402 JSON body) and prints e.g. `PAYMENT-SIGNATURE: eyJ4...`.
+    Sign {
+        /// Value of the PAYMENT-REQUIRED header of the 402.
+        #[arg(long)]
+        challenge: Option<String>,
+        /// File holding the 402 JSON body (used for v1, or when no header is given).
+        #[arg(long)]
+        body_file: Option<PathBuf>,
+        /// Environment variable holding the buyer's private key.
+        #[arg(long, default_value = "X402_BUYER_KEY")]
+        key_env: String,
+        /// Answer with x402 v1 (X-PAYMENT) from the JSON body.
+        #[arg(long)]
+        v1: bool,
+    },
+    /// Buy strategy advice through the outbound paying proxy (the Buyer demo): shows the seller
+    /// chosen, the price, the payment, the answer and the spend.
+    Buy {
+        /// JSON file with the StrategyRequest to send.
+        #[arg(long)]
+        body: PathBuf,
+        /// The outbound proxy.
+        #[arg(long, default_value = "http://127.0.0.1:8403")]
+        via: String,
+        /// Ledger file to sum today's spend from (the outbound.ledger_path of the proxy).
+        #[arg(long)]
+        ledger: Option<PathBuf>,
+    },
+    /// List the buyer's ledger of paid calls and sum the spend per day and seller.
+    Ledger {
+        #[arg(long, default_value = "x402-ledger.jsonl")]
+        path: PathBuf,
+        /// Only entries on or after this day (YYYY-MM-DD).
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Serve the built-in strategy advisor: the sidecar's upstream (rule engine, optional model).
+    ///
+    /// Answers only calls carrying the shared secret (X-Sidecar-Secret) that the sidecar sends
+    /// when `inbound.upstream.secret_env` names the same environment variable.
+    Advisor(crate::advisor::server::AdvisorArgs),
+    /// Read the audit journal: verify its hash chain, show a request's whole life, list, export.
+    Audit {
+        /// The journal directory (audit.dir in sidecar.yaml).
+        #[arg(long, default_value = "x402-audit", global = true)]
+        dir: PathBuf,
+        #[command(subcommand)]
+        cmd: audit::AuditCmd,
+    },
+    /// Serve the labelled stand-in strategy upstream (fixed answer, no model).
+    Standin {
+        #[arg(long, default_value = "127.0.0.1:8500")]
+        listen: String,
+    },
+    /// Start the local devnet (anvil + the project's USDC) and keep it running until Ctrl-C.
+    Devnet {
+        /// Fund this many fresh buyers with 100 USDC each and print their keys.
+        #[arg(long, default_value_t = 1)]
+        buyers: usize,
+    },
+    /// The whole picture on the embedded default: devnet, built-in advisor, sidecars, one paid call.
+    Demo,
+}
+
+/// The program: parse the arguments, run the command, print a failure once.
+pub fn main() -> ExitCode {
+    crate::init_tls();
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            if !f.message.is_empty() {
+                eprintln!("error: {}", f.message);
+            }
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Outcome {
+    if let Cmd::Run { config } = &cli.cmd {
+        // The config decides whether spans are exported, so it is read before logs start.
+        return run::run(config, cli.log_format);
+    }
+    crate::telemetry::logs::init(cli.log_format == LogFormat::Json, None);
+    if matches!(
+        cli.cmd,
+        Cmd::CheckConfig { .. } | Cmd::Audit { .. } | Cmd::Ledger { .. } | Cmd::Sign { .. }
+    ) {
+        // Report commands end quietly when their reader goes away (`… | head`), like any Unix
+        // tool. Servers keep Rust's default (SIGPIPE ignored, write errors handled).
+        // SAFETY: called once at start, before any thread is spawned.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+    match cli.cmd {
+        Cmd::Run { config } => run::run(&config, cli.log_format),
+        Cmd::CheckConfig { config } => check_config::check_config(&config),
+        Cmd::Pay {
+            url,
+            body,
+            key_env,
+            max_amount,
+            v1,
+        } => block_on(pay::pay(url, body, key_env, max_amount, v1)),
+        Cmd::Sign {
+            challenge,
+            body_file,
+            key_env,
+            v1,
+        } => pay::sign(challenge, body_file, &key_env, v1),
+        Cmd::Buy { body, via, ledger } => block_on(buy::buy(body, via, ledger)),
+        Cmd::Ledger { path, since } => buy::show_ledger(&path, since.as_deref()),
+        Cmd::Advisor(args) => {
+            block_on(async { crate::advisor::server::run(args).await.map_err(failed("")) })
+        }
+        Cmd::Audit { dir, cmd } => audit::audit(&dir, cmd),
+        Cmd::Standin { listen } => block_on(devnet::serve_standin(listen)),
+        Cmd::Devnet { buyers } => block_on(devnet::run_devnet(buyers)),
+        Cmd::Demo => block_on(demo::demo()),
+    }
+}
+
+fn block_on(f: impl std::future::Future<Output = Outcome>) -> Outcome {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(failed("cannot start the async runtime"))?
+        .block_on(f)
+}
+
+/// Load and resolve a configuration file; every problem is listed before failing.
+fn resolve(path: &std::path::Path) -> Result<Resolved, Failure> {
+    let problems = match config::load(path) {
+        Ok(c) => match c.resolve() {
+            Ok(r) => return Ok(r),
+            Err(p) => p,
+        },
+        Err(p) => p,
+    };
+    let mut text = format!("{}: {} problem(s):", path.display(), problems.len());
+    for p in &problems {
+        text += &format!("\n  - {p}");
+    }
+    Err(Failure::new(text))
+}
+
+/// A JSON body shown to a person: pretty if it is JSON, as text otherwise.
+fn pretty(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .unwrap_or_else(|_| String::from_utf8_lossy(body).into_owned())
+}
