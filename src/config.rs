@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use alloy_primitives::{Address, U256};
+use alloy_primitives::Address;
 use serde::Deserialize;
 use serde_yaml::Value;
 
 use crate::evm::KeySource;
 use crate::x402::matching::Offer;
-use crate::x402::{money, networks};
+use crate::x402::networks;
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -307,23 +307,6 @@ impl Default for UpstreamConfig {
     }
 }
 
-/// A price: atomic units (`10000` or `"10000"`) or dollars (`"$0.01"`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
-pub enum PriceSpec {
-    Units(u64),
-    Text(String),
-}
-
-impl PriceSpec {
-    fn parse(&self, decimals: u8) -> Result<U256, money::MoneyError> {
-        match self {
-            PriceSpec::Units(n) => Ok(U256::from(*n)),
-            PriceSpec::Text(t) => money::parse_price(t, decimals),
-        }
-    }
-}
-
 /// One protected (or free) route.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -444,18 +427,8 @@ fn default_receipt_timeout() -> u64 {
     30_000
 }
 
-/// One thing wrong with the configuration: where, and what to do about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub path: String,
-    pub message: String,
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
+pub use crate::util::Problem;
+pub use crate::x402::money::PriceSpec;
 
 /// A route ready to serve.
 #[derive(Debug, Clone)]
@@ -1060,7 +1033,7 @@ facilitators:
     fn a_complete_paid_route_resolves() {
         let r = parse(GOOD, &env).unwrap().resolve().unwrap();
         let o = &r.routes[0].offers[0];
-        assert_eq!(o.amount, U256::from(10_000));
+        assert_eq!(o.amount, alloy_primitives::U256::from(10_000));
         assert_eq!(o.chain_id, 84532);
         assert_eq!(r.routes[0].id(), "POST /x402");
         assert!(o.facilitator.starts_with("local:0x"));

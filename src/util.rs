@@ -48,6 +48,19 @@ pub fn rfc3339(secs: u64) -> String {
     )
 }
 
+/// One thing wrong with the configuration: where, and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,8 +10,9 @@ use alloy_primitives::{Address, U256};
 use alloy_signer_local::PrivateKeySigner;
 use serde::Deserialize;
 
-use crate::config::{PriceSpec, Problem};
 use crate::evm::KeySource;
+use crate::util::Problem;
+use crate::x402::money::PriceSpec;
 use crate::x402::networks;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -495,15 +496,12 @@ impl OutboundConfig {
                     "list the allowed `networks` and `assets`".into(),
                 );
             }
-            let max_price = match &s.max_price {
-                PriceSpec::Units(n) => Some(U256::from(*n)),
-                PriceSpec::Text(t) => match crate::x402::money::parse_price(t, s.decimals) {
-                    Ok(v) => Some(v),
-                    Err(e) => {
-                        p(format!("{at}.max_price"), e.to_string());
-                        None
-                    }
-                },
+            let max_price = match s.max_price.parse(s.decimals) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    p(format!("{at}.max_price"), e.to_string());
+                    None
+                }
             };
             if let (Some(url), Some(max_price)) = (url, max_price) {
                 sellers.push(Seller {
@@ -529,13 +527,11 @@ impl OutboundConfig {
                     format!("`{}` is not a token address", b.asset),
                 );
             }
-            let limit = match &b.daily {
-                PriceSpec::Units(n) => Ok(U256::from(*n)),
-                PriceSpec::Text(t) => {
-                    crate::x402::money::parse_price(t, b.decimals).map_err(|e| e.to_string())
-                }
-            }
-            .and_then(|v| u64::try_from(v).map_err(|_| "too large".to_string()));
+            let limit = b
+                .daily
+                .parse(b.decimals)
+                .map_err(|e| e.to_string())
+                .and_then(|v| u64::try_from(v).map_err(|_| "too large".to_string()));
             match (asset, limit) {
                 (Ok(a), Ok(l)) => {
                     budgets.insert((b.network.clone(), a), l);

@@ -65,6 +65,24 @@ pub fn format_decimal(amount: U256, decimals: u8) -> String {
     }
 }
 
+/// A configured price: atomic units (`10000` or `"10000"`) or dollars (`"$0.01"`).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(untagged)]
+pub enum PriceSpec {
+    Units(u64),
+    Text(String),
+}
+
+impl PriceSpec {
+    /// The price in atomic units of a token with `decimals`.
+    pub fn parse(&self, decimals: u8) -> Result<U256, MoneyError> {
+        match self {
+            PriceSpec::Units(n) => Ok(U256::from(*n)),
+            PriceSpec::Text(t) => parse_price(t, decimals),
+        }
+    }
+}
+
 /// Serde for a `U256` carried as a decimal string (the x402 wire form of amounts and times).
 pub mod dec_u256 {
     use alloy_primitives::U256;
