@@ -36,6 +36,7 @@ use self::ledger::{Entry, Ledger};
 use crate::audit::{Event, Journal};
 use crate::breaker::{self, Breaker};
 use crate::evm::typed::IEip3009Token as Token;
+use crate::http::{BodyError, Reply, read_body};
 use crate::store::BudgetStore;
 use crate::telemetry;
 use crate::util::{new_id, now_secs, rfc3339};
@@ -899,14 +900,7 @@ fn plain(status: u16, message: &str) -> Response<Vec<u8>> {
         413 => "body_too_large",
         _ => "error",
     };
-    let body = json!({"error": code, "message": message})
-        .to_string()
-        .into_bytes();
-    Response::builder()
-        .status(status)
-        .header("Content-Type", "application/json")
-        .body(body)
-        .unwrap_or_else(|_| Response::new(Vec::new()))
+    Reply::error(status, code, message).into_response()
 }
 
 fn boxed(status: u16, message: &str) -> Box<Response<Vec<u8>>> {
@@ -923,35 +917,25 @@ fn error_json(
 ) -> Response<Vec<u8>> {
     let mut body =
         json!({"error": code, "message": message, "callId": call_id, "attempts": attempts});
-    let mut b = Response::builder()
-        .status(status)
-        .header("Content-Type", "application/json")
-        .header("Cache-Control", "no-store")
-        .header("X-Call-Id", call_id)
-        .header("X-Strategy-Source", "none");
     if let Some(s) = retry {
         body["retryAfterSeconds"] = json!(s);
         body["action"] = json!("wait, or decide manually: no strategy advice is available");
-        b = b.header("Retry-After", s.to_string());
     }
-    b.body(body.to_string().into_bytes())
-        .unwrap_or_else(|_| Response::new(Vec::new()))
+    let reply = Reply::json(status, &body)
+        .with("X-Call-Id", call_id)
+        .with("X-Strategy-Source", "none");
+    match retry {
+        Some(s) => reply.retry_after(s),
+        None => reply,
+    }
+    .into_response()
 }
 
-async fn read_body(s: &mut ServerSession) -> Result<Bytes, Box<Response<Vec<u8>>>> {
-    let mut buf = Vec::new();
-    loop {
-        match s.read_request_body().await {
-            Ok(Some(chunk)) => {
-                buf.extend_from_slice(&chunk);
-                if buf.len() > MAX_BODY {
-                    return Err(boxed(413, "the request body is larger than 64 KiB"));
-                }
-            }
-            Ok(None) => return Ok(Bytes::from(buf)),
-            Err(_) => return Err(boxed(400, "the request body could not be read")),
-        }
-    }
+async fn read_request(s: &mut ServerSession) -> Result<Bytes, Box<Response<Vec<u8>>>> {
+    read_body(s, MAX_BODY).await.map_err(|e| match e {
+        BodyError::TooLarge => boxed(413, "the request body is larger than 64 KiB"),
+        BodyError::Unreadable => boxed(400, "the request body could not be read"),
+    })
 }
 
 #[async_trait]
@@ -975,7 +959,7 @@ impl Payer {
             Ok(v) => v,
             Err(r) => return *r,
         };
-        let body = match read_body(s).await {
+        let body = match read_request(s).await {
             Ok(b) => b,
             Err(r) => return *r,
         };

@@ -24,6 +24,7 @@ use tracing::{info, warn};
 use crate::audit::{Event, Journal};
 use crate::config::Resolved;
 use crate::evm::{Chain, SettleOutcome, typed};
+use crate::http::{BodyError, Reply, read_body};
 use crate::telemetry;
 use crate::util::now_secs;
 use crate::x402::matching::{Offer, check_authorization};
@@ -677,7 +678,11 @@ impl FacilitatorApp {
         if endpoint == "supported" {
             return json_reply(200, &self.supported(), None);
         }
-        let req = match read_body(s).await.and_then(|b| parse_request(&b)) {
+        let body = read_body(s, MAX_BODY).await.map_err(|e| match e {
+            BodyError::TooLarge => RequestError::TooLarge,
+            BodyError::Unreadable => RequestError::Unreadable,
+        });
+        let req = match body.and_then(|b| parse_request(&b)) {
             Ok(r) => r,
             Err(e) => {
                 if matches!(e, RequestError::TooLarge) {
@@ -772,33 +777,13 @@ impl Drop for Claim<'_> {
     }
 }
 
-async fn read_body(s: &mut ServerSession) -> Result<Vec<u8>, RequestError> {
-    let mut buf = Vec::new();
-    loop {
-        match s.read_request_body().await {
-            Ok(Some(chunk)) => {
-                buf.extend_from_slice(&chunk);
-                if buf.len() > MAX_BODY {
-                    return Err(RequestError::TooLarge);
-                }
-            }
-            Ok(None) => return Ok(buf),
-            Err(_) => return Err(RequestError::Unreadable),
-        }
-    }
-}
-
 fn json_reply(status: u16, body: &impl serde::Serialize, allow: Option<&str>) -> Response<Vec<u8>> {
-    let body = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
-    let mut b = Response::builder()
-        .status(status)
-        .header("Content-Type", "application/json")
-        .header("Cache-Control", "no-store")
-        .header("Content-Length", body.len());
-    if let Some(a) = allow {
-        b = b.header("Allow", a);
+    let r = Reply::json(status, body);
+    match allow {
+        Some(a) => r.with("Allow", a),
+        None => r,
     }
-    b.body(body).unwrap_or_else(|_| Response::new(Vec::new()))
+    .into_response()
 }
 
 #[async_trait]

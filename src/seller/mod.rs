@@ -35,6 +35,7 @@ use crate::audit::{Event, Journal};
 use crate::config::{Resolved, Route, UnknownRoutes};
 use crate::evm::typed;
 use crate::evm::{Chain, SettleOutcome};
+use crate::http::{BodyError, Reply, read_body};
 use crate::seller::settle::{Remote, Settler};
 use crate::store::{PaymentRecord, PaymentState, ReplayStore, StoredAnswer};
 use crate::telemetry;
@@ -50,38 +51,6 @@ use crate::x402::{HEADER_PAYMENT_REQUIRED, HEADER_PAYMENT_SIGNATURE, HEADER_X_PA
 /// Largest upstream answer accepted (it is stored with the claim for retries).
 pub const MAX_UPSTREAM_ANSWER: usize = 1024 * 1024;
 const KEEP_AFTER_EXPIRY: Duration = Duration::from_secs(600);
-
-/// A complete HTTP answer, written in one place.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub headers: Vec<(&'static str, String)>,
-    pub body: Bytes,
-}
-
-impl Reply {
-    fn json(status: u16, body: &Value) -> Reply {
-        Reply {
-            status,
-            headers: Vec::new(),
-            body: Bytes::from(body.to_string()),
-        }
-    }
-
-    /// An error answer: machine-readable code, a sentence, optional extra fields.
-    fn error(status: u16, code: &str, message: impl Into<String>) -> Reply {
-        Reply::json(status, &json!({ "error": code, "message": message.into() }))
-    }
-
-    fn with(mut self, name: &'static str, value: impl Into<String>) -> Reply {
-        self.headers.push((name, value.into()));
-        self
-    }
-
-    fn retry_after(self, secs: u64) -> Reply {
-        self.with("Retry-After", secs.to_string())
-    }
-}
 
 /// The upstream strategy endpoint.
 struct Upstream {
@@ -250,7 +219,7 @@ impl Paywall {
                     format!("the request body is larger than {} bytes", self.max_body),
                 ));
             }
-            Err(BodyError::Io) => return None,
+            Err(BodyError::Unreadable) => return None,
         };
         if route.strategy_request
             && !body.is_empty()
@@ -489,11 +458,7 @@ impl Paywall {
                     None => e,
                 })
                 .await;
-                let mut r = Reply {
-                    status: a.status,
-                    headers: Vec::new(),
-                    body: Bytes::from(a.body),
-                };
+                let mut r = Reply::raw(a.status, "application/json", a.body);
                 if let Some((name, value)) = a.receipt {
                     r.headers.push((receipt_name(&name), value));
                 }
@@ -1092,33 +1057,6 @@ fn receipt_name(name: &str) -> &'static str {
     }
 }
 
-#[derive(Debug)]
-enum BodyError {
-    TooLarge,
-    Io,
-}
-
-async fn read_body(s: &mut Session, max: usize) -> Result<Bytes, BodyError> {
-    let declared = s
-        .req_header()
-        .headers
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > max) {
-        return Err(BodyError::TooLarge);
-    }
-    let mut buf = Vec::with_capacity(declared.unwrap_or(0));
-    while let Some(chunk) = s.read_request_body().await.map_err(|_| BodyError::Io)? {
-        buf.extend_from_slice(&chunk);
-        if buf.len() > max {
-            return Err(BodyError::TooLarge);
-        }
-    }
-    Ok(Bytes::from(buf))
-}
-
-/// The payment header and whether it is v2. Two copies of a payment header are refused.
 fn payment_header(s: &Session) -> Result<Option<(Vec<u8>, bool)>, Rejection> {
     let h = &s.req_header().headers;
     for (name, v2) in [(HEADER_PAYMENT_SIGNATURE, true), (HEADER_X_PAYMENT, false)] {
@@ -1178,7 +1116,7 @@ fn resource_url(s: &Session) -> String {
 
 async fn write(s: &mut Session, reply: Reply, request_id: &str) -> pingora_core::Result<()> {
     let mut h = ResponseHeader::build(reply.status, Some(reply.headers.len() + 5))?;
-    h.insert_header("Content-Type", "application/json")?;
+    h.insert_header("Content-Type", reply.content_type)?;
     h.insert_header("Cache-Control", "no-store")?;
     h.insert_header("Vary", "PAYMENT-SIGNATURE, X-PAYMENT")?;
     h.insert_header("X-Request-Id", request_id)?;

@@ -20,6 +20,7 @@ use prometheus::{
 use serde_json::json;
 
 use crate::evm::Chain;
+use crate::http::Reply;
 use crate::store::ReplayStore;
 
 /// Every metric the sidecar exports.
@@ -234,32 +235,19 @@ pub struct Admin {
 impl ServeHttp for Admin {
     async fn response(&self, s: &mut ServerSession) -> Response<Vec<u8>> {
         let path = s.req_header().uri.path().to_string();
-        let (status, ctype, body) = match path.as_str() {
-            "/metrics" => (200, "text/plain; version=0.0.4", render().into_bytes()),
-            "/healthz" => (200, "application/json", br#"{"alive":true}"#.to_vec()),
+        let reply = match path.as_str() {
+            "/metrics" => Reply::raw(200, "text/plain; version=0.0.4", render()),
+            "/healthz" => Reply::json(200, &json!({"alive": true})),
             "/readyz" => {
                 let (ready, checks) = self.readiness.check().await;
-                (
+                Reply::json(
                     if ready { 200 } else { 503 },
-                    "application/json",
-                    json!({"ready": ready, "checks": checks})
-                        .to_string()
-                        .into_bytes(),
+                    &json!({"ready": ready, "checks": checks}),
                 )
             }
-            _ => (
-                404,
-                "application/json",
-                br#"{"error":"no_such_route","message":"use /metrics, /healthz or /readyz"}"#
-                    .to_vec(),
-            ),
+            _ => Reply::error(404, "no_such_route", "use /metrics, /healthz or /readyz"),
         };
-        Response::builder()
-            .status(status)
-            .header("Content-Type", ctype)
-            .header("Cache-Control", "no-store")
-            .body(body)
-            .unwrap_or_else(|_| Response::new(Vec::new()))
+        reply.into_response()
     }
 }
 
