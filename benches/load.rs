@@ -1880,7 +1880,7 @@ async fn run() -> Res<()> {
         .await
         .map_err(|e| format!("reading transfers: {e}"))?;
     let paid_200 = paid_ok.load(Ordering::Relaxed);
-    let all_priced = transfers.iter().all(|t| t.1 == U256::from(PRICE));
+    let all_priced = transfers.iter().all(|t| t.value == U256::from(PRICE));
     let chain_ok = transfers.len() as u64 == paid_200 && all_priced;
 
     // 7. The report.
