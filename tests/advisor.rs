@@ -128,33 +128,24 @@ async fn without_the_shared_secret_the_advisor_answers_nothing_and_nobody_pays()
         .await;
 }
 
+/// `advisor --listen 127.0.0.1:0 --secret-env <var>`, with `var` set to `value` or unset.
+fn advisor_command(var: &str, value: Option<&str>) -> std::process::Output {
+    let mut cmd = Command::new(bin());
+    cmd.args(["advisor", "--listen", "127.0.0.1:0", "--secret-env", var]);
+    match value {
+        Some(v) => cmd.env(var, v),
+        None => cmd.env_remove(var),
+    };
+    cmd.output().unwrap()
+}
+
 #[test]
 fn the_advisor_command_refuses_to_start_without_its_secret() {
-    let out = Command::new(bin())
-        .args([
-            "advisor",
-            "--listen",
-            "127.0.0.1:0",
-            "--secret-env",
-            "X402_NO_SUCH_SECRET_VAR",
-        ])
-        .env_remove("X402_NO_SUCH_SECRET_VAR")
-        .output()
-        .unwrap();
+    let out = advisor_command("X402_NO_SUCH_SECRET_VAR", None);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("X402_NO_SUCH_SECRET_VAR"), "{err}");
-    let out = Command::new(bin())
-        .args([
-            "advisor",
-            "--listen",
-            "127.0.0.1:0",
-            "--secret-env",
-            "X402_SHORT_SECRET",
-        ])
-        .env("X402_SHORT_SECRET", "short")
-        .output()
-        .unwrap();
+    let out = advisor_command("X402_SHORT_SECRET", Some("short"));
     assert_eq!(out.status.code(), Some(1));
     // A named-but-unset secret stops the sidecar at check time, with the field and the variable.
     let dir = tempfile::tempdir().unwrap();

@@ -14,7 +14,7 @@ use x402_sidecar::buyer::client;
 use x402_sidecar::devkit::devnet::{self, Devnet};
 use x402_sidecar::util;
 
-use crate::measure::{Run, Tally, counted, expect, micros, status_kind};
+use crate::measure::{Outcome, Run, Tally, counted, expect, micros, status_kind};
 use crate::{PRICE, Res};
 
 /// `n` whole paid calls as a client makes them (`client::pay`: POST → 402 → sign → POST),
@@ -71,13 +71,21 @@ pub(crate) fn via_flow(
             .post(&url)
             .header("Content-Type", "application/json")
             .body(body.clone());
-        let ok = ok.clone();
-        async move {
-            expect(req, 200).await?;
-            ok.fetch_add(1, Ordering::Relaxed);
-            Ok(())
-        }
+        paid_200(req, &ok)
     })
+}
+
+/// Send `req`, expect a 200 and count it in `paid_ok`.
+pub(crate) fn paid_200(
+    req: reqwest::RequestBuilder,
+    paid_ok: &Arc<AtomicU64>,
+) -> impl Future<Output = Outcome> + use<> {
+    let ok = paid_ok.clone();
+    async move {
+        expect(req, 200).await?;
+        ok.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 /// Fresh buyers holding 1 000 000 USDC each. Like `Devnet::new_buyer`, but minted through a
@@ -235,26 +243,13 @@ impl Floor {
         use alloy_network::TransactionBuilder;
         use alloy_provider::Provider;
         use alloy_rpc_types_eth::TransactionRequest;
-        use alloy_sol_types::SolCall;
-        use x402_sidecar::evm::typed::IEip3009Token as Token;
 
         let e = |e: &dyn std::fmt::Display| format!("devnet floor: {e}");
         let mut t: Tally = Default::default();
         let t_start = Instant::now();
         for _ in 0..n {
             let (auth, sig) = floor_auth(payer)?;
-            let data = Token::transferWithAuthorizationCall {
-                from: auth.from,
-                to: auth.to,
-                value: auth.value,
-                validAfter: auth.valid_after,
-                validBefore: auth.valid_before,
-                nonce: auth.nonce,
-                v: 27 + sig.v() as u8,
-                r: sig.r().into(),
-                s: sig.s().into(),
-            }
-            .abi_encode();
+            let data = x402_sidecar::evm::Chain::settle_call(&auth, &sig);
             let t0 = Instant::now();
             let dry = TransactionRequest::default()
                 .with_from(self.me)

@@ -2,6 +2,7 @@
 //! the figures the budget and the derived lines need.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,10 +11,12 @@ use std::time::Duration;
 use alloy_primitives::U256;
 use bytes::Bytes;
 use x402_sidecar::buyer::client;
+use x402_sidecar::devkit::devnet::Devnet;
 use x402_sidecar::devkit::nodes::Otlp;
+use x402_sidecar::devkit::spawn::Sidecar;
 use x402_sidecar::devkit::world::Money;
 
-use crate::flows::{Floor, inprocess_settler, settle_inprocess, via_flow, whole_flow};
+use crate::flows::{Floor, inprocess_settler, paid_200, settle_inprocess, via_flow, whole_flow};
 use crate::measure::{Run, counted, expect, open_loop, timed};
 use crate::phases::{Phases, add_phases, block, phase_mean, phase_means, phases};
 use crate::report::{ChainCheck, Forward, Presigned, Rounds, Row, clients};
@@ -217,6 +220,49 @@ const ONE_CLIENT: [&str; 6] = [
     "ablation: paid call, whole flow, client → a seller exporting spans (`otlp.enabled: true`)",
 ];
 
+/// A seller of the one-client rounds besides the main one: its process, paid route, admin URL
+/// and the processes to watch while it is measured.
+struct Ablation {
+    seller: Sidecar,
+    url: String,
+    admin: String,
+    pids: Pids,
+}
+
+/// A seller in front of the run's upstream settling with anvil dev key `key` (so no two
+/// settlers share a nonce).
+async fn ablation(
+    c: &Ctx,
+    stack: &Stack,
+    dir: &Path,
+    name: &str,
+    key: usize,
+    audit: bool,
+    otlp: Option<Otlp>,
+) -> Res<Ablation> {
+    let key = x402_sidecar::evm::keys::DEV_KEYS[key].to_string();
+    let (upstream, net) = (&stack.upstream.url, &stack.net);
+    let (seller, admin) = start_seller(dir, name, upstream, net, key, audit, otlp).await?;
+    Ok(Ablation {
+        url: format!("{}/x402", seller.url),
+        admin: format!("http://127.0.0.1:{admin}"),
+        pids: Pids {
+            seller: seller.pid(),
+            ..c.pids
+        },
+        seller,
+    })
+}
+
+/// Run, cost and seller phases of each one-client scenario, summed over the rounds.
+type Slots = Vec<(Run, Cost, Phases)>;
+
+/// The settle phase without a sidecar: the devnet's floor and the settler code in-process.
+struct Settlers {
+    floor: Floor,
+    chain: x402_sidecar::evm::Chain,
+}
+
 /// 3. Paid calls at one client: whole calls as a client makes them (POST → 402 → sign → POST →
 ///    settled 200) to the seller, through the buyer's outbound proxy, and to a second seller
 ///    whose audit journal is off (its own settler key, so the two settlers never share a
@@ -224,15 +270,7 @@ const ONE_CLIENT: [&str; 6] = [
 ///    in this process. Interleaved in rounds, because anvil slows down as blocks accumulate and
 ///    back-to-back runs would not be compared on the same chain.
 pub(crate) async fn paid_rounds(c: &mut Ctx, stack: &mut Stack, dir: &Path) -> Res<Rounds> {
-    let upstream = stack.upstream.url.clone();
-    let net = &stack.net;
-    let key = |i: usize| x402_sidecar::evm::keys::DEV_KEYS[i].to_string();
-    let (mut quiet, quiet_admin) =
-        start_seller(dir, "seller-noaudit", &upstream, net, key(5), false, None).await?;
-    let quiet_pids = Pids {
-        seller: quiet.pid(),
-        ..c.pids
-    };
+    let quiet = ablation(c, stack, dir, "seller-noaudit", 5, false, None).await?;
     // And a seller exporting its spans over OTLP/HTTP to a collector in this process that
     // decodes nothing and answers 200 (its own settler key too).
     let (sink, sink_posts, sink_bytes) = otlp_sink().await?;
@@ -241,61 +279,22 @@ pub(crate) async fn paid_rounds(c: &mut Ctx, stack: &mut Stack, dir: &Path) -> R
         service_name: "load-seller".into(),
         batch_delay_ms: 1000,
     };
-    let (mut traced, traced_admin) =
-        start_seller(dir, "seller-otlp", &upstream, net, key(6), true, Some(otlp)).await?;
-    let traced_pids = Pids {
-        seller: traced.pid(),
-        ..c.pids
+    let traced = ablation(c, stack, dir, "seller-otlp", 6, true, Some(otlp)).await?;
+    let mut settlers = Settlers {
+        floor: Floor::new(&stack.net).await?,
+        chain: inprocess_settler(&stack.net)?,
     };
-    let traced_url = format!("{}/x402", traced.url);
-    let traced_admin = format!("http://127.0.0.1:{traced_admin}");
-    let quiet_url = format!("{}/x402", quiet.url);
-    let quiet_admin = format!("http://127.0.0.1:{quiet_admin}");
-    let mut floor = Floor::new(net).await?;
-    let settler = inprocess_settler(net)?;
-    let per_round = per_round(&c.k);
-    let first_block = block(net).await;
+    let first_block = block(&stack.net).await;
     say(format!(
-        "paid path at 1 client, {ROUNDS} interleaved rounds of {per_round} calls each: devnet floor, settler code in-process, client → seller, via the buyer's outbound proxy, client → seller without audit journal, client → seller exporting spans over OTLP"
+        "paid path at 1 client, {ROUNDS} interleaved rounds of {} calls each: devnet floor, settler code in-process, client → seller, via the buyer's outbound proxy, client → seller without audit journal, client → seller exporting spans over OTLP",
+        per_round(&c.k)
     ));
-    let buyers = &stack.buyers.clone();
-    let mut six: Vec<(Run, Cost, Phases)> = (0..ONE_CLIENT.len())
-        .map(|_| (Run::default(), Cost::default(), Phases::new()))
-        .collect();
-    for _ in 0..ROUNDS {
-        for (i, slot) in six.iter_mut().enumerate() {
-            let (watch_pids, admin_url) = match i {
-                4 => (&quiet_pids, &quiet_admin),
-                5 => (&traced_pids, &traced_admin),
-                _ => (&c.pids, &c.admin),
-            };
-            let (http, seed, ok) = (&c.http, &c.seed, &c.paid_ok);
-            let before = phases(http, admin_url).await;
-            let w = Watch::start(watch_pids);
-            let run = match i {
-                0 => floor.run(&buyers[0], per_round).await?,
-                1 => settle_inprocess(&settler, &buyers[1 % buyers.len()], per_round).await?,
-                2 => whole_flow(http, &c.paid_url, seed, buyers, per_round, 1, ok).await,
-                3 => via_flow(http, &c.via_url, seed, per_round, 1, ok).await,
-                4 => whole_flow(http, &quiet_url, seed, buyers, per_round, 1, ok).await,
-                _ => whole_flow(http, &traced_url, seed, buyers, per_round, 1, ok).await,
-            };
-            let cost = w.finish().await;
-            let after = phases(http, admin_url).await;
-            slot.0.absorb(run);
-            slot.1.absorb(&cost);
-            add_phases(&mut slot.2, &before, &after);
-        }
-        stack.alive()?;
-        quiet.check_alive().map_err(|e| e.to_string())?;
-        traced.check_alive().map_err(|e| e.to_string())?;
-    }
-    drop(quiet);
+    let mut ablations = [quiet, traced];
+    let six = play_rounds(c, stack, &mut ablations, &mut settlers).await?;
+    drop(ablations);
     // SIGKILL on drop would lose the last batch; the counts below are what arrived meanwhile.
-    drop(traced);
     drop(sink);
-    let net = &stack.net;
-    let blocks = format!("blocks {first_block}–{}", block(net).await);
+    let blocks = format!("blocks {first_block}–{}", block(&stack.net).await);
     let rounds = Rounds {
         settle_mean_c1: phase_mean(&Phases::new(), &six[2].2, "settle"),
         floor_mean: six[0].0.mean(),
@@ -307,10 +306,65 @@ pub(crate) async fn paid_rounds(c: &mut Ctx, stack: &mut Stack, dir: &Path) -> R
             sink_bytes.load(Ordering::SeqCst),
         ),
     };
+    round_rows(c, six, &settlers.floor, &blocks);
+    Ok(rounds)
+}
+
+/// The rounds: each one-client scenario in turn, [`ROUNDS`] times, every process checked after
+/// each round.
+async fn play_rounds(
+    c: &Ctx,
+    stack: &mut Stack,
+    ablations: &mut [Ablation; 2],
+    settlers: &mut Settlers,
+) -> Res<Slots> {
+    let per_round = per_round(&c.k);
+    let buyers = &stack.buyers.clone();
+    let mut six: Slots = (0..ONE_CLIENT.len())
+        .map(|_| (Run::default(), Cost::default(), Phases::new()))
+        .collect();
+    for _ in 0..ROUNDS {
+        for (i, slot) in six.iter_mut().enumerate() {
+            let (watch_pids, admin_url) = match i {
+                4 | 5 => (&ablations[i - 4].pids, &ablations[i - 4].admin),
+                _ => (&c.pids, &c.admin),
+            };
+            let (http, seed, ok) = (&c.http, &c.seed, &c.paid_ok);
+            let before = phases(http, admin_url).await;
+            let w = Watch::start(watch_pids);
+            let run = match i {
+                0 => settlers.floor.run(&buyers[0], per_round).await?,
+                1 => {
+                    let payer = &buyers[1 % buyers.len()];
+                    settle_inprocess(&settlers.chain, payer, per_round).await?
+                }
+                2 => whole_flow(http, &c.paid_url, seed, buyers, per_round, 1, ok).await,
+                3 => via_flow(http, &c.via_url, seed, per_round, 1, ok).await,
+                _ => {
+                    let url = &ablations[i - 4].url;
+                    whole_flow(http, url, seed, buyers, per_round, 1, ok).await
+                }
+            };
+            let cost = w.finish().await;
+            let after = phases(http, admin_url).await;
+            slot.0.absorb(run);
+            slot.1.absorb(&cost);
+            add_phases(&mut slot.2, &before, &after);
+        }
+        stack.alive()?;
+        for a in ablations.iter_mut() {
+            a.seller.check_alive().map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(six)
+}
+
+/// One row per one-client scenario, noted with the blocks the rounds spanned.
+fn round_rows(c: &mut Ctx, six: Slots, floor: &Floor, blocks: &str) {
     for (i, (run, cost, ph)) in six.into_iter().enumerate() {
         let note = match i {
             0 => format!("{}; {blocks}", floor.note()),
-            1 => blocks.clone(),
+            1 => blocks.to_string(),
             _ => format!(
                 "seller phases, mean ms: {}; {blocks}",
                 phase_means(&Phases::new(), &ph)
@@ -324,7 +378,25 @@ pub(crate) async fn paid_rounds(c: &mut Ctx, stack: &mut Stack, dir: &Path) -> R
             note,
         });
     }
-    Ok(rounds)
+}
+
+/// Run `work` while watching the processes; its note names the seller's mean phases and the
+/// blocks the run spanned.
+async fn watched_phases(
+    c: &Ctx,
+    net: &Devnet,
+    work: impl Future<Output = Run>,
+) -> (Run, Cost, String) {
+    let first_block = block(net).await;
+    let before = phases(&c.http, &c.admin).await;
+    let (run, cost) = watched(&c.pids, work).await;
+    let after = phases(&c.http, &c.admin).await;
+    let note = format!(
+        "seller phases, mean ms: {}; blocks {first_block}–{}",
+        phase_means(&before, &after),
+        block(net).await
+    );
+    (run, cost, note)
 }
 
 /// 5. Paid throughput: pre-signed payments, distinct nonces, several buyers.
@@ -362,36 +434,25 @@ pub(crate) async fn presigned(c: &mut Ctx, stack: &mut Stack) -> Res<Presigned> 
         k.paid,
         clients(k.paid_conc)
     ));
-    let first_block = block(net).await;
-    let before = phases(&c.http, &c.admin).await;
     let (http, url, body, ok) = (
         c.http.clone(),
         c.paid_url.clone(),
         c.seed.clone(),
         c.paid_ok.clone(),
     );
-    let (run, cost) = watched(
-        &c.pids,
-        counted(
-            k.paid_conc,
-            payments,
-            move |(name, value): &(&'static str, String)| {
-                let req = http
-                    .post(&url)
-                    .header("Content-Type", "application/json")
-                    .header(*name, value)
-                    .body(body.clone());
-                let ok = ok.clone();
-                async move {
-                    expect(req, 200).await?;
-                    ok.fetch_add(1, Ordering::Relaxed);
-                    Ok(())
-                }
-            },
-        ),
-    )
-    .await;
-    let after = phases(&c.http, &c.admin).await;
+    let work = counted(
+        k.paid_conc,
+        payments,
+        move |(name, value): &(&'static str, String)| {
+            let req = http
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .header(*name, value)
+                .body(body.clone());
+            paid_200(req, &ok)
+        },
+    );
+    let (run, cost, note) = watched_phases(c, net, work).await;
     let presigned = Presigned {
         errors: run.error_count(),
         ok: run.ok,
@@ -402,11 +463,7 @@ pub(crate) async fn presigned(c: &mut Ctx, stack: &mut Stack) -> Res<Presigned> 
         load: format!("{}, {} calls", clients(k.paid_conc), k.paid),
         run,
         cost,
-        note: format!(
-            "seller phases, mean ms: {}; blocks {first_block}–{}",
-            phase_means(&before, &after),
-            block(net).await
-        ),
+        note,
     });
     stack.alive()?;
     Ok(presigned)
@@ -424,17 +481,14 @@ pub(crate) async fn whole_at_8(c: &mut Ctx, stack: &mut Stack) -> Res<()> {
                 "client → seller"
             }
         ));
-        let net = &stack.net;
-        let first_block = block(net).await;
-        let before = phases(&c.http, &c.admin).await;
         let (http, seed, ok) = (&c.http, &c.seed, &c.paid_ok);
-        let (run, cost) = if via {
-            watched(&c.pids, via_flow(http, &c.via_url, seed, n, 8, ok)).await
+        let (run, cost, note) = if via {
+            let flow = via_flow(http, &c.via_url, seed, n, 8, ok);
+            watched_phases(c, &stack.net, flow).await
         } else {
             let flow = whole_flow(http, &c.paid_url, seed, &stack.buyers, n, 8, ok);
-            watched(&c.pids, flow).await
+            watched_phases(c, &stack.net, flow).await
         };
-        let after = phases(&c.http, &c.admin).await;
         c.rows.push(Row {
             name: if via {
                 "paid call via the buyer's outbound proxy → seller"
@@ -445,11 +499,7 @@ pub(crate) async fn whole_at_8(c: &mut Ctx, stack: &mut Stack) -> Res<()> {
             load: format!("8 clients, {n} calls"),
             run,
             cost,
-            note: format!(
-                "seller phases, mean ms: {}; blocks {first_block}–{}",
-                phase_means(&before, &after),
-                block(net).await
-            ),
+            note,
         });
         stack.alive()?;
     }

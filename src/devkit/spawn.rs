@@ -118,7 +118,7 @@ impl Launch {
     }
 
     /// Where the configuration is written.
-    pub fn config_path(&self) -> PathBuf {
+    fn config_path(&self) -> PathBuf {
         self.dir.join(format!("{}.yaml", self.name))
     }
 
