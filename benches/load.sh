@@ -5,8 +5,8 @@
 #   2. `cargo bench --bench load`: builds the sidecar in release mode, starts the devnet (anvil),
 #      the stand-in upstream, a seller and a buyer sidecar, drives them on loopback and prints one
 #      table, also written to benches/RESULTS.md.
-# Load is generated in Rust (benches/load.rs), not with oha: see benches/RESULTS.md.
-# Knobs (see benches/load.rs): X402_LOAD_SECS, X402_LOAD_WARMUP, X402_LOAD_CONCURRENCY,
+# Load is generated in Rust (benches/load/), not with oha: see benches/RESULTS.md.
+# Knobs (see benches/load/main.rs): X402_LOAD_SECS, X402_LOAD_WARMUP, X402_LOAD_CONCURRENCY,
 # X402_LOAD_PAID, X402_LOAD_PAID_CONCURRENCY, X402_LOAD_SEQ, X402_LOAD_BUYERS, X402_LOAD_RATE,
 # X402_LOAD_NO_WRITE, X402_LOAD_KEEP; X402_LOAD_SKIP_PROTOCOL=1 skips step 1 (the last
 # criterion results are used).

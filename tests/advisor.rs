@@ -4,11 +4,12 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use alloy_primitives::U256;
+use alloy_signer_local::PrivateKeySigner;
 use bytes::Bytes;
 use common::*;
 use serde_json::Value;
@@ -35,10 +36,7 @@ impl Drop for Setup {
 /// Devnet, the advisor (rules only) on loopback, and a sidecar in front of it that sends the
 /// secret when `with_secret`.
 async fn setup(with_secret: bool) -> Setup {
-    x402_sidecar::init_tls();
-    let net = Devnet::start()
-        .await
-        .expect("devnet (run `make devnet` first)");
+    let net = devnet().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let advisor_url = format!("http://{}", listener.local_addr().unwrap());
     let advisor_task = tokio::spawn(advisor::serve(
@@ -46,32 +44,19 @@ async fn setup(with_secret: bool) -> Setup {
         Arc::new(Advisor::rules_only(ADVISOR_SECRET).unwrap()),
     ));
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut cfg = seller_config(port, &advisor_url, &net, "memory", 4_000);
+    let mut node = seller_node(free_port(), &advisor_url, &net);
     if with_secret {
-        cfg = cfg.replace(
-            "timeout_ms: 4000 }",
-            "timeout_ms: 4000, secret_env: X402_TEST_ADVISOR_SECRET }",
-        );
-        assert!(cfg.contains("secret_env"));
+        node.upstream_secret_env = Some("X402_TEST_ADVISOR_SECRET".into());
     }
-    let config = dir.path().join("seller.yaml");
-    std::fs::write(&config, cfg).unwrap();
-    let log = dir.path().join("seller.log");
-    let child = Command::new(bin())
-        // Its own working directory: the audit journal (relative audit.dir) lands there.
-        .current_dir(dir.path())
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("X402_TEST_SETTLER_KEY", net.settler_key_hex())
-        .env("X402_TEST_ADVISOR_SECRET", ADVISOR_SECRET)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let seller = Sidecar::from_child(child, port, log, config);
-    seller.wait_up().await;
+    // Its own directory: the audit journal (relative audit.dir) lands there.
+    let seller = run(
+        launch(dir.path(), "seller")
+            .env(SETTLER_ENV, net.settler_key_hex())
+            .env("X402_TEST_ADVISOR_SECRET", ADVISOR_SECRET),
+        &node.yaml(),
+        node.listen,
+    )
+    .await;
     Setup {
         net,
         seller,
@@ -80,26 +65,33 @@ async fn setup(with_secret: bool) -> Setup {
     }
 }
 
+impl Setup {
+    /// A buyer holding 1 000 000, and one whole paid call of the seed example by it (at most
+    /// `PRICE`).
+    async fn pay_seed(&self, http: &reqwest::Client) -> (PrivateKeySigner, client::Paid) {
+        let buyer = self.net.new_buyer(U256::from(1_000_000u64)).await.unwrap();
+        let url = format!("{}/x402", self.seller.url);
+        let body = Bytes::from_static(SEED_EXAMPLE.as_bytes());
+        let cap = Some(U256::from(PRICE));
+        let paid = client::pay(http, &url, body, &buyer, false, cap, |_| {})
+            .await
+            .unwrap();
+        (buyer, paid)
+    }
+
+    fn money(&self) -> Money<'_> {
+        Money::new(&self.net, PRICE)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paid_seed_request_gets_checkable_rule_engine_advice_and_settles() {
     let s = setup(true).await;
-    let buyer = s.net.new_buyer(U256::from(1_000_000u64)).await.unwrap();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    let before = s.net.balance(s.net.pay_to).await.unwrap();
-    let paid = client::pay(
-        &http,
-        &format!("{}/x402", s.seller.url),
-        Bytes::from_static(SEED_EXAMPLE.as_bytes()),
-        &buyer,
-        false,
-        Some(U256::from(PRICE)),
-        |_| {},
-    )
-    .await
-    .unwrap();
+    let (buyer, paid) = s.pay_seed(&http).await;
     let v: Value = serde_json::from_slice(&paid.body).unwrap();
     assert_eq!(paid.status, 200, "{v}\n{}", s.seller.logs());
     // Exactly the engine's advice for this request, plus what the paywall adds.
@@ -120,61 +112,40 @@ async fn a_paid_seed_request_gets_checkable_rule_engine_advice_and_settles() {
     assert!(m["paymentId"].as_str().unwrap().starts_with("pay_"));
     assert!(v["disclaimer"].as_str().is_some_and(|d| !d.is_empty()));
     assert_eq!(v["payment"]["amount"], PRICE.to_string());
-    let after = s.net.balance(s.net.pay_to).await.unwrap();
-    assert_eq!(after, before + U256::from(PRICE), "settled on chain");
+    // Settled on chain.
+    s.money().assert_paid_once(buyer.address(), 1_000_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_shared_secret_the_advisor_answers_nothing_and_nobody_pays() {
     let s = setup(false).await;
-    let buyer = s.net.new_buyer(U256::from(1_000_000u64)).await.unwrap();
-    let http = reqwest::Client::new();
-    let before = s.net.balance(buyer.address()).await.unwrap();
-    let paid = client::pay(
-        &http,
-        &format!("{}/x402", s.seller.url),
-        Bytes::from_static(SEED_EXAMPLE.as_bytes()),
-        &buyer,
-        false,
-        Some(U256::from(PRICE)),
-        |_| {},
-    )
-    .await
-    .unwrap();
+    let (buyer, paid) = s.pay_seed(&reqwest::Client::new()).await;
     let v: Value = serde_json::from_slice(&paid.body).unwrap_or(Value::Null);
     assert_eq!(paid.status, 502, "{v}");
     assert_eq!(v["error"], "upstream_error");
-    assert_eq!(s.net.balance(buyer.address()).await.unwrap(), before);
-    assert_eq!(s.net.transfers_to(s.net.pay_to).await.unwrap().len(), 0);
+    s.money()
+        .assert_not_charged(buyer.address(), 1_000_000)
+        .await;
+}
+
+/// `advisor --listen 127.0.0.1:0 --secret-env <var>`, with `var` set to `value` or unset.
+fn advisor_command(var: &str, value: Option<&str>) -> std::process::Output {
+    let mut cmd = Command::new(bin());
+    cmd.args(["advisor", "--listen", "127.0.0.1:0", "--secret-env", var]);
+    match value {
+        Some(v) => cmd.env(var, v),
+        None => cmd.env_remove(var),
+    };
+    cmd.output().unwrap()
 }
 
 #[test]
 fn the_advisor_command_refuses_to_start_without_its_secret() {
-    let out = Command::new(bin())
-        .args([
-            "advisor",
-            "--listen",
-            "127.0.0.1:0",
-            "--secret-env",
-            "X402_NO_SUCH_SECRET_VAR",
-        ])
-        .env_remove("X402_NO_SUCH_SECRET_VAR")
-        .output()
-        .unwrap();
+    let out = advisor_command("X402_NO_SUCH_SECRET_VAR", None);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("X402_NO_SUCH_SECRET_VAR"), "{err}");
-    let out = Command::new(bin())
-        .args([
-            "advisor",
-            "--listen",
-            "127.0.0.1:0",
-            "--secret-env",
-            "X402_SHORT_SECRET",
-        ])
-        .env("X402_SHORT_SECRET", "short")
-        .output()
-        .unwrap();
+    let out = advisor_command("X402_SHORT_SECRET", Some("short"));
     assert_eq!(out.status.code(), Some(1));
     // A named-but-unset secret stops the sidecar at check time, with the field and the variable.
     let dir = tempfile::tempdir().unwrap();

@@ -15,16 +15,10 @@ use common::*;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use x402_sidecar::buyer::ledger;
-use x402_sidecar::devkit::devnet::{self, Devnet};
+use x402_sidecar::devkit::nodes::{Breaker, BuyerNode, Fallback, Otlp, Retry, SellerEntry};
+use x402_sidecar::x402::money::PriceSpec;
 
-/// One seller as the buyer's configuration names it.
-struct SellerSpec {
-    name: &'static str,
-    url: String,
-    pay_to: Address,
-    max_price: u64,
-}
-
+/// What the tests vary of the buyer node (the rest is [`buyer_node`]'s).
 struct BuyerOpts {
     daily: u64,
     timeout_ms: u64,
@@ -36,8 +30,7 @@ struct BuyerOpts {
     /// `outbound.fallback.secret_env`.
     fallback_secret_env: Option<&'static str>,
     store: &'static str,
-    /// More top-level config sections.
-    extra: String,
+    otlp: Option<Otlp>,
     /// `outbound.owners.log`.
     owners: &'static str,
     /// More environment variables for the buyer process.
@@ -56,7 +49,7 @@ impl Default for BuyerOpts {
             fallback_url: None,
             fallback_secret_env: None,
             store: "memory",
-            extra: String::new(),
+            otlp: None,
             owners: "plain",
             envs: Vec::new(),
         }
@@ -79,117 +72,73 @@ impl Buyer {
     }
 }
 
-fn buyer_config(
+const BUYER_ENV: &str = "X402_TEST_BUYER_KEY";
+
+/// The tests' buyer node: the dev kit's with `sellers` in priority order and `o` applied.
+fn buyer_node(
     port: u16,
     net: &Devnet,
-    sellers: &[SellerSpec],
-    o: &BuyerOpts,
+    sellers: Vec<SellerEntry>,
+    o: BuyerOpts,
     ledger: &std::path::Path,
-) -> String {
-    let sellers: String = sellers
-        .iter()
+) -> BuyerNode {
+    let mut node = BuyerNode::new(port, net, BUYER_ENV, PriceSpec::Units(o.daily), ledger);
+    node.sellers = sellers
+        .into_iter()
         .enumerate()
-        .map(|(i, s)| {
-            format!(
-                "    - name: {}\n      url: \"{}\"\n      priority: {}\n      pay_to: [\"{}\"]\n      networks: [\"{}\"]\n      assets: [\"{}\"]\n      max_price: {}\n",
-                s.name, s.url, i + 1, s.pay_to, devnet::NETWORK, devnet::USDC, s.max_price
-            )
+        .map(|(i, s)| SellerEntry {
+            priority: Some(i as u32 + 1),
+            ..s
         })
         .collect();
-    let fallback_url = o
-        .fallback_url
-        .as_ref()
-        .map(|u| format!(", url: \"{u}\""))
-        .unwrap_or_default()
-        + &o.fallback_secret_env
-            .map(|v| format!(", secret_env: {v}"))
-            .unwrap_or_default();
-    format!(
-        r#"outbound:
-  enabled: true
-  listen: 127.0.0.1:{port}
-  wallet: {{ key_env: X402_TEST_BUYER_KEY }}
-  chains: [ {{ network: "{network}", rpc_url: "{rpc}" }} ]
-  sellers:
-{sellers}  budgets: [ {{ network: "{network}", asset: "{usdc}", daily: {daily} }} ]
-  max_authorization_seconds: 60
-  timeout_ms: {timeout}
-  retry: {{ attempts: {attempts}, backoff_ms: 50 }}
-  breaker: {{ failure_threshold: {thr}, open_seconds: {open} }}
-  fallback: {{ mode: {mode}{fallback_url} }}
-  ledger_path: "{ledger}"
-  owners: {{ log: {owners} }}
-store: "{store}"
-"#,
-        network = devnet::NETWORK,
-        rpc = net.rpc_url,
-        usdc = devnet::USDC,
-        daily = o.daily,
-        timeout = o.timeout_ms,
-        attempts = o.attempts,
-        thr = o.threshold,
-        open = o.open_seconds,
-        mode = o.fallback,
-        ledger = ledger.display(),
-        store = o.store,
-        owners = o.owners,
-    ) + &o.extra
+    node.max_authorization_seconds = Some(60);
+    node.timeout_ms = Some(o.timeout_ms);
+    node.retry = Some(Retry {
+        attempts: o.attempts,
+        backoff_ms: 50,
+    });
+    node.breaker = Some(Breaker {
+        failure_threshold: o.threshold,
+        open_seconds: o.open_seconds,
+    });
+    node.fallback = Fallback {
+        url: o.fallback_url,
+        secret_env: o.fallback_secret_env.map(str::to_string),
+        ..Fallback::mode(o.fallback)
+    };
+    node.owners = Some(o.owners.into());
+    node.store = o.store.into();
+    node.otlp = o.otlp;
+    node
 }
 
-async fn start_buyer(w: &World, sellers: &[SellerSpec], o: BuyerOpts) -> Buyer {
+async fn start_buyer(w: &World, sellers: Vec<SellerEntry>, mut o: BuyerOpts) -> Buyer {
     let key = w.buyer(5_000_000).await;
     let port = free_port();
     let ledger = w.dir.path().join(format!("ledger-{port}.jsonl"));
-    let cfg = buyer_config(port, &w.net, sellers, &o, &ledger);
-    let path = w.dir.path().join(format!("buyer-{port}.yaml"));
-    std::fs::write(&path, cfg).unwrap();
-    let log = w.dir.path().join(format!("buyer-{port}.log"));
-    let home = w.dir.path().join(format!("buyer-{port}"));
-    std::fs::create_dir_all(&home).unwrap();
-    let child = std::process::Command::new(bin())
-        .current_dir(&home)
-        .args(["run", "--config"])
-        .arg(&path)
-        .env(
-            "X402_TEST_BUYER_KEY",
-            format!("0x{}", x402_sidecar::util::hex(&key.to_bytes()[..])),
-        )
-        .env("RUST_LOG", "info")
-        .envs(o.envs.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let sidecar = Sidecar::from_child(child, port, log, path);
-    sidecar.wait_up().await;
+    let envs = std::mem::take(&mut o.envs);
+    let yaml = buyer_node(port, &w.net, sellers, o, &ledger).yaml();
+    let mut l = launch(w.dir.path(), &format!("buyer-{port}")).env(
+        BUYER_ENV,
+        format!("0x{}", x402_sidecar::util::hex(&key.to_bytes()[..])),
+    );
+    for (k, v) in envs {
+        l = l.env(k, v);
+    }
     Buyer {
-        sidecar,
+        sidecar: run(l, &yaml, port).await,
         key,
         ledger,
     }
 }
 
-fn seller(name: &'static str, url: String, w: &World) -> SellerSpec {
-    SellerSpec {
-        name,
-        url,
-        pay_to: w.net.pay_to,
-        max_price: 50_000,
-    }
+/// A seller the buyer may pay, at most 50 000 atomic units a call.
+fn seller(name: &str, url: String, w: &World) -> SellerEntry {
+    SellerEntry::new(name, &url, w.net.pay_to, PriceSpec::Units(50_000))
 }
 
 async fn buy(w: &World, b: &Buyer) -> (u16, reqwest::header::HeaderMap, Value) {
-    let r = w
-        .http
-        .post(b.url())
-        .header("Content-Type", "application/json")
-        .body(seed_body())
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    (status, headers, r.json().await.unwrap_or(Value::Null))
+    post_json(&w.http, &b.url(), seed_body(), &[]).await
 }
 
 fn h<'a>(headers: &'a reqwest::header::HeaderMap, k: &str) -> &'a str {
@@ -201,11 +150,10 @@ async fn a_paid_call_through_the_outbound_proxy_pays_once_and_is_in_the_ledger()
     let w = World::start().await;
     let b = start_buyer(
         &w,
-        &[seller("node-a", w.paid_url(), &w)],
+        vec![seller("node-a", w.paid_url(), &w)],
         BuyerOpts::default(),
     )
     .await;
-    let before = w.balance(b.key.address()).await;
     let (status, headers, body) = buy(&w, &b).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(h(&headers, "x-strategy-source"), "paid");
@@ -215,10 +163,8 @@ async fn a_paid_call_through_the_outbound_proxy_pays_once_and_is_in_the_ledger()
         "a length keeps roma-01's connection alive"
     );
     assert_eq!(h(&headers, "x-payment-amount"), PRICE.to_string());
-    let transfers = w.net.transfers_to(w.net.pay_to).await.unwrap();
-    assert_eq!(transfers.len(), 1);
-    assert_eq!(transfers[0].0, b.key.address());
-    let tx = format!("{:#x}", transfers[0].2);
+    let paid = w.money().assert_paid_once(b.key.address(), 5_000_000).await;
+    let tx = format!("{:#x}", paid.tx);
     assert_eq!(h(&headers, "x-payment-tx"), tx);
     assert!(
         headers.contains_key("payment-response"),
@@ -227,7 +173,6 @@ async fn a_paid_call_through_the_outbound_proxy_pays_once_and_is_in_the_ledger()
     // The seller's body, unchanged: its own payment block names the same transaction.
     assert_eq!(body["payment"]["receiptId"], tx);
     assert!(body["strategy"].is_object());
-    assert_eq!(w.balance(b.key.address()).await, before - U256::from(PRICE));
     let l = b.ledger();
     assert_eq!(l.len(), 1);
     assert_eq!(
@@ -262,7 +207,7 @@ async fn a_paid_call_through_the_outbound_proxy_pays_once_and_is_in_the_ledger()
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(h(r.headers(), "x-strategy-source"), "paid");
-    assert_eq!(w.seller_transfers().await, 2);
+    w.money().assert_transfers(2).await;
     // An unknown seller is not paid through the proxy.
     let r = via_proxy
         .post("http://127.0.0.1:9/x402")
@@ -286,14 +231,16 @@ async fn a_paid_call_through_the_outbound_proxy_pays_once_and_is_in_the_ledger()
 async fn a_price_above_the_cap_is_refused_before_signing() {
     let w = World::start().await;
     let mut s = seller("node-a", w.paid_url(), &w);
-    s.max_price = PRICE - 1;
-    let b = start_buyer(&w, &[s], BuyerOpts::default()).await;
+    s.max_price = PriceSpec::Units(PRICE - 1);
+    let b = start_buyer(&w, vec![s], BuyerOpts::default()).await;
     let (status, _, body) = buy(&w, &b).await;
     assert_eq!(status, 502);
     assert_eq!(body["error"], "no_seller_answered");
     assert_eq!(body["attempts"][0]["outcome"], "price_above_cap");
     assert_eq!(w.upstream.calls(), 0, "no payment was ever sent");
-    assert_eq!(w.seller_transfers().await, 0);
+    w.money()
+        .assert_not_charged(b.key.address(), 5_000_000)
+        .await;
     assert!(b.ledger().is_empty());
 }
 
@@ -302,14 +249,16 @@ async fn a_pay_to_that_is_not_pinned_is_refused() {
     let w = World::start().await;
     let mut s = seller("node-a", w.paid_url(), &w);
     s.pay_to = Address::repeat_byte(0x33);
-    let b = start_buyer(&w, &[s], BuyerOpts::default()).await;
+    let b = start_buyer(&w, vec![s], BuyerOpts::default()).await;
     let (status, _, body) = buy(&w, &b).await;
     assert_eq!(
         (status, body["attempts"][0]["outcome"].as_str()),
         (502, Some("pay_to_not_pinned"))
     );
     assert_eq!(w.upstream.calls(), 0);
-    assert_eq!(w.seller_transfers().await, 0);
+    w.money()
+        .assert_not_charged(b.key.address(), 5_000_000)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,7 +266,7 @@ async fn an_exhausted_daily_budget_is_refused() {
     let w = World::start().await;
     let b = start_buyer(
         &w,
-        &[seller("node-a", w.paid_url(), &w)],
+        vec![seller("node-a", w.paid_url(), &w)],
         BuyerOpts {
             daily: PRICE,
             ..Default::default()
@@ -332,7 +281,7 @@ async fn an_exhausted_daily_budget_is_refused() {
         (502, Some("budget_exhausted")),
         "{body}"
     );
-    assert_eq!(w.seller_transfers().await, 1);
+    w.money().assert_paid_once(b.key.address(), 5_000_000).await;
     assert_eq!(b.ledger().len(), 1);
 }
 
@@ -345,19 +294,12 @@ async fn twenty_concurrent_calls_under_a_budget_for_five_pay_at_most_five_and_th
         store: "redis://127.0.0.1:6379/0",
         ..Default::default()
     };
-    let b = start_buyer(&w, &[seller("node-a", w.paid_url(), &w)], opts).await;
+    let b = start_buyer(&w, vec![seller("node-a", w.paid_url(), &w)], opts).await;
     let mut calls = Vec::new();
     for _ in 0..20 {
         let (http, url) = (w.http.clone(), b.url());
         calls.push(tokio::spawn(async move {
-            let r = http
-                .post(url)
-                .header("Content-Type", "application/json")
-                .body(seed_body())
-                .send()
-                .await
-                .unwrap();
-            r.status().as_u16()
+            post_json(&http, &url, seed_body(), &[]).await.0
         }));
     }
     let mut ok = 0;
@@ -366,19 +308,15 @@ async fn twenty_concurrent_calls_under_a_budget_for_five_pay_at_most_five_and_th
             ok += 1;
         }
     }
+    // The budget buys exactly five calls, never more.
     let chain: BTreeSet<String> = w
-        .net
-        .transfers_to(w.net.pay_to)
+        .money()
+        .assert_transfers(5)
         .await
-        .unwrap()
         .iter()
-        .map(|t| format!("{:#x}", t.2))
+        .map(|t| format!("{:#x}", t.tx))
         .collect();
-    assert_eq!(
-        chain.len(),
-        5,
-        "the budget buys exactly five calls, never more"
-    );
+    assert_eq!(chain.len(), 5, "five distinct transactions");
     assert_eq!(ok, chain.len(), "every paid answer is one transfer");
     let ledger: BTreeSet<String> = b.ledger().iter().filter_map(|e| e.tx.clone()).collect();
     assert_eq!(ledger, chain, "the ledger equals the chain");
@@ -394,19 +332,12 @@ async fn a_failing_first_seller_hands_over_to_the_second_with_one_transfer_in_to
     // Seller A: a real sidecar whose strategy endpoint fails (it answers 503, charging nothing).
     let bad_up = Upstream::start().await;
     bad_up.set(Mode::Status(500));
-    let port = free_port();
-    let cfg = seller_config(port, &bad_up.url, &w.net, "memory", 4_000);
-    let a = start_sidecar(
-        w.dir.path(),
-        "seller-a",
-        port,
-        &cfg,
-        &w.net.settler_key_hex(),
-    )
-    .await;
+    let a = w
+        .start_seller("seller-a", &seller_node(free_port(), &bad_up.url, &w.net))
+        .await;
     let b = start_buyer(
         &w,
-        &[
+        vec![
             seller("node-a", format!("{}/x402", a.url), &w),
             seller("node-b", w.paid_url(), &w),
         ],
@@ -421,15 +352,8 @@ async fn a_failing_first_seller_hands_over_to_the_second_with_one_transfer_in_to
     assert_eq!(h(&headers, "x-payment-seller"), "node-b");
     assert!(h(&headers, "x-attempts").contains("node-a="), "{headers:?}");
     assert!(bad_up.calls() >= 1, "seller A was really tried");
-    assert_eq!(
-        w.seller_transfers().await,
-        1,
-        "exactly one transfer in total"
-    );
-    assert_eq!(
-        w.balance(b.key.address()).await,
-        U256::from(5_000_000 - PRICE)
-    );
+    // Exactly one transfer in total.
+    w.money().assert_paid_once(b.key.address(), 5_000_000).await;
     let l = b.ledger();
     assert_eq!((l.len(), l[0].seller.as_str()), (1, "node-b"));
 }
@@ -457,7 +381,7 @@ async fn a_hanging_seller_gets_a_fallback_answer_inside_the_timeout_marked_as_fa
         fallback_url: Some(format!("{}/x402", w.upstream.url)),
         ..Default::default()
     };
-    let b = start_buyer(&w, &[seller("stuck", url, &w)], opts).await;
+    let b = start_buyer(&w, vec![seller("stuck", url, &w)], opts).await;
     let t = Instant::now();
     let (status, headers, body) = buy(&w, &b).await;
     let took = t.elapsed();
@@ -473,7 +397,9 @@ async fn a_hanging_seller_gets_a_fallback_answer_inside_the_timeout_marked_as_fa
         headers.get("x-payment-tx").is_none(),
         "fallback advice is not paid advice"
     );
-    assert_eq!(w.seller_transfers().await, 0);
+    w.money()
+        .assert_not_charged(b.key.address(), 5_000_000)
+        .await;
     assert!(b.ledger().is_empty());
     let journal = x402_sidecar::audit::read_all(&b.sidecar.audit_dir()).unwrap();
     assert_eq!(
@@ -492,7 +418,7 @@ async fn wait_mode_answers_503_with_retry_after_and_a_hint() {
         fallback: "wait",
         ..Default::default()
     };
-    let b = start_buyer(&w, &[seller("stuck", url, &w)], opts).await;
+    let b = start_buyer(&w, vec![seller("stuck", url, &w)], opts).await;
     let (status, headers, body) = buy(&w, &b).await;
     assert_eq!(status, 503);
     assert_eq!(h(&headers, "retry-after"), "60");
@@ -514,7 +440,7 @@ async fn the_breaker_opens_skips_the_seller_probes_and_closes_again() {
         fallback_url: Some(format!("{}/x402", local.url)),
         ..Default::default()
     };
-    let b = start_buyer(&w, &[seller("node-a", w.paid_url(), &w)], opts).await;
+    let b = start_buyer(&w, vec![seller("node-a", w.paid_url(), &w)], opts).await;
     for _ in 0..2 {
         let (status, headers, _) = buy(&w, &b).await;
         assert_eq!(
@@ -559,7 +485,7 @@ async fn the_breaker_opens_skips_the_seller_probes_and_closes_again() {
         (200, "paid"),
         "closed again"
     );
-    assert_eq!(w.seller_transfers().await, 2);
+    w.money().assert_transfers(2).await;
 }
 
 /// A TCP relay to the seller that loses the answer to the first paid request.
@@ -629,7 +555,7 @@ async fn a_lost_answer_after_payment_is_retried_with_the_same_authorization_and_
     let w = World::start().await;
     let target = w.seller.url.trim_start_matches("http://").to_string();
     let (url, dropped, _task) = lossy_relay(target).await;
-    let b = start_buyer(&w, &[seller("node-a", url, &w)], BuyerOpts::default()).await;
+    let b = start_buyer(&w, vec![seller("node-a", url, &w)], BuyerOpts::default()).await;
     let (status, headers, body) = buy(&w, &b).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(h(&headers, "x-strategy-source"), "paid");
@@ -637,16 +563,13 @@ async fn a_lost_answer_after_payment_is_retried_with_the_same_authorization_and_
         dropped.load(Ordering::SeqCst) >= 1,
         "an answer was really lost"
     );
-    assert_eq!(w.seller_transfers().await, 1, "at most one transfer");
     assert_eq!(
         w.upstream.calls(),
         1,
         "the retry got the seller's stored answer"
     );
-    assert_eq!(
-        w.balance(b.key.address()).await,
-        U256::from(5_000_000 - PRICE)
-    );
+    // At most one transfer.
+    w.money().assert_paid_once(b.key.address(), 5_000_000).await;
     let l = b.ledger();
     assert_eq!(l.len(), 1);
     assert_eq!(l[0].tx.as_deref(), Some(h(&headers, "x-payment-tx")));
@@ -654,14 +577,14 @@ async fn a_lost_answer_after_payment_is_retried_with_the_same_authorization_and_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_runs_from_the_buyer_through_the_seller_to_its_upstream() {
-    use common::otlp::{Collector, otlp_section};
+    use common::otlp::{Collector, otlp};
     let collector = Collector::start().await;
-    let w = World::start_extra(&otlp_section(&collector.url, "seller-node")).await;
+    let w = World::start_with(|s| s.otlp = Some(otlp(&collector.url, "seller-node"))).await;
     let b = start_buyer(
         &w,
-        &[seller("alpha", w.paid_url(), &w)],
+        vec![seller("alpha", w.paid_url(), &w)],
         BuyerOpts {
-            extra: otlp_section(&collector.url, "buyer-node"),
+            otlp: Some(otlp(&collector.url, "buyer-node")),
             ..Default::default()
         },
     )
@@ -669,7 +592,7 @@ async fn one_trace_runs_from_the_buyer_through_the_seller_to_its_upstream() {
     let (status, headers, body) = buy(&w, &b).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(h(&headers, "X-Strategy-Source"), "paid");
-    assert_eq!(w.seller_transfers().await, 1);
+    w.money().assert_paid_once(b.key.address(), 5_000_000).await;
 
     let spans = collector
         .wait_for("the buyer's and the seller's spans", |s| {
@@ -733,7 +656,7 @@ async fn account_owners_are_written_plain_hashed_or_not_at_all_as_configured() {
     ] {
         let b = start_buyer(
             &w,
-            &[seller("alpha", w.paid_url(), &w)],
+            vec![seller("alpha", w.paid_url(), &w)],
             BuyerOpts {
                 owners: mode,
                 envs: vec![("X402_OWNER_HASH_KEY", KEY.to_string())],
@@ -801,7 +724,7 @@ async fn account_owners_are_written_plain_hashed_or_not_at_all_as_configured() {
             "{mode}: {by_hash}"
         );
     }
-    assert_eq!(w.seller_transfers().await, 3);
+    w.money().assert_transfers(3).await;
 }
 
 #[test]
@@ -836,7 +759,7 @@ async fn the_local_fallback_can_be_the_built_in_advisor_behind_its_secret() {
             envs: vec![("X402_TEST_FALLBACK_SECRET", ADVISOR_SECRET.to_string())],
             ..Default::default()
         };
-        let b = start_buyer(&w, &[seller("stuck", stuck.clone(), &w)], opts).await;
+        let b = start_buyer(&w, vec![seller("stuck", stuck.clone(), &w)], opts).await;
         let (status, headers, body) = buy(&w, &b).await;
         if with_secret {
             assert_eq!(status, 200, "{body}");
@@ -858,11 +781,8 @@ async fn the_local_fallback_can_be_the_built_in_advisor_behind_its_secret() {
             "the secret is never logged"
         );
     }
-    assert_eq!(
-        w.seller_transfers().await,
-        0,
-        "fallback advice is never paid"
-    );
+    // Fallback advice is never paid.
+    w.money().assert_transfers(0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -875,12 +795,14 @@ async fn a_seller_answering_megabytes_is_cut_off_and_not_paid() {
         Box::pin(async { x402_sidecar::devkit::standin::Response::Body(200, huge_answer(2 << 20)) })
     });
     let _task = tokio::spawn(x402_sidecar::devkit::standin::serve(l, handler));
-    let b = start_buyer(&w, &[seller("flood", url, &w)], BuyerOpts::default()).await;
+    let b = start_buyer(&w, vec![seller("flood", url, &w)], BuyerOpts::default()).await;
     let (status, headers, body) = buy(&w, &b).await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["error"], "no_seller_answered");
     assert_eq!(h(&headers, "x-strategy-source"), "none");
     assert_eq!(body["attempts"][0]["outcome"], "answer_too_large", "{body}");
     assert!(b.ledger().is_empty());
-    assert_eq!(w.seller_transfers().await, 0);
+    w.money()
+        .assert_not_charged(b.key.address(), 5_000_000)
+        .await;
 }

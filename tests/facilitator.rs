@@ -10,6 +10,7 @@ use common::*;
 use serde_json::{Value, json};
 use x402_sidecar::buyer::client;
 use x402_sidecar::devkit::devnet::{NETWORK, USDC};
+use x402_sidecar::devkit::nodes::{FacilitatorNode, SettledBy, Settlement};
 use x402_sidecar::util::now_secs;
 use x402_sidecar::x402::Reason;
 use x402_sidecar::x402::types::*;
@@ -24,29 +25,14 @@ struct Fac {
 impl Fac {
     async fn start() -> Fac {
         let w = World::start().await;
-        let (port, admin_port) = (free_port(), free_port());
-        let cfg = format!(
-            r#"facilitator:
-  enabled: true
-  listen: 127.0.0.1:{port}
-facilitators:
-  - network: {NETWORK}
-    rpc_url: {rpc}
-    settler: {{ key_env: X402_TEST_SETTLER_KEY }}
-    receipt_timeout_ms: 10000
-admin: {{ enabled: true, listen: "127.0.0.1:{admin_port}" }}
-server: {{ threads: 2, grace_period_seconds: 1 }}
-"#,
-            rpc = w.net.rpc_url,
-        );
-        let sidecar = start_sidecar(
-            w.dir.path(),
-            "facilitator",
-            port,
-            &cfg,
-            &w.net.settler_key_hex(),
-        )
-        .await;
+        let admin_port = free_port();
+        let mut node = FacilitatorNode::new(free_port(), &w.net, SETTLER_ENV);
+        node.settlement.receipt_timeout_ms = Some(10_000);
+        node.admin = Some(admin_port);
+        node.server = Some(Server::small());
+        let key = w.net.settler_key_hex();
+        let sidecar =
+            start_sidecar(w.dir.path(), "facilitator", node.listen, &node.yaml(), &key).await;
         Fac {
             w,
             sidecar,
@@ -277,17 +263,11 @@ async fn settle_moves_the_price_once_and_refuses_the_same_payment_again() {
     assert!(receipt.error_reason.is_none(), "{r}");
 
     // On chain: exactly one Transfer, in the answered transaction, of the price.
-    let mine: Vec<_> =
-        f.w.net
-            .transfers_to(f.w.net.pay_to)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|(from, _, _)| *from == buyer.address())
-            .collect();
-    assert_eq!(mine.len(), 1, "{mine:?}");
-    assert_eq!(mine[0].1, U256::from(PRICE));
-    assert_eq!(format!("{:#x}", mine[0].2), receipt.transaction);
+    let paid =
+        f.w.money()
+            .assert_paid_once(buyer.address(), PRICE * 3)
+            .await;
+    assert_eq!(format!("{:#x}", paid.tx), receipt.transaction);
     assert_eq!(
         f.balances(buyer.address()).await,
         (
@@ -308,11 +288,9 @@ async fn settle_moves_the_price_once_and_refuses_the_same_payment_again() {
         buyer.address()
     );
     assert!(again["errorMessage"].as_str().is_some(), "{again}");
-    assert_eq!(f.w.seller_transfers().await, transfers_before + 1);
-    assert_eq!(
-        f.w.balance(buyer.address()).await,
-        payer_before - U256::from(PRICE)
-    );
+    f.w.money()
+        .assert_paid_once(buyer.address(), PRICE * 3)
+        .await;
     // And verify says the same.
     let (_, v) = f.post("/verify", &body).await;
     assert_eq!(v["invalidReason"], Reason::NonceUsed.code(), "{v}");
@@ -335,15 +313,7 @@ async fn settle_moves_the_price_once_and_refuses_the_same_payment_again() {
     assert_eq!(v.records, records.len(), "the hash chain is intact");
 
     // Counted, logged once each, and the signature is never in the log.
-    let metrics =
-        f.w.http
-            .get(format!("{}/metrics", f.admin))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+    let metrics = get_text(&f.w.http, &format!("{}/metrics", f.admin)).await;
     for line in [
         r#"x402_facilitator_requests_total{endpoint="settle",outcome="settled"} 1"#,
         r#"x402_facilitator_requests_total{endpoint="settle",outcome="invalid"} 1"#,
@@ -415,18 +385,22 @@ async fn malformed_requests_get_http_errors() {
 async fn an_unreachable_chain_is_an_unexpected_error_not_the_payers_fault() {
     x402_sidecar::init_tls();
     let dir = tempfile::tempdir().unwrap();
-    let (port, dead_rpc) = (free_port(), free_port());
-    let cfg = format!(
-        "facilitator: {{ enabled: true, listen: \"127.0.0.1:{port}\" }}\nfacilitators:\n  - network: {NETWORK}\n    rpc_url: http://127.0.0.1:{dead_rpc}\n    settler: {{ key_env: X402_TEST_SETTLER_KEY }}\naudit: {{ enabled: false }}\n"
-    );
-    let sidecar = start_sidecar(
-        dir.path(),
-        "facilitator",
-        port,
-        &cfg,
-        x402_sidecar::evm::keys::DEV_KEYS[1],
-    )
-    .await;
+    let node = FacilitatorNode {
+        listen: free_port(),
+        settlement: Settlement {
+            network: NETWORK.into(),
+            rpc_url: format!("http://127.0.0.1:{}", free_port()),
+            by: SettledBy::Key {
+                key_env: SETTLER_ENV.into(),
+            },
+            receipt_timeout_ms: None,
+        },
+        server: None,
+        admin: None,
+        audit: false,
+    };
+    let key = x402_sidecar::evm::keys::DEV_KEYS[1];
+    let sidecar = start_sidecar(dir.path(), "facilitator", node.listen, &node.yaml(), key).await;
     let req = PaymentRequirements {
         scheme: "exact".into(),
         network: NETWORK.into(),
@@ -466,7 +440,6 @@ async fn an_unreachable_chain_is_an_unexpected_error_not_the_payers_fault() {
 async fn concurrent_settles_of_one_payment_move_the_money_once() {
     let f = Fac::start().await;
     let buyer = f.w.buyer(PRICE * 3).await;
-    let before = f.w.seller_transfers().await;
     let req = f.requirements();
     let body = request(2, &v2_payment(&buyer, &buyer, &req, |_| {}), &req);
     let url = format!("{}/settle", f.sidecar.url);
@@ -492,6 +465,7 @@ async fn concurrent_settles_of_one_payment_move_the_money_once() {
             assert_eq!(v["errorReason"], Reason::NonceUsed.code(), "{v}");
         }
     }
-    assert_eq!(f.w.seller_transfers().await, before + 1);
-    assert_eq!(f.w.balance(buyer.address()).await, U256::from(PRICE * 2));
+    f.w.money()
+        .assert_paid_once(buyer.address(), PRICE * 3)
+        .await;
 }

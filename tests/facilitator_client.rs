@@ -11,11 +11,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use alloy_primitives::{Address, U256};
+use alloy_primitives::U256;
 use alloy_signer_local::PrivateKeySigner;
 use common::*;
 use serde_json::Value;
-use x402_sidecar::devkit::devnet::{self, Devnet};
+use x402_sidecar::devkit::devnet::{self, Transfer};
+use x402_sidecar::devkit::nodes::{FacilitatorNode, SettledBy};
 use x402_sidecar::devkit::standin::{self, Request, Response};
 
 /// What the relay does with the next `/settle`.
@@ -135,28 +136,15 @@ struct Setup {
 
 /// The devnet, an upstream and a facilitator sidecar (the only holder of a settler key).
 async fn setup() -> Setup {
-    x402_sidecar::init_tls();
-    let net = Devnet::start()
-        .await
-        .expect("devnet (run `make devnet` first)");
+    let net = devnet().await;
     let upstream = Upstream::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let cfg = format!(
-        "facilitators:\n  - network: {network}\n    rpc_url: {rpc}\n    settler: {{ key_env: X402_TEST_SETTLER_KEY }}\nfacilitator:\n  enabled: true\n  listen: 127.0.0.1:{port}\n",
-        network = devnet::NETWORK,
-        rpc = net.rpc_url,
-    );
-    let facilitator = start_sidecar(
-        dir.path(),
-        "facilitator",
-        port,
-        &cfg,
-        &net.settler_key_hex(),
-    )
-    .await;
+    let node = FacilitatorNode::new(free_port(), &net, SETTLER_ENV);
+    let key = net.settler_key_hex();
+    let facilitator =
+        start_sidecar(dir.path(), "facilitator", node.listen, &node.yaml(), &key).await;
     Setup {
-        facilitator_url: format!("http://127.0.0.1:{port}"),
+        facilitator_url: facilitator.url.clone(),
         net,
         upstream,
         _facilitator: facilitator,
@@ -170,18 +158,21 @@ async fn setup() -> Setup {
 
 /// A seller whose facilitator is at `url` (`kind: http`), with no settler key at all.
 async fn seller(s: &Setup, name: &str, url: &str) -> Sidecar {
-    seller_with(s, name, url, "").await
+    seller_with(s, name, url, None).await
 }
 
-/// The same, with more top-level sections.
-async fn seller_with(s: &Setup, name: &str, url: &str, extra: &str) -> Sidecar {
-    let port = free_port();
-    let cfg = seller_config_with(port, &s.upstream.url, &s.net, "memory", 4_000, 1_500).replace(
-        "    settler: { key_env: X402_TEST_SETTLER_KEY }\n",
-        &format!("    kind: http\n    url: \"{url}\"\n    timeout_ms: 3000\n"),
-    ) + extra;
+/// The same, with its admin listener on `admin`.
+async fn seller_with(s: &Setup, name: &str, url: &str, admin: Option<u16>) -> Sidecar {
+    let mut node = seller_node(free_port(), &s.upstream.url, &s.net);
+    node.settlement.by = SettledBy::Remote {
+        url: url.into(),
+        timeout_ms: 3_000,
+    };
+    node.settlement.receipt_timeout_ms = Some(1_500);
+    node.admin = admin;
+    let cfg = node.yaml();
     assert!(cfg.contains("kind: http") && !cfg.contains("settler"));
-    start_sidecar(s.dir.path(), name, port, &cfg, "").await
+    start_sidecar(s.dir.path(), name, node.listen, &cfg, "").await
 }
 
 /// The seller's 402, paid by `buyer`: the header to send.
@@ -194,27 +185,31 @@ async fn send(
     seller: &Sidecar,
     header: &(&str, String),
 ) -> (u16, reqwest::header::HeaderMap, Value) {
-    let r = s
-        .http
-        .post(format!("{}/x402", seller.url))
-        .header("Content-Type", "application/json")
-        .header(header.0, header.1.as_str())
-        .body(seed_body())
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    (status, headers, r.json().await.unwrap_or(Value::Null))
+    let url = format!("{}/x402", seller.url);
+    post_json(&s.http, &url, seed_body(), &[(header.0, header.1.as_str())]).await
 }
 
-/// A seller behind a relay that plays `steps` on its `/settle` calls, a funded buyer, the
-/// buyer's balance and a payment for the seller's 402.
+/// What each funded buyer of these tests holds at first.
+const FUNDED: u64 = 1_000_000;
+
+impl Setup {
+    /// The money checks: paid calls of `PRICE` to the devnet's seller.
+    fn money(&self) -> Money<'_> {
+        Money::new(&self.net, PRICE)
+    }
+
+    /// A buyer holding [`FUNDED`].
+    async fn buyer(&self) -> PrivateKeySigner {
+        self.net.new_buyer(U256::from(FUNDED)).await.unwrap()
+    }
+}
+
+/// A seller behind a relay that plays `steps` on its `/settle` calls, a funded buyer and a
+/// payment for the seller's 402.
 struct Scenario {
     relay: Relay,
     seller: Sidecar,
     buyer: PrivateKeySigner,
-    before: U256,
     pay: (&'static str, String),
 }
 
@@ -222,54 +217,36 @@ async fn scenario(s: &Setup, steps: &[Step]) -> Scenario {
     let relay = relay(&s.facilitator_url).await;
     relay.plan.lock().unwrap().extend(steps.iter().copied());
     let seller = seller(s, "seller", &relay.url).await;
-    let buyer = s.net.new_buyer(U256::from(1_000_000)).await.unwrap();
-    let before = balance(s, buyer.address()).await;
+    let buyer = s.buyer().await;
     let pay = payment(s, &seller, &buyer).await;
     Scenario {
         relay,
         seller,
         buyer,
-        before,
         pay,
     }
 }
 
-async fn balance(s: &Setup, who: Address) -> U256 {
-    s.net.balance(who).await.unwrap()
-}
-
-async fn transfers(s: &Setup) -> Vec<String> {
-    s.net
-        .transfers_to(s.net.pay_to)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|t| format!("{:#x}", t.2))
-        .collect()
+/// The receipt id of a paid answer names the one transfer on chain.
+fn names_the_transfer(body: &Value, paid: &Transfer) {
+    assert_eq!(
+        body["payment"]["receiptId"],
+        format!("{:#x}", paid.tx),
+        "the receipt names the transfer"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_facilitator_settles_the_paid_call_for_a_seller_without_a_key() {
     let s = setup().await;
     let seller = seller(&s, "seller", &s.facilitator_url).await;
-    let buyer = s.net.new_buyer(U256::from(1_000_000)).await.unwrap();
-    let (b0, p0) = (
-        balance(&s, buyer.address()).await,
-        balance(&s, s.net.pay_to).await,
-    );
+    let buyer = s.buyer().await;
     let pay = payment(&s, &seller, &buyer).await;
     let (status, headers, body) = send(&s, &seller, &pay).await;
     assert_eq!(status, 200, "{body}");
     assert!(body["strategy"].is_object());
-    assert_eq!(balance(&s, buyer.address()).await, b0 - U256::from(PRICE));
-    assert_eq!(balance(&s, s.net.pay_to).await, p0 + U256::from(PRICE));
-    let txs = transfers(&s).await;
-    assert_eq!(txs.len(), 1);
-    assert_eq!(
-        body["payment"]["receiptId"],
-        txs[0].as_str(),
-        "the receipt names the transfer"
-    );
+    let paid = s.money().assert_paid_once(buyer.address(), FUNDED).await;
+    names_the_transfer(&body, &paid);
     assert!(headers.contains_key("payment-response"));
     assert_eq!(s.upstream.calls(), 1);
     // The 402 announces who settles: the facilitator.
@@ -292,7 +269,7 @@ async fn a_remote_facilitator_settles_the_paid_call_for_a_seller_without_a_key()
     // The journal has the whole life with the transaction.
     let records = x402_sidecar::audit::read_all(&seller.audit_dir()).unwrap();
     let settled = records.iter().find(|r| r.event == "settled").unwrap();
-    assert_eq!(settled.tx.as_deref(), Some(txs[0].as_str()));
+    assert_eq!(settled.tx, Some(format!("{:#x}", paid.tx)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,7 +290,7 @@ async fn a_facilitator_refusal_is_a_402_with_its_reason_and_nothing_moves() {
         0,
         "nothing is forwarded before the payment is valid"
     );
-    assert!(transfers(&s).await.is_empty());
+    s.money().assert_not_charged(broke.address(), 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,29 +298,25 @@ async fn an_unreachable_facilitator_is_a_503_and_nobody_is_charged() {
     let s = setup().await;
     let gone = format!("http://127.0.0.1:{}", free_port());
     let seller = seller(&s, "seller", &gone).await;
-    let buyer = s.net.new_buyer(U256::from(1_000_000)).await.unwrap();
-    let b0 = balance(&s, buyer.address()).await;
+    let buyer = s.buyer().await;
     let pay = payment(&s, &seller, &buyer).await;
     let (status, headers, body) = send(&s, &seller, &pay).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"], "unexpected_verify_error", "{body}");
     assert!(headers.contains_key("retry-after"));
     assert_eq!(s.upstream.calls(), 0);
-    assert_eq!(balance(&s, buyer.address()).await, b0);
-    assert!(transfers(&s).await.is_empty());
+    s.money().assert_not_charged(buyer.address(), FUNDED).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_settle_answer_lost_on_the_way_back_is_read_from_the_chain() {
     let s = setup().await;
     let sc = scenario(&s, &[Step::ForwardThenDrop]).await;
-    let (r, seller, buyer, b0, pay) = (&sc.relay, &sc.seller, &sc.buyer, sc.before, &sc.pay);
+    let (r, seller, buyer, pay) = (&sc.relay, &sc.seller, &sc.buyer, &sc.pay);
     let (status, _, body) = send(&s, seller, pay).await;
     assert_eq!(status, 200, "the chain shows the settlement: {body}");
-    let txs = transfers(&s).await;
-    assert_eq!(txs.len(), 1);
-    assert_eq!(body["payment"]["receiptId"], txs[0].as_str());
-    assert_eq!(balance(&s, buyer.address()).await, b0 - U256::from(PRICE));
+    let paid = s.money().assert_paid_once(buyer.address(), FUNDED).await;
+    names_the_transfer(&body, &paid);
     assert_eq!(
         r.settles.load(Ordering::SeqCst),
         1,
@@ -355,7 +328,7 @@ async fn a_settle_answer_lost_on_the_way_back_is_read_from_the_chain() {
 async fn an_unanswered_settle_is_finished_on_the_retry_and_charged_once() {
     let s = setup().await;
     let sc = scenario(&s, &[Step::Drop]).await;
-    let (seller, buyer, b0, pay) = (&sc.seller, &sc.buyer, sc.before, &sc.pay);
+    let (seller, buyer, pay) = (&sc.seller, &sc.buyer, &sc.pay);
     let (status, headers, body) = send(&s, seller, pay).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"], "settlement_pending");
@@ -364,14 +337,13 @@ async fn an_unanswered_settle_is_finished_on_the_retry_and_charged_once() {
         "no advice before the payment is settled"
     );
     assert!(headers.contains_key("retry-after"));
-    assert_eq!(balance(&s, buyer.address()).await, b0, "nothing moved yet");
+    // Nothing moved yet.
+    s.money().assert_not_charged(buyer.address(), FUNDED).await;
     // The same request with the same payment: the chain shows it unused, so it is settled now.
     let (status, _, body) = send(&s, seller, pay).await;
     assert_eq!(status, 200, "{body}");
-    let txs = transfers(&s).await;
-    assert_eq!(txs.len(), 1);
-    assert_eq!(body["payment"]["receiptId"], txs[0].as_str());
-    assert_eq!(balance(&s, buyer.address()).await, b0 - U256::from(PRICE));
+    let paid = s.money().assert_paid_once(buyer.address(), FUNDED).await;
+    names_the_transfer(&body, &paid);
     assert_eq!(
         s.upstream.calls(),
         1,
@@ -381,7 +353,7 @@ async fn an_unanswered_settle_is_finished_on_the_retry_and_charged_once() {
     let (status, headers, _) = send(&s, seller, pay).await;
     assert_eq!(status, 200);
     assert_eq!(headers["x-payment-replayed"], "true");
-    assert_eq!(transfers(&s).await.len(), 1);
+    s.money().assert_paid_once(buyer.address(), FUNDED).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -390,11 +362,7 @@ async fn a_facilitator_claiming_a_settlement_the_chain_does_not_show_gets_no_ans
     let r = relay(&s.facilitator_url).await;
     r.plan.lock().unwrap().extend([Step::Lie, Step::Lie]);
     let seller = seller(&s, "seller", &r.url).await;
-    let buyer = s.net.new_buyer(U256::from(1_000_000)).await.unwrap();
-    let (b0, p0) = (
-        balance(&s, buyer.address()).await,
-        balance(&s, s.net.pay_to).await,
-    );
+    let buyer = s.buyer().await;
     let pay = payment(&s, &seller, &buyer).await;
     let (status, _, body) = send(&s, &seller, &pay).await;
     assert_eq!(status, 503, "{body}");
@@ -404,16 +372,14 @@ async fn a_facilitator_claiming_a_settlement_the_chain_does_not_show_gets_no_ans
     let (status, _, body) = send(&s, &seller, &pay).await;
     assert_eq!(status, 503, "{body}");
     assert!(body.get("strategy").is_none());
-    assert_eq!(balance(&s, buyer.address()).await, b0);
-    assert_eq!(balance(&s, s.net.pay_to).await, p0);
-    assert!(transfers(&s).await.is_empty());
+    s.money().assert_not_charged(buyer.address(), FUNDED).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_settlement_the_facilitator_refuses_withholds_the_answer() {
     let s = setup().await;
     let sc = scenario(&s, &[Step::Refuse]).await;
-    let (seller, buyer, b0, pay) = (&sc.seller, &sc.buyer, sc.before, &sc.pay);
+    let (seller, buyer, pay) = (&sc.seller, &sc.buyer, &sc.pay);
     let (status, headers, body) = send(&s, seller, pay).await;
     assert_eq!(status, 402, "{body}");
     assert_eq!(
@@ -427,8 +393,7 @@ async fn a_settlement_the_facilitator_refuses_withholds_the_answer() {
     )
     .unwrap();
     assert_eq!(receipt["success"], false);
-    assert_eq!(balance(&s, buyer.address()).await, b0);
-    assert!(transfers(&s).await.is_empty());
+    s.money().assert_not_charged(buyer.address(), FUNDED).await;
     let records = x402_sidecar::audit::read_all(&seller.audit_dir()).unwrap();
     assert!(records.iter().any(|r| r.event == "settlement_failed"));
 }
@@ -454,16 +419,14 @@ fn check_config_explains_a_bad_http_facilitator() {
 async fn a_refusal_the_chain_contradicts_delivers_the_paid_answer() {
     let s = setup().await;
     let sc = scenario(&s, &[Step::ForwardThenRefuse]).await;
-    let (seller, buyer, b0, pay) = (&sc.seller, &sc.buyer, sc.before, &sc.pay);
+    let (seller, buyer, pay) = (&sc.seller, &sc.buyer, &sc.pay);
     let (status, _, body) = send(&s, seller, pay).await;
     assert_eq!(
         status, 200,
         "the buyer paid, so the buyer gets the answer: {body}"
     );
-    let txs = transfers(&s).await;
-    assert_eq!(txs.len(), 1);
-    assert_eq!(body["payment"]["receiptId"], txs[0].as_str());
-    assert_eq!(balance(&s, buyer.address()).await, b0 - U256::from(PRICE));
+    let paid = s.money().assert_paid_once(buyer.address(), FUNDED).await;
+    names_the_transfer(&body, &paid);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -491,13 +454,7 @@ async fn readyz_follows_the_remote_facilitator() {
         }
     };
     let admin = free_port();
-    let _up = seller_with(
-        &s,
-        "seller-up",
-        &s.facilitator_url,
-        &format!("admin: {{ enabled: true, listen: \"127.0.0.1:{admin}\" }}\n"),
-    )
-    .await;
+    let _up = seller_with(&s, "seller-up", &s.facilitator_url, Some(admin)).await;
     let (status, body) = readyz(admin).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -508,13 +465,7 @@ async fn readyz_follows_the_remote_facilitator() {
 
     let admin = free_port();
     let gone = format!("http://127.0.0.1:{}", free_port());
-    let _down = seller_with(
-        &s,
-        "seller-down",
-        &gone,
-        &format!("admin: {{ enabled: true, listen: \"127.0.0.1:{admin}\" }}\n"),
-    )
-    .await;
+    let _down = seller_with(&s, "seller-down", &gone, Some(admin)).await;
     let (status, body) = readyz(admin).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(

@@ -86,17 +86,11 @@ fn sample(metrics: &str, name_and_labels: &str) -> f64 {
 async fn metrics_count_challenges_refusals_settlements_and_replays() {
     let w = World::start().await;
     let admin = free_port();
-    let port = free_port();
-    let cfg = seller_config(port, &w.upstream.url, &w.net, "memory", 4_000)
-        + &format!("admin: {{ enabled: true, listen: 127.0.0.1:{admin} }}\n");
-    let s = start_sidecar(
-        w.dir.path(),
-        "observed",
-        port,
-        &cfg,
-        &w.net.settler_key_hex(),
-    )
-    .await;
+    let node = SellerNode {
+        admin: Some(admin),
+        ..w.seller_node()
+    };
+    let s = w.start_seller("observed", &node).await;
     let url = format!("{}/x402", s.url);
     let metrics_url = format!("http://127.0.0.1:{admin}/metrics");
     let buyer = w.buyer(1_000_000).await;
@@ -180,7 +174,7 @@ async fn metrics_count_challenges_refusals_settlements_and_replays() {
     assert!(m.contains("x402_build_info{version="));
     let (status, body) = get(&format!("http://127.0.0.1:{admin}/healthz")).await;
     assert_eq!((status, body.as_str()), (200, r#"{"alive":true}"#));
-    assert_eq!(w.seller_transfers().await, 1);
+    w.money().assert_paid_once(buyer.address(), 1_000_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,17 +183,11 @@ async fn readyz_follows_the_rpc_and_redis_going_away_and_coming_back() {
     let redis = Relay::start("127.0.0.1:6379".into()).await;
     let rpc = Relay::start(w.net.rpc_url.trim_start_matches("http://").into()).await;
     let admin = free_port();
-    let port = free_port();
-    let cfg = seller_config(
-        port,
-        &w.upstream.url,
-        &w.net,
-        &format!("redis://127.0.0.1:{}/0", redis.port),
-        4_000,
-    )
-    .replace(&w.net.rpc_url, &format!("http://127.0.0.1:{}", rpc.port))
-        + &format!("admin: {{ enabled: true, listen: 127.0.0.1:{admin} }}\n");
-    let _s = start_sidecar(w.dir.path(), "probed", port, &cfg, &w.net.settler_key_hex()).await;
+    let mut node = w.seller_node();
+    node.store = format!("redis://127.0.0.1:{}/0", redis.port);
+    node.settlement.rpc_url = format!("http://127.0.0.1:{}", rpc.port);
+    node.admin = Some(admin);
+    let _s = w.start_seller("probed", &node).await;
     let ready = format!("http://127.0.0.1:{admin}/readyz");
     let check = |body: &str, key: &str| {
         serde_json::from_str::<Value>(body).unwrap()["checks"][key].as_bool()
@@ -250,7 +238,7 @@ async fn sigterm_stops_the_sidecar_cleanly_with_its_journal_on_disk() {
     .unwrap();
     assert_eq!(paid.status, 200);
     // The process returns from pingora's run and flushes the journal before exiting.
-    let status = w.seller.terminate().await;
+    let status = terminate(&mut w.seller).await;
     assert!(status.success(), "{status}; log:\n{}", w.seller.logs());
     let journal = w.seller.audit_dir();
     assert_eq!(x402_sidecar::audit::verify(&journal).unwrap().records, 4);
@@ -269,10 +257,8 @@ async fn sigterm_stops_the_sidecar_cleanly_with_its_journal_on_disk() {
 async fn a_second_sidecar_on_the_same_journal_refuses_to_start() {
     let w = World::start().await;
     // Same working directory, so the same relative audit.dir; another port.
-    let port = free_port();
-    let cfg = seller_config(port, &w.upstream.url, &w.net, "memory", 4_000);
     let path = w.dir.path().join("second.yaml");
-    std::fs::write(&path, cfg).unwrap();
+    std::fs::write(&path, w.seller_node().yaml()).unwrap();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(bin())
             .current_dir(path.parent().unwrap().join("seller"))
@@ -303,6 +289,6 @@ async fn a_second_sidecar_on_the_same_journal_refuses_to_start() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    assert_eq!(w.seller_transfers().await, 1);
+    w.money().assert_paid_once(buyer.address(), 1_000_000).await;
     assert!(x402_sidecar::audit::verify(&w.seller.audit_dir()).is_ok());
 }

@@ -30,23 +30,8 @@ async fn post(
     body: &str,
     payment: Option<(&str, &str)>,
 ) -> (u16, HeaderMap, Value) {
-    let mut req = w
-        .http
-        .post(url)
-        .header("Content-Type", "application/json")
-        .body(body.to_string());
-    if let Some((k, v)) = payment {
-        req = req.header(k, v);
-    }
-    let resp = req.send().await.expect("request");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let bytes = resp.bytes().await.unwrap();
-    (
-        status,
-        headers,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    let headers: Vec<(&str, &str)> = payment.into_iter().collect();
+    post_json(&w.http, url, body.to_string(), &headers).await
 }
 
 /// POST the seed request to the seller's paid route with a v2 payment header.
@@ -144,37 +129,25 @@ async fn unpaid_call_gets_a_402_in_both_encodings() {
 async fn paid_v2_call_moves_the_price_on_chain_and_returns_the_receipt() {
     let w = World::start().await;
     let buyer = w.buyer(1_000_000).await;
-    let (payer0, seller0) = (
-        w.balance(buyer.address()).await,
-        w.balance(w.net.pay_to).await,
-    );
     let offer = challenge(&w).await;
     let header = v2_payment(&buyer, &offer, |_| {}, |_| {});
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let r = w
-        .http
-        .post(w.paid_url())
-        .header("Content-Type", "application/json")
-        .header("PAYMENT-SIGNATURE", &header)
-        .header("traceparent", traceparent)
-        .body(seed_body())
-        .send()
-        .await
-        .unwrap();
-    let (status, headers) = (r.status().as_u16(), r.headers().clone());
-    let body: Value = r.json().await.unwrap();
+    let (status, headers, body) = post_json(
+        &w.http,
+        &w.paid_url(),
+        seed_body(),
+        &[("PAYMENT-SIGNATURE", &header), ("traceparent", traceparent)],
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(w.balance(buyer.address()).await, payer0 - U256::from(PRICE));
-    assert_eq!(w.balance(w.net.pay_to).await, seller0 + U256::from(PRICE));
-    let transfers = w.net.transfers_to(w.net.pay_to).await.unwrap();
-    assert_eq!(transfers.len(), 1);
-    assert_eq!(transfers[0].0, buyer.address());
+    // The buyer paid the price once, to the seller, and nothing else moved.
+    let transfer = w.money().assert_paid_once(buyer.address(), 1_000_000).await;
     let receipt = b64json(headers["payment-response"].to_str().unwrap());
     assert_eq!(receipt["success"], true);
     let tx = receipt["transaction"].as_str().unwrap();
     assert_eq!(
         tx,
-        format!("{:#x}", transfers[0].2),
+        format!("{:#x}", transfer.tx),
         "the receipt names the transfer on chain"
     );
     assert_eq!(body["payment"]["receiptId"], tx);
@@ -286,11 +259,7 @@ async fn paid_v1_call_works_with_x_payment() {
     assert_eq!(paid.offer.unwrap().version, 1);
     let receipt = paid.receipt.expect("X-PAYMENT-RESPONSE");
     assert!(receipt.success);
-    assert_eq!(
-        w.balance(buyer.address()).await,
-        U256::from(1_000_000 - PRICE)
-    );
-    assert_eq!(w.seller_transfers().await, 1);
+    w.money().assert_paid_once(buyer.address(), 1_000_000).await;
     let body: Value = serde_json::from_slice(&paid.body).unwrap();
     assert_eq!(body["metadata"]["x402Version"], 1);
 }
@@ -320,11 +289,7 @@ async fn replay_after_success_gets_the_stored_answer_and_pays_once() {
     assert_eq!(s3, 409);
     assert_eq!(reason(&b3), "payment_already_used");
     assert_eq!(w.upstream.calls(), 1);
-    assert_eq!(w.seller_transfers().await, 1);
-    assert_eq!(
-        w.balance(buyer.address()).await,
-        U256::from(1_000_000 - PRICE)
-    );
+    w.money().assert_paid_once(buyer.address(), 1_000_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -501,17 +466,16 @@ async fn each_bad_payment_gets_its_own_reason_and_no_upstream_call() {
         0,
         "no refused payment reached the upstream"
     );
-    assert_eq!(w.seller_transfers().await, 0);
-    assert_eq!(w.balance(buyer.address()).await, U256::from(1_000_000));
+    w.money()
+        .assert_not_charged(buyer.address(), 1_000_000)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nonce_already_used_on_chain_is_refused() {
     let w = World::start().await;
     // A second seller with its own memory store: only the chain knows the nonce was used.
-    let port = free_port();
-    let cfg = seller_config(port, &w.upstream.url, &w.net, "memory", 4_000);
-    let other = start_sidecar(w.dir.path(), "other", port, &cfg, &w.net.settler_key_hex()).await;
+    let other = w.start_seller("other", &w.seller_node()).await;
     let buyer = w.buyer(1_000_000).await;
     let offer = challenge(&w).await;
     let header = v2_payment(&buyer, &offer, |_| {}, |_| {});
@@ -530,7 +494,7 @@ async fn a_nonce_already_used_on_chain_is_refused() {
         "{body}"
     );
     assert_eq!(w.upstream.calls(), 1);
-    assert_eq!(w.seller_transfers().await, 1);
+    w.money().assert_paid_once(buyer.address(), 1_000_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -557,7 +521,9 @@ async fn invalid_input_gets_400_or_413_and_never_a_402() {
     let (status, _, body) = post(&w, &w.paid_url(), &"x".repeat(70_000), None).await;
     assert_eq!((status, reason(&body)), (413, "body_too_large"));
     assert_eq!(w.upstream.calls(), 0);
-    assert_eq!(w.seller_transfers().await, 0);
+    w.money()
+        .assert_not_charged(buyer.address(), 1_000_000)
+        .await;
     // Unknown routes are refused; free routes pass without payment.
     let r = w
         .http
@@ -591,21 +557,19 @@ async fn upstream_failure_is_not_charged_and_the_same_payment_then_succeeds() {
         assert!(body.get("strategy").is_none());
         assert_eq!(w.seller_transfers().await, 0, "{mode:?}: nothing charged");
     }
-    assert_eq!(w.balance(buyer.address()).await, U256::from(1_000_000));
+    w.money()
+        .assert_not_charged(buyer.address(), 1_000_000)
+        .await;
     // The claim was released each time: the same authorization now buys the answer, once.
     w.upstream.set(Mode::Normal);
     let (status, _, body) = paid(&w, &header).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(w.seller_transfers().await, 1);
-    assert_eq!(
-        w.balance(buyer.address()).await,
-        U256::from(1_000_000 - PRICE)
-    );
+    w.money().assert_paid_once(buyer.address(), 1_000_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_upstream_past_the_timeout_is_not_charged() {
-    let w = World::start_with("memory", 500).await;
+    let w = World::start_with(|s| s.upstream_timeout_ms = 500).await;
     let buyer = w.buyer(1_000_000).await;
     w.upstream.set(Mode::Slow(Duration::from_millis(1_500)));
     let offer = challenge(&w).await;
@@ -613,7 +577,9 @@ async fn a_slow_upstream_past_the_timeout_is_not_charged() {
     let (status, headers, body) = paid(&w, &header).await;
     assert_eq!((status, reason(&body)), (504, "upstream_timeout"));
     assert!(headers.get("retry-after").is_some());
-    assert_eq!(w.seller_transfers().await, 0);
+    w.money()
+        .assert_not_charged(buyer.address(), 1_000_000)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -637,23 +603,17 @@ async fn a_buyer_who_hangs_up_is_not_charged_and_a_retry_gets_the_answer_once() 
     assert!(r.is_err(), "the buyer gave up");
     tokio::time::sleep(Duration::from_millis(2_000)).await;
     assert_eq!(w.upstream.calls(), 1, "the upstream finished its work");
-    assert_eq!(
-        w.seller_transfers().await,
-        0,
-        "nobody pays for an answer they did not receive"
-    );
-    assert_eq!(w.balance(buyer.address()).await, U256::from(1_000_000));
+    // Nobody pays for an answer they did not receive.
+    w.money()
+        .assert_not_charged(buyer.address(), 1_000_000)
+        .await;
     // The retry with the same payment gets the kept answer and is charged now, once.
     let (status, headers, body) = paid(&w, &header).await;
     assert_eq!(status, 200, "{body}");
     assert!(headers.get("payment-response").is_some());
     assert!(body["strategy"].is_object());
     assert_eq!(w.upstream.calls(), 1, "no second model call");
-    assert_eq!(w.seller_transfers().await, 1);
-    assert_eq!(
-        w.balance(buyer.address()).await,
-        U256::from(1_000_000 - PRICE)
-    );
+    w.money().assert_paid_once(buyer.address(), 1_000_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -663,25 +623,9 @@ async fn a_payer_drained_before_settlement_gets_402_and_no_answer() {
     let offer = challenge(&w).await;
     let header = v2_payment(&buyer, &offer, |_| {}, |_| {});
     w.upstream.set(Mode::Slow(Duration::from_millis(1_500)));
-    let url = w.paid_url();
-    let http = w.http.clone();
-    let h = header.clone();
+    let (http, url, h) = (w.http.clone(), w.paid_url(), header.clone());
     let call = tokio::spawn(async move {
-        let r = http
-            .post(url)
-            .header("PAYMENT-SIGNATURE", h)
-            .header("Content-Type", "application/json")
-            .body(seed_body())
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        let headers = r.headers().clone();
-        (
-            status,
-            headers,
-            r.json::<Value>().await.unwrap_or(Value::Null),
-        )
+        post_json(&http, &url, seed_body(), &[("PAYMENT-SIGNATURE", &h)]).await
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sink = Address::repeat_byte(0x77);
@@ -695,7 +639,7 @@ async fn a_payer_drained_before_settlement_gets_402_and_no_answer() {
     assert!(body.get("strategy").is_none(), "the answer is withheld");
     let receipt = b64json(headers["payment-response"].to_str().unwrap());
     assert_eq!(receipt["success"], false);
-    assert_eq!(w.seller_transfers().await, 0);
+    w.money().assert_transfers(0).await;
     assert_eq!(w.balance(sink).await, U256::from(1_000_000));
     let out = audit_cli(&w, &["show", headers["x-request-id"].to_str().unwrap()]);
     assert!(
@@ -709,16 +653,12 @@ async fn a_payer_drained_before_settlement_gets_402_and_no_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_copies_of_one_payment_through_two_sidecars_sharing_redis_settle_once() {
-    let w = World::start_with("redis://127.0.0.1:6379/0", 4_000).await;
-    let port = free_port();
-    let cfg = seller_config(
-        port,
-        &w.upstream.url,
-        &w.net,
-        "redis://127.0.0.1:6379/0",
-        4_000,
-    );
-    let second = start_sidecar(w.dir.path(), "second", port, &cfg, &w.net.settler_key_hex()).await;
+    let w = World::start_with(|s| s.store = REDIS.into()).await;
+    let node = SellerNode {
+        store: REDIS.into(),
+        ..w.seller_node()
+    };
+    let second = w.start_seller("second", &node).await;
     let buyer = w.buyer(1_000_000).await;
     let offer = challenge(&w).await;
     let header = v2_payment(&buyer, &offer, |_| {}, |_| {});
@@ -728,21 +668,12 @@ async fn twenty_copies_of_one_payment_through_two_sidecars_sharing_redis_settle_
     for i in 0..20 {
         let (http, url, h) = (w.http.clone(), urls[i % 2].clone(), header.clone());
         calls.push(tokio::spawn(async move {
-            let r = http
-                .post(url)
-                .header("PAYMENT-SIGNATURE", h)
-                .header("Content-Type", "application/json")
-                .body(seed_body())
-                .send()
-                .await
-                .unwrap();
-            let status = r.status().as_u16();
-            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+            post_json(&http, &url, seed_body(), &[("PAYMENT-SIGNATURE", &h)]).await
         }));
     }
     let mut ok = 0;
     for c in calls {
-        let (status, body) = c.await.unwrap();
+        let (status, _, body) = c.await.unwrap();
         match status {
             200 => ok += 1,
             409 => assert_eq!(reason(&body), "payment_in_flight"),
@@ -751,11 +682,8 @@ async fn twenty_copies_of_one_payment_through_two_sidecars_sharing_redis_settle_
     }
     assert!(ok >= 1);
     assert_eq!(w.upstream.calls(), 1, "exactly one upstream call");
-    assert_eq!(w.seller_transfers().await, 1, "exactly one transfer");
-    assert_eq!(
-        w.balance(buyer.address()).await,
-        U256::from(1_000_000 - PRICE)
-    );
+    // Exactly one transfer.
+    w.money().assert_paid_once(buyer.address(), 1_000_000).await;
     // Afterwards both replicas serve the stored answer.
     for url in &urls {
         let (status, headers, _) =
@@ -763,12 +691,12 @@ async fn twenty_copies_of_one_payment_through_two_sidecars_sharing_redis_settle_
         assert_eq!(status, 200);
         assert_eq!(headers["x-payment-replayed"], "true");
     }
-    assert_eq!(w.seller_transfers().await, 1);
+    w.money().assert_paid_once(buyer.address(), 1_000_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unconfirmed_settlement_is_pending_never_a_fresh_402_and_the_retry_gets_the_answer() {
-    let w = World::start_opts("memory", 4_000, 1_000).await;
+    let w = World::start_with(|s| s.settlement.receipt_timeout_ms = Some(1_000)).await;
     let buyer = w.buyer(1_000_000).await;
     let offer = challenge(&w).await;
     let header = v2_payment(&buyer, &offer, |_| {}, |_| {});
@@ -808,11 +736,7 @@ async fn an_unconfirmed_settlement_is_pending_never_a_fresh_402_and_the_retry_ge
         tx
     );
     assert_eq!(w.upstream.calls(), 1);
-    assert_eq!(w.seller_transfers().await, 1);
-    assert_eq!(
-        w.balance(buyer.address()).await,
-        U256::from(1_000_000 - PRICE)
-    );
+    w.money().assert_paid_once(buyer.address(), 1_000_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -828,24 +752,21 @@ async fn concurrent_payments_from_many_buyers_all_settle_without_nonce_collision
         let header = v2_payment(b, &offer, |_| {}, |_| {});
         let (http, url) = (w.http.clone(), w.paid_url());
         calls.push(tokio::spawn(async move {
-            let r = http
-                .post(url)
-                .header("PAYMENT-SIGNATURE", header)
-                .header("Content-Type", "application/json")
-                .body(seed_body())
-                .send()
-                .await
-                .unwrap();
-            r.status().as_u16()
+            post_json(&http, &url, seed_body(), &[("PAYMENT-SIGNATURE", &header)]).await
         }));
     }
     for c in calls {
-        assert_eq!(c.await.unwrap(), 200);
+        let (status, _, body) = c.await.unwrap();
+        assert_eq!(status, 200, "{body}");
     }
-    assert_eq!(w.seller_transfers().await, 8);
-    assert_eq!(w.balance(w.net.pay_to).await, U256::from(8 * PRICE));
+    // Eight transfers of the price, the seller holds 8 × the price, each buyer paid once.
+    let transfers = w.money().assert_transfers(8).await;
     for b in &buyers {
-        assert_eq!(w.balance(b.address()).await, U256::from(1_000_000 - PRICE));
+        assert_eq!(
+            transfers.iter().filter(|t| t.from == b.address()).count(),
+            1
+        );
+        w.money().assert_holds(b.address(), 1_000_000 - PRICE).await;
     }
     // Logs never carry a payment header, a signature or the settler key.
     let logs = w.seller.logs();

@@ -4,10 +4,10 @@
 
 mod common;
 
-use alloy_primitives::U256;
-use common::otlp::{Collector, Span, otlp_section};
+use common::otlp::{Collector, Span, otlp};
 use common::*;
 use serde_json::Value;
+use x402_sidecar::devkit::nodes::Otlp;
 
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
@@ -16,19 +16,11 @@ const CALLER_SPAN: &str = "00f067aa0ba902b7";
 async fn pay_once(w: &World, traceparent: Option<&str>) -> (u16, String, Value) {
     let buyer = w.buyer(1_000_000).await;
     let (name, value) = signed_payment(&w.http, &w.paid_url(), &buyer).await;
-    let mut req = w
-        .http
-        .post(w.paid_url())
-        .header("Content-Type", "application/json")
-        .header(name, value)
-        .body(seed_body());
-    if let Some(tp) = traceparent {
-        req = req.header("traceparent", tp);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    let rid = r.headers()["x-request-id"].to_str().unwrap().to_string();
-    (status, rid, r.json().await.unwrap())
+    let mut headers = vec![(name, value.as_str())];
+    headers.extend(traceparent.map(|tp| ("traceparent", tp)));
+    let (status, h, body) = post_json(&w.http, &w.paid_url(), seed_body(), &headers).await;
+    let rid = h["x-request-id"].to_str().unwrap().to_string();
+    (status, rid, body)
 }
 
 fn named<'a>(spans: &'a [Span], name: &str) -> Vec<&'a Span> {
@@ -38,16 +30,12 @@ fn named<'a>(spans: &'a [Span], name: &str) -> Vec<&'a Span> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paid_call_is_one_trace_from_the_caller_through_every_phase_to_the_upstream() {
     let collector = Collector::start().await;
-    let w = World::start_extra(&otlp_section(&collector.url, "seller-under-test")).await;
-    let seller0 = w.balance(w.net.pay_to).await;
+    let w = World::start_with(|s| s.otlp = Some(otlp(&collector.url, "seller-under-test"))).await;
     let traceparent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
     let (status, request_id, body) = pay_once(&w, Some(&traceparent)).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(
-        w.balance(w.net.pay_to).await,
-        seller0 + U256::from(PRICE),
-        "the call was paid on chain"
-    );
+    // The call was paid on chain.
+    w.money().assert_transfers(1).await;
 
     let spans = collector
         .wait_for("the paid call's four spans", |s| {
@@ -119,30 +107,20 @@ async fn a_paid_call_is_one_trace_from_the_caller_through_every_phase_to_the_ups
 async fn a_collector_that_is_down_costs_spans_not_paid_calls() {
     let dead = format!("http://127.0.0.1:{}/v1/traces", free_port());
     let admin = free_port();
-    let w = World::start_extra(&format!(
-        "{}admin: {{ enabled: true, listen: \"127.0.0.1:{admin}\" }}\n",
-        otlp_section(&dead, "seller-dead-collector")
-    ))
+    let w = World::start_with(|s| {
+        s.otlp = Some(otlp(&dead, "seller-dead-collector"));
+        s.admin = Some(admin);
+    })
     .await;
-    let seller0 = w.balance(w.net.pay_to).await;
     let (status, _, body) = pay_once(&w, None).await;
     assert_eq!(status, 200, "{body}");
     assert!(body["strategy"].is_object());
-    assert_eq!(w.balance(w.net.pay_to).await, seller0 + U256::from(PRICE));
-    assert_eq!(w.seller_transfers().await, 1);
+    w.money().assert_transfers(1).await;
     // The operator sees it: a failed-batch counter and one warning, not one per batch.
     let metrics = format!("http://127.0.0.1:{admin}/metrics");
     let mut seen = String::new();
     for _ in 0..100 {
-        seen = w
-            .http
-            .get(&metrics)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        seen = get_text(&w.http, &metrics).await;
         if seen.contains(r#"x402_otlp_batches_total{outcome="failed"}"#) {
             break;
         }
@@ -176,9 +154,11 @@ fn check_config_reports_a_bad_otlp_section() {
 async fn spans_still_queued_at_sigterm_are_sent_before_the_process_exits() {
     let collector = Collector::start().await;
     // A batch delay far longer than the test: only the shutdown flush can deliver them.
-    let section = otlp_section(&collector.url, "seller-stopping")
-        .replace("batch_delay_ms: 100", "batch_delay_ms: 600000");
-    let mut w = World::start_extra(&section).await;
+    let section = Otlp {
+        batch_delay_ms: 600_000,
+        ..otlp(&collector.url, "seller-stopping")
+    };
+    let mut w = World::start_with(|s| s.otlp = Some(section)).await;
     let (status, request_id, body) = pay_once(&w, None).await;
     assert_eq!(status, 200, "{body}");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -186,7 +166,7 @@ async fn spans_still_queued_at_sigterm_are_sent_before_the_process_exits() {
         collector.spans().is_empty(),
         "nothing is sent before the batch is due"
     );
-    let clean = w.seller.terminate().await.success();
+    let clean = terminate(&mut w.seller).await.success();
     assert!(clean, "the sidecar exits 0 on SIGTERM");
     let spans = collector.spans();
     assert!(

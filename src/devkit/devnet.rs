@@ -16,6 +16,7 @@ use alloy_rpc_types_eth::{Filter, TransactionRequest};
 use alloy_signer_local::PrivateKeySigner;
 use alloy_sol_types::{SolCall, SolEvent};
 
+use super::spawn::free_port;
 use crate::evm::keys::DEV_KEYS;
 use crate::evm::typed::IEip3009Token as Token;
 
@@ -45,6 +46,15 @@ pub enum DevnetError {
 
 fn rpc<E: std::fmt::Display>(e: E) -> DevnetError {
     DevnetError::Rpc(e.to_string())
+}
+
+/// One token `Transfer` log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transfer {
+    pub from: Address,
+    pub value: U256,
+    /// The transaction that made it.
+    pub tx: B256,
 }
 
 /// A running devnet. Dropping it stops anvil.
@@ -91,14 +101,6 @@ pub fn token_runtime_code() -> Result<Bytes, DevnetError> {
         .ok_or_else(|| DevnetError::Start("artifact has no deployedBytecode".into()))
 }
 
-fn free_port() -> Result<u16, DevnetError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| DevnetError::Start(e.to_string()))?;
-    l.local_addr()
-        .map(|a| a.port())
-        .map_err(|e| DevnetError::Start(e.to_string()))
-}
-
 fn dev_signer(i: usize) -> PrivateKeySigner {
     // The ten keys are constants that parse; index is always < 10 here.
     DEV_KEYS[i % DEV_KEYS.len()]
@@ -112,7 +114,7 @@ impl Devnet {
         let anvil = anvil_path()?;
         let mut last = String::new();
         for _ in 0..3 {
-            let port = free_port()?;
+            let port = free_port().map_err(|e| DevnetError::Start(e.to_string()))?;
             let child = Command::new(&anvil)
                 .args([
                     "--host",
@@ -218,11 +220,8 @@ impl Devnet {
         Token::balanceOfCall::abi_decode_returns(&out).map_err(rpc)
     }
 
-    /// Every token `Transfer` to `to` so far, as (from, value, tx hash).
-    pub async fn transfers_to(
-        &self,
-        to: Address,
-    ) -> Result<Vec<(Address, U256, B256)>, DevnetError> {
+    /// Every token `Transfer` to `to` so far, oldest first.
+    pub async fn transfers_to(&self, to: Address) -> Result<Vec<Transfer>, DevnetError> {
         let filter = Filter::new()
             .address(USDC)
             .event_signature(Token::Transfer::SIGNATURE_HASH)
@@ -232,7 +231,11 @@ impl Devnet {
             .iter()
             .filter_map(|l| {
                 let t = Token::Transfer::decode_log_data(l.data()).ok()?;
-                (t.to == to).then_some((t.from, t.value, l.transaction_hash.unwrap_or_default()))
+                (t.to == to).then_some(Transfer {
+                    from: t.from,
+                    value: t.value,
+                    tx: l.transaction_hash.unwrap_or_default(),
+                })
             })
             .collect())
     }

@@ -1,7 +1,11 @@
 //! The dev kit: what the tests, the benches and `demo` share — a local chain with the project's
-//! own token ([`devnet`]), a labelled stand-in strategy upstream ([`standin`]) and process
-//! helpers ([`spawn`]).
+//! own token ([`devnet`]), a labelled stand-in strategy upstream ([`standin`]), sidecar
+//! processes on a free port ([`spawn`]), typed builders for the seller's, buyer's and
+//! facilitator's `sidecar.yaml` ([`nodes`]) and the money checks of a scenario, read from the
+//! chain ([`world`]).
 
 pub mod devnet;
+pub mod nodes;
 pub mod spawn;
 pub mod standin;
+pub mod world;

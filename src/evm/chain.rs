@@ -209,7 +209,8 @@ impl Chain {
         Ok(())
     }
 
-    fn settle_call(a: &Authorization, sig: &alloy_primitives::Signature) -> Vec<u8> {
+    /// The calldata of `transferWithAuthorization` for `a` signed with `sig`.
+    pub fn settle_call(a: &Authorization, sig: &alloy_primitives::Signature) -> Vec<u8> {
         Token::transferWithAuthorizationCall {
             from: a.from,
             to: a.to,

@@ -1,23 +1,32 @@
 //! Test harness: a real anvil devnet with the project's token, a scriptable upstream, and real
-//! sidecar processes (the built binary) in front of it.
+//! sidecar processes (the built binary) in front of it — the processes, the sidecars' YAML and
+//! the money checks are the dev kit's (`x402_sidecar::devkit`).
 
 #![allow(dead_code)]
 
 pub mod otlp;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use alloy_primitives::{Address, U256};
 use alloy_signer_local::PrivateKeySigner;
-use x402_sidecar::devkit::devnet::{self, Devnet};
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+pub use x402_sidecar::devkit::devnet::Devnet;
+pub use x402_sidecar::devkit::nodes::{SellerNode, Server};
+use x402_sidecar::devkit::spawn;
+pub use x402_sidecar::devkit::spawn::{Launch, Sidecar};
 use x402_sidecar::devkit::standin::{self, Request, Response};
+pub use x402_sidecar::devkit::world::Money;
 
 pub const PRICE: u64 = 10_000; // $0.01
 pub const SECRET: &str = "test-challenge-secret-0123456789";
+/// The Redis the tests share.
+pub const REDIS: &str = "redis://127.0.0.1:6379/0";
 
 /// How the upstream behaves for the next calls.
 #[derive(Debug, Clone)]
@@ -101,170 +110,72 @@ impl Drop for Upstream {
     }
 }
 
-/// A sidecar process.
-pub struct Sidecar {
-    child: Child,
-    pub url: String,
-    pub log: PathBuf,
-    pub config: PathBuf,
-}
-
-impl Drop for Sidecar {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Sidecar {
-    pub fn from_child(child: Child, port: u16, log: PathBuf, config: PathBuf) -> Sidecar {
-        Sidecar {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            log,
-            config,
-        }
-    }
-
-    /// Wait until the sidecar accepts connections.
-    pub async fn wait_up(&self) {
-        let port: u16 = self
-            .url
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap();
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("sidecar did not start; log:\n{}", self.logs());
-    }
-
-    /// The sidecar's audit journal directory (it runs in `<dir>/<name>`).
-    pub fn audit_dir(&self) -> PathBuf {
-        self.config.with_extension("").join("x402-audit")
-    }
-
-    pub fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM (pingora's graceful shutdown) and wait for the process to exit.
-    pub async fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = i32::try_from(self.child.id()).unwrap();
-        // SAFETY: kill(2) only sends a signal, here to our own child process.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-        for _ in 0..600 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "sidecar did not stop within 30 s of SIGTERM; log:\n{}",
-            self.logs()
-        );
-    }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_x402-sidecar")
 }
 
-/// The configuration of a seller on the devnet.
-pub fn seller_config(
-    port: u16,
-    upstream: &str,
-    net: &Devnet,
-    store: &str,
-    upstream_timeout_ms: u64,
-) -> String {
-    seller_config_with(port, upstream, net, store, upstream_timeout_ms, 10_000)
+pub fn free_port() -> u16 {
+    spawn::free_port().unwrap()
 }
 
-/// The same, with the settlement receipt timeout chosen.
-pub fn seller_config_with(
-    port: u16,
-    upstream: &str,
-    net: &Devnet,
-    store: &str,
-    upstream_timeout_ms: u64,
-    receipt_timeout_ms: u64,
-) -> String {
-    format!(
-        r#"inbound:
-  enabled: true
-  listen: 127.0.0.1:{port}
-  upstream: {{ url: "{upstream}", timeout_ms: {upstream_timeout_ms} }}
-  challenge_secret: {SECRET}
-  routes:
-    - path: /x402
-      description: Trading strategy advice
-      price: {PRICE}
-      accepts:
-        - network: {network}
-          asset: "{usdc}"
-          pay_to: "{pay_to}"
-          eip712: {{ name: USDC, version: "2" }}
-          max_timeout_seconds: 120
-    - path: /free
-      method: GET
-facilitators:
-  - network: {network}
-    rpc_url: {rpc}
-    settler: {{ key_env: X402_TEST_SETTLER_KEY }}
-    receipt_timeout_ms: {receipt_timeout_ms}
-store: "{store}"
-server: {{ threads: 2, grace_period_seconds: 1 }}
-"#,
-        network = devnet::NETWORK,
-        usdc = devnet::USDC,
-        pay_to = net.pay_to,
-        rpc = net.rpc_url,
-    )
+/// The devnet (and the TLS provider every HTTP client needs).
+pub async fn devnet() -> Devnet {
+    x402_sidecar::init_tls();
+    Devnet::start()
+        .await
+        .expect("devnet (run `make devnet` first)")
 }
 
-/// Start a sidecar with `config_text`; waits until it accepts connections.
+/// A process of the built binary kept in `dir` as `name`, logging JSON at `info`.
+pub fn launch(dir: &Path, name: &str) -> Launch {
+    Launch::new(bin(), dir, name).env("RUST_LOG", "info")
+}
+
+/// Start `launch` on `config` and wait until `port` accepts connections (panics with the log).
+pub async fn run(launch: Launch, config: &str, port: u16) -> Sidecar {
+    launch
+        .run(config, port)
+        .await
+        .unwrap_or_else(|e| panic!("sidecar did not start: {e}"))
+}
+
+/// Start a sidecar on `config` with the settler key in `X402_TEST_SETTLER_KEY`.
 pub async fn start_sidecar(
-    dir: &std::path::Path,
+    dir: &Path,
     name: &str,
     port: u16,
-    config_text: &str,
+    config: &str,
     settler_key: &str,
 ) -> Sidecar {
-    let config = dir.join(format!("{name}.yaml"));
-    std::fs::write(&config, config_text).unwrap();
-    let log = dir.join(format!("{name}.log"));
-    // Each sidecar runs in its own directory: its audit journal lands there.
-    let home = dir.join(name);
-    std::fs::create_dir_all(&home).unwrap();
-    let child = Command::new(bin())
-        .current_dir(&home)
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("X402_TEST_SETTLER_KEY", settler_key)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let sc = Sidecar::from_child(child, port, log, config);
-    sc.wait_up().await;
-    sc
+    run(
+        launch(dir, name).env(SETTLER_ENV, settler_key),
+        config,
+        port,
+    )
+    .await
+}
+
+/// SIGTERM and wait up to 30 s for the sidecar to exit (panics with the log).
+pub async fn terminate(s: &mut Sidecar) -> std::process::ExitStatus {
+    match s.terminate(Duration::from_secs(30)).await {
+        Ok(status) => status,
+        Err(e) => panic!("{e}; log:\n{}", s.logs()),
+    }
+}
+
+/// Where the test sellers find their settler key.
+pub const SETTLER_ENV: &str = "X402_TEST_SETTLER_KEY";
+
+/// The tests' seller on the devnet: the dev kit's seller node with the test challenge secret,
+/// 120 s payment windows, a free route `GET /free`, a 10 s receipt timeout and a small server.
+pub fn seller_node(port: u16, upstream: &str, net: &Devnet) -> SellerNode {
+    let mut node = SellerNode::new(port, upstream, net, SETTLER_ENV);
+    node.challenge_secret = Some(SECRET.into());
+    node.max_timeout_seconds = Some(120);
+    node.free_route = true;
+    node.settlement.receipt_timeout_ms = Some(10_000);
+    node.server = Some(Server::small());
+    node
 }
 
 /// Everything one scenario needs.
@@ -278,48 +189,24 @@ pub struct World {
 
 impl World {
     pub async fn start() -> World {
-        Self::start_with("memory", 4_000).await
+        Self::start_with(|_| {}).await
     }
 
-    pub async fn start_with(store: &str, upstream_timeout_ms: u64) -> World {
-        Self::start_opts(store, upstream_timeout_ms, 10_000).await
-    }
-
-    pub async fn start_opts(
-        store: &str,
-        upstream_timeout_ms: u64,
-        receipt_timeout_ms: u64,
-    ) -> World {
-        Self::start_full(store, upstream_timeout_ms, receipt_timeout_ms, "").await
-    }
-
-    /// A world whose seller's config ends with `extra` (more top-level sections).
-    pub async fn start_extra(extra: &str) -> World {
-        Self::start_full("memory", 4_000, 10_000, extra).await
-    }
-
-    async fn start_full(
-        store: &str,
-        upstream_timeout_ms: u64,
-        receipt_timeout_ms: u64,
-        extra: &str,
-    ) -> World {
-        x402_sidecar::init_tls();
-        let net = Devnet::start()
-            .await
-            .expect("devnet (run `make devnet` first)");
+    /// A world whose seller is the tests' seller node edited by `edit` first.
+    pub async fn start_with(edit: impl FnOnce(&mut SellerNode)) -> World {
+        let net = devnet().await;
         let upstream = Upstream::start().await;
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let cfg = seller_config_with(
-            port,
-            &upstream.url,
-            &net,
-            store,
-            upstream_timeout_ms,
-            receipt_timeout_ms,
-        ) + extra;
-        let seller = start_sidecar(dir.path(), "seller", port, &cfg, &net.settler_key_hex()).await;
+        let mut node = seller_node(free_port(), &upstream.url, &net);
+        edit(&mut node);
+        let seller = start_sidecar(
+            dir.path(),
+            "seller",
+            node.listen,
+            &node.yaml(),
+            &net.settler_key_hex(),
+        )
+        .await;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -331,6 +218,17 @@ impl World {
             http,
             dir,
         }
+    }
+
+    /// Another seller sidecar in this world's directory, with the devnet's settler key.
+    pub async fn start_seller(&self, name: &str, node: &SellerNode) -> Sidecar {
+        let key = self.net.settler_key_hex();
+        start_sidecar(self.dir.path(), name, node.listen, &node.yaml(), &key).await
+    }
+
+    /// The tests' seller node on a free port in front of this world's upstream.
+    pub fn seller_node(&self) -> SellerNode {
+        seller_node(free_port(), &self.upstream.url, &self.net)
     }
 
     pub fn paid_url(&self) -> String {
@@ -349,6 +247,42 @@ impl World {
     pub async fn seller_transfers(&self) -> usize {
         self.net.transfers_to(self.net.pay_to).await.unwrap().len()
     }
+
+    /// The money checks of this world: paid calls of `PRICE` to the devnet's seller.
+    pub fn money(&self) -> Money<'_> {
+        Money::new(&self.net, PRICE)
+    }
+}
+
+/// POST `body` as JSON to `url` with more headers: the status, the headers and the JSON body
+/// (`Null` if it is none).
+pub async fn post_json(
+    http: &reqwest::Client,
+    url: &str,
+    body: impl Into<reqwest::Body>,
+    headers: &[(&str, &str)],
+) -> (u16, HeaderMap, Value) {
+    let mut req = http
+        .post(url)
+        .header("Content-Type", "application/json")
+        .body(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// GET `url`; the body as text.
+pub async fn get_text(http: &reqwest::Client, url: &str) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
 }
 
 pub fn seed_body() -> &'static str {
@@ -361,20 +295,12 @@ pub async fn signed_payment(
     url: &str,
     buyer: &PrivateKeySigner,
 ) -> (&'static str, String) {
-    let r = http
-        .post(url)
-        .header("Content-Type", "application/json")
-        .body(seed_body())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 402);
-    let h = r.headers()["payment-required"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    let body = r.bytes().await.unwrap();
-    let offer = x402_sidecar::buyer::client::parse_challenge(Some(&h), &body, false).unwrap();
+    let (status, headers, body) = post_json(http, url, seed_body(), &[]).await;
+    assert_eq!(status, 402);
+    let h = headers["payment-required"].to_str().unwrap();
+    let offer =
+        x402_sidecar::buyer::client::parse_challenge(Some(h), body.to_string().as_bytes(), false)
+            .unwrap();
     let (name, value, _) = x402_sidecar::buyer::client::payment_for(buyer, &offer).unwrap();
     (name, value)
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use prost::Message;
+use x402_sidecar::devkit::nodes::Otlp;
 use x402_sidecar::devkit::standin::{self, Request, Response};
 
 /// One received span, ids in lowercase hex (an absent parent is "").
@@ -126,8 +127,10 @@ impl Collector {
 }
 
 /// The `otlp:` section sending a sidecar's spans to `url` quickly.
-pub fn otlp_section(url: &str, service: &str) -> String {
-    format!(
-        "otlp:\n  enabled: true\n  endpoint: \"{url}\"\n  service_name: {service}\n  batch_delay_ms: 100\n"
-    )
+pub fn otlp(url: &str, service: &str) -> Otlp {
+    Otlp {
+        endpoint: url.into(),
+        service_name: service.into(),
+        batch_delay_ms: 100,
+    }
 }
