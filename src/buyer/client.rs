@@ -26,9 +26,10 @@ pub enum PayError {
     Sign(String),
 }
 
-/// A parsed challenge: the chosen option, in the version the seller speaks.
+/// A seller's priced option as the buyer sees it: one entry of a 402's `accepts`, in the
+/// version the seller speaks (the seller's own `Offer` is what it asks; this is what we read).
 #[derive(Debug, Clone)]
-pub struct Offer {
+pub struct Quote {
     pub version: u8,
     /// The option as offered (v2 form; for v1 converted, with `network` as CAIP-2).
     pub requirement: PaymentRequirements,
@@ -42,7 +43,7 @@ pub fn parse_challenge(
     header: Option<&str>,
     body: &[u8],
     prefer_v1: bool,
-) -> Result<Offer, PayError> {
+) -> Result<Quote, PayError> {
     if let (Some(h), false) = (header, prefer_v1) {
         let pr: Value = codec::decode(h.as_bytes(), 64 * 1024)
             .map_err(|e| PayError::BadChallenge(e.message))?;
@@ -59,7 +60,7 @@ pub fn parse_challenge(
                 let resource = pr
                     .get("resource")
                     .and_then(|r| serde_json::from_value(r.clone()).ok());
-                return Ok(Offer {
+                return Ok(Quote {
                     version: 2,
                     requirement: req,
                     raw,
@@ -85,7 +86,7 @@ pub fn parse_challenge(
                 extra: r.extra,
             };
             let raw = serde_json::to_value(&req).unwrap_or_default();
-            return Ok(Offer {
+            return Ok(Quote {
                 version: 1,
                 requirement: req,
                 raw,
@@ -100,7 +101,7 @@ pub fn parse_challenge(
 
 /// Every option of a 402: the v2 header's `accepts` if present, else the v1 body's.
 /// Options that do not parse are skipped; the policy decides among the rest.
-pub fn parse_all(header: Option<&str>, body: &[u8]) -> Vec<Offer> {
+pub fn parse_all(header: Option<&str>, body: &[u8]) -> Vec<Quote> {
     if let Some(h) = header
         && let Ok(pr) = codec::decode::<Value>(h.as_bytes(), 64 * 1024)
     {
@@ -115,7 +116,7 @@ pub fn parse_all(header: Option<&str>, body: &[u8]) -> Vec<Offer> {
                     .filter_map(|raw| {
                         let requirement =
                             serde_json::from_value::<PaymentRequirements>(raw.clone()).ok()?;
-                        Some(Offer {
+                        Some(Quote {
                             version: 2,
                             requirement,
                             raw: raw.clone(),
@@ -145,7 +146,7 @@ pub fn parse_all(header: Option<&str>, body: &[u8]) -> Vec<Offer> {
                         extra: r.extra,
                     };
                     let raw = serde_json::to_value(&requirement).ok()?;
-                    Some(Offer {
+                    Some(Quote {
                         version: 1,
                         requirement,
                         raw,
@@ -214,34 +215,34 @@ pub fn v1_header(network: &str, payload: &ExactEvmPayload) -> String {
     )
 }
 
-/// Header name and value paying `offer` with `signer`.
+/// Header name and value paying `quote` with `signer`.
 pub fn payment_for(
     signer: &PrivateKeySigner,
-    offer: &Offer,
+    quote: &Quote,
 ) -> Result<(&'static str, String, Authorization), PayError> {
-    payment_with(signer, offer, u64::MAX)
+    payment_with(signer, quote, u64::MAX)
 }
 
 /// The same, with the authorization's lifetime clamped to `max_valid_secs`.
 pub fn payment_with(
     signer: &PrivateKeySigner,
-    offer: &Offer,
+    quote: &Quote,
     max_valid_secs: u64,
 ) -> Result<(&'static str, String, Authorization), PayError> {
     let now = now_secs();
-    let mut auth = authorization(signer, &offer.requirement, now);
-    let life = offer.requirement.max_timeout_seconds.min(max_valid_secs);
+    let mut auth = authorization(signer, &quote.requirement, now);
+    let life = quote.requirement.max_timeout_seconds.min(max_valid_secs);
     auth.valid_before = U256::from(now.saturating_add(life));
-    let payload = sign(signer, &offer.requirement, auth.clone())?;
-    Ok(match offer.version {
+    let payload = sign(signer, &quote.requirement, auth.clone())?;
+    Ok(match quote.version {
         1 => (
             HEADER_X_PAYMENT,
-            v1_header(&offer.requirement.network, &payload),
+            v1_header(&quote.requirement.network, &payload),
             auth,
         ),
         _ => (
             HEADER_PAYMENT_SIGNATURE,
-            v2_header(&offer.raw, &payload, offer.resource.as_ref()),
+            v2_header(&quote.raw, &payload, quote.resource.as_ref()),
             auth,
         ),
     })
@@ -253,7 +254,8 @@ pub struct Paid {
     pub status: u16,
     pub body: Bytes,
     pub receipt: Option<SettleResponse>,
-    pub offer: Option<Offer>,
+    /// The option paid; `None` when the seller did not ask for payment.
+    pub quote: Option<Quote>,
 }
 
 /// 402 → sign → retry, reporting each step through `step`.
@@ -296,17 +298,17 @@ pub async fn pay(
             status,
             body: bytes,
             receipt: None,
-            offer: None,
+            quote: None,
         });
     }
     let header = headers
         .get(HEADER_PAYMENT_REQUIRED)
         .and_then(|v| v.to_str().ok());
-    let offer = parse_challenge(header, &bytes, prefer_v1)?;
-    let r = &offer.requirement;
+    let quote = parse_challenge(header, &bytes, prefer_v1)?;
+    let r = &quote.requirement;
     step(&format!(
         "402 Payment Required (x402 v{}): {} atomic units of {} on {} to {}, valid {} s",
-        offer.version, r.amount, r.asset, r.network, r.pay_to, r.max_timeout_seconds
+        quote.version, r.amount, r.asset, r.network, r.pay_to, r.max_timeout_seconds
     ));
     if let Some(limit) = max_amount
         && r.amount > limit
@@ -316,7 +318,7 @@ pub async fn pay(
             limit,
         });
     }
-    let (name, value, auth) = payment_for(signer, &offer)?;
+    let (name, value, auth) = payment_for(signer, &quote)?;
     step(&format!(
         "signed EIP-3009 authorization from {} nonce {} ({name})",
         auth.from, auth.nonce
@@ -344,6 +346,6 @@ pub async fn pay(
         status,
         body: bytes,
         receipt,
-        offer: Some(offer),
+        quote: Some(quote),
     })
 }

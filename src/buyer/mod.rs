@@ -308,12 +308,12 @@ impl Payer {
         let header = headers
             .get(crate::x402::HEADER_PAYMENT_REQUIRED)
             .and_then(|v| v.to_str().ok());
-        let offers = client::parse_all(header, &bytes);
-        let offer = match policy::choose(seller, &offers) {
+        let quotes = client::parse_all(header, &bytes);
+        let quote = match policy::choose(seller, &quotes) {
             Ok(o) => o,
             Err(r) => return fail(r.code, r.message, false),
         };
-        let req = &offer.requirement;
+        let req = &quote.requirement;
         // Budget before the signature: no budget, no signature.
         let Some(limit) = self
             .cfg
@@ -383,7 +383,7 @@ impl Payer {
         let reservation = Reservation { key, amount };
         let (name, value, auth) = match client::payment_with(
             &self.cfg.signer,
-            &offer,
+            &quote,
             self.cfg.max_authorization.as_secs(),
         ) {
             Ok(x) => x,

@@ -1,7 +1,7 @@
 //! The spend policy, pure: which of a seller's payment options we accept, checked before any
 //! signature exists. Amount and decimals come from our configuration, never from the challenge.
 
-use crate::buyer::client::Offer;
+use crate::buyer::client::Quote;
 
 use super::config::Seller;
 
@@ -13,10 +13,10 @@ pub struct Refusal {
 }
 
 /// Keep the options the policy allows and pick the cheapest; never just `accepts[0]`.
-pub fn choose(seller: &Seller, offers: &[Offer]) -> Result<Offer, Refusal> {
+pub fn choose(seller: &Seller, quotes: &[Quote]) -> Result<Quote, Refusal> {
     let mut first_refusal = None;
-    let mut best: Option<&Offer> = None;
-    for o in offers {
+    let mut best: Option<&Quote> = None;
+    for o in quotes {
         match check(seller, o) {
             Ok(()) => {
                 if best.is_none_or(|b| o.requirement.amount < b.requirement.amount) {
@@ -36,7 +36,7 @@ pub fn choose(seller: &Seller, offers: &[Offer]) -> Result<Offer, Refusal> {
     })
 }
 
-fn check(seller: &Seller, o: &Offer) -> Result<(), Refusal> {
+fn check(seller: &Seller, o: &Quote) -> Result<(), Refusal> {
     let r = &o.requirement;
     let refuse = |code, message: String| Err(Refusal { code, message });
     if r.scheme != "exact" {
@@ -97,7 +97,7 @@ mod tests {
         }
     }
 
-    fn offer(network: &str, asset: u8, pay_to: u8, amount: u64) -> Offer {
+    fn quote(network: &str, asset: u8, pay_to: u8, amount: u64) -> Quote {
         let requirement = PaymentRequirements {
             scheme: "exact".into(),
             network: network.into(),
@@ -107,7 +107,7 @@ mod tests {
             max_timeout_seconds: 300,
             extra: None,
         };
-        Offer {
+        Quote {
             version: 2,
             raw: serde_json::to_value(&requirement).unwrap(),
             requirement,
@@ -119,31 +119,31 @@ mod tests {
     fn refuses_each_policy_breach_before_signing() {
         let s = seller();
         assert_eq!(
-            choose(&s, &[offer("eip155:8453", 1, 2, 10)])
+            choose(&s, &[quote("eip155:8453", 1, 2, 10)])
                 .unwrap_err()
                 .code,
             "network_not_allowed"
         );
         assert_eq!(
-            choose(&s, &[offer("eip155:84532", 9, 2, 10)])
+            choose(&s, &[quote("eip155:84532", 9, 2, 10)])
                 .unwrap_err()
                 .code,
             "asset_not_allowed"
         );
         assert_eq!(
-            choose(&s, &[offer("eip155:84532", 1, 9, 10)])
+            choose(&s, &[quote("eip155:84532", 1, 9, 10)])
                 .unwrap_err()
                 .code,
             "pay_to_not_pinned"
         );
         assert_eq!(
-            choose(&s, &[offer("eip155:84532", 1, 2, 50_001)])
+            choose(&s, &[quote("eip155:84532", 1, 2, 50_001)])
                 .unwrap_err()
                 .code,
             "price_above_cap"
         );
         assert_eq!(
-            choose(&s, &[offer("eip155:84532", 1, 2, 0)])
+            choose(&s, &[quote("eip155:84532", 1, 2, 0)])
                 .unwrap_err()
                 .code,
             "zero_price"
@@ -155,13 +155,13 @@ mod tests {
     fn filters_first_then_picks_the_cheapest() {
         let s = seller();
         // accepts[0] is a mainnet bait; the allowed options come after it.
-        let offers = [
-            offer("eip155:8453", 1, 2, 1),
-            offer("eip155:84532", 1, 2, 40_000),
-            offer("eip155:84532", 1, 2, 30_000),
+        let quotes = [
+            quote("eip155:8453", 1, 2, 1),
+            quote("eip155:84532", 1, 2, 40_000),
+            quote("eip155:84532", 1, 2, 30_000),
         ];
         assert_eq!(
-            choose(&s, &offers).unwrap().requirement.amount,
+            choose(&s, &quotes).unwrap().requirement.amount,
             U256::from(30_000)
         );
     }
