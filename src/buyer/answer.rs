@@ -1,4 +1,5 @@
-//! The answers to roma-01: a seller's body with the `X-Payment-*` headers, and the error JSON.
+//! The answers to roma-01: a strategy (a seller's or the local fallback's body, unchanged, with
+//! `X-Strategy-Source`, `X-Payment-*` and `X-Attempts`), and the error JSON.
 
 use alloy_primitives::{Address, U256};
 use bytes::Bytes;
@@ -13,52 +14,68 @@ use crate::http::Reply;
 pub(super) struct Answer {
     pub(super) seller: String,
     pub(super) body: Bytes,
+    /// The seller's settlement receipt header, passed on as it came.
     pub(super) receipt_header: Option<(&'static str, String)>,
-    pub(super) paid: Option<Paid>,
+    /// What the answer cost; `None` when the seller did not ask for payment.
+    pub(super) charge: Option<Charge>,
 }
 
-/// What was paid for an answer.
-pub(super) struct Paid {
+/// What one answer cost: the amount moved to whom, and the transaction (empty when unknown).
+pub(super) struct Charge {
     pub(super) tx: String,
     pub(super) amount: U256,
     pub(super) asset: Address,
     pub(super) network: String,
     pub(super) pay_to: Address,
 }
+
 impl Payer {
+    /// A seller's answer: `X-Strategy-Source` `paid` (with the `X-Payment-*` headers and
+    /// the receipt) or `free`; `X-Attempts` when earlier sellers were tried.
     pub(super) fn answer(
         &self,
         a: Answer,
         call_id: &str,
         attempts: &[Attempt],
     ) -> Response<Vec<u8>> {
-        let mut b = Response::builder()
-            .status(200)
-            .header("Content-Type", "application/json")
-            .header("Cache-Control", "no-store")
-            .header("X-Call-Id", call_id)
-            .header("X-Payment-Seller", a.seller.as_str())
-            .header(
-                "X-Strategy-Source",
-                if a.paid.is_some() { "paid" } else { "free" },
-            );
-        if let Some(p) = &a.paid {
-            b = b
-                .header("X-Payment-Tx", p.tx.as_str())
-                .header("X-Payment-Amount", p.amount.to_string())
-                .header("X-Payment-Asset", p.asset.to_string())
-                .header("X-Payment-Network", p.network.as_str())
-                .header("X-Payment-Payer", self.cfg.signer.address().to_string());
+        let mut headers = vec![("X-Payment-Seller", a.seller)];
+        if let Some(c) = &a.charge {
+            headers.extend([
+                ("X-Payment-Tx", c.tx.clone()),
+                ("X-Payment-Amount", c.amount.to_string()),
+                ("X-Payment-Asset", c.asset.to_string()),
+                ("X-Payment-Network", c.network.clone()),
+                ("X-Payment-Payer", self.cfg.signer.address().to_string()),
+            ]);
         }
-        if let Some((name, value)) = &a.receipt_header {
-            b = b.header(*name, value.as_str());
-        }
+        headers.extend(a.receipt_header);
         if !attempts.is_empty() {
-            b = b.header("X-Attempts", summary(attempts));
+            headers.push(("X-Attempts", summary(attempts)));
         }
-        b.body(a.body.to_vec())
-            .unwrap_or_else(|_| plain(500, "response could not be built"))
+        let source = if a.charge.is_some() { "paid" } else { "free" };
+        strategy(call_id, source, headers, a.body)
     }
+}
+
+/// A 200 carrying a strategy `body` unchanged, where it came from (`X-Strategy-Source`) and
+/// `headers`. A header value that cannot be sent makes it a 500.
+pub(super) fn strategy(
+    call_id: &str,
+    source: &str,
+    headers: Vec<(&'static str, String)>,
+    body: Bytes,
+) -> Response<Vec<u8>> {
+    let mut b = Response::builder()
+        .status(200)
+        .header("Content-Type", "application/json")
+        .header("Cache-Control", "no-store")
+        .header("X-Call-Id", call_id)
+        .header("X-Strategy-Source", source);
+    for (name, value) in headers {
+        b = b.header(name, value);
+    }
+    b.body(body.to_vec())
+        .unwrap_or_else(|_| plain(500, "response could not be built"))
 }
 
 pub(super) fn receipt_name(n: &str) -> &'static str {
@@ -69,6 +86,7 @@ pub(super) fn receipt_name(n: &str) -> &'static str {
     }
 }
 
+/// `seller=outcome, …`: the `X-Attempts` header.
 pub(super) fn summary(attempts: &[Attempt]) -> String {
     attempts
         .iter()
@@ -77,6 +95,15 @@ pub(super) fn summary(attempts: &[Attempt]) -> String {
         .join(", ")
 }
 
+/// The error JSON's `attempts`: each seller, its outcome and why.
+pub(super) fn details(attempts: &[Attempt]) -> Vec<Value> {
+    attempts
+        .iter()
+        .map(|a| json!({"seller": a.seller, "outcome": a.outcome, "detail": a.detail}))
+        .collect()
+}
+
+/// A refusal before any call: `{error, message}` with the code for `status`.
 pub(super) fn plain(status: u16, message: &str) -> Response<Vec<u8>> {
     let code = match status {
         400 => "bad_request",
@@ -92,6 +119,18 @@ pub(super) fn boxed(status: u16, message: &str) -> Box<Response<Vec<u8>>> {
     Box::new(plain(status, message))
 }
 
+/// The body is not a `StrategyRequest`: a 400 with the validation `details`.
+pub(super) fn invalid_request(details: impl serde::Serialize) -> Response<Vec<u8>> {
+    let b = json!({"error": "invalid_request", "message": "the body is not a valid StrategyRequest; nothing was paid", "details": details});
+    Response::builder()
+        .status(400)
+        .header("Content-Type", "application/json")
+        .body(b.to_string().into_bytes())
+        .unwrap_or_else(|_| Response::new(Vec::new()))
+}
+
+/// A call that ended without a strategy: `X-Strategy-Source: none`, what each seller came to,
+/// and with `retry` a `Retry-After` and a hint to act manually.
 pub(super) fn error_json(
     status: u16,
     code: &str,

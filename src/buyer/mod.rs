@@ -15,10 +15,12 @@ pub mod ledger;
 pub mod policy;
 
 mod answer;
+mod attempt;
 mod call;
 mod fallback;
 mod outcome;
 mod record;
+mod send;
 mod service;
 
 use std::collections::HashMap;
@@ -28,7 +30,7 @@ use std::time::Duration;
 use alloy_provider::{DynProvider, Provider, ProviderBuilder};
 use tracing::warn;
 
-use self::call::Reservation;
+use self::attempt::Reservation;
 use self::config::Outbound;
 use self::ledger::Ledger;
 use crate::audit::{Event, Journal};

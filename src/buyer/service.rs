@@ -6,11 +6,10 @@ use bytes::Bytes;
 use http::Response;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
-use serde_json::json;
 use tracing::Instrument;
 
 use super::Payer;
-use super::answer::boxed;
+use super::answer::{boxed, invalid_request};
 use super::config::Seller;
 use crate::http::{BodyError, read_body};
 use crate::util::new_id;
@@ -53,12 +52,7 @@ impl Payer {
         let request = match crate::advisor::parse(&body) {
             Ok(r) => r,
             Err(details) => {
-                let b = json!({"error": "invalid_request", "message": "the body is not a valid StrategyRequest; nothing was paid", "details": details});
-                return Response::builder()
-                    .status(400)
-                    .header("Content-Type", "application/json")
-                    .body(b.to_string().into_bytes())
-                    .unwrap_or_else(|_| Response::new(Vec::new()));
+                return invalid_request(details);
             }
         };
         let owner = request
