@@ -27,7 +27,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use alloy_provider::{DynProvider, Provider, ProviderBuilder};
 use tracing::warn;
 
 use self::attempt::Reservation;
@@ -35,9 +34,11 @@ use self::config::Outbound;
 use self::ledger::Ledger;
 use crate::audit::{Event, Journal};
 use crate::breaker::Breaker;
+use crate::evm::Chain;
 use crate::store::BudgetStore;
 use crate::telemetry;
 use crate::util::now_secs;
+use crate::x402::networks;
 
 /// Largest answer read from a seller or the local fallback.
 pub const MAX_SELLER_ANSWER: usize = 1024 * 1024;
@@ -47,7 +48,9 @@ pub struct Payer {
     cfg: Outbound,
     http: reqwest::Client,
     store: Arc<dyn BudgetStore>,
-    chains: HashMap<String, DynProvider>,
+    /// Read-only chain access per network, to ask `authorizationState` when an outcome is
+    /// ambiguous.
+    chains: HashMap<String, Arc<Chain>>,
     breakers: Mutex<HashMap<String, Breaker>>,
     ledger: Arc<Ledger>,
     journal: Option<Arc<Journal>>,
@@ -61,6 +64,8 @@ pub enum BuildError {
     Http(String),
     #[error("outbound.chains: RPC URL `{0}` is not valid")]
     Rpc(String),
+    #[error("outbound.chains: `{0}` is not a CAIP-2 EVM network")]
+    Network(String),
 }
 
 impl Payer {
@@ -77,17 +82,7 @@ impl Payer {
             .pool_max_idle_per_host(16)
             .build()
             .map_err(|e| BuildError::Http(e.to_string()))?;
-        let mut chains = HashMap::new();
-        for (network, url) in &cfg.chains {
-            let url = url.parse().map_err(|_| BuildError::Rpc(url.clone()))?;
-            chains.insert(
-                network.clone(),
-                ProviderBuilder::new()
-                    .disable_recommended_fillers()
-                    .connect_http(url)
-                    .erased(),
-            );
-        }
+        let chains = readers(&cfg.chains)?;
         let breakers = cfg
             .sellers
             .iter()
@@ -144,4 +139,19 @@ impl Payer {
             warn!("budget not released: {e}");
         }
     }
+}
+
+/// Read-only access to each configured chain (no request is made until first use). The buyer
+/// only reads `authorizationState`, so it never waits for a receipt.
+fn readers(chains: &HashMap<String, String>) -> Result<HashMap<String, Arc<Chain>>, BuildError> {
+    chains
+        .iter()
+        .map(|(network, url)| {
+            let chain_id =
+                networks::chain_id(network).ok_or_else(|| BuildError::Network(network.clone()))?;
+            let chain = Chain::read_only(url, chain_id, Duration::ZERO)
+                .map_err(|_| BuildError::Rpc(url.clone()))?;
+            Ok((network.clone(), Arc::new(chain)))
+        })
+        .collect()
 }

@@ -1,13 +1,10 @@
 //! What became of a signed authorization when the seller's answer does not say: the chain
 //! decides whether we paid, and the budget is committed, kept or released accordingly.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use alloy_network::TransactionBuilder;
-use alloy_primitives::{Address, B256};
-use alloy_provider::{DynProvider, Provider};
-use alloy_rpc_types_eth::TransactionRequest;
-use alloy_sol_types::SolCall;
+use alloy_primitives::Address;
 use tracing::{info, warn};
 
 use super::Payer;
@@ -15,7 +12,7 @@ use super::answer::Charge;
 use super::attempt::{Payment, Reservation};
 use super::call::Call;
 use super::config::Seller;
-use crate::evm::typed::IEip3009Token as Token;
+use crate::evm::Chain;
 use crate::util::now_secs;
 use crate::x402::types::Authorization;
 
@@ -36,7 +33,11 @@ impl Payer {
             warn!(call_id, %network, "no RPC configured for this network: the budget stays reserved for this authorization");
             return false;
         };
-        match authorization_used(&chain, asset, auth.from, auth.nonce).await {
+        match chain
+            .authorization_used(asset, auth.from, auth.nonce)
+            .await
+            .ok()
+        {
             Some(true) => {
                 let charge = Charge {
                     tx: String::new(),
@@ -62,7 +63,7 @@ impl Payer {
     /// only if it is still unused.
     fn release_once_expired(
         &self,
-        chain: DynProvider,
+        chain: Arc<Chain>,
         asset: Address,
         auth: &Authorization,
         r: &Reservation,
@@ -76,7 +77,7 @@ impl Payer {
         tokio::spawn(async move {
             let wait = valid_before.saturating_sub(now_secs()) + 2;
             tokio::time::sleep(Duration::from_secs(wait.min(3_600))).await;
-            match authorization_used(&chain, asset, from, nonce).await {
+            match chain.authorization_used(asset, from, nonce).await.ok() {
                 Some(false) => {
                     let _ = store.unreserve(&key, amount).await;
                     info!(call_id = %call, "authorization expired unused: budget released");
@@ -87,22 +88,4 @@ impl Payer {
             }
         });
     }
-}
-
-/// `authorizationState(from, nonce)`; `None` when the chain cannot be read.
-async fn authorization_used(
-    chain: &DynProvider,
-    asset: Address,
-    from: Address,
-    nonce: B256,
-) -> Option<bool> {
-    let tx = TransactionRequest::default().with_to(asset).with_input(
-        Token::authorizationStateCall {
-            authorizer: from,
-            nonce,
-        }
-        .abi_encode(),
-    );
-    let out = chain.call(tx).await.ok()?;
-    Token::authorizationStateCall::abi_decode_returns(&out).ok()
 }
