@@ -18,8 +18,7 @@ use super::send::Delivery;
 use super::{Payer, client, policy};
 use crate::telemetry;
 use crate::util::{now_secs, rfc3339};
-use crate::x402::codec;
-use crate::x402::types::{Authorization, SettleResponse};
+use crate::x402::types::Authorization;
 
 /// How long a day's budget reservation lives in the store.
 const BUDGET_TTL: Duration = Duration::from_secs(2 * 86_400);
@@ -278,12 +277,7 @@ impl Payer {
         headers: &HeaderMap,
         body: Bytes,
     ) -> Answer {
-        let receipt = [
-            crate::x402::HEADER_PAYMENT_RESPONSE,
-            crate::x402::HEADER_X_PAYMENT_RESPONSE,
-        ]
-        .iter()
-        .find_map(|h| {
+        let receipt = client::RECEIPT_HEADERS.iter().find_map(|h| {
             headers
                 .get(*h)
                 .and_then(|v| v.to_str().ok())
@@ -291,7 +285,7 @@ impl Payer {
         });
         let settled = receipt
             .as_ref()
-            .and_then(|(_, v)| codec::decode::<SettleResponse>(v.as_bytes(), 16 * 1024).ok());
+            .and_then(|(_, v)| client::settlement(v.as_bytes()));
         let body_json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let tx = settled
             .as_ref()

@@ -118,36 +118,16 @@ mod tests {
     #[test]
     fn refuses_each_policy_breach_before_signing() {
         let s = seller();
-        assert_eq!(
-            choose(&s, &[quote("eip155:8453", 1, 2, 10)])
-                .unwrap_err()
-                .code,
-            "network_not_allowed"
-        );
-        assert_eq!(
-            choose(&s, &[quote("eip155:84532", 9, 2, 10)])
-                .unwrap_err()
-                .code,
-            "asset_not_allowed"
-        );
-        assert_eq!(
-            choose(&s, &[quote("eip155:84532", 1, 9, 10)])
-                .unwrap_err()
-                .code,
-            "pay_to_not_pinned"
-        );
-        assert_eq!(
-            choose(&s, &[quote("eip155:84532", 1, 2, 50_001)])
-                .unwrap_err()
-                .code,
-            "price_above_cap"
-        );
-        assert_eq!(
-            choose(&s, &[quote("eip155:84532", 1, 2, 0)])
-                .unwrap_err()
-                .code,
-            "zero_price"
-        );
+        let breaches = [
+            (quote("eip155:8453", 1, 2, 10), "network_not_allowed"),
+            (quote("eip155:84532", 9, 2, 10), "asset_not_allowed"),
+            (quote("eip155:84532", 1, 9, 10), "pay_to_not_pinned"),
+            (quote("eip155:84532", 1, 2, 50_001), "price_above_cap"),
+            (quote("eip155:84532", 1, 2, 0), "zero_price"),
+        ];
+        for (q, code) in breaches {
+            assert_eq!(choose(&s, &[q]).unwrap_err().code, code);
+        }
         assert_eq!(choose(&s, &[]).unwrap_err().code, "no_payment_option");
     }
 
