@@ -241,30 +241,26 @@ impl Payer {
         payment: Payment,
         delivery: Delivery,
     ) -> Result<Answer, Miss> {
-        match delivery {
+        // (outcome if the chain shows a charge, outcome if not), and what happened.
+        let (outcomes, detail) = match delivery {
             Delivery::Answered { headers, body } => {
-                Ok(self.delivered(seller, call, &payment, &headers, body).await)
+                return Ok(self.delivered(seller, call, &payment, &headers, body).await);
             }
-            Delivery::Refused { why } => {
-                let charged = self.charged_on_chain(&payment, seller, call).await;
-                Err(Miss::seller(
-                    if charged {
-                        "paid_no_delivery"
-                    } else {
-                        "payment_refused"
-                    },
-                    format!("the seller refused the payment: {why}"),
-                ))
-            }
-            Delivery::Lost { last } => {
-                // Outcome unknown: the chain decides whether we paid.
-                let charged = self.charged_on_chain(&payment, seller, call).await;
-                Err(Miss::seller(
-                    if charged { "paid_no_answer" } else { "failed" },
-                    format!("no usable answer after the payment was sent: {last}"),
-                ))
-            }
-        }
+            Delivery::Refused { why } => (
+                ("paid_no_delivery", "payment_refused"),
+                format!("the seller refused the payment: {why}"),
+            ),
+            // Outcome unknown: the chain decides whether we paid.
+            Delivery::Lost { last } => (
+                ("paid_no_answer", "failed"),
+                format!("no usable answer after the payment was sent: {last}"),
+            ),
+        };
+        let charged = self.charged_on_chain(&payment, seller, call).await;
+        Err(Miss::seller(
+            if charged { outcomes.0 } else { outcomes.1 },
+            detail,
+        ))
     }
 
     /// A delivered answer: what it cost (the receipt's transaction, else the body's

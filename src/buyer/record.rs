@@ -27,7 +27,26 @@ impl Payer {
         body: Option<&Value>,
     ) {
         let call_id = call.id;
-        let e = entry(seller, call, outcome, charge, auth, body);
+        let meta = body.map(|b| &b["metadata"]);
+        let e = Entry {
+            time: rfc3339(now_secs()),
+            call_id: call_id.to_string(),
+            seller: seller.name.clone(),
+            url: seller.url.to_string(),
+            outcome: outcome.into(),
+            amount: charge.amount.to_string(),
+            asset: charge.asset.to_string(),
+            network: charge.network.clone(),
+            payer: auth.from.to_string(),
+            pay_to: charge.pay_to.to_string(),
+            nonce: format!("{:#x}", auth.nonce),
+            tx: (!charge.tx.is_empty()).then(|| charge.tx.clone()),
+            remote_request_id: meta.and_then(|m| m["requestId"].as_str().map(str::to_string)),
+            remote_payment_id: meta.and_then(|m| m["paymentId"].as_str().map(str::to_string)),
+            disclaimer: body.and_then(|b| b["disclaimer"].as_str().map(str::to_string)),
+            latency_ms: call.started.elapsed().as_millis() as u64,
+            owner: call.owner.map(str::to_string),
+        };
         info!(call_id, seller = %seller.name, outcome, tx = %charge.tx, amount = %charge.amount,
             remote_request_id = ?e.remote_request_id, remote_payment_id = ?e.remote_payment_id, "ledger");
         let spent = u64::try_from(charge.amount).unwrap_or(u64::MAX);
@@ -50,37 +69,6 @@ impl Payer {
         {
             warn!(call_id, "ledger write failed: {err}");
         }
-    }
-}
-
-/// The ledger line of one payment.
-fn entry(
-    seller: &Seller,
-    call: &Call<'_>,
-    outcome: &str,
-    charge: &Charge,
-    auth: &Authorization,
-    body: Option<&Value>,
-) -> Entry {
-    let meta = body.map(|b| &b["metadata"]);
-    Entry {
-        time: rfc3339(now_secs()),
-        call_id: call.id.to_string(),
-        seller: seller.name.clone(),
-        url: seller.url.to_string(),
-        outcome: outcome.into(),
-        amount: charge.amount.to_string(),
-        asset: charge.asset.to_string(),
-        network: charge.network.clone(),
-        payer: auth.from.to_string(),
-        pay_to: charge.pay_to.to_string(),
-        nonce: format!("{:#x}", auth.nonce),
-        tx: (!charge.tx.is_empty()).then(|| charge.tx.clone()),
-        remote_request_id: meta.and_then(|m| m["requestId"].as_str().map(str::to_string)),
-        remote_payment_id: meta.and_then(|m| m["paymentId"].as_str().map(str::to_string)),
-        disclaimer: body.and_then(|b| b["disclaimer"].as_str().map(str::to_string)),
-        latency_ms: call.started.elapsed().as_millis() as u64,
-        owner: call.owner.map(str::to_string),
     }
 }
 
