@@ -35,7 +35,7 @@ pub struct Quote {
     pub requirement: PaymentRequirements,
     /// For v2: the option exactly as received, echoed verbatim in `accepted`.
     pub raw: Value,
-    pub resource: Option<ResourceInfo>,
+    pub(crate) resource: Option<ResourceInfo>,
 }
 
 impl Quote {
@@ -122,7 +122,7 @@ pub fn parse_challenge(
 
 /// Every option of a 402: the v2 header's `accepts` if present, else the v1 body's.
 /// Options that do not parse are skipped; the policy decides among the rest.
-pub fn parse_all(header: Option<&str>, body: &[u8]) -> Vec<Quote> {
+pub(crate) fn parse_all(header: Option<&str>, body: &[u8]) -> Vec<Quote> {
     if let Some(h) = header
         && let Ok(pr) = codec::decode::<Value>(h.as_bytes(), 64 * 1024)
     {
@@ -192,7 +192,7 @@ pub fn v2_header(
 }
 
 /// The v1 `X-PAYMENT` value.
-pub fn v1_header(network: &str, payload: &ExactEvmPayload) -> String {
+pub(crate) fn v1_header(network: &str, payload: &ExactEvmPayload) -> String {
     let name = networks::v1_name(network).unwrap_or(network);
     codec::encode(
         &serde_json::json!({ "x402Version": 1, "scheme": "exact", "network": name, "payload": payload }),
@@ -208,7 +208,7 @@ pub fn payment_for(
 }
 
 /// The same, with the authorization's lifetime clamped to `max_valid_secs`.
-pub fn payment_with(
+pub(crate) fn payment_with(
     signer: &PrivateKeySigner,
     quote: &Quote,
     max_valid_secs: u64,

@@ -19,45 +19,45 @@ use crate::x402::networks;
 #[serde(deny_unknown_fields)]
 pub struct OutboundConfig {
     #[serde(default)]
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// Local address roma-01's HTTP client points at.
     #[serde(default = "default_listen")]
-    pub listen: String,
+    pub(crate) listen: String,
     #[serde(default)]
-    pub wallet: WalletConfig,
+    pub(crate) wallet: WalletConfig,
     /// RPC per network, to read `authorizationState` when an outcome is ambiguous.
     #[serde(default)]
-    pub chains: Vec<ChainConfig>,
+    pub(crate) chains: Vec<ChainConfig>,
     #[serde(default)]
-    pub sellers: Vec<SellerConfig>,
+    pub(crate) sellers: Vec<SellerConfig>,
     /// Daily spend limit per asset. An asset without a budget is never paid.
     #[serde(default)]
-    pub budgets: Vec<BudgetConfig>,
+    pub(crate) budgets: Vec<BudgetConfig>,
     /// Longest authorization ever signed, whatever the seller asks.
     #[serde(default = "default_max_auth")]
-    pub max_authorization_seconds: u64,
+    pub(crate) max_authorization_seconds: u64,
     /// Whole-call deadline, fallback included (at most 10 s unless you raise it).
     #[serde(default = "default_timeout")]
-    pub timeout_ms: u64,
+    pub(crate) timeout_ms: u64,
     #[serde(default)]
-    pub retry: RetryConfig,
+    pub(crate) retry: RetryConfig,
     #[serde(default)]
-    pub breaker: BreakerConfig,
+    pub(crate) breaker: BreakerConfig,
     #[serde(default)]
-    pub fallback: FallbackConfig,
+    pub(crate) fallback: FallbackConfig,
     /// Append-only JSON-lines ledger of paid calls.
     #[serde(default = "default_ledger")]
-    pub ledger_path: PathBuf,
+    pub(crate) ledger_path: PathBuf,
     /// How roma-01's account owner (`account.owner`) appears in logs, ledger and journal.
     #[serde(default)]
-    pub owners: OwnersConfig,
+    pub(crate) owners: OwnersConfig,
 }
 
 /// `plain` (as sent), `hashed` (a keyed hash: records of one account stay linkable, the
 /// address is not readable) or `none` (left out).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum OwnerLog {
+pub(crate) enum OwnerLog {
     #[default]
     Plain,
     Hashed,
@@ -66,12 +66,12 @@ pub enum OwnerLog {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OwnersConfig {
+pub(crate) struct OwnersConfig {
     #[serde(default)]
-    pub log: OwnerLog,
+    pub(crate) log: OwnerLog,
     /// Environment variable holding the hash key (at least 16 bytes) for `log: hashed`.
     #[serde(default = "default_owner_key_env")]
-    pub key_env: String,
+    pub(crate) key_env: String,
 }
 
 impl Default for OwnersConfig {
@@ -88,7 +88,7 @@ fn default_owner_key_env() -> String {
 }
 
 /// Shortest owner hash key accepted (bytes).
-pub const MIN_OWNER_KEY: usize = 16;
+pub(crate) const MIN_OWNER_KEY: usize = 16;
 
 /// The resolved owner policy.
 #[derive(Clone)]
@@ -104,7 +104,7 @@ impl std::fmt::Debug for Owners {
 }
 
 impl Owners {
-    pub fn plain() -> Self {
+    pub(crate) fn plain() -> Self {
         Owners {
             log: OwnerLog::Plain,
             key: Vec::new(),
@@ -124,7 +124,7 @@ impl Owners {
         })
     }
 
-    pub fn none() -> Self {
+    pub(crate) fn none() -> Self {
         Owners {
             log: OwnerLog::None,
             key: Vec::new(),
@@ -132,7 +132,7 @@ impl Owners {
     }
 
     /// `plain`, `hashed` or `none`, for reports.
-    pub fn describe(&self) -> &'static str {
+    pub(crate) fn describe(&self) -> &'static str {
         match self.log {
             OwnerLog::Plain => "plain",
             OwnerLog::Hashed => "hashed",
@@ -180,22 +180,22 @@ impl Default for OutboundConfig {
 /// The buyer's key: an env var or an encrypted keystore; optional expected address.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WalletConfig {
+pub(crate) struct WalletConfig {
     #[serde(default)]
-    pub key_env: Option<String>,
+    pub(crate) key_env: Option<String>,
     #[serde(default)]
-    pub keystore: Option<PathBuf>,
+    pub(crate) keystore: Option<PathBuf>,
     #[serde(default)]
-    pub password_env: Option<String>,
+    pub(crate) password_env: Option<String>,
     #[serde(default)]
-    pub password_file: Option<PathBuf>,
+    pub(crate) password_file: Option<PathBuf>,
     /// If set, the key must be this address's (refuse to start otherwise).
     #[serde(default)]
-    pub address: Option<String>,
+    pub(crate) address: Option<String>,
 }
 
 impl WalletConfig {
-    pub fn key_source(&self) -> KeySource {
+    pub(crate) fn key_source(&self) -> KeySource {
         KeySource {
             key_env: self.key_env.clone(),
             keystore: self.keystore.clone(),
@@ -207,51 +207,51 @@ impl WalletConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ChainConfig {
-    pub network: String,
-    pub rpc_url: String,
+pub(crate) struct ChainConfig {
+    pub(crate) network: String,
+    pub(crate) rpc_url: String,
 }
 
 /// A remote seller and what we accept to pay it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SellerConfig {
-    pub name: String,
+pub(crate) struct SellerConfig {
+    pub(crate) name: String,
     /// The paid endpoint, e.g. `https://node-a.example/x402`.
-    pub url: String,
+    pub(crate) url: String,
     /// Lower is tried first.
     #[serde(default = "default_priority")]
-    pub priority: u32,
+    pub(crate) priority: u32,
     /// The only addresses we pay for this seller.
-    pub pay_to: Vec<String>,
-    pub networks: Vec<String>,
-    pub assets: Vec<String>,
+    pub(crate) pay_to: Vec<String>,
+    pub(crate) networks: Vec<String>,
+    pub(crate) assets: Vec<String>,
     /// Most we pay per call ("$0.05" or atomic units), in the assets' units.
-    pub max_price: PriceSpec,
+    pub(crate) max_price: PriceSpec,
     /// Decimals of the assets (ours, never the challenge's).
     #[serde(default = "default_decimals")]
-    pub decimals: u8,
+    pub(crate) decimals: u8,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BudgetConfig {
-    pub network: String,
-    pub asset: String,
+pub(crate) struct BudgetConfig {
+    pub(crate) network: String,
+    pub(crate) asset: String,
     /// Most spent per UTC day ("$5" or atomic units).
-    pub daily: PriceSpec,
+    pub(crate) daily: PriceSpec,
     #[serde(default = "default_decimals")]
-    pub decimals: u8,
+    pub(crate) decimals: u8,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RetryConfig {
+pub(crate) struct RetryConfig {
     /// Extra sends of the same paid request after a network failure or a 5xx.
     #[serde(default = "default_attempts")]
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     #[serde(default = "default_backoff")]
-    pub backoff_ms: u64,
+    pub(crate) backoff_ms: u64,
 }
 
 impl Default for RetryConfig {
@@ -265,13 +265,13 @@ impl Default for RetryConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BreakerConfig {
+pub(crate) struct BreakerConfig {
     /// Consecutive failures that open a seller's breaker.
     #[serde(default = "default_threshold")]
-    pub failure_threshold: u32,
+    pub(crate) failure_threshold: u32,
     /// How long an open breaker skips the seller before one probe is let through.
     #[serde(default = "default_open")]
-    pub open_seconds: u64,
+    pub(crate) open_seconds: u64,
 }
 
 impl Default for BreakerConfig {
@@ -285,7 +285,7 @@ impl Default for BreakerConfig {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum FallbackMode {
+pub(crate) enum FallbackMode {
     /// Ask a local strategy endpoint (e.g. the built-in advisor).
     Local,
     /// 503 + Retry-After and a hint for manual action.
@@ -297,18 +297,18 @@ pub enum FallbackMode {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FallbackConfig {
+pub(crate) struct FallbackConfig {
     #[serde(default)]
-    pub mode: FallbackMode,
+    pub(crate) mode: FallbackMode,
     /// For `local`: the local endpoint, e.g. http://127.0.0.1:8500/x402
     #[serde(default)]
-    pub url: Option<String>,
+    pub(crate) url: Option<String>,
     /// For `local`: environment variable holding the secret the local advisor expects in
     /// `X-Sidecar-Secret` (the same variable as its `--secret-env`).
     #[serde(default)]
-    pub secret_env: Option<String>,
+    pub(crate) secret_env: Option<String>,
     #[serde(default = "default_retry_after")]
-    pub retry_after_seconds: u64,
+    pub(crate) retry_after_seconds: u64,
 }
 
 impl Default for FallbackConfig {
@@ -358,37 +358,36 @@ fn default_retry_after() -> u64 {
 
 /// A seller ready to call.
 #[derive(Debug, Clone)]
-pub struct Seller {
-    pub name: String,
-    pub url: reqwest::Url,
-    pub priority: u32,
-    pub pay_to: BTreeSet<Address>,
-    pub networks: BTreeSet<String>,
-    pub assets: BTreeSet<Address>,
-    pub max_price: U256,
-    pub decimals: u8,
+pub(crate) struct Seller {
+    pub(crate) name: String,
+    pub(crate) url: reqwest::Url,
+    pub(crate) priority: u32,
+    pub(crate) pay_to: BTreeSet<Address>,
+    pub(crate) networks: BTreeSet<String>,
+    pub(crate) assets: BTreeSet<Address>,
+    pub(crate) max_price: U256,
 }
 
 /// The outbound side, checked.
 #[derive(Debug, Clone)]
 pub struct Outbound {
-    pub listen: String,
-    pub signer: PrivateKeySigner,
-    pub chains: HashMap<String, String>,
+    pub(crate) listen: String,
+    pub(crate) signer: PrivateKeySigner,
+    pub(crate) chains: HashMap<String, String>,
     /// Sorted by priority.
-    pub sellers: Vec<Seller>,
+    pub(crate) sellers: Vec<Seller>,
     /// (network, asset) → daily limit, atomic units.
-    pub budgets: HashMap<(String, Address), u64>,
-    pub max_authorization: Duration,
-    pub timeout: Duration,
-    pub retry: RetryConfig,
-    pub breaker: BreakerConfig,
-    pub fallback: FallbackConfig,
-    pub fallback_url: Option<reqwest::Url>,
+    pub(crate) budgets: HashMap<(String, Address), u64>,
+    pub(crate) max_authorization: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) retry: RetryConfig,
+    pub(crate) breaker: BreakerConfig,
+    pub(crate) fallback: FallbackConfig,
+    pub(crate) fallback_url: Option<reqwest::Url>,
     /// Sent to the local fallback in `X-Sidecar-Secret`.
-    pub fallback_secret: Option<crate::util::Secret>,
-    pub ledger_path: PathBuf,
-    pub owners: Owners,
+    pub(crate) fallback_secret: Option<crate::util::Secret>,
+    pub(crate) ledger_path: PathBuf,
+    pub(crate) owners: Owners,
 }
 
 /// The problems found while resolving the section, each under its YAML path.
@@ -406,7 +405,7 @@ impl Problems<'_> {
 impl OutboundConfig {
     /// Check the section; `None` when disabled. Problems are reported in the order of the
     /// section: limits, chains, sellers, budgets, fallback, wallet, owners.
-    pub fn resolve(&self, problems: &mut Vec<Problem>) -> Option<Outbound> {
+    pub(crate) fn resolve(&self, problems: &mut Vec<Problem>) -> Option<Outbound> {
         if !self.enabled {
             return None;
         }
@@ -586,7 +585,6 @@ impl SellerConfig {
             networks: self.networks.iter().cloned().collect(),
             assets,
             max_price: max_price?,
-            decimals: self.decimals,
         })
     }
 }

@@ -12,7 +12,7 @@
 pub mod client;
 pub mod config;
 pub mod ledger;
-pub mod policy;
+pub(crate) mod policy;
 
 mod answer;
 mod attempt;
@@ -41,10 +41,10 @@ use crate::util::now_secs;
 use crate::x402::networks;
 
 /// Largest answer read from a seller or the local fallback.
-pub const MAX_SELLER_ANSWER: usize = 1024 * 1024;
+pub(crate) const MAX_SELLER_ANSWER: usize = 1024 * 1024;
 
 /// The paying proxy.
-pub struct Payer {
+pub(crate) struct Payer {
     cfg: Outbound,
     http: reqwest::Client,
     store: Arc<dyn BudgetStore>,
@@ -57,7 +57,7 @@ pub struct Payer {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum BuildError {
+pub(crate) enum BuildError {
     #[error("store: {0}")]
     Store(String),
     #[error("HTTP client: {0}")]
@@ -69,7 +69,7 @@ pub enum BuildError {
 }
 
 impl Payer {
-    pub fn new(
+    pub(crate) fn new(
         cfg: Outbound,
         store_spec: &str,
         journal: Option<Arc<Journal>>,

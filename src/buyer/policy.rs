@@ -7,13 +7,13 @@ use super::config::Seller;
 
 /// Why no option of a challenge was acceptable.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub code: &'static str,
-    pub message: String,
+pub(crate) struct Refusal {
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
 }
 
 /// Keep the options the policy allows and pick the cheapest; never just `accepts[0]`.
-pub fn choose(seller: &Seller, quotes: &[Quote]) -> Result<Quote, Refusal> {
+pub(crate) fn choose(seller: &Seller, quotes: &[Quote]) -> Result<Quote, Refusal> {
     let mut first_refusal = None;
     let mut best: Option<&Quote> = None;
     for o in quotes {
@@ -93,7 +93,6 @@ mod tests {
             networks: ["eip155:84532".to_string()].into(),
             assets: [Address::repeat_byte(1)].into(),
             max_price: U256::from(50_000),
-            decimals: 6,
         }
     }
 
