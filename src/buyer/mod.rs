@@ -8,6 +8,13 @@
 //! budget on a settled answer, release it only when the chain proves nothing was paid → ledger →
 //! answer roma-01 with the seller's body unchanged plus `X-Payment-*` headers; or the next
 //! seller; or the fallback.
+//!
+//! Where each part lives: `service.rs` (the `ServeHttp` app and routing), `call.rs` (the call
+//! over the sellers), `attempt.rs` (one seller, step by step), `send.rs` (one POST, the paid
+//! resend loop), `outcome.rs` (what the chain says of an authorization), `record.rs` (ledger,
+//! journal, spend metric), `fallback.rs`, `answer.rs` (the answers to roma-01); `policy.rs`
+//! (the spend policy), `config.rs` (the `outbound:` section), `ledger.rs` (the ledger file),
+//! `client.rs` (paying a 402, also used by `pay`, the demo and the tests).
 
 pub mod client;
 pub mod config;

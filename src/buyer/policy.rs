@@ -1,7 +1,7 @@
 //! The spend policy, pure: which of a seller's payment options we accept, checked before any
 //! signature exists. Amount and decimals come from our configuration, never from the challenge.
 
-use crate::buyer::client::Quote;
+use super::client::Quote;
 
 use super::config::Seller;
 
