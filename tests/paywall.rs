@@ -46,7 +46,7 @@ async fn paid(w: &World, header: &str) -> (u16, HeaderMap, Value) {
 }
 
 /// A fresh v2 challenge from the seller.
-async fn challenge(w: &World) -> client::Offer {
+async fn challenge(w: &World) -> client::Quote {
     let (status, headers, body) = post(w, &w.paid_url(), seed_body(), None).await;
     assert_eq!(status, 402);
     let h = headers.get("payment-required").unwrap().to_str().unwrap();
@@ -56,7 +56,7 @@ async fn challenge(w: &World) -> client::Offer {
 /// A v2 payment for `offer`, with the authorization and the echoed requirement edited first.
 fn v2_payment(
     signer: &PrivateKeySigner,
-    offer: &client::Offer,
+    offer: &client::Quote,
     edit_auth: impl FnOnce(&mut Authorization),
     edit_accepted: impl FnOnce(&mut Value),
 ) -> String {
@@ -256,7 +256,7 @@ async fn paid_v1_call_works_with_x_payment() {
     .await
     .unwrap();
     assert_eq!(paid.status, 200);
-    assert_eq!(paid.offer.unwrap().version, 1);
+    assert_eq!(paid.quote.unwrap().version, 1);
     let receipt = paid.receipt.expect("X-PAYMENT-RESPONSE");
     assert!(receipt.success);
     w.money().assert_paid_once(buyer.address(), 1_000_000).await;

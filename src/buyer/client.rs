@@ -26,135 +26,120 @@ pub enum PayError {
     Sign(String),
 }
 
-/// A parsed challenge: the chosen option, in the version the seller speaks.
+/// A seller's priced option as the buyer sees it: one entry of a 402's `accepts`, in the
+/// version the seller speaks (the seller's own `Offer` is what it asks; this is what we read).
 #[derive(Debug, Clone)]
-pub struct Offer {
+pub struct Quote {
     pub version: u8,
     /// The option as offered (v2 form; for v1 converted, with `network` as CAIP-2).
     pub requirement: PaymentRequirements,
     /// For v2: the option exactly as received, echoed verbatim in `accepted`.
     pub raw: Value,
-    pub resource: Option<ResourceInfo>,
+    pub(crate) resource: Option<ResourceInfo>,
+}
+
+impl Quote {
+    /// A v2 option, echoed verbatim when paid; `None` if it does not parse.
+    fn v2(raw: &Value, resource: &Option<ResourceInfo>) -> Option<Quote> {
+        let requirement = serde_json::from_value::<PaymentRequirements>(raw.clone()).ok()?;
+        Some(Quote {
+            version: 2,
+            requirement,
+            raw: raw.clone(),
+            resource: resource.clone(),
+        })
+    }
+
+    /// A v1 option in v2 form (`maxAmountRequired` as `amount`, `network` as CAIP-2); `None`
+    /// for a network without a CAIP-2 EVM name.
+    fn v1(r: PaymentRequirementsV1) -> Option<Quote> {
+        let requirement = PaymentRequirements {
+            scheme: r.scheme,
+            network: networks::from_v1_name(&r.network)?,
+            amount: r.max_amount_required,
+            asset: r.asset,
+            pay_to: r.pay_to,
+            max_timeout_seconds: r.max_timeout_seconds,
+            extra: r.extra,
+        };
+        let raw = serde_json::to_value(&requirement).unwrap_or_default();
+        Some(Quote {
+            version: 1,
+            requirement,
+            raw,
+            resource: None,
+        })
+    }
+
+    /// `exact` on an EVM network: what this client can pay.
+    fn payable(&self) -> bool {
+        self.requirement.scheme == "exact"
+            && networks::chain_id(&self.requirement.network).is_some()
+    }
+}
+
+/// The v2 challenge's `resource`, if it parses.
+fn resource_of(challenge: &Value) -> Option<ResourceInfo> {
+    challenge
+        .get("resource")
+        .and_then(|r| serde_json::from_value(r.clone()).ok())
+}
+
+/// The v2 challenge's `accepts`.
+fn accepts_of(challenge: &Value) -> &[Value] {
+    challenge
+        .get("accepts")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
 }
 
 /// Parse a 402 answer: prefer the v2 header unless `prefer_v1`; else the v1 JSON body.
+/// The first `exact` option on an EVM network is chosen.
 pub fn parse_challenge(
     header: Option<&str>,
     body: &[u8],
     prefer_v1: bool,
-) -> Result<Offer, PayError> {
+) -> Result<Quote, PayError> {
+    let none = || PayError::BadChallenge("no `exact` option on an EVM network".into());
     if let (Some(h), false) = (header, prefer_v1) {
         let pr: Value = codec::decode(h.as_bytes(), 64 * 1024)
             .map_err(|e| PayError::BadChallenge(e.message))?;
-        let accepts = pr
-            .get("accepts")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        for raw in accepts {
-            if let Ok(req) = serde_json::from_value::<PaymentRequirements>(raw.clone())
-                && req.scheme == "exact"
-                && networks::chain_id(&req.network).is_some()
-            {
-                let resource = pr
-                    .get("resource")
-                    .and_then(|r| serde_json::from_value(r.clone()).ok());
-                return Ok(Offer {
-                    version: 2,
-                    requirement: req,
-                    raw,
-                    resource,
-                });
-            }
-        }
-        return Err(PayError::BadChallenge(
-            "no `exact` option on an EVM network".into(),
-        ));
+        let resource = resource_of(&pr);
+        return accepts_of(&pr)
+            .iter()
+            .filter_map(|raw| Quote::v2(raw, &resource))
+            .find(Quote::payable)
+            .ok_or_else(none);
     }
     let v1: PaymentRequiredV1 =
         serde_json::from_slice(body).map_err(|e| PayError::BadChallenge(e.to_string()))?;
-    for r in v1.accepts {
-        if let (true, Some(network)) = (r.scheme == "exact", networks::from_v1_name(&r.network)) {
-            let req = PaymentRequirements {
-                scheme: r.scheme,
-                network,
-                amount: r.max_amount_required,
-                asset: r.asset,
-                pay_to: r.pay_to,
-                max_timeout_seconds: r.max_timeout_seconds,
-                extra: r.extra,
-            };
-            let raw = serde_json::to_value(&req).unwrap_or_default();
-            return Ok(Offer {
-                version: 1,
-                requirement: req,
-                raw,
-                resource: None,
-            });
-        }
-    }
-    Err(PayError::BadChallenge(
-        "no `exact` option on an EVM network".into(),
-    ))
+    v1.accepts
+        .into_iter()
+        .filter(|r| r.scheme == "exact")
+        .find_map(Quote::v1)
+        .ok_or_else(none)
 }
 
 /// Every option of a 402: the v2 header's `accepts` if present, else the v1 body's.
 /// Options that do not parse are skipped; the policy decides among the rest.
-pub fn parse_all(header: Option<&str>, body: &[u8]) -> Vec<Offer> {
+pub(crate) fn parse_all(header: Option<&str>, body: &[u8]) -> Vec<Quote> {
     if let Some(h) = header
         && let Ok(pr) = codec::decode::<Value>(h.as_bytes(), 64 * 1024)
     {
-        let resource: Option<ResourceInfo> = pr
-            .get("resource")
-            .and_then(|r| serde_json::from_value(r.clone()).ok());
-        return pr
-            .get("accepts")
-            .and_then(Value::as_array)
-            .map(|list| {
-                list.iter()
-                    .filter_map(|raw| {
-                        let requirement =
-                            serde_json::from_value::<PaymentRequirements>(raw.clone()).ok()?;
-                        Some(Offer {
-                            version: 2,
-                            requirement,
-                            raw: raw.clone(),
-                            resource: resource.clone(),
-                        })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let resource = resource_of(&pr);
+        return accepts_of(&pr)
+            .iter()
+            .filter_map(|raw| Quote::v2(raw, &resource))
+            .collect();
     }
     let Ok(v1) = serde_json::from_slice::<Value>(body) else {
         return Vec::new();
     };
-    v1.get("accepts")
-        .and_then(Value::as_array)
-        .map(|list| {
-            list.iter()
-                .filter_map(|raw| {
-                    let r = serde_json::from_value::<PaymentRequirementsV1>(raw.clone()).ok()?;
-                    let requirement = PaymentRequirements {
-                        scheme: r.scheme,
-                        network: networks::from_v1_name(&r.network)?,
-                        amount: r.max_amount_required,
-                        asset: r.asset,
-                        pay_to: r.pay_to,
-                        max_timeout_seconds: r.max_timeout_seconds,
-                        extra: r.extra,
-                    };
-                    let raw = serde_json::to_value(&requirement).ok()?;
-                    Some(Offer {
-                        version: 1,
-                        requirement,
-                        raw,
-                        resource: None,
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+    accepts_of(&v1)
+        .iter()
+        .filter_map(|raw| serde_json::from_value::<PaymentRequirementsV1>(raw.clone()).ok())
+        .filter_map(Quote::v1)
+        .collect()
 }
 
 /// The authorization a buyer signs for `req`: exact price, to payTo, valid from 0 until
@@ -207,41 +192,41 @@ pub fn v2_header(
 }
 
 /// The v1 `X-PAYMENT` value.
-pub fn v1_header(network: &str, payload: &ExactEvmPayload) -> String {
+pub(crate) fn v1_header(network: &str, payload: &ExactEvmPayload) -> String {
     let name = networks::v1_name(network).unwrap_or(network);
     codec::encode(
         &serde_json::json!({ "x402Version": 1, "scheme": "exact", "network": name, "payload": payload }),
     )
 }
 
-/// Header name and value paying `offer` with `signer`.
+/// Header name and value paying `quote` with `signer`.
 pub fn payment_for(
     signer: &PrivateKeySigner,
-    offer: &Offer,
+    quote: &Quote,
 ) -> Result<(&'static str, String, Authorization), PayError> {
-    payment_with(signer, offer, u64::MAX)
+    payment_with(signer, quote, u64::MAX)
 }
 
 /// The same, with the authorization's lifetime clamped to `max_valid_secs`.
-pub fn payment_with(
+pub(crate) fn payment_with(
     signer: &PrivateKeySigner,
-    offer: &Offer,
+    quote: &Quote,
     max_valid_secs: u64,
 ) -> Result<(&'static str, String, Authorization), PayError> {
     let now = now_secs();
-    let mut auth = authorization(signer, &offer.requirement, now);
-    let life = offer.requirement.max_timeout_seconds.min(max_valid_secs);
+    let mut auth = authorization(signer, &quote.requirement, now);
+    let life = quote.requirement.max_timeout_seconds.min(max_valid_secs);
     auth.valid_before = U256::from(now.saturating_add(life));
-    let payload = sign(signer, &offer.requirement, auth.clone())?;
-    Ok(match offer.version {
+    let payload = sign(signer, &quote.requirement, auth.clone())?;
+    Ok(match quote.version {
         1 => (
             HEADER_X_PAYMENT,
-            v1_header(&offer.requirement.network, &payload),
+            v1_header(&quote.requirement.network, &payload),
             auth,
         ),
         _ => (
             HEADER_PAYMENT_SIGNATURE,
-            v2_header(&offer.raw, &payload, offer.resource.as_ref()),
+            v2_header(&quote.raw, &payload, quote.resource.as_ref()),
             auth,
         ),
     })
@@ -253,7 +238,19 @@ pub struct Paid {
     pub status: u16,
     pub body: Bytes,
     pub receipt: Option<SettleResponse>,
-    pub offer: Option<Offer>,
+    /// The option paid; `None` when the seller did not ask for payment.
+    pub quote: Option<Quote>,
+}
+
+/// The settlement receipt headers a seller may answer with, v2's first.
+pub(crate) const RECEIPT_HEADERS: [&str; 2] = [
+    crate::x402::HEADER_PAYMENT_RESPONSE,
+    crate::x402::HEADER_X_PAYMENT_RESPONSE,
+];
+
+/// A receipt header's value, decoded; `None` if it is not one.
+pub(crate) fn settlement(value: &[u8]) -> Option<SettleResponse> {
+    codec::decode::<SettleResponse>(value, 16 * 1024).ok()
 }
 
 /// 402 → sign → retry, reporting each step through `step`.
@@ -266,47 +263,25 @@ pub async fn pay(
     max_amount: Option<U256>,
     mut step: impl FnMut(&str),
 ) -> Result<Paid, PayError> {
-    let send = |extra: Option<(&'static str, String)>| {
-        let mut req = http
-            .post(url)
-            .header("Content-Type", "application/json")
-            .body(body.clone());
-        if let Some((k, v)) = extra {
-            req = req.header(k, v);
-        }
-        async move {
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| PayError::Http(e.to_string()))?;
-            let status = resp.status().as_u16();
-            let headers = resp.headers().clone();
-            let bytes = resp
-                .bytes()
-                .await
-                .map_err(|e| PayError::Http(e.to_string()))?;
-            Ok::<_, PayError>((status, headers, bytes))
-        }
-    };
     step(&format!("POST {url} without payment"));
-    let (status, headers, bytes) = send(None).await?;
+    let (status, headers, bytes) = post(http, url, &body, None).await?;
     if status != 402 {
         step(&format!("answered {status} without asking for payment"));
         return Ok(Paid {
             status,
             body: bytes,
             receipt: None,
-            offer: None,
+            quote: None,
         });
     }
     let header = headers
         .get(HEADER_PAYMENT_REQUIRED)
         .and_then(|v| v.to_str().ok());
-    let offer = parse_challenge(header, &bytes, prefer_v1)?;
-    let r = &offer.requirement;
+    let quote = parse_challenge(header, &bytes, prefer_v1)?;
+    let r = &quote.requirement;
     step(&format!(
         "402 Payment Required (x402 v{}): {} atomic units of {} on {} to {}, valid {} s",
-        offer.version, r.amount, r.asset, r.network, r.pay_to, r.max_timeout_seconds
+        quote.version, r.amount, r.asset, r.network, r.pay_to, r.max_timeout_seconds
     ));
     if let Some(limit) = max_amount
         && r.amount > limit
@@ -316,34 +291,55 @@ pub async fn pay(
             limit,
         });
     }
-    let (name, value, auth) = payment_for(signer, &offer)?;
+    let (name, value, auth) = payment_for(signer, &quote)?;
     step(&format!(
         "signed EIP-3009 authorization from {} nonce {} ({name})",
         auth.from, auth.nonce
     ));
-    let (status, headers, bytes) = send(Some((name, value))).await?;
-    let receipt = [
-        crate::x402::HEADER_PAYMENT_RESPONSE,
-        crate::x402::HEADER_X_PAYMENT_RESPONSE,
-    ]
-    .iter()
-    .find_map(|h| headers.get(*h))
-    .and_then(|v| codec::decode::<SettleResponse>(v.as_bytes(), 16 * 1024).ok());
-    match &receipt {
-        Some(r) if r.success => step(&format!(
-            "{status}: settled in transaction {}",
-            r.transaction
-        )),
-        Some(r) => step(&format!(
+    let (status, headers, bytes) = post(http, url, &body, Some((name, value))).await?;
+    let receipt = RECEIPT_HEADERS
+        .iter()
+        .find_map(|h| headers.get(*h))
+        .and_then(|v| settlement(v.as_bytes()));
+    step(&match &receipt {
+        Some(r) if r.success => format!("{status}: settled in transaction {}", r.transaction),
+        Some(r) => format!(
             "{status}: settlement failed: {}",
             r.error_reason.as_deref().unwrap_or("?")
-        )),
-        None => step(&format!("{status}: no settlement receipt")),
-    }
+        ),
+        None => format!("{status}: no settlement receipt"),
+    });
     Ok(Paid {
         status,
         body: bytes,
         receipt,
-        offer: Some(offer),
+        quote: Some(quote),
     })
+}
+
+/// POST `body` as JSON to `url`, with `payment` as a header if given.
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    body: &Bytes,
+    payment: Option<(&'static str, String)>,
+) -> Result<(u16, reqwest::header::HeaderMap, Bytes), PayError> {
+    let mut req = http
+        .post(url)
+        .header("Content-Type", "application/json")
+        .body(body.clone());
+    if let Some((k, v)) = payment {
+        req = req.header(k, v);
+    }
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| PayError::Http(e.to_string()))?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| PayError::Http(e.to_string()))?;
+    Ok((status, headers, bytes))
 }

@@ -19,45 +19,45 @@ use crate::x402::networks;
 #[serde(deny_unknown_fields)]
 pub struct OutboundConfig {
     #[serde(default)]
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// Local address roma-01's HTTP client points at.
     #[serde(default = "default_listen")]
-    pub listen: String,
+    pub(crate) listen: String,
     #[serde(default)]
-    pub wallet: WalletConfig,
+    pub(crate) wallet: WalletConfig,
     /// RPC per network, to read `authorizationState` when an outcome is ambiguous.
     #[serde(default)]
-    pub chains: Vec<ChainConfig>,
+    pub(crate) chains: Vec<ChainConfig>,
     #[serde(default)]
-    pub sellers: Vec<SellerConfig>,
+    pub(crate) sellers: Vec<SellerConfig>,
     /// Daily spend limit per asset. An asset without a budget is never paid.
     #[serde(default)]
-    pub budgets: Vec<BudgetConfig>,
+    pub(crate) budgets: Vec<BudgetConfig>,
     /// Longest authorization ever signed, whatever the seller asks.
     #[serde(default = "default_max_auth")]
-    pub max_authorization_seconds: u64,
+    pub(crate) max_authorization_seconds: u64,
     /// Whole-call deadline, fallback included (at most 10 s unless you raise it).
     #[serde(default = "default_timeout")]
-    pub timeout_ms: u64,
+    pub(crate) timeout_ms: u64,
     #[serde(default)]
-    pub retry: RetryConfig,
+    pub(crate) retry: RetryConfig,
     #[serde(default)]
-    pub breaker: BreakerConfig,
+    pub(crate) breaker: BreakerConfig,
     #[serde(default)]
-    pub fallback: FallbackConfig,
+    pub(crate) fallback: FallbackConfig,
     /// Append-only JSON-lines ledger of paid calls.
     #[serde(default = "default_ledger")]
-    pub ledger_path: PathBuf,
+    pub(crate) ledger_path: PathBuf,
     /// How roma-01's account owner (`account.owner`) appears in logs, ledger and journal.
     #[serde(default)]
-    pub owners: OwnersConfig,
+    pub(crate) owners: OwnersConfig,
 }
 
 /// `plain` (as sent), `hashed` (a keyed hash: records of one account stay linkable, the
 /// address is not readable) or `none` (left out).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum OwnerLog {
+pub(crate) enum OwnerLog {
     #[default]
     Plain,
     Hashed,
@@ -66,12 +66,12 @@ pub enum OwnerLog {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OwnersConfig {
+pub(crate) struct OwnersConfig {
     #[serde(default)]
-    pub log: OwnerLog,
+    pub(crate) log: OwnerLog,
     /// Environment variable holding the hash key (at least 16 bytes) for `log: hashed`.
     #[serde(default = "default_owner_key_env")]
-    pub key_env: String,
+    pub(crate) key_env: String,
 }
 
 impl Default for OwnersConfig {
@@ -88,7 +88,7 @@ fn default_owner_key_env() -> String {
 }
 
 /// Shortest owner hash key accepted (bytes).
-pub const MIN_OWNER_KEY: usize = 16;
+pub(crate) const MIN_OWNER_KEY: usize = 16;
 
 /// The resolved owner policy.
 #[derive(Clone)]
@@ -104,7 +104,7 @@ impl std::fmt::Debug for Owners {
 }
 
 impl Owners {
-    pub fn plain() -> Self {
+    pub(crate) fn plain() -> Self {
         Owners {
             log: OwnerLog::Plain,
             key: Vec::new(),
@@ -124,7 +124,7 @@ impl Owners {
         })
     }
 
-    pub fn none() -> Self {
+    pub(crate) fn none() -> Self {
         Owners {
             log: OwnerLog::None,
             key: Vec::new(),
@@ -132,7 +132,7 @@ impl Owners {
     }
 
     /// `plain`, `hashed` or `none`, for reports.
-    pub fn describe(&self) -> &'static str {
+    pub(crate) fn describe(&self) -> &'static str {
         match self.log {
             OwnerLog::Plain => "plain",
             OwnerLog::Hashed => "hashed",
@@ -180,22 +180,22 @@ impl Default for OutboundConfig {
 /// The buyer's key: an env var or an encrypted keystore; optional expected address.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WalletConfig {
+pub(crate) struct WalletConfig {
     #[serde(default)]
-    pub key_env: Option<String>,
+    pub(crate) key_env: Option<String>,
     #[serde(default)]
-    pub keystore: Option<PathBuf>,
+    pub(crate) keystore: Option<PathBuf>,
     #[serde(default)]
-    pub password_env: Option<String>,
+    pub(crate) password_env: Option<String>,
     #[serde(default)]
-    pub password_file: Option<PathBuf>,
+    pub(crate) password_file: Option<PathBuf>,
     /// If set, the key must be this address's (refuse to start otherwise).
     #[serde(default)]
-    pub address: Option<String>,
+    pub(crate) address: Option<String>,
 }
 
 impl WalletConfig {
-    pub fn key_source(&self) -> KeySource {
+    pub(crate) fn key_source(&self) -> KeySource {
         KeySource {
             key_env: self.key_env.clone(),
             keystore: self.keystore.clone(),
@@ -207,51 +207,51 @@ impl WalletConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ChainConfig {
-    pub network: String,
-    pub rpc_url: String,
+pub(crate) struct ChainConfig {
+    pub(crate) network: String,
+    pub(crate) rpc_url: String,
 }
 
 /// A remote seller and what we accept to pay it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SellerConfig {
-    pub name: String,
+pub(crate) struct SellerConfig {
+    pub(crate) name: String,
     /// The paid endpoint, e.g. `https://node-a.example/x402`.
-    pub url: String,
+    pub(crate) url: String,
     /// Lower is tried first.
     #[serde(default = "default_priority")]
-    pub priority: u32,
+    pub(crate) priority: u32,
     /// The only addresses we pay for this seller.
-    pub pay_to: Vec<String>,
-    pub networks: Vec<String>,
-    pub assets: Vec<String>,
+    pub(crate) pay_to: Vec<String>,
+    pub(crate) networks: Vec<String>,
+    pub(crate) assets: Vec<String>,
     /// Most we pay per call ("$0.05" or atomic units), in the assets' units.
-    pub max_price: PriceSpec,
+    pub(crate) max_price: PriceSpec,
     /// Decimals of the assets (ours, never the challenge's).
     #[serde(default = "default_decimals")]
-    pub decimals: u8,
+    pub(crate) decimals: u8,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BudgetConfig {
-    pub network: String,
-    pub asset: String,
+pub(crate) struct BudgetConfig {
+    pub(crate) network: String,
+    pub(crate) asset: String,
     /// Most spent per UTC day ("$5" or atomic units).
-    pub daily: PriceSpec,
+    pub(crate) daily: PriceSpec,
     #[serde(default = "default_decimals")]
-    pub decimals: u8,
+    pub(crate) decimals: u8,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RetryConfig {
+pub(crate) struct RetryConfig {
     /// Extra sends of the same paid request after a network failure or a 5xx.
     #[serde(default = "default_attempts")]
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     #[serde(default = "default_backoff")]
-    pub backoff_ms: u64,
+    pub(crate) backoff_ms: u64,
 }
 
 impl Default for RetryConfig {
@@ -265,13 +265,13 @@ impl Default for RetryConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BreakerConfig {
+pub(crate) struct BreakerConfig {
     /// Consecutive failures that open a seller's breaker.
     #[serde(default = "default_threshold")]
-    pub failure_threshold: u32,
+    pub(crate) failure_threshold: u32,
     /// How long an open breaker skips the seller before one probe is let through.
     #[serde(default = "default_open")]
-    pub open_seconds: u64,
+    pub(crate) open_seconds: u64,
 }
 
 impl Default for BreakerConfig {
@@ -285,7 +285,7 @@ impl Default for BreakerConfig {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum FallbackMode {
+pub(crate) enum FallbackMode {
     /// Ask a local strategy endpoint (e.g. the built-in advisor).
     Local,
     /// 503 + Retry-After and a hint for manual action.
@@ -297,18 +297,18 @@ pub enum FallbackMode {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FallbackConfig {
+pub(crate) struct FallbackConfig {
     #[serde(default)]
-    pub mode: FallbackMode,
+    pub(crate) mode: FallbackMode,
     /// For `local`: the local endpoint, e.g. http://127.0.0.1:8500/x402
     #[serde(default)]
-    pub url: Option<String>,
+    pub(crate) url: Option<String>,
     /// For `local`: environment variable holding the secret the local advisor expects in
     /// `X-Sidecar-Secret` (the same variable as its `--secret-env`).
     #[serde(default)]
-    pub secret_env: Option<String>,
+    pub(crate) secret_env: Option<String>,
     #[serde(default = "default_retry_after")]
-    pub retry_after_seconds: u64,
+    pub(crate) retry_after_seconds: u64,
 }
 
 impl Default for FallbackConfig {
@@ -358,293 +358,67 @@ fn default_retry_after() -> u64 {
 
 /// A seller ready to call.
 #[derive(Debug, Clone)]
-pub struct Seller {
-    pub name: String,
-    pub url: reqwest::Url,
-    pub priority: u32,
-    pub pay_to: BTreeSet<Address>,
-    pub networks: BTreeSet<String>,
-    pub assets: BTreeSet<Address>,
-    pub max_price: U256,
-    pub decimals: u8,
+pub(crate) struct Seller {
+    pub(crate) name: String,
+    pub(crate) url: reqwest::Url,
+    pub(crate) priority: u32,
+    pub(crate) pay_to: BTreeSet<Address>,
+    pub(crate) networks: BTreeSet<String>,
+    pub(crate) assets: BTreeSet<Address>,
+    pub(crate) max_price: U256,
 }
 
 /// The outbound side, checked.
 #[derive(Debug, Clone)]
 pub struct Outbound {
-    pub listen: String,
-    pub signer: PrivateKeySigner,
-    pub chains: HashMap<String, String>,
+    pub(crate) listen: String,
+    pub(crate) signer: PrivateKeySigner,
+    pub(crate) chains: HashMap<String, String>,
     /// Sorted by priority.
-    pub sellers: Vec<Seller>,
+    pub(crate) sellers: Vec<Seller>,
     /// (network, asset) → daily limit, atomic units.
-    pub budgets: HashMap<(String, Address), u64>,
-    pub max_authorization: Duration,
-    pub timeout: Duration,
-    pub retry: RetryConfig,
-    pub breaker: BreakerConfig,
-    pub fallback: FallbackConfig,
-    pub fallback_url: Option<reqwest::Url>,
+    pub(crate) budgets: HashMap<(String, Address), u64>,
+    pub(crate) max_authorization: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) retry: RetryConfig,
+    pub(crate) breaker: BreakerConfig,
+    pub(crate) fallback: FallbackConfig,
+    pub(crate) fallback_url: Option<reqwest::Url>,
     /// Sent to the local fallback in `X-Sidecar-Secret`.
-    pub fallback_secret: Option<crate::util::Secret>,
-    pub ledger_path: PathBuf,
-    pub owners: Owners,
+    pub(crate) fallback_secret: Option<crate::util::Secret>,
+    pub(crate) ledger_path: PathBuf,
+    pub(crate) owners: Owners,
+}
+
+/// The problems found while resolving the section, each under its YAML path.
+struct Problems<'a>(&'a mut Vec<Problem>);
+
+impl Problems<'_> {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
 }
 
 impl OutboundConfig {
-    /// Check the section; `None` when disabled.
-    pub fn resolve(&self, problems: &mut Vec<Problem>) -> Option<Outbound> {
+    /// Check the section; `None` when disabled. Problems are reported in the order of the
+    /// section: limits, chains, sellers, budgets, fallback, wallet, owners.
+    pub(crate) fn resolve(&self, problems: &mut Vec<Problem>) -> Option<Outbound> {
         if !self.enabled {
             return None;
         }
         let start = problems.len();
-        let mut p = |path: String, message: String| problems.push(Problem { path, message });
-        if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            p(
-                "outbound.listen".into(),
-                format!("`{}` is not an address like 127.0.0.1:8403", self.listen),
-            );
-        }
-        if self.sellers.is_empty() && self.fallback.mode != FallbackMode::Local {
-            p(
-                "outbound.sellers".into(),
-                "outbound is enabled but no seller is configured".into(),
-            );
-        }
-        if self.timeout_ms == 0 {
-            p("outbound.timeout_ms".into(), "must be more than 0".into());
-        }
-        if self.max_authorization_seconds < 10 {
-            p(
-                "outbound.max_authorization_seconds".into(),
-                "must be at least 10 (sellers need 6 s to settle)".into(),
-            );
-        }
-        let mut chains = HashMap::new();
-        for (i, c) in self.chains.iter().enumerate() {
-            if networks::chain_id(&c.network).is_none() {
-                p(
-                    format!("outbound.chains[{i}].network"),
-                    format!("`{}` is not a CAIP-2 EVM network", c.network),
-                );
-            }
-            if reqwest::Url::parse(&c.rpc_url).is_err() {
-                p(
-                    format!("outbound.chains[{i}].rpc_url"),
-                    format!("`{}` is not a URL", c.rpc_url),
-                );
-            }
-            chains.insert(c.network.clone(), c.rpc_url.clone());
-        }
-        let mut sellers = Vec::new();
-        let mut all_networks = BTreeSet::new();
-        for (i, s) in self.sellers.iter().enumerate() {
-            let at = format!("outbound.sellers[{i}]");
-            let url = match reqwest::Url::parse(&s.url) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
-                _ => {
-                    p(
-                        format!("{at}.url"),
-                        format!("`{}` is not an http(s) URL", s.url),
-                    );
-                    None
-                }
-            };
-            let mut pay_to = BTreeSet::new();
-            for (j, a) in s.pay_to.iter().enumerate() {
-                match a.parse::<Address>() {
-                    Ok(addr) => {
-                        pay_to.insert(addr);
-                    }
-                    Err(_) => p(
-                        format!("{at}.pay_to[{j}]"),
-                        format!("`{a}` is not an address"),
-                    ),
-                }
-            }
-            if s.pay_to.is_empty() {
-                p(
-                    format!("{at}.pay_to"),
-                    "pin at least one payTo address: nothing is paid to an address not listed"
-                        .into(),
-                );
-            }
-            let mut assets = BTreeSet::new();
-            for (j, a) in s.assets.iter().enumerate() {
-                match a.parse::<Address>() {
-                    Ok(addr) => {
-                        assets.insert(addr);
-                    }
-                    Err(_) => p(
-                        format!("{at}.assets[{j}]"),
-                        format!("`{a}` is not a token address"),
-                    ),
-                }
-            }
-            for (j, n) in s.networks.iter().enumerate() {
-                if networks::chain_id(n).is_none() {
-                    p(
-                        format!("{at}.networks[{j}]"),
-                        format!("`{n}` is not a CAIP-2 EVM network"),
-                    );
-                }
-                all_networks.insert(n.clone());
-            }
-            if s.networks.is_empty() || s.assets.is_empty() {
-                p(
-                    at.clone(),
-                    "list the allowed `networks` and `assets`".into(),
-                );
-            }
-            let max_price = match s.max_price.parse(s.decimals) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    p(format!("{at}.max_price"), e.to_string());
-                    None
-                }
-            };
-            if let (Some(url), Some(max_price)) = (url, max_price) {
-                sellers.push(Seller {
-                    name: s.name.clone(),
-                    url,
-                    priority: s.priority,
-                    pay_to,
-                    networks: s.networks.iter().cloned().collect(),
-                    assets,
-                    max_price,
-                    decimals: s.decimals,
-                });
-            }
-        }
-        sellers.sort_by_key(|s| s.priority);
-        let mut budgets = HashMap::new();
-        for (i, b) in self.budgets.iter().enumerate() {
-            let at = format!("outbound.budgets[{i}]");
-            let asset = b.asset.parse::<Address>();
-            if asset.is_err() {
-                p(
-                    format!("{at}.asset"),
-                    format!("`{}` is not a token address", b.asset),
-                );
-            }
-            let limit = b
-                .daily
-                .parse(b.decimals)
-                .map_err(|e| e.to_string())
-                .and_then(|v| u64::try_from(v).map_err(|_| "too large".to_string()));
-            match (asset, limit) {
-                (Ok(a), Ok(l)) => {
-                    budgets.insert((b.network.clone(), a), l);
-                }
-                (_, Err(e)) => p(format!("{at}.daily"), e),
-                _ => {}
-            }
-        }
-        if budgets.is_empty() && !self.sellers.is_empty() {
-            p(
-                "outbound.budgets".into(),
-                "no daily budget: add one per asset (nothing is paid without a budget)".into(),
-            );
-        }
-        let fallback_url = match (self.fallback.mode, &self.fallback.url) {
-            (FallbackMode::Local, None) => {
-                p(
-                    "outbound.fallback.url".into(),
-                    "`local` fallback needs the local strategy endpoint's URL".into(),
-                );
-                None
-            }
-            (_, Some(u)) => match reqwest::Url::parse(u) {
-                Ok(u) => Some(u),
-                Err(_) => {
-                    p(
-                        "outbound.fallback.url".into(),
-                        format!("`{u}` is not a URL"),
-                    );
-                    None
-                }
-            },
-            _ => None,
-        };
-        let fallback_secret = match &self.fallback.secret_env {
-            None => None,
-            Some(var) => match std::env::var(var) {
-                Ok(v) if !v.is_empty() => Some(crate::util::Secret::new(v)),
-                _ => {
-                    p(
-                        "outbound.fallback.secret_env".into(),
-                        format!(
-                            "environment variable {var} is not set (it must hold the secret the local advisor expects)"
-                        ),
-                    );
-                    None
-                }
-            },
-        };
-        // The wallet: dev keys only if every network is a devnet's.
-        let src = self.wallet.key_source();
-        let mut signer = None;
-        if !src.is_configured() {
-            p(
-                "outbound.wallet".into(),
-                "no buyer key: set `key_env` (environment variable) or `keystore` (encrypted file)"
-                    .into(),
-            );
-        } else {
-            let ids: Vec<u64> = all_networks
-                .iter()
-                .filter_map(|n| networks::chain_id(n))
-                .collect();
-            let check_id = ids
-                .iter()
-                .copied()
-                .find(|id| !crate::evm::keys::DEVNET_CHAIN_IDS.contains(id))
-                .unwrap_or(84532);
-            match src.load(check_id) {
-                Ok(s) => {
-                    if let Some(want) = &self.wallet.address {
-                        match want.parse::<Address>() {
-                            Ok(a) if a == s.address() => {}
-                            Ok(a) => p(
-                                "outbound.wallet.address".into(),
-                                format!(
-                                    "the key belongs to {}, not to the configured {a}",
-                                    s.address()
-                                ),
-                            ),
-                            Err(_) => p(
-                                "outbound.wallet.address".into(),
-                                format!("`{want}` is not an address"),
-                            ),
-                        }
-                    }
-                    signer = Some(s);
-                }
-                Err(e) => p("outbound.wallet".into(), e.to_string()),
-            }
-        }
-        let owners = match self.owners.log {
-            OwnerLog::Plain => Owners::plain(),
-            OwnerLog::None => Owners::none(),
-            OwnerLog::Hashed => {
-                let var = &self.owners.key_env;
-                match std::env::var(var) {
-                    Ok(k) => Owners::hashed(k.as_bytes()).unwrap_or_else(|e| {
-                        p("outbound.owners.key_env".into(), format!("{var}: {e}"));
-                        Owners::none()
-                    }),
-                    Err(_) => {
-                        p(
-                            "outbound.owners.key_env".into(),
-                            format!(
-                                "`log: hashed` needs a key: set the environment variable {var} (at least {MIN_OWNER_KEY} bytes)"
-                            ),
-                        );
-                        Owners::none()
-                    }
-                }
-            }
-        };
+        let p = &mut Problems(problems);
+        self.check_limits(p);
+        let chains = self.resolve_chains(p);
+        let (sellers, all_networks) = self.resolve_sellers(p);
+        let budgets = self.resolve_budgets(p);
+        let fallback_url = self.fallback.resolve_url(p);
+        let fallback_secret = self.fallback.resolve_secret(p);
+        let signer = self.wallet.resolve(&all_networks, p);
+        let owners = self.owners.resolve(p);
         if problems.len() > start {
             return None;
         }
@@ -664,6 +438,285 @@ impl OutboundConfig {
             ledger_path: self.ledger_path.clone(),
             owners,
         })
+    }
+
+    /// The listen address, that there is someone to ask, the whole-call deadline and the
+    /// longest authorization.
+    fn check_limits(&self, p: &mut Problems<'_>) {
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            p.add(
+                "outbound.listen",
+                format!("`{}` is not an address like 127.0.0.1:8403", self.listen),
+            );
+        }
+        if self.sellers.is_empty() && self.fallback.mode != FallbackMode::Local {
+            p.add(
+                "outbound.sellers",
+                "outbound is enabled but no seller is configured",
+            );
+        }
+        if self.timeout_ms == 0 {
+            p.add("outbound.timeout_ms", "must be more than 0");
+        }
+        if self.max_authorization_seconds < 10 {
+            p.add(
+                "outbound.max_authorization_seconds",
+                "must be at least 10 (sellers need 6 s to settle)",
+            );
+        }
+    }
+
+    /// network → RPC URL.
+    fn resolve_chains(&self, p: &mut Problems<'_>) -> HashMap<String, String> {
+        let mut chains = HashMap::new();
+        for (i, c) in self.chains.iter().enumerate() {
+            if networks::chain_id(&c.network).is_none() {
+                p.add(
+                    format!("outbound.chains[{i}].network"),
+                    format!("`{}` is not a CAIP-2 EVM network", c.network),
+                );
+            }
+            if reqwest::Url::parse(&c.rpc_url).is_err() {
+                p.add(
+                    format!("outbound.chains[{i}].rpc_url"),
+                    format!("`{}` is not a URL", c.rpc_url),
+                );
+            }
+            chains.insert(c.network.clone(), c.rpc_url.clone());
+        }
+        chains
+    }
+
+    /// The sellers that resolved, sorted by priority, and every network any seller names
+    /// (they decide whether a development key may be used).
+    fn resolve_sellers(&self, p: &mut Problems<'_>) -> (Vec<Seller>, BTreeSet<String>) {
+        let mut sellers = Vec::new();
+        let mut all_networks = BTreeSet::new();
+        for (i, s) in self.sellers.iter().enumerate() {
+            all_networks.extend(s.networks.iter().cloned());
+            if let Some(seller) = s.resolve(&format!("outbound.sellers[{i}]"), p) {
+                sellers.push(seller);
+            }
+        }
+        sellers.sort_by_key(|s| s.priority);
+        (sellers, all_networks)
+    }
+
+    /// (network, asset) → daily limit in atomic units; at least one when sellers are paid.
+    fn resolve_budgets(&self, p: &mut Problems<'_>) -> HashMap<(String, Address), u64> {
+        let mut budgets = HashMap::new();
+        for (i, b) in self.budgets.iter().enumerate() {
+            let at = format!("outbound.budgets[{i}]");
+            let asset = b.asset.parse::<Address>();
+            if asset.is_err() {
+                p.add(
+                    format!("{at}.asset"),
+                    format!("`{}` is not a token address", b.asset),
+                );
+            }
+            let limit = b
+                .daily
+                .parse(b.decimals)
+                .map_err(|e| e.to_string())
+                .and_then(|v| u64::try_from(v).map_err(|_| "too large".to_string()));
+            match (asset, limit) {
+                (Ok(a), Ok(l)) => {
+                    budgets.insert((b.network.clone(), a), l);
+                }
+                (_, Err(e)) => p.add(format!("{at}.daily"), e),
+                _ => {}
+            }
+        }
+        if budgets.is_empty() && !self.sellers.is_empty() {
+            p.add(
+                "outbound.budgets",
+                "no daily budget: add one per asset (nothing is paid without a budget)",
+            );
+        }
+        budgets
+    }
+}
+
+impl SellerConfig {
+    /// The seller at `at` (`outbound.sellers[i]`), if its URL and price resolve; every other
+    /// problem is reported too.
+    fn resolve(&self, at: &str, p: &mut Problems<'_>) -> Option<Seller> {
+        let url = match reqwest::Url::parse(&self.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
+            _ => {
+                p.add(
+                    format!("{at}.url"),
+                    format!("`{}` is not an http(s) URL", self.url),
+                );
+                None
+            }
+        };
+        let pay_to = addresses(&self.pay_to, &format!("{at}.pay_to"), "an address", p);
+        if self.pay_to.is_empty() {
+            p.add(
+                format!("{at}.pay_to"),
+                "pin at least one payTo address: nothing is paid to an address not listed",
+            );
+        }
+        let assets = addresses(&self.assets, &format!("{at}.assets"), "a token address", p);
+        for (j, n) in self.networks.iter().enumerate() {
+            if networks::chain_id(n).is_none() {
+                p.add(
+                    format!("{at}.networks[{j}]"),
+                    format!("`{n}` is not a CAIP-2 EVM network"),
+                );
+            }
+        }
+        if self.networks.is_empty() || self.assets.is_empty() {
+            p.add(at, "list the allowed `networks` and `assets`");
+        }
+        let max_price = match self.max_price.parse(self.decimals) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                p.add(format!("{at}.max_price"), e.to_string());
+                None
+            }
+        };
+        Some(Seller {
+            name: self.name.clone(),
+            url: url?,
+            priority: self.priority,
+            pay_to,
+            networks: self.networks.iter().cloned().collect(),
+            assets,
+            max_price: max_price?,
+        })
+    }
+}
+
+/// The addresses of the list at `at` that parse; each that does not is reported as not
+/// being `what` (`an address`, `a token address`).
+fn addresses(list: &[String], at: &str, what: &str, p: &mut Problems<'_>) -> BTreeSet<Address> {
+    let mut out = BTreeSet::new();
+    for (j, a) in list.iter().enumerate() {
+        match a.parse::<Address>() {
+            Ok(addr) => {
+                out.insert(addr);
+            }
+            Err(_) => p.add(format!("{at}[{j}]"), format!("`{a}` is not {what}")),
+        }
+    }
+    out
+}
+
+impl FallbackConfig {
+    /// The local endpoint's URL: required for `local`, checked whenever given.
+    fn resolve_url(&self, p: &mut Problems<'_>) -> Option<reqwest::Url> {
+        match (self.mode, &self.url) {
+            (FallbackMode::Local, None) => {
+                p.add(
+                    "outbound.fallback.url",
+                    "`local` fallback needs the local strategy endpoint's URL",
+                );
+                None
+            }
+            (_, Some(u)) => match reqwest::Url::parse(u) {
+                Ok(u) => Some(u),
+                Err(_) => {
+                    p.add("outbound.fallback.url", format!("`{u}` is not a URL"));
+                    None
+                }
+            },
+            _ => None,
+        }
+    }
+
+    /// The local advisor's secret, read from `secret_env` when one is named.
+    fn resolve_secret(&self, p: &mut Problems<'_>) -> Option<crate::util::Secret> {
+        let var = self.secret_env.as_ref()?;
+        match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Some(crate::util::Secret::new(v)),
+            _ => {
+                p.add(
+                    "outbound.fallback.secret_env",
+                    format!(
+                        "environment variable {var} is not set (it must hold the secret the local advisor expects)"
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+impl WalletConfig {
+    /// Load the buyer's key: anvil's development keys only if every network in `networks`
+    /// is a devnet's; the key must be `address`'s when one is configured.
+    fn resolve(
+        &self,
+        networks: &BTreeSet<String>,
+        p: &mut Problems<'_>,
+    ) -> Option<PrivateKeySigner> {
+        let src = self.key_source();
+        if !src.is_configured() {
+            p.add(
+                "outbound.wallet",
+                "no buyer key: set `key_env` (environment variable) or `keystore` (encrypted file)",
+            );
+            return None;
+        }
+        let check_id = networks
+            .iter()
+            .filter_map(|n| networks::chain_id(n))
+            .find(|id| !crate::evm::keys::DEVNET_CHAIN_IDS.contains(id))
+            .unwrap_or(84532);
+        let signer = match src.load(check_id) {
+            Ok(s) => s,
+            Err(e) => {
+                p.add("outbound.wallet", e.to_string());
+                return None;
+            }
+        };
+        if let Some(want) = &self.address {
+            match want.parse::<Address>() {
+                Ok(a) if a == signer.address() => {}
+                Ok(a) => p.add(
+                    "outbound.wallet.address",
+                    format!(
+                        "the key belongs to {}, not to the configured {a}",
+                        signer.address()
+                    ),
+                ),
+                Err(_) => p.add(
+                    "outbound.wallet.address",
+                    format!("`{want}` is not an address"),
+                ),
+            }
+        }
+        Some(signer)
+    }
+}
+
+impl OwnersConfig {
+    /// How owners are written down; `hashed` needs its key in `key_env`.
+    fn resolve(&self, p: &mut Problems<'_>) -> Owners {
+        match self.log {
+            OwnerLog::Plain => Owners::plain(),
+            OwnerLog::None => Owners::none(),
+            OwnerLog::Hashed => {
+                let var = &self.key_env;
+                match std::env::var(var) {
+                    Ok(k) => Owners::hashed(k.as_bytes()).unwrap_or_else(|e| {
+                        p.add("outbound.owners.key_env", format!("{var}: {e}"));
+                        Owners::none()
+                    }),
+                    Err(_) => {
+                        p.add(
+                            "outbound.owners.key_env",
+                            format!(
+                                "`log: hashed` needs a key: set the environment variable {var} (at least {MIN_OWNER_KEY} bytes)"
+                            ),
+                        );
+                        Owners::none()
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -47,25 +47,21 @@ pub enum LedgerError {
 }
 
 /// Appends to one file; the lock keeps lines whole.
-pub struct Ledger {
+pub(crate) struct Ledger {
     path: PathBuf,
     lock: Mutex<()>,
 }
 
 impl Ledger {
-    pub fn new(path: impl Into<PathBuf>) -> Self {
+    pub(crate) fn new(path: impl Into<PathBuf>) -> Self {
         Ledger {
             path: path.into(),
             lock: Mutex::new(()),
         }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Append one entry and flush it to disk.
-    pub fn append(&self, e: &Entry) -> Result<(), LedgerError> {
+    pub(crate) fn append(&self, e: &Entry) -> Result<(), LedgerError> {
         let io = |err| LedgerError::Io(self.path.clone(), err);
         let line = serde_json::to_string(e)
             .map_err(|err| LedgerError::Parse(self.path.clone(), 0, err.to_string()))?;
@@ -102,7 +98,7 @@ pub fn read(path: &Path) -> Result<Vec<Entry>, LedgerError> {
 }
 
 /// Spend per (day, seller, asset), in atomic units, with the number of calls.
-pub fn totals(entries: &[Entry]) -> BTreeMap<(String, String, String), (u128, usize)> {
+pub(crate) fn totals(entries: &[Entry]) -> BTreeMap<(String, String, String), (u128, usize)> {
     let mut t = BTreeMap::new();
     for e in entries {
         let day = e.time.get(..10).unwrap_or("?").to_string();
@@ -145,14 +141,15 @@ mod tests {
     #[test]
     fn appends_reads_back_and_sums_per_day_and_seller() {
         let dir = tempfile::tempdir().unwrap();
-        let l = Ledger::new(dir.path().join("ledger.jsonl"));
+        let path = dir.path().join("ledger.jsonl");
+        let l = Ledger::new(&path);
         l.append(&entry("a", "2026-11-24T10:00:00Z", "10000"))
             .unwrap();
         l.append(&entry("a", "2026-11-24T11:00:00Z", "10000"))
             .unwrap();
         l.append(&entry("b", "2026-11-25T09:00:00Z", "5000"))
             .unwrap();
-        let all = read(l.path()).unwrap();
+        let all = read(&path).unwrap();
         assert_eq!(all.len(), 3);
         let t = totals(&all);
         assert_eq!(

@@ -1,22 +1,22 @@
 //! The spend policy, pure: which of a seller's payment options we accept, checked before any
 //! signature exists. Amount and decimals come from our configuration, never from the challenge.
 
-use crate::buyer::client::Offer;
+use super::client::Quote;
 
 use super::config::Seller;
 
 /// Why no option of a challenge was acceptable.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub code: &'static str,
-    pub message: String,
+pub(crate) struct Refusal {
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
 }
 
 /// Keep the options the policy allows and pick the cheapest; never just `accepts[0]`.
-pub fn choose(seller: &Seller, offers: &[Offer]) -> Result<Offer, Refusal> {
+pub(crate) fn choose(seller: &Seller, quotes: &[Quote]) -> Result<Quote, Refusal> {
     let mut first_refusal = None;
-    let mut best: Option<&Offer> = None;
-    for o in offers {
+    let mut best: Option<&Quote> = None;
+    for o in quotes {
         match check(seller, o) {
             Ok(()) => {
                 if best.is_none_or(|b| o.requirement.amount < b.requirement.amount) {
@@ -36,7 +36,7 @@ pub fn choose(seller: &Seller, offers: &[Offer]) -> Result<Offer, Refusal> {
     })
 }
 
-fn check(seller: &Seller, o: &Offer) -> Result<(), Refusal> {
+fn check(seller: &Seller, o: &Quote) -> Result<(), Refusal> {
     let r = &o.requirement;
     let refuse = |code, message: String| Err(Refusal { code, message });
     if r.scheme != "exact" {
@@ -93,11 +93,10 @@ mod tests {
             networks: ["eip155:84532".to_string()].into(),
             assets: [Address::repeat_byte(1)].into(),
             max_price: U256::from(50_000),
-            decimals: 6,
         }
     }
 
-    fn offer(network: &str, asset: u8, pay_to: u8, amount: u64) -> Offer {
+    fn quote(network: &str, asset: u8, pay_to: u8, amount: u64) -> Quote {
         let requirement = PaymentRequirements {
             scheme: "exact".into(),
             network: network.into(),
@@ -107,7 +106,7 @@ mod tests {
             max_timeout_seconds: 300,
             extra: None,
         };
-        Offer {
+        Quote {
             version: 2,
             raw: serde_json::to_value(&requirement).unwrap(),
             requirement,
@@ -118,36 +117,16 @@ mod tests {
     #[test]
     fn refuses_each_policy_breach_before_signing() {
         let s = seller();
-        assert_eq!(
-            choose(&s, &[offer("eip155:8453", 1, 2, 10)])
-                .unwrap_err()
-                .code,
-            "network_not_allowed"
-        );
-        assert_eq!(
-            choose(&s, &[offer("eip155:84532", 9, 2, 10)])
-                .unwrap_err()
-                .code,
-            "asset_not_allowed"
-        );
-        assert_eq!(
-            choose(&s, &[offer("eip155:84532", 1, 9, 10)])
-                .unwrap_err()
-                .code,
-            "pay_to_not_pinned"
-        );
-        assert_eq!(
-            choose(&s, &[offer("eip155:84532", 1, 2, 50_001)])
-                .unwrap_err()
-                .code,
-            "price_above_cap"
-        );
-        assert_eq!(
-            choose(&s, &[offer("eip155:84532", 1, 2, 0)])
-                .unwrap_err()
-                .code,
-            "zero_price"
-        );
+        let breaches = [
+            (quote("eip155:8453", 1, 2, 10), "network_not_allowed"),
+            (quote("eip155:84532", 9, 2, 10), "asset_not_allowed"),
+            (quote("eip155:84532", 1, 9, 10), "pay_to_not_pinned"),
+            (quote("eip155:84532", 1, 2, 50_001), "price_above_cap"),
+            (quote("eip155:84532", 1, 2, 0), "zero_price"),
+        ];
+        for (q, code) in breaches {
+            assert_eq!(choose(&s, &[q]).unwrap_err().code, code);
+        }
         assert_eq!(choose(&s, &[]).unwrap_err().code, "no_payment_option");
     }
 
@@ -155,13 +134,13 @@ mod tests {
     fn filters_first_then_picks_the_cheapest() {
         let s = seller();
         // accepts[0] is a mainnet bait; the allowed options come after it.
-        let offers = [
-            offer("eip155:8453", 1, 2, 1),
-            offer("eip155:84532", 1, 2, 40_000),
-            offer("eip155:84532", 1, 2, 30_000),
+        let quotes = [
+            quote("eip155:8453", 1, 2, 1),
+            quote("eip155:84532", 1, 2, 40_000),
+            quote("eip155:84532", 1, 2, 30_000),
         ];
         assert_eq!(
-            choose(&s, &offers).unwrap().requirement.amount,
+            choose(&s, &quotes).unwrap().requirement.amount,
             U256::from(30_000)
         );
     }
