@@ -391,6 +391,23 @@ pub struct Outbound {
     pub owners: Owners,
 }
 
+impl Outbound {
+    /// One line for `check-config`.
+    pub(crate) fn describe(outbound: Option<&Self>) -> String {
+        match outbound {
+            Some(ob) => format!(
+                "enabled on {}, paying from {}, {} seller(s), fallback {:?}, owners {}",
+                ob.listen,
+                ob.signer.address(),
+                ob.sellers.len(),
+                ob.fallback.mode,
+                ob.owners.describe()
+            ),
+            None => "disabled".into(),
+        }
+    }
+}
+
 impl OutboundConfig {
     /// Check the section; `None` when disabled.
     pub fn resolve(&self, problems: &mut Vec<Problem>) -> Option<Outbound> {

@@ -113,7 +113,7 @@ pub enum BuildError {
 impl Payer {
     pub fn new(
         cfg: Outbound,
-        store_spec: &str,
+        store_spec: &crate::store::StoreSpec,
         journal: Option<Arc<Journal>>,
     ) -> Result<Self, BuildError> {
         let store = crate::store::open(store_spec).map_err(|e| BuildError::Store(e.to_string()))?;
