@@ -67,8 +67,8 @@ fn kubernetes_manifests_agree_with_the_sidecar_configuration() {
         r.admin.as_ref().expect("admin is enabled"),
         r.audit.as_ref().expect("audit is enabled"),
     );
-    let inbound_port = u64::from(seller.listen.port());
-    let admin_port = u64::from(admin.listen.port());
+    let inbound_port = port_of(&seller.listen);
+    let admin_port = port_of(&admin.listen);
 
     let dep = doc("deploy/kubernetes/deployment.yaml", "Deployment");
     let containers = dep["spec"]["template"]["spec"]["containers"]
@@ -223,7 +223,7 @@ fn the_compose_file_agrees_with_its_sidecar_configuration() {
         .iter()
         .map(|p| p.as_str().unwrap())
         .collect();
-    let inbound = seller.listen.port();
+    let inbound = port_of(&seller.listen);
     assert!(
         published
             .iter()

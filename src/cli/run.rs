@@ -96,7 +96,7 @@ fn add_seller(
     let ready = paywall.readiness();
     let mut svc =
         pingora_proxy::http_proxy_service_with_name(&server.configuration, paywall, "inbound");
-    svc.add_tcp(&seller.listen.to_string());
+    svc.add_tcp(&seller.listen);
     server.add_service(svc);
     tracing::info!(listen = %seller.listen, upstream = %seller.upstream.text, routes = seller.routes.len(), "inbound paywall listening");
     Ok(ready)
@@ -140,7 +140,7 @@ fn add_facilitator(
         "facilitator".to_string(),
         pingora_core::apps::http_app::HttpServer::new_app(app),
     );
-    svc.add_tcp(&service.listen.to_string());
+    svc.add_tcp(&service.listen);
     server.add_service(svc);
     tracing::info!(listen = %service.listen, %networks, "facilitator listening: GET /supported, POST /verify, POST /settle");
     Ok(ready)
@@ -154,7 +154,7 @@ fn add_admin(server: &mut Server, spec: &AdminSpec, readiness: Readiness) {
         pingora_core::apps::http_app::HttpServer::new_app(admin),
     );
     svc.threads = Some(1);
-    svc.add_tcp(&spec.listen.to_string());
+    svc.add_tcp(&spec.listen);
     server.add_service(svc);
     tracing::info!(listen = %spec.listen, "admin listener: /metrics /healthz /readyz");
 }

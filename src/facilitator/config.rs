@@ -37,7 +37,8 @@ fn default_listen() -> String {
 /// An enabled service, resolved: where it listens and the chains it settles on.
 #[derive(Debug, Clone)]
 pub struct Service {
-    pub listen: SocketAddr,
+    /// An address like `127.0.0.1:8404` (checked), kept as written for the listener and the logs.
+    pub listen: String,
     /// At least one.
     pub chains: Vec<ChainSpec>,
 }
@@ -55,7 +56,7 @@ impl ServiceConfig {
         if !self.enabled {
             return None;
         }
-        let listen = self.listen.parse().ok();
+        let listen = (self.listen.parse::<SocketAddr>().is_ok()).then(|| self.listen.clone());
         if listen.is_none() {
             problems.push(Problem {
                 path: "facilitator.listen".into(),

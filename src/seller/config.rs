@@ -233,7 +233,8 @@ pub struct Upstream {
 /// settlement of its networks.
 #[derive(Debug, Clone)]
 pub struct Seller {
-    pub listen: SocketAddr,
+    /// An address like `0.0.0.0:8402` (checked), kept as written for the listener and the logs.
+    pub listen: String,
     pub upstream: Upstream,
     pub unknown_routes: UnknownRoutes,
     /// 1–65536 bytes.
@@ -288,7 +289,7 @@ impl Inbound {
 
 /// The checked values of an enabled section, before its routes.
 struct Serving {
-    listen: Option<SocketAddr>,
+    listen: Option<String>,
     upstream: Option<Upstream>,
     trusted_proxies: Vec<IpAddr>,
 }
@@ -296,7 +297,11 @@ struct Serving {
 impl InboundConfig {
     /// Check the section; `None` when a problem was found (each one is in `problems`).
     /// `settlement` is the resolved `facilitators:` section the routes' networks need.
-    pub(crate) fn resolve(&self, settlement: &Settlement, problems: &mut Vec<Problem>) -> Option<Inbound> {
+    pub(crate) fn resolve(
+        &self,
+        settlement: &Settlement,
+        problems: &mut Vec<Problem>,
+    ) -> Option<Inbound> {
         let before = problems.len();
         let serving = self.enabled.then(|| self.serving(problems));
         let routes: Vec<Route> = self
@@ -332,7 +337,7 @@ impl InboundConfig {
                 message,
             })
         };
-        let listen = self.listen.parse().ok();
+        let listen = (self.listen.parse::<SocketAddr>().is_ok()).then(|| self.listen.clone());
         if listen.is_none() {
             p(
                 "inbound.listen",
@@ -631,10 +636,7 @@ facilitators:
         assert_eq!(route.id(), "POST /x402");
         assert!(o.facilitator.starts_with("local:0x"));
         let seller = r.seller().expect("enabled");
-        assert_eq!(
-            seller.listen,
-            "127.0.0.1:8402".parse::<SocketAddr>().unwrap()
-        );
+        assert_eq!(seller.listen, "127.0.0.1:8402");
         assert_eq!(seller.upstream.text, "http://127.0.0.1:8500");
         assert_eq!(seller.max_body, 64 * 1024);
     }

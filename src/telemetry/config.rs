@@ -180,7 +180,8 @@ fn default_admin_listen() -> String {
 /// An enabled admin listener that passed the checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminSpec {
-    pub listen: SocketAddr,
+    /// An address like `0.0.0.0:9402` (checked), kept as written for the listener and the logs.
+    pub listen: String,
 }
 
 impl AdminConfig {
@@ -189,8 +190,10 @@ impl AdminConfig {
         if !self.enabled {
             return None;
         }
-        match self.listen.parse() {
-            Ok(listen) => Some(AdminSpec { listen }),
+        match self.listen.parse::<SocketAddr>() {
+            Ok(_) => Some(AdminSpec {
+                listen: self.listen.clone(),
+            }),
             Err(_) => {
                 problems.push(Problem {
                     path: "admin.listen".into(),

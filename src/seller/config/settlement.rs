@@ -89,7 +89,10 @@ pub struct Settlement {
 
 impl Settlement {
     /// Check every entry of `facilitators:` (the `local` ones load their settler key).
-    pub(crate) fn resolve(entries: &[FacilitatorConfig], problems: &mut Vec<Problem>) -> Settlement {
+    pub(crate) fn resolve(
+        entries: &[FacilitatorConfig],
+        problems: &mut Vec<Problem>,
+    ) -> Settlement {
         let mut s = Settlement {
             declared: entries.iter().map(|f| f.network.clone()).collect(),
             declares_local: entries.iter().any(|f| f.kind == "local"),
