@@ -1,17 +1,33 @@
-//! `sidecar.yaml`: schema, `${ENV}` expansion, defaults (both modes off) and validation that
-//! explains every problem in plain words, with the path of the field at fault.
+//! `sidecar.yaml`, the aggregate: `${ENV}` expansion, then one field per section, each section
+//! owned, defaulted and checked by its own part, and [`Config::resolve`] composing their
+//! resolutions into [`Resolved`], what the services are built from. Every problem is reported
+//! at once, in plain words, with the path of the field at fault.
+//!
+//! Who owns which section, and what it resolves to:
+//!
+//! - `inbound:` and `facilitators:`: the seller ([`crate::seller::config`]), into [`Inbound`]
+//!   and [`Settlement`]; the `kind: local` entries of the latter, as `evm::ChainSpec`s, are
+//!   also handed to the facilitator service (a role never imports another).
+//! - `outbound:`: the buyer ([`crate::buyer::config`]), into [`Outbound`].
+//! - `facilitator:`: the facilitator service ([`crate::facilitator::config`]), into [`Service`].
+//! - `store:`: [`crate::store`], into [`StoreSpec`]; `audit:`: [`crate::audit`], into
+//!   [`JournalSpec`]; `admin:` and `otlp:`: [`crate::telemetry`], into [`AdminSpec`] and
+//!   [`OtlpSpec`].
+//! - `server:` (threads, grace period): here, [`ServerConfig`].
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
-use alloy_primitives::Address;
 use serde::Deserialize;
 use serde_yaml::Value;
 
-use crate::evm::KeySource;
-use crate::x402::matching::Offer;
-use crate::x402::networks;
+use crate::audit::{AuditConfig, JournalSpec};
+use crate::buyer::config::{Outbound, OutboundConfig};
+use crate::facilitator::config::{Service, ServiceConfig};
+use crate::seller::config::{FacilitatorConfig, Inbound, InboundConfig, Settlement};
+use crate::store::{StoreConfig, StoreSpec};
+use crate::telemetry::{AdminConfig, AdminSpec, OtlpConfig, OtlpSpec};
+
+pub use crate::util::Problem;
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -19,12 +35,12 @@ use crate::x402::networks;
 pub struct Config {
     #[serde(default)]
     pub inbound: InboundConfig,
-    /// One local facilitator per network the routes accept.
+    /// One facilitator per network the routes accept.
     #[serde(default)]
     pub facilitators: Vec<FacilitatorConfig>,
     /// Replay-guard store: `memory` (one node) or `redis://host:port/db` (replicas).
-    #[serde(default = "default_store")]
-    pub store: String,
+    #[serde(default)]
+    pub store: StoreConfig,
     #[serde(default)]
     pub server: ServerConfig,
     /// The admin listener: /metrics, /healthz, /readyz.
@@ -35,180 +51,17 @@ pub struct Config {
     pub audit: AuditConfig,
     /// The buyer side: the paying proxy roma-01 points its HTTP client at.
     #[serde(default)]
-    pub outbound: crate::buyer::config::OutboundConfig,
+    pub outbound: OutboundConfig,
     /// Optional export of the request spans to an OpenTelemetry collector.
     #[serde(default)]
     pub otlp: OtlpConfig,
     /// Serve the standard x402 facilitator API (/verify, /settle, /supported) for other
     /// resource servers, settling with the `local` entries of `facilitators`.
     #[serde(default)]
-    pub facilitator: FacilitatorServerConfig,
+    pub facilitator: ServiceConfig,
 }
 
-/// The facilitator listener. Off unless enabled.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FacilitatorServerConfig {
-    #[serde(default)]
-    pub enabled: bool,
-    #[serde(default = "default_facilitator_listen")]
-    pub listen: String,
-}
-
-impl Default for FacilitatorServerConfig {
-    fn default() -> Self {
-        FacilitatorServerConfig {
-            enabled: false,
-            listen: default_facilitator_listen(),
-        }
-    }
-}
-
-fn default_facilitator_listen() -> String {
-    "127.0.0.1:8404".into()
-}
-
-/// OTLP/HTTP (protobuf) export of the spans: `paid_request` and its phases on the seller,
-/// `buyer_call` and its seller attempts on the buyer. Off unless enabled.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OtlpConfig {
-    #[serde(default)]
-    pub enabled: bool,
-    /// The collector's traces URL, used as is (OTLP/HTTP: `…:4318/v1/traces`).
-    #[serde(default = "default_otlp_endpoint")]
-    pub endpoint: String,
-    /// `service.name` of the exported spans (tell replicas apart with `${HOSTNAME}` if needed).
-    #[serde(default = "default_service_name")]
-    pub service_name: String,
-    /// Extra request headers, e.g. `authorization: Bearer ${OTLP_TOKEN}` for a hosted collector.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// Share of new traces kept (0.0–1.0); a caller's sampled `traceparent` is always followed.
-    #[serde(default = "default_sample_ratio")]
-    pub sample_ratio: f64,
-    /// Longest wait for one export request.
-    #[serde(default = "default_otlp_timeout")]
-    pub timeout_ms: u64,
-    /// Spans are sent in batches at most this often.
-    #[serde(default = "default_otlp_delay")]
-    pub batch_delay_ms: u64,
-}
-
-impl OtlpConfig {
-    /// What is wrong with an enabled export section, as `(field, sentence)`.
-    pub fn problems(&self) -> Vec<(&'static str, String)> {
-        let mut out = Vec::new();
-        match reqwest::Url::parse(&self.endpoint) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-            _ => out.push((
-                "endpoint",
-                format!(
-                    "`{}` is not an http(s) URL like http://collector:4318/v1/traces",
-                    self.endpoint
-                ),
-            )),
-        }
-        if !(0.0..=1.0).contains(&self.sample_ratio) {
-            out.push(("sample_ratio", "must be between 0.0 and 1.0".into()));
-        }
-        if self.timeout_ms == 0 {
-            out.push(("timeout_ms", "must be at least 1".into()));
-        }
-        if self.batch_delay_ms == 0 {
-            out.push(("batch_delay_ms", "must be at least 1".into()));
-        }
-        if self.service_name.trim().is_empty() {
-            out.push(("service_name", "must not be empty".into()));
-        }
-        for (k, v) in &self.headers {
-            if http::HeaderName::from_bytes(k.as_bytes()).is_err()
-                || http::HeaderValue::from_str(v).is_err()
-            {
-                out.push(("headers", format!("`{k}` is not a valid HTTP header")));
-            }
-        }
-        out
-    }
-}
-
-impl Default for OtlpConfig {
-    fn default() -> Self {
-        OtlpConfig {
-            enabled: false,
-            endpoint: default_otlp_endpoint(),
-            service_name: default_service_name(),
-            headers: BTreeMap::new(),
-            sample_ratio: default_sample_ratio(),
-            timeout_ms: default_otlp_timeout(),
-            batch_delay_ms: default_otlp_delay(),
-        }
-    }
-}
-
-fn default_otlp_endpoint() -> String {
-    "http://127.0.0.1:4318/v1/traces".into()
-}
-fn default_service_name() -> String {
-    "x402-sidecar".into()
-}
-fn default_sample_ratio() -> f64 {
-    1.0
-}
-fn default_otlp_timeout() -> u64 {
-    3000
-}
-fn default_otlp_delay() -> u64 {
-    1000
-}
-
-/// The admin listener (Prometheus metrics and health probes). Off unless enabled, so several
-/// sidecars on one host do not fight over its port.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminConfig {
-    #[serde(default)]
-    pub enabled: bool,
-    #[serde(default = "default_admin_listen")]
-    pub listen: String,
-}
-
-fn default_admin_listen() -> String {
-    "127.0.0.1:9402".into()
-}
-
-/// Where the audit journal lives and how long it is kept.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditConfig {
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// Directory of the day files (`audit-YYYY-MM-DD.jsonl`).
-    #[serde(default = "default_audit_dir")]
-    pub dir: std::path::PathBuf,
-    /// Days kept; older day files are deleted (at least 90 is the requirement).
-    #[serde(default = "default_retention")]
-    pub retention_days: u64,
-}
-
-impl Default for AuditConfig {
-    fn default() -> Self {
-        AuditConfig {
-            enabled: true,
-            dir: default_audit_dir(),
-            retention_days: default_retention(),
-        }
-    }
-}
-
-fn default_audit_dir() -> std::path::PathBuf {
-    "x402-audit".into()
-}
-fn default_retention() -> u64 {
-    90
-}
-
-/// Process-wide settings.
+/// Process-wide settings (the `server:` section).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
@@ -229,268 +82,103 @@ impl Default for ServerConfig {
     }
 }
 
-/// The seller side: the public paywall.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InboundConfig {
-    #[serde(default)]
-    pub enabled: bool,
-    #[serde(default = "default_listen")]
-    pub listen: String,
-    #[serde(default)]
-    pub upstream: UpstreamConfig,
-    /// What to do with a request that matches no route: `reject` (404) or `proxy` (forward free).
-    #[serde(default)]
-    pub unknown_routes: UnknownRoutes,
-    /// Request body cap in bytes (at most 65536).
-    #[serde(default = "default_max_body")]
-    pub max_body_bytes: usize,
-    /// Secret that signs the 402 challenge. Replicas must share it; random per process if unset.
-    #[serde(default)]
-    pub challenge_secret: Option<String>,
-    /// Addresses of proxies in front of the sidecar whose `X-Forwarded-For` is believed
-    /// when logging the caller; nobody else's is.
-    #[serde(default)]
-    pub trusted_proxies: Vec<String>,
-    /// Added to every paid answer that lacks one.
-    #[serde(default = "default_disclaimer")]
-    pub disclaimer: String,
-    #[serde(default)]
-    pub routes: Vec<RouteConfig>,
-}
-
-impl Default for InboundConfig {
-    fn default() -> Self {
-        InboundConfig {
-            enabled: false,
-            listen: default_listen(),
-            upstream: UpstreamConfig::default(),
-            unknown_routes: UnknownRoutes::default(),
-            max_body_bytes: default_max_body(),
-            challenge_secret: None,
-            trusted_proxies: Vec::new(),
-            disclaimer: default_disclaimer(),
-            routes: Vec::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UnknownRoutes {
-    #[default]
-    Reject,
-    Proxy,
-}
-
-/// The strategy endpoint behind the paywall.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpstreamConfig {
-    #[serde(default = "default_upstream")]
-    pub url: String,
-    #[serde(default = "default_upstream_timeout")]
-    pub timeout_ms: u64,
-    /// Environment variable holding a secret sent to the upstream in `X-Sidecar-Secret` on
-    /// paid calls (the built-in advisor refuses calls without it; see `x402-sidecar advisor`).
-    #[serde(default)]
-    pub secret_env: Option<String>,
-}
-
-impl Default for UpstreamConfig {
-    fn default() -> Self {
-        UpstreamConfig {
-            url: default_upstream(),
-            timeout_ms: default_upstream_timeout(),
-            secret_env: None,
-        }
-    }
-}
-
-/// One protected (or free) route.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RouteConfig {
-    #[serde(default = "default_method")]
-    pub method: String,
-    pub path: String,
-    #[serde(default)]
-    pub description: String,
-    /// Price for every accept that sets none. A route with no price and no accepts is free.
-    #[serde(default)]
-    pub price: Option<PriceSpec>,
-    /// Validate the body as a `StrategyRequest` before asking for payment.
-    #[serde(default = "yes")]
-    pub strategy_request: bool,
-    #[serde(default)]
-    pub accepts: Vec<AcceptConfig>,
-}
-
-/// One way to pay a route.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AcceptConfig {
-    /// CAIP-2 network, e.g. `eip155:84532`.
-    pub network: String,
-    /// Token contract address.
-    pub asset: String,
-    /// Seller's receiving address.
-    pub pay_to: String,
-    #[serde(default)]
-    pub price: Option<PriceSpec>,
-    #[serde(default = "default_decimals")]
-    pub decimals: u8,
-    /// The token's EIP-712 domain name and version (`USDC`/`2` on Base Sepolia, `USD Coin`/`2` on Base).
-    pub eip712: Option<Eip712Config>,
-    #[serde(default = "default_max_timeout")]
-    pub max_timeout_seconds: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Eip712Config {
-    pub name: String,
-    pub version: String,
-}
-
-/// Who verifies and settles payments on one network: `local` (this sidecar, on chain, with
-/// its settler key) or `http` (a facilitator server: `POST {url}/verify`, `POST {url}/settle`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FacilitatorConfig {
-    pub network: String,
-    #[serde(default = "default_kind")]
-    pub kind: String,
-    /// The chain's RPC. `http` kind: read only, to check what the facilitator reports and to
-    /// reconcile a settlement whose answer was lost.
-    pub rpc_url: String,
-    /// `local` kind: settler key (pays gas): `key_env` or `keystore` + `password_env`/`password_file`.
-    #[serde(default)]
-    pub settler: KeySource,
-    #[serde(default = "default_receipt_timeout")]
-    pub receipt_timeout_ms: u64,
-    /// `http` kind: the facilitator's base URL (e.g. `https://x402.org/facilitator`).
-    #[serde(default)]
-    pub url: Option<String>,
-    /// `http` kind: extra request headers (e.g. `authorization: Bearer ${FACILITATOR_TOKEN}`).
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    /// `http` kind: longest wait for one `/verify` or `/settle` answer.
-    #[serde(default = "default_facilitator_timeout")]
-    pub timeout_ms: u64,
-}
-
-fn default_facilitator_timeout() -> u64 {
-    15_000
-}
-
-fn default_store() -> String {
-    "memory".into()
-}
 fn default_threads() -> usize {
     2
 }
 fn default_grace() -> u64 {
     30
 }
-fn default_listen() -> String {
-    "0.0.0.0:8402".into()
-}
-fn default_max_body() -> usize {
-    64 * 1024
-}
-fn default_disclaimer() -> String {
-    "This is automated strategy information, not investment advice. Trading perpetual futures carries a high risk of loss; you alone are responsible for your trades.".into()
-}
-fn default_upstream() -> String {
-    "http://127.0.0.1:8500".into()
-}
-fn default_upstream_timeout() -> u64 {
-    4_000
-}
-fn default_method() -> String {
-    "POST".into()
-}
-fn yes() -> bool {
-    true
-}
-fn default_decimals() -> u8 {
-    6
-}
-fn default_max_timeout() -> u64 {
-    300
-}
-fn default_kind() -> String {
-    "local".into()
-}
-fn default_receipt_timeout() -> u64 {
-    30_000
-}
 
-pub use crate::util::Problem;
-pub use crate::x402::money::PriceSpec;
-
-/// A route ready to serve.
-#[derive(Debug, Clone)]
-pub struct Route {
-    pub method: String,
-    pub path: String,
-    pub description: String,
-    pub strategy_request: bool,
-    /// Empty for a free route.
-    pub offers: Vec<Offer>,
-}
-
-impl Route {
-    /// `"POST /x402"`: the route's identity inside challenges.
-    pub fn id(&self) -> String {
-        format!("{} {}", self.method, self.path)
+impl ServerConfig {
+    fn check(&self, problems: &mut Vec<Problem>) {
+        if self.threads == 0 {
+            problems.push(Problem {
+                path: "server.threads".into(),
+                message: "must be at least 1".into(),
+            });
+        }
     }
 }
 
-/// A facilitator ready to connect.
-#[derive(Debug, Clone)]
-pub struct Facilitator {
-    pub network: String,
-    pub chain_id: u64,
-    pub rpc_url: String,
-    pub settler: KeySource,
-    pub settler_address: Address,
-    pub receipt_timeout: Duration,
-}
-
-/// A facilitator reached over HTTP (`kind: http`).
-#[derive(Clone)]
-pub struct RemoteFacilitator {
-    pub network: String,
-    pub chain_id: u64,
-    pub rpc_url: String,
-    pub url: reqwest::Url,
-    pub headers: Vec<(String, crate::util::Secret)>,
-    pub timeout: Duration,
-    pub receipt_timeout: Duration,
-}
-
-impl std::fmt::Debug for RemoteFacilitator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteFacilitator")
-            .field("network", &self.network)
-            .field("url", &crate::util::redact_url(self.url.as_str()))
-            .finish()
-    }
-}
-
-/// A configuration that passed every check.
+/// A configuration that passed every check: each section resolved by its owner.
 #[derive(Debug, Clone)]
 pub struct Resolved {
-    pub raw: Config,
-    pub routes: Vec<Route>,
-    /// `kind: local` facilitators.
-    pub facilitators: Vec<Facilitator>,
-    /// `kind: http` facilitators.
-    pub remote_facilitators: Vec<RemoteFacilitator>,
+    pub server: ServerConfig,
+    pub store: StoreSpec,
+    /// `None`: `audit.enabled: false`.
+    pub audit: Option<JournalSpec>,
+    /// `None`: the admin listener is off.
+    pub admin: Option<AdminSpec>,
+    /// `None`: span export is off.
+    pub otlp: Option<OtlpSpec>,
+    /// The paywall (with its routes and settlement) when enabled, else the checked routes.
+    pub inbound: Inbound,
     /// Present when `outbound.enabled`.
-    pub outbound: Option<crate::buyer::config::Outbound>,
+    pub outbound: Option<Outbound>,
+    /// Present when `facilitator.enabled`.
+    pub facilitator: Option<Service>,
+}
+
+impl Config {
+    /// Check everything; on success return what the services need. Loads the settler keys,
+    /// so a missing or refused key is reported here, not at the first paid call. The
+    /// sections are checked in file order of importance: the shared parts first, then the
+    /// `facilitators:` the roles settle with, then the roles.
+    pub fn resolve(&self) -> Result<Resolved, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let p = &mut problems;
+        let store = self.store.resolve(p);
+        let admin = self.admin.resolve(p);
+        let audit = self.audit.resolve(p);
+        self.server.check(p);
+        let otlp = self.otlp.resolve(p);
+        let settlement = Settlement::resolve(&self.facilitators, p);
+        let facilitator =
+            self.facilitator
+                .resolve(&settlement.local, settlement.declares_local(), p);
+        let inbound = self.inbound.resolve(&settlement, p);
+        let outbound = self.outbound.resolve(p);
+        match (store, inbound) {
+            (Some(store), Some(inbound)) if problems.is_empty() => Ok(Resolved {
+                server: self.server.clone(),
+                store,
+                audit,
+                admin,
+                otlp,
+                inbound,
+                outbound,
+                facilitator,
+            }),
+            _ => Err(problems),
+        }
+    }
+}
+
+impl Resolved {
+    /// What each section will do, as `check-config` prints it: one line per section (the
+    /// seller's routes follow its line).
+    pub(crate) fn summary(&self) -> Vec<String> {
+        let mut lines = self.inbound.describe();
+        lines.push(format!("store: {}", self.store));
+        lines.push(format!(
+            "outbound: {}",
+            Outbound::describe(self.outbound.as_ref())
+        ));
+        lines.push(format!(
+            "facilitator: {}",
+            Service::describe(self.facilitator.as_ref())
+        ));
+        lines.push(format!(
+            "admin: {}",
+            AdminSpec::describe(self.admin.as_ref())
+        ));
+        lines.push(format!(
+            "audit: {}",
+            JournalSpec::describe(self.audit.as_ref())
+        ));
+        lines.push(format!("otlp: {}", OtlpSpec::describe(self.otlp.as_ref())));
+        lines
+    }
 }
 
 /// Read a file, expand `${ENV}`, parse. Problems in the text come back as a list.
@@ -587,404 +275,6 @@ fn expand(
     }
 }
 
-impl Config {
-    /// Check everything; on success return what the services need. Loads the settler keys,
-    /// so a missing or refused key is reported here, not at the first paid call.
-    pub fn resolve(&self) -> Result<Resolved, Vec<Problem>> {
-        let mut problems = Vec::new();
-        let mut p = |path: String, message: String| problems.push(Problem { path, message });
-
-        if !(self.store == "memory"
-            || self.store.starts_with("redis://")
-            || self.store.starts_with("rediss://"))
-        {
-            p(
-                "store".into(),
-                format!(
-                    "`{}` is not a store: use `memory` or `redis://host:6379/0`",
-                    self.store
-                ),
-            );
-        }
-        if self.admin.enabled && self.admin.listen.parse::<std::net::SocketAddr>().is_err() {
-            p(
-                "admin.listen".into(),
-                format!(
-                    "`{}` is not an address like 0.0.0.0:9402",
-                    self.admin.listen
-                ),
-            );
-        }
-        if self.audit.enabled && self.audit.retention_days == 0 {
-            p(
-                "audit.retention_days".into(),
-                "must be at least 1 (the requirement is 90 days or more)".into(),
-            );
-        }
-        if self.server.threads == 0 {
-            p("server.threads".into(), "must be at least 1".into());
-        }
-        if self.otlp.enabled {
-            for (path, message) in self.otlp.problems() {
-                p(format!("otlp.{path}"), message);
-            }
-        }
-
-        let mut facilitators = Vec::new();
-        let mut remote_facilitators = Vec::new();
-        let mut fac_by_network: BTreeMap<String, String> = BTreeMap::new();
-        for (i, f) in self.facilitators.iter().enumerate() {
-            let at = format!("facilitators[{i}]");
-            if f.kind != "local" && f.kind != "http" {
-                p(
-                    format!("{at}.kind"),
-                    format!(
-                        "`{}` is not a facilitator kind; use `local` or `http`",
-                        f.kind
-                    ),
-                );
-                continue;
-            }
-            let Some(chain_id) = networks::chain_id(&f.network) else {
-                p(
-                    format!("{at}.network"),
-                    format!(
-                        "`{}` is not a CAIP-2 EVM network like `eip155:84532`",
-                        f.network
-                    ),
-                );
-                continue;
-            };
-            if reqwest::Url::parse(&f.rpc_url)
-                .map(|u| !matches!(u.scheme(), "http" | "https"))
-                .unwrap_or(true)
-            {
-                p(
-                    format!("{at}.rpc_url"),
-                    format!("`{}` is not an http(s) URL", f.rpc_url),
-                );
-            }
-            if fac_by_network.contains_key(&f.network) {
-                p(
-                    format!("{at}.network"),
-                    format!(
-                        "a second facilitator for {}; keep one per network",
-                        f.network
-                    ),
-                );
-            }
-            if f.kind == "http" {
-                let url = match f.url.as_deref().map(reqwest::Url::parse) {
-                    Some(Ok(u)) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
-                        Some(u)
-                    }
-                    Some(_) => {
-                        p(
-                            format!("{at}.url"),
-                            "is not an http(s) URL like https://x402.org/facilitator".into(),
-                        );
-                        None
-                    }
-                    None => {
-                        p(
-                            format!("{at}.url"),
-                            "`kind: http` needs the facilitator's base URL".into(),
-                        );
-                        None
-                    }
-                };
-                if f.settler.is_configured() {
-                    p(
-                        format!("{at}.settler"),
-                        "a remote facilitator settles with its own key: remove `settler`".into(),
-                    );
-                }
-                if f.timeout_ms == 0 {
-                    p(format!("{at}.timeout_ms"), "must be more than 0".into());
-                }
-                for (k, v) in &f.headers {
-                    if http::HeaderName::from_bytes(k.as_bytes()).is_err()
-                        || http::HeaderValue::from_str(v).is_err()
-                    {
-                        p(
-                            format!("{at}.headers"),
-                            format!("`{k}` is not a valid HTTP header"),
-                        );
-                    }
-                }
-                if let Some(url) = url {
-                    fac_by_network.insert(f.network.clone(), crate::util::redact_url(url.as_str()));
-                    remote_facilitators.push(RemoteFacilitator {
-                        network: f.network.clone(),
-                        chain_id,
-                        rpc_url: f.rpc_url.clone(),
-                        url,
-                        headers: f
-                            .headers
-                            .iter()
-                            .map(|(k, v)| (k.clone(), crate::util::Secret::new(v.clone())))
-                            .collect(),
-                        timeout: Duration::from_millis(f.timeout_ms),
-                        receipt_timeout: Duration::from_millis(f.receipt_timeout_ms),
-                    });
-                }
-                continue;
-            }
-            if !f.settler.is_configured() {
-                p(format!("{at}.settler"), "no settler key: set `key_env` (environment variable with the key) or `keystore` (encrypted file)".into());
-                continue;
-            }
-            match f.settler.load(chain_id) {
-                Ok(signer) => {
-                    let address = signer.address();
-                    fac_by_network.insert(f.network.clone(), format!("local:{address}"));
-                    facilitators.push(Facilitator {
-                        network: f.network.clone(),
-                        chain_id,
-                        rpc_url: f.rpc_url.clone(),
-                        settler: f.settler.clone(),
-                        settler_address: address,
-                        receipt_timeout: Duration::from_millis(f.receipt_timeout_ms),
-                    });
-                }
-                Err(e) => p(format!("{at}.settler"), e.to_string()),
-            }
-        }
-
-        if self.facilitator.enabled {
-            if self
-                .facilitator
-                .listen
-                .parse::<std::net::SocketAddr>()
-                .is_err()
-            {
-                p(
-                    "facilitator.listen".into(),
-                    format!(
-                        "`{}` is not an address like 127.0.0.1:8404",
-                        self.facilitator.listen
-                    ),
-                );
-            }
-            if !self.facilitators.iter().any(|f| f.kind == "local") {
-                p(
-                    "facilitator.enabled".into(),
-                    "the facilitator service needs at least one `kind: local` entry under `facilitators` (network, rpc_url, settler) to verify and settle with".into(),
-                );
-            }
-        }
-
-        let ib = &self.inbound;
-        let mut routes = Vec::new();
-        if ib.enabled {
-            if ib.listen.parse::<std::net::SocketAddr>().is_err() {
-                p(
-                    "inbound.listen".into(),
-                    format!("`{}` is not an address like 0.0.0.0:8402", ib.listen),
-                );
-            }
-            match reqwest::Url::parse(&ib.upstream.url) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-                _ => p(
-                    "inbound.upstream.url".into(),
-                    format!("`{}` is not an http(s) URL", ib.upstream.url),
-                ),
-            }
-            if let Some(var) = &ib.upstream.secret_env
-                && std::env::var(var).map_or(true, |v| v.is_empty())
-            {
-                p(
-                    "inbound.upstream.secret_env".into(),
-                    format!(
-                        "environment variable {var} is not set (it must hold the secret the upstream advisor expects)"
-                    ),
-                );
-            }
-            if ib.upstream.timeout_ms == 0 {
-                p(
-                    "inbound.upstream.timeout_ms".into(),
-                    "must be more than 0".into(),
-                );
-            }
-            if ib.max_body_bytes == 0 || ib.max_body_bytes > 64 * 1024 {
-                p(
-                    "inbound.max_body_bytes".into(),
-                    "must be between 1 and 65536 (the proxy's replay buffer)".into(),
-                );
-            }
-            if ib.routes.is_empty() {
-                p(
-                    "inbound.routes".into(),
-                    "inbound is enabled but no route is configured; add one such as `POST /x402`"
-                        .into(),
-                );
-            }
-            for (i, t) in ib.trusted_proxies.iter().enumerate() {
-                if t.parse::<std::net::IpAddr>().is_err() {
-                    p(
-                        format!("inbound.trusted_proxies[{i}]"),
-                        format!("`{t}` is not an IP address"),
-                    );
-                }
-            }
-            if matches!(&ib.challenge_secret, Some(s) if s.len() < 16) {
-                p(
-                    "inbound.challenge_secret".into(),
-                    "use at least 16 characters".into(),
-                );
-            }
-        }
-        for (ri, r) in ib.routes.iter().enumerate() {
-            let at = format!("inbound.routes[{ri}]");
-            let method = r.method.to_ascii_uppercase();
-            if !matches!(method.as_str(), "GET" | "POST" | "PUT" | "PATCH" | "DELETE") {
-                p(
-                    format!("{at}.method"),
-                    format!("`{}` is not an HTTP method", r.method),
-                );
-            }
-            if !r.path.starts_with('/') {
-                p(
-                    format!("{at}.path"),
-                    format!("`{}` must start with /", r.path),
-                );
-            }
-            if ib.routes[..ri]
-                .iter()
-                .any(|o| o.path == r.path && o.method.eq_ignore_ascii_case(&r.method))
-            {
-                p(
-                    at.clone(),
-                    format!("{method} {} is configured twice", r.path),
-                );
-            }
-            if r.accepts.is_empty() && r.price.is_some() {
-                p(format!("{at}.accepts"), "the route has a price but no way to pay it: add an accepts entry (network, asset, pay_to, eip712)".into());
-            }
-            let mut offers = Vec::new();
-            for (ai, a) in r.accepts.iter().enumerate() {
-                let at = format!("{at}.accepts[{ai}]");
-                let chain_id = networks::chain_id(&a.network);
-                if chain_id.is_none() {
-                    p(
-                        format!("{at}.network"),
-                        format!(
-                            "`{}` is not a CAIP-2 EVM network like `eip155:84532`",
-                            a.network
-                        ),
-                    );
-                }
-                let asset = a.asset.parse::<Address>();
-                if asset.is_err() {
-                    p(
-                        format!("{at}.asset"),
-                        format!("`{}` is not a token address (0x + 40 hex digits)", a.asset),
-                    );
-                }
-                let pay_to = a.pay_to.parse::<Address>();
-                match &pay_to {
-                    Err(_) => p(
-                        format!("{at}.pay_to"),
-                        format!("`{}` is not an address (0x + 40 hex digits)", a.pay_to),
-                    ),
-                    Ok(addr) if addr.is_zero() => p(
-                        format!("{at}.pay_to"),
-                        "the zero address would burn every payment".into(),
-                    ),
-                    Ok(_) => {}
-                }
-                let price = match a.price.as_ref().or(r.price.as_ref()) {
-                    None => {
-                        p(format!("{at}.price"), "no price: set `price` on the route or on this accepts entry (\"$0.01\" or atomic units)".into());
-                        None
-                    }
-                    Some(spec) => match spec.parse(a.decimals) {
-                        Ok(v) if v.is_zero() => {
-                            p(format!("{at}.price"), "a price of 0 is not a paid route; remove `accepts` to make it free".into());
-                            None
-                        }
-                        Ok(v) => Some(v),
-                        Err(e) => {
-                            p(format!("{at}.price"), e.to_string());
-                            None
-                        }
-                    },
-                };
-                if a.eip712.is_none() {
-                    p(format!("{at}.eip712"), "the token's EIP-712 domain is required: `eip712: {name: USDC, version: \"2\"}` (Base Sepolia USDC) or `{name: USD Coin, version: \"2\"}` (Base USDC)".into());
-                }
-                if a.max_timeout_seconds < 10 || a.max_timeout_seconds > 3600 {
-                    p(
-                        format!("{at}.max_timeout_seconds"),
-                        "must be between 10 and 3600 seconds".into(),
-                    );
-                }
-                let facilitator = fac_by_network.get(&a.network).cloned();
-                if facilitator.is_none()
-                    && chain_id.is_some()
-                    && !self.facilitators.iter().any(|f| f.network == a.network)
-                {
-                    p(
-                        format!("{at}.network"),
-                        format!(
-                            "no facilitator settles {}: add one under `facilitators`",
-                            a.network
-                        ),
-                    );
-                }
-                if let (
-                    Some(chain_id),
-                    Ok(asset),
-                    Ok(pay_to),
-                    Some(amount),
-                    Some(e),
-                    Some(facilitator),
-                ) = (
-                    chain_id,
-                    asset,
-                    pay_to,
-                    price,
-                    a.eip712.as_ref(),
-                    facilitator,
-                ) {
-                    offers.push(Offer {
-                        scheme: "exact".into(),
-                        network: a.network.clone(),
-                        chain_id,
-                        asset,
-                        pay_to,
-                        amount,
-                        max_timeout_seconds: a.max_timeout_seconds,
-                        decimals: a.decimals,
-                        eip712_name: e.name.clone(),
-                        eip712_version: e.version.clone(),
-                        facilitator,
-                    });
-                }
-            }
-            routes.push(Route {
-                method,
-                path: r.path.clone(),
-                description: r.description.clone(),
-                strategy_request: r.strategy_request,
-                offers,
-            });
-        }
-        let outbound = self.outbound.resolve(&mut problems);
-        if problems.is_empty() {
-            Ok(Resolved {
-                raw: self.clone(),
-                routes,
-                facilitators,
-                remote_facilitators,
-                outbound,
-            })
-        } else {
-            Err(problems)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1025,18 +315,23 @@ facilitators:
     fn defaults_keep_everything_off() {
         let c = parse("", &env).unwrap();
         assert!(!c.inbound.enabled);
-        assert_eq!(c.store, "memory");
+        assert_eq!(c.store.0, "memory");
         assert!(c.resolve().is_ok());
     }
 
     #[test]
-    fn a_complete_paid_route_resolves() {
+    fn a_complete_file_resolves_every_section() {
         let r = parse(GOOD, &env).unwrap().resolve().unwrap();
-        let o = &r.routes[0].offers[0];
-        assert_eq!(o.amount, alloy_primitives::U256::from(10_000));
-        assert_eq!(o.chain_id, 84532);
-        assert_eq!(r.routes[0].id(), "POST /x402");
-        assert!(o.facilitator.starts_with("local:0x"));
+        let seller = r.inbound.seller().expect("inbound is enabled");
+        assert_eq!(seller.routes[0].id(), "POST /x402");
+        assert!(
+            seller.routes[0].offers[0]
+                .facilitator
+                .starts_with("local:0x")
+        );
+        assert_eq!(seller.settlement.local.len(), 1);
+        assert_eq!(r.store, StoreSpec::Memory);
+        assert!(r.audit.is_some() && r.admin.is_none() && r.otlp.is_none());
     }
 
     #[test]
@@ -1051,44 +346,15 @@ facilitators:
     }
 
     #[test]
-    fn every_problem_is_reported_at_once() {
-        let bad = GOOD
-            .replace("\"$0.01\"", "\"$0.0000001\"")
-            .replace(
-                "eip712: { name: USDC, version: \"2\" }",
-                "max_timeout_seconds: 5",
-            )
-            .replace("eip155:84532\n    rpc", "eip155:8453\n    rpc");
-        let probs = parse(&bad, &env).unwrap().resolve().unwrap_err();
-        let paths: Vec<_> = probs.iter().map(|p| p.path.as_str()).collect();
-        for want in [
-            "inbound.routes[0].accepts[0].price",
-            "inbound.routes[0].accepts[0].eip712",
-            "inbound.routes[0].accepts[0].max_timeout_seconds",
-            "facilitators[0].settler",
-        ] {
-            assert!(paths.contains(&want), "{want} missing from {probs:#?}");
-        }
-        // The dev key on Base mainnet is refused, and the sentence says why.
-        assert!(probs.iter().any(|p| p.message.contains("development keys")));
-    }
-
-    #[test]
-    fn the_facilitator_service_needs_a_local_facilitator_and_an_address() {
-        let c = parse("facilitator: { enabled: true, listen: nowhere }\n", &env).unwrap();
-        assert!(!Config::default().facilitator.enabled);
-        assert_eq!(Config::default().facilitator.listen, "127.0.0.1:8404");
-        let probs = c.resolve().unwrap_err();
-        let paths: Vec<_> = probs.iter().map(|p| p.path.as_str()).collect();
-        assert!(paths.contains(&"facilitator.listen"), "{probs:#?}");
-        assert!(paths.contains(&"facilitator.enabled"), "{probs:#?}");
+    fn the_facilitator_service_settles_with_the_local_facilitators() {
         let ok = format!(
             "{}facilitator: {{ enabled: true }}\n",
             GOOD.replace("enabled: true\n  listen", "enabled: false\n  listen")
         );
         let r = parse(&ok, &env).unwrap().resolve().unwrap();
-        assert!(r.raw.facilitator.enabled);
-        assert_eq!(r.facilitators.len(), 1);
+        let service = r.facilitator.expect("the facilitator service is enabled");
+        assert_eq!(service.chains.len(), 1);
+        assert_eq!(service.chains[0].network, "eip155:84532");
     }
 
     #[test]

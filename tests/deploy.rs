@@ -34,6 +34,11 @@ fn env(k: &str) -> Option<String> {
 }
 
 fn resolve(text: &str) -> config::Resolved {
+    load(text).1
+}
+
+/// The file as written (its sections) and resolved.
+fn load(text: &str) -> (config::Config, config::Resolved) {
     // The settler key is read from the process environment: a random, non-devnet key.
     let key = format!(
         "0x{}",
@@ -45,7 +50,8 @@ fn resolve(text: &str) -> config::Resolved {
     // SAFETY: as above.
     unsafe { std::env::set_var("X402_ADVISOR_SECRET", "a-long-advisor-secret-0123") };
     let cfg = config::parse(text, &env).unwrap_or_else(|p| panic!("{p:?}"));
-    cfg.resolve().unwrap_or_else(|p| panic!("{p:#?}"))
+    let r = cfg.resolve().unwrap_or_else(|p| panic!("{p:#?}"));
+    (cfg, r)
 }
 
 fn port_of(listen: &str) -> u64 {
@@ -56,9 +62,13 @@ fn port_of(listen: &str) -> u64 {
 fn kubernetes_manifests_agree_with_the_sidecar_configuration() {
     let cm = doc("deploy/kubernetes/configmap.yaml", "ConfigMap");
     let r = resolve(cm["data"]["sidecar.yaml"].as_str().unwrap());
-    assert!(r.raw.inbound.enabled && r.raw.admin.enabled && r.raw.audit.enabled);
-    let inbound_port = port_of(&r.raw.inbound.listen);
-    let admin_port = port_of(&r.raw.admin.listen);
+    let (seller, admin, audit) = (
+        r.inbound.seller().expect("inbound is enabled"),
+        r.admin.as_ref().expect("admin is enabled"),
+        r.audit.as_ref().expect("audit is enabled"),
+    );
+    let inbound_port = port_of(&seller.listen);
+    let admin_port = port_of(&admin.listen);
 
     let dep = doc("deploy/kubernetes/deployment.yaml", "Deployment");
     let containers = dep["spec"]["template"]["spec"]["containers"]
@@ -112,7 +122,7 @@ fn kubernetes_manifests_agree_with_the_sidecar_configuration() {
         .unwrap();
     assert_eq!(args[2], format!("{config_mount}/sidecar.yaml"));
     // The audit journal lives on a mounted volume.
-    let audit_dir = r.raw.audit.dir.to_string_lossy().into_owned();
+    let audit_dir = audit.dir.to_string_lossy().into_owned();
     assert!(
         mounts
             .iter()
@@ -159,7 +169,10 @@ fn kubernetes_manifests_agree_with_the_sidecar_configuration() {
         .unwrap();
     let redis_name = redis_svc["metadata"]["name"].as_str().unwrap();
     let redis_port = redis_svc["spec"]["ports"][0]["port"].as_u64().unwrap();
-    assert_eq!(r.raw.store, format!("redis://{redis_name}:{redis_port}/0"));
+    assert_eq!(
+        r.store.to_string(),
+        format!("redis://{redis_name}:{redis_port}/0")
+    );
     // The PodDisruptionBudget covers the same pods.
     let pdb = doc("deploy/kubernetes/pdb.yaml", "PodDisruptionBudget");
     assert_eq!(
@@ -171,7 +184,7 @@ fn kubernetes_manifests_agree_with_the_sidecar_configuration() {
         .as_u64()
         .unwrap_or(30);
     assert!(
-        grace > r.raw.server.grace_period_seconds,
+        grace > r.server.grace_period_seconds,
         "terminationGracePeriodSeconds {grace} must exceed the drain time"
     );
 }
@@ -195,7 +208,8 @@ fn the_compose_file_agrees_with_its_sidecar_configuration() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/sidecar.compose.yaml"),
     )
     .unwrap();
-    let r = resolve(&text);
+    let (cfg, r) = load(&text);
+    let seller = r.inbound.seller().expect("inbound is enabled");
     let compose: Value = serde_yaml::from_str(
         &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/compose.yaml"))
             .unwrap(),
@@ -209,7 +223,7 @@ fn the_compose_file_agrees_with_its_sidecar_configuration() {
         .iter()
         .map(|p| p.as_str().unwrap())
         .collect();
-    let inbound = port_of(&r.raw.inbound.listen);
+    let inbound = port_of(&seller.listen);
     assert!(
         published
             .iter()
@@ -217,7 +231,7 @@ fn the_compose_file_agrees_with_its_sidecar_configuration() {
         "{published:?} publishes inbound.listen"
     );
     // The upstream is the roma01 service, on the port it listens on.
-    let up = reqwest::Url::parse(&r.raw.inbound.upstream.url).unwrap();
+    let up = &seller.upstream.url;
     assert_eq!(up.host_str(), Some("roma01"));
     let roma_cmd: Vec<&str> = services["roma01"]["command"]
         .as_sequence()
@@ -232,7 +246,7 @@ fn the_compose_file_agrees_with_its_sidecar_configuration() {
             .ends_with(&format!(":{}", up.port().unwrap()))
     );
     // The store is the compose Redis; the config is mounted where the command reads it.
-    assert!(r.raw.store.starts_with("redis://redis:"));
+    assert!(r.store.to_string().starts_with("redis://redis:"));
     assert!(services["redis"].is_mapping());
     let cmd: Vec<&str> = sidecar["command"]
         .as_sequence()
@@ -249,10 +263,10 @@ fn the_compose_file_agrees_with_its_sidecar_configuration() {
 
     // The optional collector (profile `tracing`) listens where the sidecar's otlp section sends.
     assert!(
-        !r.raw.otlp.enabled,
+        r.otlp.is_none(),
         "export is off until the operator turns it on"
     );
-    let otlp = reqwest::Url::parse(&r.raw.otlp.endpoint).unwrap();
+    let otlp = reqwest::Url::parse(&cfg.otlp.endpoint).unwrap();
     let collector = &services[otlp.host_str().unwrap()];
     assert_eq!(collector["profiles"][0], "tracing");
     let mount = collector["volumes"][0].as_str().unwrap();
@@ -292,13 +306,16 @@ fn the_sample_configuration_is_complete_and_valid() {
             .unwrap();
     let r = resolve(&text);
     // Everything is off by default in the sample, as in the code.
-    assert!(!r.raw.inbound.enabled && r.outbound.is_none());
+    assert!(r.inbound.seller().is_none() && r.outbound.is_none());
     // Switched on, the sample's paid route is complete.
     let on = text.replacen("enabled: false", "enabled: true", 1);
     let r = resolve(&on);
-    assert!(r.raw.inbound.enabled);
+    assert!(r.inbound.seller().is_some());
     assert!(
-        r.routes.iter().any(|route| !route.offers.is_empty()),
+        r.inbound
+            .routes()
+            .iter()
+            .any(|route| !route.offers.is_empty()),
         "a paid route"
     );
 }

@@ -5,6 +5,8 @@
 //!
 //! The journal is separate from Redis on purpose: it survives the loss of the store.
 
+mod config;
+
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,6 +19,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::util::{rfc3339, sha256_hex};
+
+pub use config::{AuditConfig, JournalSpec};
 
 /// Hash of "nothing before": the first record of a journal points at it.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";

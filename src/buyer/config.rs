@@ -402,6 +402,23 @@ impl Problems<'_> {
     }
 }
 
+impl Outbound {
+    /// One line for `check-config`.
+    pub(crate) fn describe(outbound: Option<&Self>) -> String {
+        match outbound {
+            Some(ob) => format!(
+                "enabled on {}, paying from {}, {} seller(s), fallback {:?}, owners {}",
+                ob.listen,
+                ob.signer.address(),
+                ob.sellers.len(),
+                ob.fallback.mode,
+                ob.owners.describe()
+            ),
+            None => "disabled".into(),
+        }
+    }
+}
+
 impl OutboundConfig {
     /// Check the section; `None` when disabled. Problems are reported in the order of the
     /// section: limits, chains, sellers, budgets, fallback, wallet, owners.

@@ -78,7 +78,7 @@ pub(crate) enum BuildError {
 impl Payer {
     pub(crate) fn new(
         cfg: Outbound,
-        store_spec: &str,
+        store_spec: &crate::store::StoreSpec,
         journal: Option<Arc<Journal>>,
     ) -> Result<Self, BuildError> {
         let store = crate::store::open(store_spec).map_err(|e| BuildError::Store(e.to_string()))?;

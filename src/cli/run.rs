@@ -10,24 +10,26 @@ use pingora_core::server::configuration::ServerConf;
 use super::{Failure, LogFormat, Outcome, failed, resolve};
 use crate::audit::Journal;
 use crate::buyer::Payer;
+use crate::buyer::config::Outbound;
 use crate::config::Resolved;
-use crate::facilitator::FacilitatorApp;
+use crate::facilitator::{self, FacilitatorApp};
 use crate::seller::Paywall;
+use crate::seller::config::Seller;
+use crate::store::StoreSpec;
 use crate::telemetry::otlp::Export;
-use crate::telemetry::{Admin, Readiness, logs};
+use crate::telemetry::{Admin, AdminSpec, Readiness, logs};
 use crate::util::redact_url;
 
 /// `run`: resolve the configuration, start logs (and span export), serve until SIGTERM.
 pub(super) fn run(path: &Path, log_format: LogFormat) -> Outcome {
     let r = resolve(path)?;
-    let export = if r.raw.otlp.enabled {
-        Some(Export::start(&r.raw.otlp).map_err(failed("otlp"))?)
-    } else {
-        None
+    let export = match &r.otlp {
+        Some(spec) => Some(Export::start(spec).map_err(failed("otlp"))?),
+        None => None,
     };
     logs::init(log_format == LogFormat::Json, export.as_ref());
-    if let Some(_e) = &export {
-        tracing::info!(endpoint = %redact_url(&r.raw.otlp.endpoint), service = %r.raw.otlp.service_name, sample_ratio = r.raw.otlp.sample_ratio, "exporting spans over OTLP/HTTP");
+    if let (Some(_e), Some(spec)) = (&export, &r.otlp) {
+        tracing::info!(endpoint = %redact_url(&spec.endpoint), service = %spec.service_name, sample_ratio = spec.sample_ratio, "exporting spans over OTLP/HTTP");
     }
     let done = serve(path, &r);
     if let Some(e) = export {
@@ -38,78 +40,39 @@ pub(super) fn run(path: &Path, log_format: LogFormat) -> Outcome {
 
 /// Build the services the config enables and run them until SIGTERM/SIGINT.
 fn serve(path: &Path, r: &Resolved) -> Outcome {
-    if !r.raw.inbound.enabled && r.outbound.is_none() && !r.raw.facilitator.enabled {
+    if r.inbound.seller().is_none() && r.outbound.is_none() && r.facilitator.is_none() {
         return Err(Failure::usage(format!(
             "{}: inbound.enabled, outbound.enabled and facilitator.enabled are all false, so there is nothing to serve; enable one",
             path.display()
         )));
     }
     let conf = ServerConf {
-        threads: r.raw.server.threads,
-        grace_period_seconds: Some(r.raw.server.grace_period_seconds),
+        threads: r.server.threads,
+        grace_period_seconds: Some(r.server.grace_period_seconds),
         graceful_shutdown_timeout_seconds: Some(5),
         ..Default::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let journal = if r.raw.audit.enabled {
-        let j = Journal::open(&r.raw.audit.dir, r.raw.audit.retention_days)
-            .map_err(failed("audit journal"))?;
-        Some(Arc::new(j))
-    } else {
-        tracing::warn!("audit.enabled is false: paid requests are not journaled");
-        None
+    let journal = match &r.audit {
+        Some(spec) => Some(Arc::new(spec.open().map_err(failed("audit journal"))?)),
+        None => {
+            tracing::warn!("audit.enabled is false: paid requests are not journaled");
+            None
+        }
     };
     let mut readiness = Readiness::default();
-    if r.raw.inbound.enabled {
-        let paywall = Paywall::new(r, journal.clone()).map_err(failed(""))?;
-        let ready = paywall.readiness();
-        readiness.chains.extend(ready.chains);
-        readiness.facilitators.extend(ready.facilitators);
-        readiness.store = ready.store;
-        readiness.upstream = ready.upstream;
-        let mut svc =
-            pingora_proxy::http_proxy_service_with_name(&server.configuration, paywall, "inbound");
-        svc.add_tcp(&r.raw.inbound.listen);
-        server.add_service(svc);
-        tracing::info!(listen = %r.raw.inbound.listen, upstream = %r.raw.inbound.upstream.url, routes = r.routes.len(), "inbound paywall listening");
+    if let Some(seller) = r.inbound.seller() {
+        readiness.merge(add_seller(&mut server, seller, &r.store, &journal)?);
     }
-    if let Some(ob) = r.outbound.clone() {
-        let listen = ob.listen.clone();
-        let (sellers, wallet) = (ob.sellers.len(), ob.signer.address());
-        let payer = Payer::new(ob, &r.raw.store, journal.clone()).map_err(failed("outbound"))?;
-        let mut svc = pingora_core::services::listening::Service::new(
-            "outbound".to_string(),
-            pingora_core::apps::http_app::HttpServer::new_app(payer),
-        );
-        svc.add_tcp(&listen);
-        server.add_service(svc);
-        tracing::info!(%listen, sellers, %wallet, "outbound paying proxy listening");
+    if let Some(ob) = &r.outbound {
+        add_buyer(&mut server, ob, &r.store, &journal)?;
     }
-    if r.raw.facilitator.enabled {
-        let app = FacilitatorApp::new(r)
-            .map_err(failed("facilitator"))?
-            .with_journal(journal.clone());
-        readiness.chains.extend(app.readiness_chains());
-        let networks = app.networks().join(", ");
-        let mut svc = pingora_core::services::listening::Service::new(
-            "facilitator".to_string(),
-            pingora_core::apps::http_app::HttpServer::new_app(app),
-        );
-        svc.add_tcp(&r.raw.facilitator.listen);
-        server.add_service(svc);
-        tracing::info!(listen = %r.raw.facilitator.listen, %networks, "facilitator listening: GET /supported, POST /verify, POST /settle");
+    if let Some(service) = &r.facilitator {
+        readiness.merge(add_facilitator(&mut server, service, &journal)?);
     }
-    if r.raw.admin.enabled {
-        let admin = Admin { readiness };
-        let mut svc = pingora_core::services::listening::Service::new(
-            "admin".to_string(),
-            pingora_core::apps::http_app::HttpServer::new_app(admin),
-        );
-        svc.threads = Some(1);
-        svc.add_tcp(&r.raw.admin.listen);
-        server.add_service(svc);
-        tracing::info!(listen = %r.raw.admin.listen, "admin listener: /metrics /healthz /readyz");
+    if let Some(spec) = &r.admin {
+        add_admin(&mut server, spec, readiness);
     }
     server.run(pingora_core::server::RunArgs::default());
     // The services have stopped: whatever the audit journal still holds goes to disk first.
@@ -120,4 +83,78 @@ fn serve(path: &Path, r: &Resolved) -> Outcome {
         return Err(Failure::reported());
     }
     Ok(())
+}
+
+/// The paywall on `inbound.listen`; returns what `/readyz` checks for it.
+fn add_seller(
+    server: &mut Server,
+    seller: &Seller,
+    store: &StoreSpec,
+    journal: &Option<Arc<Journal>>,
+) -> Result<Readiness, Failure> {
+    let paywall = Paywall::new(seller, store, journal.clone()).map_err(failed(""))?;
+    let ready = paywall.readiness();
+    let mut svc =
+        pingora_proxy::http_proxy_service_with_name(&server.configuration, paywall, "inbound");
+    svc.add_tcp(&seller.listen);
+    server.add_service(svc);
+    tracing::info!(listen = %seller.listen, upstream = %seller.upstream.text, routes = seller.routes.len(), "inbound paywall listening");
+    Ok(ready)
+}
+
+/// The paying proxy on `outbound.listen`.
+fn add_buyer(
+    server: &mut Server,
+    ob: &Outbound,
+    store: &StoreSpec,
+    journal: &Option<Arc<Journal>>,
+) -> Outcome {
+    let listen = ob.listen.clone();
+    let (sellers, wallet) = (ob.sellers.len(), ob.signer.address());
+    let payer = Payer::new(ob.clone(), store, journal.clone()).map_err(failed("outbound"))?;
+    let mut svc = pingora_core::services::listening::Service::new(
+        "outbound".to_string(),
+        pingora_core::apps::http_app::HttpServer::new_app(payer),
+    );
+    svc.add_tcp(&listen);
+    server.add_service(svc);
+    tracing::info!(%listen, sellers, %wallet, "outbound paying proxy listening");
+    Ok(())
+}
+
+/// The facilitator API on `facilitator.listen`; returns what `/readyz` checks for it.
+fn add_facilitator(
+    server: &mut Server,
+    service: &facilitator::config::Service,
+    journal: &Option<Arc<Journal>>,
+) -> Result<Readiness, Failure> {
+    let app = FacilitatorApp::new(service)
+        .map_err(failed("facilitator"))?
+        .with_journal(journal.clone());
+    let ready = Readiness {
+        chains: app.readiness_chains(),
+        ..Readiness::default()
+    };
+    let networks = app.networks().join(", ");
+    let mut svc = pingora_core::services::listening::Service::new(
+        "facilitator".to_string(),
+        pingora_core::apps::http_app::HttpServer::new_app(app),
+    );
+    svc.add_tcp(&service.listen);
+    server.add_service(svc);
+    tracing::info!(listen = %service.listen, %networks, "facilitator listening: GET /supported, POST /verify, POST /settle");
+    Ok(ready)
+}
+
+/// `/metrics`, `/healthz` and `/readyz` (over every service's checks) on `admin.listen`.
+fn add_admin(server: &mut Server, spec: &AdminSpec, readiness: Readiness) {
+    let admin = Admin { readiness };
+    let mut svc = pingora_core::services::listening::Service::new(
+        "admin".to_string(),
+        pingora_core::apps::http_app::HttpServer::new_app(admin),
+    );
+    svc.threads = Some(1);
+    svc.add_tcp(&spec.listen);
+    server.add_service(svc);
+    tracing::info!(listen = %spec.listen, "admin listener: /metrics /healthz /readyz");
 }

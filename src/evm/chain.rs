@@ -89,12 +89,6 @@ impl Chain {
         })
     }
 
-    /// The chain of a `kind: local` facilitator, with its settler key loaded (no I/O yet).
-    pub fn for_facilitator(f: &crate::config::Facilitator) -> Result<Self, String> {
-        let signer = f.settler.load(f.chain_id).map_err(|e| e.to_string())?;
-        Chain::new(&f.rpc_url, f.chain_id, signer, f.receipt_timeout).map_err(|e| e.to_string())
-    }
-
     /// Reads only (no key): what a seller whose facilitator is remote needs to reconcile.
     pub fn read_only(
         rpc_url: &str,

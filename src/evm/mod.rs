@@ -4,7 +4,9 @@
 
 pub mod chain;
 pub mod keys;
+pub mod spec;
 pub mod typed;
 
 pub use chain::{Chain, ChainError, SettleOutcome};
 pub use keys::{KeyError, KeySource};
+pub use spec::ChainSpec;

@@ -10,6 +10,8 @@
 //! `success: false` and a reason code, as the spec's examples do; only a body that is not a
 //! facilitator request at all gets a 4xx.
 
+pub mod config;
+
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -22,7 +24,6 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use crate::audit::{Event, Journal};
-use crate::config::Resolved;
 use crate::evm::{Chain, SettleOutcome, typed};
 use crate::http::{BodyError, Reply, read_body};
 use crate::telemetry;
@@ -506,11 +507,10 @@ impl FacilitatorApp {
     }
 
     /// One chain per `kind: local` facilitator of the configuration (no request is made yet).
-    pub fn new(cfg: &Resolved) -> Result<Self, BuildError> {
+    pub fn new(cfg: &config::Service) -> Result<Self, BuildError> {
         let mut chains = BTreeMap::new();
-        // `Resolved::facilitators` holds the `kind: local` entries only.
-        for f in &cfg.facilitators {
-            let chain = Chain::for_facilitator(f).map_err(|why| BuildError::Chain {
+        for f in &cfg.chains {
+            let chain = Chain::from_spec(f).map_err(|why| BuildError::Chain {
                 network: f.network.clone(),
                 why,
             })?;

@@ -14,6 +14,7 @@
 //! same payment again) or keeps the finished answer for a retry, so nobody pays for an answer
 //! they did not get and nobody gets an answer they did not pay for.
 
+pub mod config;
 pub mod settle;
 
 use std::collections::HashMap;
@@ -32,12 +33,12 @@ use tracing::{Instrument, info, warn};
 
 use crate::advisor;
 use crate::audit::{Event, Journal};
-use crate::config::{Resolved, Route, UnknownRoutes};
 use crate::evm::typed;
 use crate::evm::{Chain, SettleOutcome};
 use crate::http::{BodyError, Reply, read_body};
+use crate::seller::config::{Route, Seller, UnknownRoutes};
 use crate::seller::settle::{Remote, Settler};
-use crate::store::{PaymentRecord, PaymentState, ReplayStore, StoredAnswer};
+use crate::store::{PaymentRecord, PaymentState, ReplayStore, StoreSpec, StoredAnswer};
 use crate::telemetry;
 use crate::util::{new_id, now_secs, rfc3339, sha256_hex};
 use crate::x402::challenge::ChallengeKey;
@@ -94,58 +95,32 @@ pub enum BuildError {
     Store(String),
     #[error("HTTP client: {0}")]
     Http(String),
-    #[error("inbound.upstream.secret_env: environment variable {0} is not set")]
-    Secret(String),
 }
 
 impl Paywall {
-    /// Build from a resolved configuration (keys are loaded here, clients connect lazily).
-    pub fn new(cfg: &Resolved, journal: Option<Arc<Journal>>) -> Result<Self, BuildError> {
-        let ib = &cfg.raw.inbound;
-        let base: reqwest::Url = ib
-            .upstream
-            .url
-            .parse()
-            .map_err(|_| BuildError::Upstream(ib.upstream.url.clone()))?;
+    /// Build from the resolved seller section (keys are loaded here, clients connect lazily).
+    pub fn new(
+        cfg: &Seller,
+        store: &StoreSpec,
+        journal: Option<Arc<Journal>>,
+    ) -> Result<Self, BuildError> {
+        let base = cfg.upstream.url.clone();
         let host = base.host_str().unwrap_or_default().to_string();
         let port = base.port_or_known_default().unwrap_or(80);
         let addr = (host.as_str(), port)
             .to_socket_addrs()
             .ok()
             .and_then(|mut a| a.next())
-            .ok_or_else(|| BuildError::Upstream(ib.upstream.url.clone()))?;
-        let mut chains = HashMap::new();
-        for f in &cfg.facilitators {
-            let chain = Chain::for_facilitator(f).map_err(|why| BuildError::Facilitator {
-                network: f.network.clone(),
-                why,
-            })?;
-            chains.insert(f.chain_id, Arc::new(Settler::Local(Arc::new(chain))));
-        }
-        let facilitator_http = reqwest::Client::builder()
-            .pool_max_idle_per_host(16)
-            .connect_timeout(Duration::from_secs(3))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| BuildError::Http(e.to_string()))?;
-        for f in &cfg.remote_facilitators {
-            let remote = Remote::new(f, facilitator_http.clone()).map_err(|why| {
-                BuildError::Facilitator {
-                    network: f.network.clone(),
-                    why,
-                }
-            })?;
-            chains.insert(f.chain_id, Arc::new(Settler::Remote(remote)));
-        }
-        let store =
-            crate::store::open(&cfg.raw.store).map_err(|e| BuildError::Store(e.to_string()))?;
+            .ok_or_else(|| BuildError::Upstream(cfg.upstream.text.clone()))?;
+        let settlers = settlers(&cfg.settlement)?;
+        let store = crate::store::open(store).map_err(|e| BuildError::Store(e.to_string()))?;
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
             .connect_timeout(Duration::from_secs(2))
             .build()
             .map_err(|e| BuildError::Http(e.to_string()))?;
-        let key = match &ib.challenge_secret {
-            Some(s) => ChallengeKey::new(s.as_bytes().to_vec()),
+        let key = match &cfg.challenge_secret {
+            Some(s) => ChallengeKey::new(s.expose().as_bytes().to_vec()),
             None => {
                 warn!(
                     "inbound.challenge_secret is not set: using a random one; replicas will not accept each other's challenges"
@@ -155,30 +130,21 @@ impl Paywall {
         };
         Ok(Paywall {
             routes: cfg.routes.clone(),
-            unknown: ib.unknown_routes,
-            max_body: ib.max_body_bytes,
-            disclaimer: ib.disclaimer.clone(),
+            unknown: cfg.unknown_routes,
+            max_body: cfg.max_body,
+            disclaimer: cfg.disclaimer.clone(),
             upstream: Upstream {
                 base,
                 addr,
-                timeout: Duration::from_millis(ib.upstream.timeout_ms),
-                secret: ib
-                    .upstream
-                    .secret_env
-                    .as_ref()
-                    .map(|var| std::env::var(var).map_err(|_| BuildError::Secret(var.clone())))
-                    .transpose()?,
+                timeout: cfg.upstream.timeout,
+                secret: cfg.upstream.secret.as_ref().map(|s| s.expose().to_string()),
             },
             http,
-            settlers: chains,
+            settlers,
             store,
             key,
             journal,
-            trusted_proxies: ib
-                .trusted_proxies
-                .iter()
-                .filter_map(|p| p.parse().ok())
-                .collect(),
+            trusted_proxies: cfg.trusted_proxies.clone(),
         })
     }
 
@@ -194,7 +160,10 @@ impl Paywall {
                 .settlers
                 .iter()
                 .filter(|(_, c)| c.remote().is_some())
-                .map(|(id, c)| (format!("eip155:{id}"), c.clone()))
+                .map(|(id, c)| {
+                    let probe: Arc<dyn telemetry::Probe> = c.clone();
+                    (format!("eip155:{id}"), probe)
+                })
                 .collect(),
             store: Some(self.store.clone()),
             upstream: Some(self.upstream.addr),
@@ -1072,6 +1041,34 @@ fn payment_header(s: &Session) -> Result<Option<(Vec<u8>, bool)>, Rejection> {
         }
     }
     Ok(None)
+}
+
+/// The settlement backend of each chain: this sidecar's own (`kind: local`) or a remote
+/// facilitator (`kind: http`).
+fn settlers(settlement: &config::Settlement) -> Result<HashMap<u64, Arc<Settler>>, BuildError> {
+    let mut settlers = HashMap::new();
+    for f in &settlement.local {
+        let chain = Chain::from_spec(f).map_err(|why| BuildError::Facilitator {
+            network: f.network.clone(),
+            why,
+        })?;
+        settlers.insert(f.chain_id, Arc::new(Settler::Local(Arc::new(chain))));
+    }
+    let facilitator_http = reqwest::Client::builder()
+        .pool_max_idle_per_host(16)
+        .connect_timeout(Duration::from_secs(3))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| BuildError::Http(e.to_string()))?;
+    for f in &settlement.remote {
+        let remote =
+            Remote::new(f, facilitator_http.clone()).map_err(|why| BuildError::Facilitator {
+                network: f.network.clone(),
+                why,
+            })?;
+        settlers.insert(f.chain_id, Arc::new(Settler::Remote(remote)));
+    }
+    Ok(settlers)
 }
 
 /// The caller's address: the TCP peer, or — only when the peer is a trusted proxy — the

@@ -15,8 +15,8 @@ use alloy_primitives::{Address, B256, Signature};
 use serde_json::Value;
 use tracing::{info, warn};
 
-use crate::config::RemoteFacilitator;
 use crate::evm::chain::{Chain, SettleOutcome, check_receipt};
+use crate::seller::config::RemoteFacilitator;
 use crate::x402::reason::{Reason, Rejection};
 use crate::x402::types::{Authorization, FacilitatorRequest, VerifyResponse};
 
@@ -96,6 +96,18 @@ impl Settler {
                     message: format!("the chain could not be read: {e}"),
                 },
             },
+        }
+    }
+}
+
+/// `/readyz`: a remote facilitator answers `GET /supported`; this sidecar's own chain is
+/// checked by its RPC instead.
+#[async_trait::async_trait]
+impl crate::telemetry::Probe for Settler {
+    async fn reachable(&self) -> bool {
+        match self {
+            Settler::Local(_) => true,
+            Settler::Remote(r) => r.reachable().await,
         }
     }
 }

@@ -13,6 +13,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::util::Problem;
+
 pub use memory::MemoryStore;
 pub use redis_store::RedisStore;
 
@@ -112,16 +114,60 @@ pub trait BudgetStore: Send + Sync {
 pub trait Store: ReplayStore + BudgetStore {}
 impl<T: ReplayStore + BudgetStore> Store for T {}
 
-/// Open the store named in the configuration: `memory` or `redis://…`.
-pub fn open(spec: &str) -> Result<Arc<dyn Store>, StoreError> {
-    if spec == "memory" {
-        Ok(Arc::new(MemoryStore::new(1_000_000)))
-    } else if spec.starts_with("redis://") || spec.starts_with("rediss://") {
-        Ok(Arc::new(RedisStore::new(spec)?))
-    } else {
-        Err(StoreError::Unavailable(format!(
-            "unknown store `{spec}`: use `memory` or `redis://host:port/db`"
-        )))
+/// The `store:` section of `sidecar.yaml` as written: `memory` (one node, the default) or
+/// `redis://host:port/db` / `rediss://…` (replicas share claims and budgets).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct StoreConfig(pub String);
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig("memory".into())
+    }
+}
+
+impl StoreConfig {
+    /// Check the value; `None` (and a problem at `store`) if it names no store.
+    pub(crate) fn resolve(&self, problems: &mut Vec<Problem>) -> Option<StoreSpec> {
+        let spec = &self.0;
+        if spec == "memory" {
+            Some(StoreSpec::Memory)
+        } else if spec.starts_with("redis://") || spec.starts_with("rediss://") {
+            Some(StoreSpec::Redis(spec.clone()))
+        } else {
+            problems.push(Problem {
+                path: "store".into(),
+                message: format!("`{spec}` is not a store: use `memory` or `redis://host:6379/0`"),
+            });
+            None
+        }
+    }
+}
+
+/// A store that passed the checks: what [`open`] connects to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSpec {
+    /// In this process (one node).
+    Memory,
+    /// A Redis URL (`redis://` or `rediss://`).
+    Redis(String),
+}
+
+impl std::fmt::Display for StoreSpec {
+    /// As written in the configuration.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreSpec::Memory => f.write_str("memory"),
+            StoreSpec::Redis(url) => f.write_str(url),
+        }
+    }
+}
+
+/// Open the store of the configuration (Redis connects lazily).
+pub fn open(spec: &StoreSpec) -> Result<Arc<dyn Store>, StoreError> {
+    match spec {
+        StoreSpec::Memory => Ok(Arc::new(MemoryStore::new(1_000_000))),
+        StoreSpec::Redis(url) => Ok(Arc::new(RedisStore::new(url)?)),
     }
 }
 

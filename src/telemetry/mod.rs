@@ -2,6 +2,7 @@
 //! serves `/metrics` (text format), `/healthz` (alive) and `/readyz` (RPC, store and upstream
 //! reachable). Metric names follow Prometheus conventions (`_total`, `_seconds`).
 
+mod config;
 pub mod logs;
 pub mod otlp;
 
@@ -22,6 +23,8 @@ use serde_json::json;
 use crate::evm::Chain;
 use crate::http::Reply;
 use crate::store::ReplayStore;
+
+pub use config::{AdminConfig, AdminSpec, OtlpConfig, OtlpSpec};
 
 /// Every metric the sidecar exports.
 pub struct Metrics {
@@ -178,17 +181,35 @@ pub fn render() -> String {
     String::from_utf8(buf).unwrap_or_default()
 }
 
+/// A service `/readyz` asks whether it answers (a remote facilitator: `GET /supported`).
+#[async_trait]
+pub trait Probe: Send + Sync {
+    async fn reachable(&self) -> bool;
+}
+
 /// What `/readyz` checks.
 #[derive(Clone, Default)]
 pub struct Readiness {
     pub chains: Vec<(String, Arc<Chain>)>,
-    /// Remote facilitators (`kind: http`): `GET /supported` answers.
-    pub facilitators: Vec<(String, Arc<crate::seller::settle::Settler>)>,
+    /// Remote facilitators (`kind: http`), by network.
+    pub facilitators: Vec<(String, Arc<dyn Probe>)>,
     pub store: Option<Arc<dyn ReplayStore>>,
     pub upstream: Option<SocketAddr>,
 }
 
 impl Readiness {
+    /// Add another service's checks to these (a store or upstream it names replaces ours).
+    pub(crate) fn merge(&mut self, other: Readiness) {
+        self.chains.extend(other.chains);
+        self.facilitators.extend(other.facilitators);
+        if other.store.is_some() {
+            self.store = other.store;
+        }
+        if other.upstream.is_some() {
+            self.upstream = other.upstream;
+        }
+    }
+
     /// Each check's result; ready when all pass.
     pub async fn check(&self) -> (bool, serde_json::Value) {
         let mut all = true;
@@ -202,12 +223,10 @@ impl Readiness {
             all &= ok;
             out.insert(format!("rpc:{network}"), json!(ok));
         }
-        for (network, settler) in &self.facilitators {
-            if let Some(remote) = settler.remote() {
-                let ok = remote.reachable().await;
-                all &= ok;
-                out.insert(format!("facilitator:{network}"), json!(ok));
-            }
+        for (network, probe) in &self.facilitators {
+            let ok = probe.reachable().await;
+            all &= ok;
+            out.insert(format!("facilitator:{network}"), json!(ok));
         }
         if let Some(store) = &self.store {
             let ok = matches!(tokio::time::timeout(limit, store.ping()).await, Ok(Ok(())));

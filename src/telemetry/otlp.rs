@@ -28,7 +28,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::Layer;
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::config::OtlpConfig;
+use super::config::OtlpSpec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OtlpError {
@@ -44,7 +44,7 @@ pub struct Export {
 
 impl Export {
     /// Build the exporter and its batch thread (nothing is sent until spans end).
-    pub fn start(cfg: &OtlpConfig) -> Result<Self, OtlpError> {
+    pub fn start(cfg: &OtlpSpec) -> Result<Self, OtlpError> {
         let fail = |reason: String| OtlpError::Build {
             endpoint: cfg.endpoint.clone(),
             reason,
@@ -54,7 +54,7 @@ impl Export {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let timeout = Duration::from_millis(cfg.timeout_ms);
+        let timeout = cfg.timeout;
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(Protocol::HttpBinary)
@@ -64,7 +64,7 @@ impl Export {
             .build()
             .map_err(|e| fail(e.to_string()))?;
         let batch = BatchConfigBuilder::default()
-            .with_scheduled_delay(Duration::from_millis(cfg.batch_delay_ms))
+            .with_scheduled_delay(cfg.batch_delay)
             .build();
         let processor = BatchSpanProcessor::builder(Counted::new(exporter, &cfg.endpoint))
             .with_batch_config(batch)

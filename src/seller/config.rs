@@ -1,0 +1,679 @@
+//! The seller's sections of `sidecar.yaml`: `inbound:` (the paywall and its routes) and
+//! `facilitators:` (who settles each network, in [`settlement`]).
+//!
+//! `InboundConfig::resolve` gives a complete [`Inbound`]: every address, URL, secret and
+//! price is parsed and checked here, once, so the paywall is built from plain values and never
+//! reads the YAML again. Problems carry the path of the field at fault
+//! (`inbound.routes[0].accepts[0].price`).
+
+pub mod settlement;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use alloy_primitives::Address;
+use serde::Deserialize;
+
+use crate::util::{Problem, Secret};
+use crate::x402::matching::Offer;
+use crate::x402::money::{self, PriceSpec};
+use crate::x402::networks;
+
+pub use settlement::{FacilitatorConfig, RemoteFacilitator, Settlement};
+
+/// The `inbound:` section as written: the public paywall. Off unless enabled.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    /// What to do with a request that matches no route: `reject` (404) or `proxy` (forward free).
+    #[serde(default)]
+    pub unknown_routes: UnknownRoutes,
+    /// Request body cap in bytes (at most 65536).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Secret that signs the 402 challenge. Replicas must share it; random per process if unset.
+    #[serde(default)]
+    pub challenge_secret: Option<String>,
+    /// Addresses of proxies in front of the sidecar whose `X-Forwarded-For` is believed
+    /// when logging the caller; nobody else's is.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Added to every paid answer that lacks one.
+    #[serde(default = "default_disclaimer")]
+    pub disclaimer: String,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+impl Default for InboundConfig {
+    fn default() -> Self {
+        InboundConfig {
+            enabled: false,
+            listen: default_listen(),
+            upstream: UpstreamConfig::default(),
+            unknown_routes: UnknownRoutes::default(),
+            max_body_bytes: default_max_body(),
+            challenge_secret: None,
+            trusted_proxies: Vec::new(),
+            disclaimer: default_disclaimer(),
+            routes: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownRoutes {
+    #[default]
+    Reject,
+    Proxy,
+}
+
+/// The strategy endpoint behind the paywall.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    #[serde(default = "default_upstream")]
+    pub url: String,
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout_ms: u64,
+    /// Environment variable holding a secret sent to the upstream in `X-Sidecar-Secret` on
+    /// paid calls (the built-in advisor refuses calls without it; see `x402-sidecar advisor`).
+    #[serde(default)]
+    pub secret_env: Option<String>,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            url: default_upstream(),
+            timeout_ms: default_upstream_timeout(),
+            secret_env: None,
+        }
+    }
+}
+
+/// One protected (or free) route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    #[serde(default = "default_method")]
+    pub method: String,
+    pub path: String,
+    #[serde(default)]
+    pub description: String,
+    /// Price for every accept that sets none. A route with no price and no accepts is free.
+    #[serde(default)]
+    pub price: Option<PriceSpec>,
+    /// Validate the body as a `StrategyRequest` before asking for payment.
+    #[serde(default = "yes")]
+    pub strategy_request: bool,
+    #[serde(default)]
+    pub accepts: Vec<AcceptConfig>,
+}
+
+/// One way to pay a route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptConfig {
+    /// CAIP-2 network, e.g. `eip155:84532`.
+    pub network: String,
+    /// Token contract address.
+    pub asset: String,
+    /// Seller's receiving address.
+    pub pay_to: String,
+    #[serde(default)]
+    pub price: Option<PriceSpec>,
+    #[serde(default = "default_decimals")]
+    pub decimals: u8,
+    /// The token's EIP-712 domain name and version (`USDC`/`2` on Base Sepolia, `USD Coin`/`2` on Base).
+    pub eip712: Option<Eip712Config>,
+    #[serde(default = "default_max_timeout")]
+    pub max_timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Eip712Config {
+    pub name: String,
+    pub version: String,
+}
+
+fn default_listen() -> String {
+    "0.0.0.0:8402".into()
+}
+fn default_max_body() -> usize {
+    64 * 1024
+}
+fn default_disclaimer() -> String {
+    "This is automated strategy information, not investment advice. Trading perpetual futures carries a high risk of loss; you alone are responsible for your trades.".into()
+}
+fn default_upstream() -> String {
+    "http://127.0.0.1:8500".into()
+}
+fn default_upstream_timeout() -> u64 {
+    4_000
+}
+fn default_method() -> String {
+    "POST".into()
+}
+fn yes() -> bool {
+    true
+}
+fn default_decimals() -> u8 {
+    6
+}
+fn default_max_timeout() -> u64 {
+    300
+}
+
+/// The largest body the paywall buffers (its replay buffer).
+const MAX_BODY_LIMIT: usize = 64 * 1024;
+
+/// A route ready to serve.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub method: String,
+    pub path: String,
+    pub description: String,
+    pub strategy_request: bool,
+    /// Empty for a free route.
+    pub offers: Vec<Offer>,
+}
+
+impl Route {
+    /// `"POST /x402"`: the route's identity inside challenges.
+    pub fn id(&self) -> String {
+        format!("{} {}", self.method, self.path)
+    }
+
+    /// `check-config` lines: the route is free, or one line per way to pay it.
+    pub(crate) fn describe(&self) -> Vec<String> {
+        if self.offers.is_empty() {
+            return vec![format!("{} (free)", self.id())];
+        }
+        self.offers
+            .iter()
+            .map(|o| {
+                format!(
+                    "{} costs {} ({} atomic units) of {} on {}, paid to {}, settled by {}",
+                    self.id(),
+                    money::format_decimal(o.amount, o.decimals),
+                    o.amount,
+                    o.asset,
+                    o.network,
+                    o.pay_to,
+                    o.facilitator
+                )
+            })
+            .collect()
+    }
+}
+
+/// The upstream strategy endpoint, checked.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// An http(s) URL with a host.
+    pub url: reqwest::Url,
+    /// The URL as written (for the summary and the logs).
+    pub text: String,
+    /// More than 0.
+    pub timeout: Duration,
+    /// The value of `secret_env`, sent in `X-Sidecar-Secret` on paid calls.
+    pub secret: Option<Secret>,
+}
+
+/// Everything the paywall serves with: `inbound:` with `enabled: true`, resolved, and the
+/// settlement of its networks.
+#[derive(Debug, Clone)]
+pub struct Seller {
+    /// An address like `0.0.0.0:8402` (checked), kept as written for the listener and the logs.
+    pub listen: String,
+    pub upstream: Upstream,
+    pub unknown_routes: UnknownRoutes,
+    /// 1–65536 bytes.
+    pub max_body: usize,
+    /// At least 16 characters; `None`: a random key per process.
+    pub challenge_secret: Option<Secret>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpAddr>,
+    pub disclaimer: String,
+    pub routes: Vec<Route>,
+    pub settlement: Settlement,
+}
+
+/// The `inbound:` section, resolved.
+#[derive(Debug, Clone)]
+pub enum Inbound {
+    /// `enabled: false`: the routes are still checked (a wrong one is refused either way) and
+    /// shown by `check-config`, but nothing is served.
+    Off {
+        routes: Vec<Route>,
+    },
+    On(Box<Seller>),
+}
+
+impl Inbound {
+    /// The paywall to serve, if enabled.
+    pub fn seller(&self) -> Option<&Seller> {
+        match self {
+            Inbound::Off { .. } => None,
+            Inbound::On(s) => Some(s),
+        }
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        match self {
+            Inbound::Off { routes } => routes,
+            Inbound::On(s) => &s.routes,
+        }
+    }
+
+    /// `check-config` lines: the section, then each route.
+    pub(crate) fn describe(&self) -> Vec<String> {
+        let head = match self.seller() {
+            Some(s) => format!("inbound: enabled on {} → {}", s.listen, s.upstream.text),
+            None => "inbound: disabled".into(),
+        };
+        std::iter::once(head)
+            .chain(self.routes().iter().flat_map(Route::describe))
+            .collect()
+    }
+}
+
+/// The checked values of an enabled section, before its routes.
+struct Serving {
+    listen: Option<String>,
+    upstream: Option<Upstream>,
+    trusted_proxies: Vec<IpAddr>,
+}
+
+impl InboundConfig {
+    /// Check the section; `None` when a problem was found (each one is in `problems`).
+    /// `settlement` is the resolved `facilitators:` section the routes' networks need.
+    pub(crate) fn resolve(
+        &self,
+        settlement: &Settlement,
+        problems: &mut Vec<Problem>,
+    ) -> Option<Inbound> {
+        let before = problems.len();
+        let serving = self.enabled.then(|| self.serving(problems));
+        let routes: Vec<Route> = self
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| self.route(i, r, settlement, problems))
+            .collect();
+        if problems.len() > before {
+            return None;
+        }
+        let Some(serving) = serving else {
+            return Some(Inbound::Off { routes });
+        };
+        Some(Inbound::On(Box::new(Seller {
+            listen: serving.listen?,
+            upstream: serving.upstream?,
+            unknown_routes: self.unknown_routes,
+            max_body: self.max_body_bytes,
+            challenge_secret: self.challenge_secret.clone().map(Secret::new),
+            trusted_proxies: serving.trusted_proxies,
+            disclaimer: self.disclaimer.clone(),
+            routes,
+            settlement: settlement.clone(),
+        })))
+    }
+
+    /// The checks of an enabled section: addresses, upstream, limits, secrets.
+    fn serving(&self, problems: &mut Vec<Problem>) -> Serving {
+        let mut p = |path: &str, message: String| {
+            problems.push(Problem {
+                path: path.into(),
+                message,
+            })
+        };
+        let listen = (self.listen.parse::<SocketAddr>().is_ok()).then(|| self.listen.clone());
+        if listen.is_none() {
+            p(
+                "inbound.listen",
+                format!("`{}` is not an address like 0.0.0.0:8402", self.listen),
+            );
+        }
+        let upstream = self.upstream.resolve(&mut p);
+        if self.max_body_bytes == 0 || self.max_body_bytes > MAX_BODY_LIMIT {
+            p(
+                "inbound.max_body_bytes",
+                "must be between 1 and 65536 (the proxy's replay buffer)".into(),
+            );
+        }
+        if self.routes.is_empty() {
+            p(
+                "inbound.routes",
+                "inbound is enabled but no route is configured; add one such as `POST /x402`"
+                    .into(),
+            );
+        }
+        let mut trusted_proxies = Vec::new();
+        for (i, t) in self.trusted_proxies.iter().enumerate() {
+            match t.parse() {
+                Ok(ip) => trusted_proxies.push(ip),
+                Err(_) => p(
+                    &format!("inbound.trusted_proxies[{i}]"),
+                    format!("`{t}` is not an IP address"),
+                ),
+            }
+        }
+        if matches!(&self.challenge_secret, Some(s) if s.len() < 16) {
+            p(
+                "inbound.challenge_secret",
+                "use at least 16 characters".into(),
+            );
+        }
+        Serving {
+            listen,
+            upstream,
+            trusted_proxies,
+        }
+    }
+
+    /// One route: method, path, not twice, and each way to pay it.
+    fn route(
+        &self,
+        ri: usize,
+        r: &RouteConfig,
+        settlement: &Settlement,
+        problems: &mut Vec<Problem>,
+    ) -> Route {
+        let at = format!("inbound.routes[{ri}]");
+        let mut p = |path: String, message: String| problems.push(Problem { path, message });
+        let method = r.method.to_ascii_uppercase();
+        if !matches!(method.as_str(), "GET" | "POST" | "PUT" | "PATCH" | "DELETE") {
+            p(
+                format!("{at}.method"),
+                format!("`{}` is not an HTTP method", r.method),
+            );
+        }
+        if !r.path.starts_with('/') {
+            p(
+                format!("{at}.path"),
+                format!("`{}` must start with /", r.path),
+            );
+        }
+        if self.routes[..ri]
+            .iter()
+            .any(|o| o.path == r.path && o.method.eq_ignore_ascii_case(&r.method))
+        {
+            p(
+                at.clone(),
+                format!("{method} {} is configured twice", r.path),
+            );
+        }
+        if r.accepts.is_empty() && r.price.is_some() {
+            p(format!("{at}.accepts"), "the route has a price but no way to pay it: add an accepts entry (network, asset, pay_to, eip712)".into());
+        }
+        let offers = r
+            .accepts
+            .iter()
+            .enumerate()
+            .filter_map(|(ai, a)| a.offer(&format!("{at}.accepts[{ai}]"), r, settlement, problems))
+            .collect();
+        Route {
+            method,
+            path: r.path.clone(),
+            description: r.description.clone(),
+            strategy_request: r.strategy_request,
+            offers,
+        }
+    }
+}
+
+impl UpstreamConfig {
+    /// URL, secret and timeout of an enabled section's upstream.
+    fn resolve(&self, p: &mut impl FnMut(&str, String)) -> Option<Upstream> {
+        let url = match reqwest::Url::parse(&self.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
+            _ => {
+                p(
+                    "inbound.upstream.url",
+                    format!("`{}` is not an http(s) URL", self.url),
+                );
+                None
+            }
+        };
+        let secret = match &self.secret_env {
+            None => Ok(None),
+            Some(var) => match std::env::var(var) {
+                Ok(v) if !v.is_empty() => Ok(Some(Secret::new(v))),
+                _ => Err(var),
+            },
+        };
+        if let Err(var) = &secret {
+            p(
+                "inbound.upstream.secret_env",
+                format!(
+                    "environment variable {var} is not set (it must hold the secret the upstream advisor expects)"
+                ),
+            );
+        }
+        if self.timeout_ms == 0 {
+            p("inbound.upstream.timeout_ms", "must be more than 0".into());
+        }
+        Some(Upstream {
+            url: url?,
+            text: self.url.clone(),
+            timeout: Duration::from_millis(self.timeout_ms),
+            secret: secret.ok()?,
+        })
+    }
+}
+
+impl AcceptConfig {
+    /// One way to pay `route`: network, token, recipient, price, domain, window, settlement.
+    fn offer(
+        &self,
+        at: &str,
+        route: &RouteConfig,
+        settlement: &Settlement,
+        problems: &mut Vec<Problem>,
+    ) -> Option<Offer> {
+        let mut p = |field: &str, message: String| {
+            problems.push(Problem {
+                path: format!("{at}.{field}"),
+                message,
+            })
+        };
+        let chain_id = networks::chain_id(&self.network);
+        if chain_id.is_none() {
+            p(
+                "network",
+                format!(
+                    "`{}` is not a CAIP-2 EVM network like `eip155:84532`",
+                    self.network
+                ),
+            );
+        }
+        let asset = self.asset.parse::<Address>();
+        if asset.is_err() {
+            p(
+                "asset",
+                format!(
+                    "`{}` is not a token address (0x + 40 hex digits)",
+                    self.asset
+                ),
+            );
+        }
+        let pay_to = self.pay_to.parse::<Address>();
+        match &pay_to {
+            Err(_) => p(
+                "pay_to",
+                format!("`{}` is not an address (0x + 40 hex digits)", self.pay_to),
+            ),
+            Ok(addr) if addr.is_zero() => {
+                p("pay_to", "the zero address would burn every payment".into())
+            }
+            Ok(_) => {}
+        }
+        let amount = self.price(route, &mut p);
+        if self.eip712.is_none() {
+            p("eip712", "the token's EIP-712 domain is required: `eip712: {name: USDC, version: \"2\"}` (Base Sepolia USDC) or `{name: USD Coin, version: \"2\"}` (Base USDC)".into());
+        }
+        if self.max_timeout_seconds < 10 || self.max_timeout_seconds > 3600 {
+            p(
+                "max_timeout_seconds",
+                "must be between 10 and 3600 seconds".into(),
+            );
+        }
+        let facilitator = settlement.settled_by(&self.network);
+        if facilitator.is_none() && chain_id.is_some() && !settlement.declares(&self.network) {
+            p(
+                "network",
+                format!(
+                    "no facilitator settles {}: add one under `facilitators`",
+                    self.network
+                ),
+            );
+        }
+        let e = self.eip712.as_ref()?;
+        Some(Offer {
+            scheme: "exact".into(),
+            network: self.network.clone(),
+            chain_id: chain_id?,
+            asset: asset.ok()?,
+            pay_to: pay_to.ok()?,
+            amount: amount?,
+            max_timeout_seconds: self.max_timeout_seconds,
+            decimals: self.decimals,
+            eip712_name: e.name.clone(),
+            eip712_version: e.version.clone(),
+            facilitator: facilitator?,
+        })
+    }
+
+    /// This entry's price, or the route's, in atomic units; more than 0.
+    fn price(
+        &self,
+        route: &RouteConfig,
+        p: &mut impl FnMut(&str, String),
+    ) -> Option<alloy_primitives::U256> {
+        let Some(spec) = self.price.as_ref().or(route.price.as_ref()) else {
+            p("price", "no price: set `price` on the route or on this accepts entry (\"$0.01\" or atomic units)".into());
+            return None;
+        };
+        match spec.parse(self.decimals) {
+            Ok(v) if v.is_zero() => {
+                p(
+                    "price",
+                    "a price of 0 is not a paid route; remove `accepts` to make it free".into(),
+                );
+                None
+            }
+            Ok(v) => Some(v),
+            Err(e) => {
+                p("price", e.to_string());
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEV0: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+
+    const GOOD: &str = r#"
+inbound:
+  enabled: true
+  listen: 127.0.0.1:8402
+  upstream: { url: "http://127.0.0.1:8500" }
+  routes:
+    - path: /x402
+      price: "$0.01"
+      accepts:
+        - network: eip155:84532
+          asset: "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
+          pay_to: "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+          eip712: { name: USDC, version: "2" }
+facilitators:
+  - network: eip155:84532
+    rpc_url: http://127.0.0.1:8545
+    settler: { key_env: X402_SELLER_CFG_TEST_SETTLER }
+"#;
+
+    /// The seller's two sections of a file, resolved as the aggregate does.
+    fn resolve(text: &str) -> Result<Inbound, Vec<Problem>> {
+        #[derive(Deserialize)]
+        struct Sections {
+            inbound: InboundConfig,
+            facilitators: Vec<FacilitatorConfig>,
+        }
+        // The settler key is read from the process environment by `KeySource::load`.
+        // SAFETY: a test-only variable, always set to the same value.
+        unsafe { std::env::set_var("X402_SELLER_CFG_TEST_SETTLER", DEV0) };
+        let s: Sections = serde_yaml::from_str(text).unwrap();
+        let mut problems = Vec::new();
+        let settlement = Settlement::resolve(&s.facilitators, &mut problems);
+        let inbound = s.inbound.resolve(&settlement, &mut problems);
+        match inbound {
+            Some(i) if problems.is_empty() => Ok(i),
+            _ => Err(problems),
+        }
+    }
+
+    #[test]
+    fn a_complete_paid_route_resolves() {
+        let r = resolve(GOOD).unwrap();
+        let route = &r.routes()[0];
+        let o = &route.offers[0];
+        assert_eq!(o.amount, alloy_primitives::U256::from(10_000));
+        assert_eq!(o.chain_id, 84532);
+        assert_eq!(route.id(), "POST /x402");
+        assert!(o.facilitator.starts_with("local:0x"));
+        let seller = r.seller().expect("enabled");
+        assert_eq!(seller.listen, "127.0.0.1:8402");
+        assert_eq!(seller.upstream.text, "http://127.0.0.1:8500");
+        assert_eq!(seller.max_body, 64 * 1024);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let bad = GOOD
+            .replace("\"$0.01\"", "\"$0.0000001\"")
+            .replace(
+                "eip712: { name: USDC, version: \"2\" }",
+                "max_timeout_seconds: 5",
+            )
+            .replace("eip155:84532\n    rpc", "eip155:8453\n    rpc");
+        let probs = resolve(&bad).unwrap_err();
+        let paths: Vec<_> = probs.iter().map(|p| p.path.as_str()).collect();
+        for want in [
+            "inbound.routes[0].accepts[0].price",
+            "inbound.routes[0].accepts[0].eip712",
+            "inbound.routes[0].accepts[0].max_timeout_seconds",
+            "facilitators[0].settler",
+        ] {
+            assert!(paths.contains(&want), "{want} missing from {probs:#?}");
+        }
+        // The dev key on Base mainnet is refused, and the sentence says why.
+        assert!(probs.iter().any(|p| p.message.contains("development keys")));
+    }
+
+    #[test]
+    fn a_disabled_paywall_still_checks_its_routes() {
+        let off = GOOD.replace(
+            "enabled: true\n  listen: 127.0.0.1:8402",
+            "enabled: false\n  listen: nowhere",
+        );
+        let r = resolve(&off).unwrap();
+        assert!(r.seller().is_none());
+        assert_eq!(r.routes().len(), 1);
+        let probs = resolve(&off.replace("/x402", "x402")).unwrap_err();
+        assert_eq!(probs[0].path, "inbound.routes[0].path", "{probs:#?}");
+    }
+}

@@ -1,0 +1,248 @@
+//! The `facilitators:` section: who verifies and settles payments on each network.
+//!
+//! Where it lives: the seller is the one part that uses all of it (`kind: local` and
+//! `kind: http` alike), so the section's serde type and its checks are the seller's. The
+//! facilitator service also settles with the `kind: local` entries, but a role never imports
+//! another, so it is handed those entries already resolved, as [`ChainSpec`]s (a lower
+//! part), by the aggregate configuration.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::evm::{ChainSpec, KeySource};
+use crate::util::{Problem, Secret, redact_url};
+use crate::x402::networks;
+
+/// One entry of `facilitators:`: `local` (this sidecar, on chain, with its settler key) or
+/// `http` (a facilitator server: `POST {url}/verify`, `POST {url}/settle`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FacilitatorConfig {
+    pub network: String,
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    /// The chain's RPC. `http` kind: read only, to check what the facilitator reports and to
+    /// reconcile a settlement whose answer was lost.
+    pub rpc_url: String,
+    /// `local` kind: settler key (pays gas): `key_env` or `keystore` + `password_env`/`password_file`.
+    #[serde(default)]
+    pub settler: KeySource,
+    #[serde(default = "default_receipt_timeout")]
+    pub receipt_timeout_ms: u64,
+    /// `http` kind: the facilitator's base URL (e.g. `https://x402.org/facilitator`).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `http` kind: extra request headers (e.g. `authorization: Bearer ${FACILITATOR_TOKEN}`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// `http` kind: longest wait for one `/verify` or `/settle` answer.
+    #[serde(default = "default_facilitator_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_kind() -> String {
+    "local".into()
+}
+fn default_receipt_timeout() -> u64 {
+    30_000
+}
+fn default_facilitator_timeout() -> u64 {
+    15_000
+}
+
+/// A facilitator reached over HTTP (`kind: http`), ready to connect.
+#[derive(Clone)]
+pub struct RemoteFacilitator {
+    pub network: String,
+    pub chain_id: u64,
+    pub rpc_url: String,
+    pub url: reqwest::Url,
+    pub headers: Vec<(String, Secret)>,
+    pub timeout: Duration,
+    pub receipt_timeout: Duration,
+}
+
+impl std::fmt::Debug for RemoteFacilitator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteFacilitator")
+            .field("network", &self.network)
+            .field("url", &redact_url(self.url.as_str()))
+            .finish()
+    }
+}
+
+/// The `facilitators:` section, resolved: who settles each network.
+#[derive(Debug, Clone, Default)]
+pub struct Settlement {
+    /// `kind: local`: this sidecar settles on chain with its settler key.
+    pub local: Vec<ChainSpec>,
+    /// `kind: http`.
+    pub remote: Vec<RemoteFacilitator>,
+    /// Every network with an entry, resolved or not: a route on a network whose entry is
+    /// wrong is not reported a second time.
+    declared: BTreeSet<String>,
+    /// Whether any entry (resolved or not) is `kind: local`.
+    declares_local: bool,
+}
+
+impl Settlement {
+    /// Check every entry of `facilitators:` (the `local` ones load their settler key).
+    pub(crate) fn resolve(
+        entries: &[FacilitatorConfig],
+        problems: &mut Vec<Problem>,
+    ) -> Settlement {
+        let mut s = Settlement {
+            declared: entries.iter().map(|f| f.network.clone()).collect(),
+            declares_local: entries.iter().any(|f| f.kind == "local"),
+            ..Settlement::default()
+        };
+        for (i, f) in entries.iter().enumerate() {
+            s.add(&format!("facilitators[{i}]"), f, problems);
+        }
+        s
+    }
+
+    /// One entry: the checks both kinds share, then its own kind's.
+    fn add(&mut self, at: &str, f: &FacilitatorConfig, problems: &mut Vec<Problem>) {
+        let mut p = |field: &str, message: String| problems.push(problem(at, field, message));
+        if f.kind != "local" && f.kind != "http" {
+            p(
+                ".kind",
+                format!(
+                    "`{}` is not a facilitator kind; use `local` or `http`",
+                    f.kind
+                ),
+            );
+            return;
+        }
+        let Some(chain_id) = networks::chain_id(&f.network) else {
+            p(
+                ".network",
+                format!(
+                    "`{}` is not a CAIP-2 EVM network like `eip155:84532`",
+                    f.network
+                ),
+            );
+            return;
+        };
+        if reqwest::Url::parse(&f.rpc_url)
+            .map(|u| !matches!(u.scheme(), "http" | "https"))
+            .unwrap_or(true)
+        {
+            p(".rpc_url", format!("`{}` is not an http(s) URL", f.rpc_url));
+        }
+        if self.settled_by(&f.network).is_some() {
+            p(
+                ".network",
+                format!(
+                    "a second facilitator for {}; keep one per network",
+                    f.network
+                ),
+            );
+        }
+        let receipt_timeout = Duration::from_millis(f.receipt_timeout_ms);
+        if f.kind == "http" {
+            if let Some(r) = remote(at, f, chain_id, problems) {
+                self.remote.push(r);
+            }
+            return;
+        }
+        match ChainSpec::load(
+            &f.network,
+            chain_id,
+            &f.rpc_url,
+            &f.settler,
+            receipt_timeout,
+        ) {
+            Ok(spec) => self.local.push(spec),
+            Err(message) => problems.push(problem(at, ".settler", message)),
+        }
+    }
+
+    /// Who settles `network`, as announced in a requirement's `extra.facilitator`:
+    /// `local:<settler address>`, or the remote facilitator's URL without credentials.
+    pub(crate) fn settled_by(&self, network: &str) -> Option<String> {
+        let local = self.local.iter().find(|c| c.network == network);
+        let remote = self.remote.iter().find(|r| r.network == network);
+        match (local, remote) {
+            (Some(c), _) => Some(format!("local:{}", c.settler_address)),
+            (None, Some(r)) => Some(redact_url(r.url.as_str())),
+            (None, None) => None,
+        }
+    }
+
+    /// Whether `facilitators:` has an entry for `network`, resolved or not.
+    pub(crate) fn declares(&self, network: &str) -> bool {
+        self.declared.contains(network)
+    }
+
+    /// Whether `facilitators:` has a `kind: local` entry, resolved or not.
+    pub(crate) fn declares_local(&self) -> bool {
+        self.declares_local
+    }
+}
+
+/// A `kind: http` entry.
+fn remote(
+    at: &str,
+    f: &FacilitatorConfig,
+    chain_id: u64,
+    problems: &mut Vec<Problem>,
+) -> Option<RemoteFacilitator> {
+    let mut p = |field: &str, message: String| problems.push(problem(at, field, message));
+    let url = match f.url.as_deref().map(reqwest::Url::parse) {
+        Some(Ok(u)) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
+        Some(_) => {
+            p(
+                ".url",
+                "is not an http(s) URL like https://x402.org/facilitator".into(),
+            );
+            None
+        }
+        None => {
+            p(
+                ".url",
+                "`kind: http` needs the facilitator's base URL".into(),
+            );
+            None
+        }
+    };
+    if f.settler.is_configured() {
+        p(
+            ".settler",
+            "a remote facilitator settles with its own key: remove `settler`".into(),
+        );
+    }
+    if f.timeout_ms == 0 {
+        p(".timeout_ms", "must be more than 0".into());
+    }
+    for (k, v) in &f.headers {
+        if http::HeaderName::from_bytes(k.as_bytes()).is_err()
+            || http::HeaderValue::from_str(v).is_err()
+        {
+            p(".headers", format!("`{k}` is not a valid HTTP header"));
+        }
+    }
+    Some(RemoteFacilitator {
+        network: f.network.clone(),
+        chain_id,
+        rpc_url: f.rpc_url.clone(),
+        url: url?,
+        headers: f
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), Secret::new(v.clone())))
+            .collect(),
+        timeout: Duration::from_millis(f.timeout_ms),
+        receipt_timeout: Duration::from_millis(f.receipt_timeout_ms),
+    })
+}
+
+fn problem(at: &str, field: &str, message: String) -> Problem {
+    Problem {
+        path: format!("{at}{field}"),
+        message,
+    }
+}
