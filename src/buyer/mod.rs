@@ -442,7 +442,7 @@ impl Payer {
                     return Ok(Answer {
                         seller: seller.name.clone(),
                         body: bytes,
-                        receipt_header: receipt.map(|(n, v)| (receipt_name(n), v)),
+                        receipt_header: receipt.map(|(n, v)| (crate::x402::receipt_name(n), v)),
                         paid: Some(paid),
                     });
                 }
@@ -874,14 +874,6 @@ fn classify(e: &reqwest::Error) -> (&'static str, String) {
 
 fn retry_after(h: &reqwest::header::HeaderMap) -> Option<u64> {
     h.get("retry-after")?.to_str().ok()?.trim().parse().ok()
-}
-
-fn receipt_name(n: &str) -> &'static str {
-    if n == crate::x402::HEADER_X_PAYMENT_RESPONSE {
-        crate::x402::HEADER_X_PAYMENT_RESPONSE
-    } else {
-        crate::x402::HEADER_PAYMENT_RESPONSE
-    }
 }
 
 fn summary(attempts: &[Attempt]) -> String {

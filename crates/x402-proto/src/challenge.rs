@@ -8,6 +8,7 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use super::hex;
 use super::reason::{Reason, Rejection};
 use super::types::PaymentRequirements;
 
@@ -97,10 +98,6 @@ impl ChallengeKey {
         }
         Ok(())
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {

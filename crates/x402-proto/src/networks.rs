@@ -27,6 +27,17 @@ pub fn from_v1_name(name: &str) -> Option<String> {
     Some(format!("eip155:{id}"))
 }
 
+/// The name a v1 message uses for a CAIP-2 network: its v1 name, else the id itself.
+pub fn to_v1(caip2: &str) -> &str {
+    v1_name(caip2).unwrap_or(caip2)
+}
+
+/// The CAIP-2 id a v1 message's network name stands for, else the name itself (which then
+/// names no network this crate knows: every check on it fails).
+pub fn from_v1(name: &str) -> String {
+    from_v1_name(name).unwrap_or_else(|| name.to_string())
+}
+
 /// The EVM chain id of an `eip155:<id>` network.
 pub fn chain_id(caip2: &str) -> Option<u64> {
     let rest = caip2.strip_prefix("eip155:")?;
@@ -62,5 +73,9 @@ mod tests {
             Some("eip155:31337")
         );
         assert_eq!(from_v1_name("moon"), None);
+        assert_eq!(to_v1("eip155:84532"), "base-sepolia");
+        assert_eq!(to_v1("eip155:31337"), "eip155:31337");
+        assert_eq!(from_v1("base"), "eip155:8453");
+        assert_eq!(from_v1("moon"), "moon");
     }
 }
