@@ -1263,19 +1263,13 @@ struct Floor {
 
 impl Floor {
     async fn new(net: &Devnet) -> Res<Floor> {
-        use alloy_network::EthereumWallet;
-        use alloy_provider::{Provider, ProviderBuilder};
+        use alloy_provider::Provider;
         let e = |e: &dyn std::fmt::Display| format!("devnet floor: {e}");
         let key: PrivateKeySigner = x402_sidecar::evm::keys::DEV_KEYS[3]
             .parse()
             .map_err(|x| e(&x))?;
         let me = key.address();
-        let url = net.rpc_url.parse().map_err(|x| e(&x))?;
-        let p = ProviderBuilder::new()
-            .disable_recommended_fillers()
-            .wallet(EthereumWallet::from(key))
-            .connect_http(url)
-            .erased();
+        let p = x402_sidecar::evm::connect(&net.rpc_url, Some(key)).map_err(|x| e(&x))?;
         let nonce = p
             .get_transaction_count(me)
             .pending()
@@ -1297,25 +1291,13 @@ impl Floor {
         use alloy_provider::Provider;
         use alloy_rpc_types_eth::TransactionRequest;
         use alloy_sol_types::SolCall;
-        use x402_sidecar::evm::typed::IEip3009Token as Token;
 
         let e = |e: &dyn std::fmt::Display| format!("devnet floor: {e}");
         let mut t: Tally = Default::default();
         let t_start = Instant::now();
         for _ in 0..n {
             let (auth, sig) = floor_auth(payer)?;
-            let data = Token::transferWithAuthorizationCall {
-                from: auth.from,
-                to: auth.to,
-                value: auth.value,
-                validAfter: auth.valid_after,
-                validBefore: auth.valid_before,
-                nonce: auth.nonce,
-                v: 27 + sig.v() as u8,
-                r: sig.r().into(),
-                s: sig.s().into(),
-            }
-            .abi_encode();
+            let data = x402_sidecar::evm::typed::transfer_call(&auth, &sig).abi_encode();
             let t0 = Instant::now();
             let dry = TransactionRequest::default()
                 .with_from(self.me)

@@ -6,5 +6,5 @@ pub mod chain;
 pub mod keys;
 pub mod typed;
 
-pub use chain::{Chain, ChainError, SettleOutcome};
+pub use chain::{Chain, ChainError, SettleOutcome, connect};
 pub use keys::{KeyError, KeySource};

@@ -88,6 +88,8 @@ pub fn match_payment(
     Ok(Matched { offer, payment })
 }
 
+/// v2: the offer on the accepted network and asset, every other field as offered, and the
+/// challenge issued for it on this route.
 fn match_v2(
     offers: &[Offer],
     acc: &PaymentRequirements,
@@ -95,6 +97,22 @@ fn match_v2(
     route: &str,
     now: u64,
 ) -> Result<usize, Rejection> {
+    let i = select_v2(offers, acc)?;
+    let o = &offers[i];
+    compare(o, acc)?;
+    let extra = acc.extra.as_ref().and_then(Value::as_object);
+    let token = extra
+        .and_then(|e| e.get("challenge"))
+        .and_then(Value::as_str);
+    let expires_at = extra
+        .and_then(|e| e.get("expiresAt"))
+        .and_then(Value::as_u64);
+    key.check(route, &o.base_requirement(), token, expires_at, now)?;
+    Ok(i)
+}
+
+/// The offer a v2 payment names by scheme, network and asset.
+fn select_v2(offers: &[Offer], acc: &PaymentRequirements) -> Result<usize, Rejection> {
     if acc.scheme != "exact" {
         return Err(Rejection::new(
             Reason::UnsupportedScheme,
@@ -127,7 +145,11 @@ fn match_v2(
             format!("asset {} is not accepted on {}", acc.asset, acc.network),
         ));
     };
-    let o = &offers[i];
+    Ok(i)
+}
+
+/// The accepted requirement's other fields against the offer's.
+fn compare(o: &Offer, acc: &PaymentRequirements) -> Result<(), Rejection> {
     if acc.pay_to != o.pay_to {
         return Err(Rejection::new(
             Reason::RecipientMismatch,
@@ -173,10 +195,7 @@ fn match_v2(
             ));
         }
     }
-    let token = extra.get("challenge").and_then(Value::as_str);
-    let expires_at = extra.get("expiresAt").and_then(Value::as_u64);
-    key.check(route, &o.base_requirement(), token, expires_at, now)?;
-    Ok(i)
+    Ok(())
 }
 
 fn match_v1(offers: &[Offer], p: &PaymentPayloadV1) -> Result<usize, Rejection> {

@@ -37,6 +37,8 @@ pub fn domain(name: &str, version: &str, chain_id: u64, asset: Address) -> Eip71
     )
 }
 
+/// The one mapping of an [`Authorization`] to the signed `sol!` message (the EVM side builds
+/// the `transferWithAuthorization` call from it).
 pub fn message(a: &Authorization) -> TransferWithAuthorization {
     TransferWithAuthorization {
         from: a.from,
