@@ -16,9 +16,9 @@ use crate::typed;
 use crate::types::{Authorization, ExactEvmPayload, PaymentRequirements};
 
 /// Seconds a settlement needs after verification: `validBefore` must be at least this far ahead.
-pub const SETTLEMENT_BUFFER_SECS: u64 = 6;
+const SETTLEMENT_BUFFER_SECS: u64 = 6;
 /// Clock skew tolerated above `now + maxTimeoutSeconds` for `validBefore`.
-pub const CLOCK_SKEW_SECS: u64 = 30;
+const CLOCK_SKEW_SECS: u64 = 30;
 
 /// A payment that passed every check that needs no chain.
 #[derive(Debug, Clone, PartialEq, Eq)]

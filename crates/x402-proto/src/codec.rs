@@ -9,7 +9,7 @@ use super::reason::{Reason, Rejection};
 use super::types::{IncomingPayment, PaymentPayload, PaymentPayloadV1};
 
 /// Largest payment header accepted. A real EIP-3009 payment is about 1.2 KB encoded.
-pub const MAX_PAYMENT_HEADER_BYTES: usize = 8 * 1024;
+const MAX_PAYMENT_HEADER_BYTES: usize = 8 * 1024;
 
 /// Encode a value as a header: base64 of its JSON.
 pub fn encode<T: Serialize>(value: &T) -> String {

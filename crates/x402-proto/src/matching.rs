@@ -208,9 +208,9 @@ fn match_v1(offers: &[Offer], p: &PaymentPayloadV1) -> Result<usize, Rejection> 
             ),
         ));
     }
-    let network = networks::from_v1_name(&p.network);
+    let network = networks::from_v1(&p.network);
     let on_network: Vec<usize> = (0..offers.len())
-        .filter(|&i| Some(&offers[i].network) == network.as_ref())
+        .filter(|&i| offers[i].network == network)
         .collect();
     if on_network.is_empty() {
         return Err(Rejection::new(
@@ -405,5 +405,35 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(r.reason, Reason::NetworkMismatch);
+    }
+
+    #[test]
+    fn a_matched_payment_still_passes_the_check() {
+        let acc = offer().challenge(&key(), "POST /x402", NOW);
+        let IncomingPayment::V2(mut p) = v2(acc) else {
+            unreachable!()
+        };
+        // Signed for 10 000 but claiming 9 999: the match holds, the check refuses.
+        p.payload.authorization.value = U256::from(9_999);
+        let r = match_payment(
+            &[offer()],
+            &IncomingPayment::V2(p.clone()),
+            &key(),
+            "POST /x402",
+            NOW,
+        )
+        .unwrap_err();
+        assert_eq!(r.reason, Reason::ValueMismatch);
+        p.payload.authorization.value = U256::from(10_000);
+        p.payload.authorization.nonce = B256::repeat_byte(5);
+        let r = match_payment(
+            &[offer()],
+            &IncomingPayment::V2(p),
+            &key(),
+            "POST /x402",
+            NOW,
+        )
+        .unwrap_err();
+        assert_eq!(r.reason, Reason::Signature);
     }
 }
