@@ -142,51 +142,14 @@ fn check_window(auth: &Authorization, max_timeout: u64, now: u64) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloy_primitives::{B256, Bytes};
-    use alloy_signer::SignerSync;
+    use crate::fixtures::{NOW, authorization as auth, requirement as req, signed};
     use alloy_signer_local::PrivateKeySigner;
     use serde_json::json;
-
-    const NOW: u64 = 1_800_000_000;
-
-    fn req() -> PaymentRequirements {
-        PaymentRequirements {
-            scheme: "exact".into(),
-            network: "eip155:84532".into(),
-            amount: U256::from(10_000),
-            asset: Address::repeat_byte(1),
-            pay_to: Address::repeat_byte(2),
-            max_timeout_seconds: 300,
-            extra: Some(json!({"name": "USDC", "version": "2"})),
-        }
-    }
-
-    fn auth() -> Authorization {
-        Authorization {
-            from: Address::repeat_byte(3),
-            to: Address::repeat_byte(2),
-            value: U256::from(10_000),
-            valid_after: U256::ZERO,
-            valid_before: U256::from(NOW + 300),
-            nonce: B256::repeat_byte(4),
-        }
-    }
-
-    fn signed(signer: &PrivateKeySigner, r: &PaymentRequirements) -> ExactEvmPayload {
-        let mut a = auth();
-        a.from = signer.address();
-        let d = typed::domain("USDC", "2", 84532, r.asset);
-        let sig = signer.sign_hash_sync(&typed::signing_hash(&a, &d)).unwrap();
-        ExactEvmPayload {
-            signature: Bytes::from(sig.as_bytes().to_vec()),
-            authorization: a,
-        }
-    }
 
     #[test]
     fn a_signed_authorization_for_the_requirement_is_verified() {
         let signer = PrivateKeySigner::random();
-        let p = signed(&signer, &req());
+        let p = signed(&signer);
         let v = check(&req(), &p, NOW).unwrap();
         assert_eq!(v.payer(), signer.address());
         assert_eq!(v.chain_id, 84532);
@@ -195,7 +158,7 @@ mod tests {
     #[test]
     fn the_requirement_must_name_its_network_and_domain() {
         let signer = PrivateKeySigner::random();
-        let p = signed(&signer, &req());
+        let p = signed(&signer);
         let mut r = req();
         r.network = "base-sepolia".into();
         assert_eq!(

@@ -43,20 +43,8 @@ impl PaymentRequirements {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloy_primitives::{Address, U256};
-    use serde_json::json;
-
-    fn v2() -> PaymentRequirements {
-        PaymentRequirements {
-            scheme: "exact".into(),
-            network: "eip155:84532".into(),
-            amount: U256::from(10_000),
-            asset: Address::repeat_byte(1),
-            pay_to: Address::repeat_byte(2),
-            max_timeout_seconds: 300,
-            extra: Some(json!({"name": "USDC", "version": "2"})),
-        }
-    }
+    use crate::fixtures::requirement as v2;
+    use alloy_primitives::U256;
 
     #[test]
     fn v1_and_back_is_the_same_requirement() {

@@ -102,6 +102,57 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// What the unit tests pay with: one requirement, its authorization, a signature.
+#[cfg(test)]
+mod fixtures {
+    use alloy_primitives::{Address, B256, U256};
+    use alloy_signer::SignerSync;
+    use alloy_signer_local::PrivateKeySigner;
+
+    use crate::types::{Authorization, ExactEvmPayload, PaymentRequirements};
+
+    pub const NOW: u64 = 1_800_000_000;
+
+    /// 10 000 atomic units of token 0x01…01 to 0x02…02 on Base Sepolia, 300 s, USDC / 2.
+    pub fn requirement() -> PaymentRequirements {
+        PaymentRequirements {
+            scheme: "exact".into(),
+            network: "eip155:84532".into(),
+            amount: U256::from(10_000),
+            asset: Address::repeat_byte(1),
+            pay_to: Address::repeat_byte(2),
+            max_timeout_seconds: 300,
+            extra: Some(serde_json::json!({"name": "USDC", "version": "2"})),
+        }
+    }
+
+    /// The requirement's authorization from 0x03…03, valid from 0 until `NOW + 300`.
+    pub fn authorization() -> Authorization {
+        Authorization {
+            from: Address::repeat_byte(3),
+            to: Address::repeat_byte(2),
+            value: U256::from(10_000),
+            valid_after: U256::ZERO,
+            valid_before: U256::from(NOW + 300),
+            nonce: B256::repeat_byte(4),
+        }
+    }
+
+    /// [`authorization`] from `signer`, signed in the requirement's domain.
+    pub fn signed(signer: &PrivateKeySigner) -> ExactEvmPayload {
+        let mut a = authorization();
+        a.from = signer.address();
+        let d = crate::typed::domain("USDC", "2", 84532, Address::repeat_byte(1));
+        let sig = signer
+            .sign_hash_sync(&crate::typed::signing_hash(&a, &d))
+            .unwrap();
+        ExactEvmPayload {
+            signature: sig.as_bytes().to_vec().into(),
+            authorization: a,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

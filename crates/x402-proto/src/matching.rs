@@ -236,11 +236,9 @@ fn list(offers: &[Offer], f: impl Fn(&Offer) -> String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::{NOW, signed};
     use alloy_primitives::B256;
-    use alloy_signer::SignerSync;
     use alloy_signer_local::PrivateKeySigner;
-
-    const NOW: u64 = 1_800_000_000;
 
     fn offer() -> Offer {
         Offer {
@@ -258,33 +256,12 @@ mod tests {
         }
     }
 
-    fn auth() -> Authorization {
-        Authorization {
-            from: Address::repeat_byte(3),
-            to: Address::repeat_byte(2),
-            value: U256::from(10_000),
-            valid_after: U256::ZERO,
-            valid_before: U256::from(NOW + 300),
-            nonce: B256::repeat_byte(4),
-        }
-    }
-
     fn signer() -> PrivateKeySigner {
         PrivateKeySigner::from_bytes(&B256::repeat_byte(0x11)).unwrap()
     }
 
-    /// `auth()` from `signer()`, signed in the offer's domain.
     fn payload() -> ExactEvmPayload {
-        let mut a = auth();
-        a.from = signer().address();
-        let d = crate::typed::domain("USDC", "2", 84532, Address::repeat_byte(1));
-        let sig = signer()
-            .sign_hash_sync(&crate::typed::signing_hash(&a, &d))
-            .unwrap();
-        ExactEvmPayload {
-            signature: sig.as_bytes().to_vec().into(),
-            authorization: a,
-        }
+        signed(&signer())
     }
 
     type Edit = Box<dyn Fn(&mut PaymentRequirements)>;
