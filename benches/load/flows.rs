@@ -210,19 +210,13 @@ pub(crate) struct Floor {
 
 impl Floor {
     pub(crate) async fn new(net: &Devnet) -> Res<Floor> {
-        use alloy_network::EthereumWallet;
-        use alloy_provider::{Provider, ProviderBuilder};
+        use alloy_provider::Provider;
         let e = |e: &dyn std::fmt::Display| format!("devnet floor: {e}");
         let key: PrivateKeySigner = x402_sidecar::evm::keys::DEV_KEYS[3]
             .parse()
             .map_err(|x| e(&x))?;
         let me = key.address();
-        let url = net.rpc_url.parse().map_err(|x| e(&x))?;
-        let p = ProviderBuilder::new()
-            .disable_recommended_fillers()
-            .wallet(EthereumWallet::from(key))
-            .connect_http(url)
-            .erased();
+        let p = x402_sidecar::evm::connect(&net.rpc_url, Some(key)).map_err(|x| e(&x))?;
         let nonce = p
             .get_transaction_count(me)
             .pending()
@@ -249,7 +243,9 @@ impl Floor {
         let t_start = Instant::now();
         for _ in 0..n {
             let (auth, sig) = floor_auth(payer)?;
-            let data = x402_sidecar::evm::Chain::settle_call(&auth, &sig);
+            let data = alloy_sol_types::SolCall::abi_encode(
+                &x402_sidecar::evm::typed::transfer_call(&auth, &sig),
+            );
             let t0 = Instant::now();
             let dry = TransactionRequest::default()
                 .with_from(self.me)

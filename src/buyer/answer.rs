@@ -78,14 +78,6 @@ pub(super) fn strategy(
         .unwrap_or_else(|_| plain(500, "response could not be built"))
 }
 
-pub(super) fn receipt_name(n: &str) -> &'static str {
-    if n == crate::x402::HEADER_X_PAYMENT_RESPONSE {
-        crate::x402::HEADER_X_PAYMENT_RESPONSE
-    } else {
-        crate::x402::HEADER_PAYMENT_RESPONSE
-    }
-}
-
 /// `seller=outcome, …`: the `X-Attempts` header.
 pub(super) fn summary(attempts: &[Attempt]) -> String {
     attempts

@@ -10,7 +10,7 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 use tracing::info;
 
-use super::answer::{Answer, Charge, receipt_name};
+use super::answer::{Answer, Charge};
 use super::call::{Attempt, Call};
 use super::client::Quote;
 use super::config::Seller;
@@ -313,7 +313,7 @@ impl Payer {
         Answer {
             seller: seller.name.clone(),
             body,
-            receipt_header: receipt.map(|(n, v)| (receipt_name(n), v)),
+            receipt_header: receipt.map(|(n, v)| (crate::x402::receipt_name(n), v)),
             charge: Some(charge),
         }
     }

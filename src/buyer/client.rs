@@ -3,7 +3,7 @@
 //! `x402-sidecar pay`, the demo and the tests; the building blocks are public so tests can
 //! craft payments that are wrong in exactly one way.
 
-use alloy_primitives::{B256, U256};
+use alloy_primitives::U256;
 use alloy_signer_local::PrivateKeySigner;
 use bytes::Bytes;
 use serde_json::Value;
@@ -53,15 +53,8 @@ impl Quote {
     /// A v1 option in v2 form (`maxAmountRequired` as `amount`, `network` as CAIP-2); `None`
     /// for a network without a CAIP-2 EVM name.
     fn v1(r: PaymentRequirementsV1) -> Option<Quote> {
-        let requirement = PaymentRequirements {
-            scheme: r.scheme,
-            network: networks::from_v1_name(&r.network)?,
-            amount: r.max_amount_required,
-            asset: r.asset,
-            pay_to: r.pay_to,
-            max_timeout_seconds: r.max_timeout_seconds,
-            extra: r.extra,
-        };
+        let requirement = PaymentRequirements::from(r);
+        networks::chain_id(&requirement.network)?;
         let raw = serde_json::to_value(&requirement).unwrap_or_default();
         Some(Quote {
             version: 1,
@@ -142,22 +135,7 @@ pub(crate) fn parse_all(header: Option<&str>, body: &[u8]) -> Vec<Quote> {
         .collect()
 }
 
-/// The authorization a buyer signs for `req`: exact price, to payTo, valid from 0 until
-/// now + maxTimeoutSeconds, fresh random nonce.
-pub fn authorization(
-    signer: &PrivateKeySigner,
-    req: &PaymentRequirements,
-    now: u64,
-) -> Authorization {
-    Authorization {
-        from: signer.address(),
-        to: req.pay_to,
-        value: req.amount,
-        valid_after: U256::ZERO,
-        valid_before: U256::from(now.saturating_add(req.max_timeout_seconds)),
-        nonce: B256::random(),
-    }
-}
+pub use crate::evm::typed::authorization;
 
 /// Sign `auth` in the EIP-712 domain the requirement names (`extra.name`/`extra.version`).
 pub fn sign(
@@ -165,17 +143,7 @@ pub fn sign(
     req: &PaymentRequirements,
     auth: Authorization,
 ) -> Result<ExactEvmPayload, PayError> {
-    let extra = req.extra.clone().unwrap_or_default();
-    let name = extra.get("name").and_then(Value::as_str).unwrap_or("USDC");
-    let version = extra.get("version").and_then(Value::as_str).unwrap_or("2");
-    let chain_id = networks::chain_id(&req.network)
-        .ok_or_else(|| PayError::Sign(format!("network {}", req.network)))?;
-    let domain = typed::domain(name, version, chain_id, req.asset);
-    let sig = typed::sign(signer, &auth, &domain).map_err(|e| PayError::Sign(e.to_string()))?;
-    Ok(ExactEvmPayload {
-        signature: sig.as_bytes().to_vec().into(),
-        authorization: auth,
-    })
+    typed::sign_payment(signer, req, auth).map_err(|e| PayError::Sign(e.to_string()))
 }
 
 /// The v2 `PAYMENT-SIGNATURE` value: `accepted` is the offered option verbatim.
@@ -192,8 +160,8 @@ pub fn v2_header(
 }
 
 /// The v1 `X-PAYMENT` value.
-pub(crate) fn v1_header(network: &str, payload: &ExactEvmPayload) -> String {
-    let name = networks::v1_name(network).unwrap_or(network);
+pub fn v1_header(network: &str, payload: &ExactEvmPayload) -> String {
+    let name = networks::to_v1(network);
     codec::encode(
         &serde_json::json!({ "x402Version": 1, "scheme": "exact", "network": name, "payload": payload }),
     )

@@ -8,14 +8,15 @@
 use std::time::Duration;
 
 use alloy_network::{Ethereum, EthereumWallet, TransactionBuilder};
-use alloy_primitives::{Address, B256, Bytes, U256};
+use alloy_primitives::{Address, B256, Signature, U256};
+use alloy_provider::transport::TransportError;
 use alloy_provider::{DynProvider, Provider, ProviderBuilder};
 use alloy_rpc_types_eth::{TransactionReceipt, TransactionRequest};
 use alloy_signer_local::PrivateKeySigner;
-use alloy_sol_types::{SolCall, SolEvent};
+use alloy_sol_types::{Revert, SolCall, SolError, SolEvent};
 use tokio::sync::Mutex;
 
-use super::typed::IEip3009Token as Token;
+use super::typed::{IEip3009Token as Token, transfer_call};
 use crate::x402::reason::{Reason, Rejection};
 use crate::x402::types::Authorization;
 
@@ -53,6 +54,26 @@ pub enum SettleOutcome {
     Unknown { message: String },
 }
 
+/// The one way an RPC provider is built: HTTP to `rpc_url`, none of alloy's recommended fillers
+/// (every field of our transactions is set by hand), signing with `wallet` when given. Lazy:
+/// no request is made until first use.
+pub fn connect(
+    rpc_url: &str,
+    wallet: Option<PrivateKeySigner>,
+) -> Result<DynProvider<Ethereum>, ChainError> {
+    let url = rpc_url
+        .parse()
+        .map_err(|_| ChainError::BadUrl(rpc_url.to_string()))?;
+    let builder = ProviderBuilder::new().disable_recommended_fillers();
+    Ok(match wallet {
+        Some(w) => builder
+            .wallet(EthereumWallet::from(w))
+            .connect_http(url)
+            .erased(),
+        None => builder.connect_http(url).erased(),
+    })
+}
+
 /// One chain, one RPC endpoint, one settler key.
 pub struct Chain {
     provider: DynProvider<Ethereum>,
@@ -64,47 +85,36 @@ pub struct Chain {
 }
 
 impl Chain {
-    /// Connect (lazily: no request is made until first use).
+    /// Connect with a settler key (lazily: no request is made until first use).
     pub fn new(
         rpc_url: &str,
         chain_id: u64,
         settler: PrivateKeySigner,
         receipt_timeout: Duration,
     ) -> Result<Self, ChainError> {
-        let url = rpc_url
-            .parse()
-            .map_err(|_| ChainError::BadUrl(rpc_url.to_string()))?;
-        let settler_addr = settler.address();
-        let provider = ProviderBuilder::new()
-            .disable_recommended_fillers()
-            .wallet(EthereumWallet::from(settler))
-            .connect_http(url)
-            .erased();
-        Ok(Chain {
-            provider,
-            settler: Some(settler_addr),
-            chain_id,
-            next_nonce: Mutex::new(None),
-            receipt_timeout,
-        })
+        Chain::build(rpc_url, chain_id, Some(settler), receipt_timeout)
     }
 
-    /// Reads only (no key): what a seller whose facilitator is remote needs to reconcile.
+    /// Reads only (no key): what a seller whose facilitator is remote, or a buyer, needs to
+    /// reconcile.
     pub fn read_only(
         rpc_url: &str,
         chain_id: u64,
         receipt_timeout: Duration,
     ) -> Result<Self, ChainError> {
-        let url = rpc_url
-            .parse()
-            .map_err(|_| ChainError::BadUrl(rpc_url.to_string()))?;
-        let provider = ProviderBuilder::new()
-            .disable_recommended_fillers()
-            .connect_http(url)
-            .erased();
+        Chain::build(rpc_url, chain_id, None, receipt_timeout)
+    }
+
+    fn build(
+        rpc_url: &str,
+        chain_id: u64,
+        settler: Option<PrivateKeySigner>,
+        receipt_timeout: Duration,
+    ) -> Result<Self, ChainError> {
+        let address = settler.as_ref().map(PrivateKeySigner::address);
         Ok(Chain {
-            provider,
-            settler: None,
+            provider: connect(rpc_url, settler)?,
+            settler: address,
             chain_id,
             next_nonce: Mutex::new(None),
             receipt_timeout,
@@ -136,9 +146,13 @@ impl Chain {
         Ok(())
     }
 
-    async fn view(&self, to: Address, data: Vec<u8>) -> Result<Bytes, String> {
-        let tx = TransactionRequest::default().with_to(to).with_input(data);
-        self.provider.call(tx).await.map_err(|e| e.to_string())
+    /// A typed view call on the contract at `to`.
+    async fn view<C: SolCall>(&self, to: Address, call: C) -> Result<C::Return, String> {
+        let tx = TransactionRequest::default()
+            .with_to(to)
+            .with_input(call.abi_encode());
+        let out = self.provider.call(tx).await.map_err(|e| e.to_string())?;
+        C::abi_decode_returns(&out).map_err(|e| e.to_string())
     }
 
     /// `authorizationState(from, nonce)`: true once the nonce was used or cancelled.
@@ -148,25 +162,17 @@ impl Chain {
         from: Address,
         nonce: B256,
     ) -> Result<bool, String> {
-        let out = self
-            .view(
-                asset,
-                Token::authorizationStateCall {
-                    authorizer: from,
-                    nonce,
-                }
-                .abi_encode(),
-            )
-            .await?;
-        Token::authorizationStateCall::abi_decode_returns(&out).map_err(|e| e.to_string())
+        let call = Token::authorizationStateCall {
+            authorizer: from,
+            nonce,
+        };
+        self.view(asset, call).await
     }
 
     /// `balanceOf(who)`.
     pub async fn balance(&self, asset: Address, who: Address) -> Result<U256, String> {
-        let out = self
-            .view(asset, Token::balanceOfCall { account: who }.abi_encode())
-            .await?;
-        Token::balanceOfCall::abi_decode_returns(&out).map_err(|e| e.to_string())
+        self.view(asset, Token::balanceOfCall { account: who })
+            .await
     }
 
     /// The chain checks of verification: nonce unused and balance ≥ value (read in parallel).
@@ -203,112 +209,91 @@ impl Chain {
         Ok(())
     }
 
-    /// The calldata of `transferWithAuthorization` for `a` signed with `sig`.
-    pub fn settle_call(a: &Authorization, sig: &alloy_primitives::Signature) -> Vec<u8> {
-        Token::transferWithAuthorizationCall {
-            from: a.from,
-            to: a.to,
-            value: a.value,
-            validAfter: a.valid_after,
-            validBefore: a.valid_before,
-            nonce: a.nonce,
-            v: 27 + sig.v() as u8,
-            r: sig.r().into(),
-            s: sig.s().into(),
-        }
-        .abi_encode()
-    }
-
     /// Submit `transferWithAuthorization` and wait for its receipt.
     pub async fn settle(
         &self,
         asset: Address,
         a: &Authorization,
-        sig: &alloy_primitives::Signature,
+        sig: &Signature,
     ) -> SettleOutcome {
         let Some(settler) = self.settler else {
-            return SettleOutcome::Failed {
-                reason: Reason::UnexpectedSettleError,
-                message: "this chain access is read-only: it has no settler key".into(),
-                tx: None,
-            };
+            return failed("this chain access is read-only: it has no settler key".into());
         };
-        let data = Self::settle_call(a, sig);
-        // Dry run first: a revert here means nothing is broadcast and the outcome is certain.
-        let dry = TransactionRequest::default()
+        let data = transfer_call(a, sig).abi_encode();
+        let tx = TransactionRequest::default()
             .with_from(settler)
             .with_to(asset)
-            .with_input(data.clone());
-        if let Err(e) = self.provider.call(dry).await {
-            let msg = e.to_string();
-            return match revert_reason(&msg) {
-                Some(reason) => SettleOutcome::Failed {
-                    reason,
-                    message: format!("the transfer would revert: {msg}"),
-                    tx: None,
-                },
-                None => SettleOutcome::Failed {
-                    reason: Reason::UnexpectedSettleError,
-                    message: format!("the settlement could not be simulated: {msg}"),
-                    tx: None,
-                },
-            };
+            .with_input(data);
+        // Dry run first: a revert here means nothing is broadcast and the outcome is certain.
+        if let Err(outcome) = self.simulate(tx.clone()).await {
+            return outcome;
         }
-        let fees = match self.provider.estimate_eip1559_fees().await {
-            Ok(f) => f,
-            Err(e) => {
-                return SettleOutcome::Failed {
-                    reason: Reason::UnexpectedSettleError,
-                    message: format!("gas fees could not be read: {e}"),
-                    tx: None,
-                };
-            }
-        };
-        let tx = {
-            let mut next = self.next_nonce.lock().await;
-            let nonce = match *next {
-                Some(n) => n,
-                None => match self.provider.get_transaction_count(settler).pending().await {
-                    Ok(n) => n,
-                    Err(e) => {
-                        return SettleOutcome::Failed {
-                            reason: Reason::UnexpectedSettleError,
-                            message: format!("the settler nonce could not be read: {e}"),
-                            tx: None,
-                        };
-                    }
-                },
-            };
-            let req = TransactionRequest::default()
-                .with_from(settler)
-                .with_to(asset)
-                .with_input(data)
-                .with_chain_id(self.chain_id)
-                .with_nonce(nonce)
-                .with_gas_limit(SETTLE_GAS)
-                .with_max_fee_per_gas(fees.max_fee_per_gas)
-                .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
-            match self.provider.send_transaction(req).await {
-                Ok(pending) => {
-                    *next = Some(nonce + 1);
-                    *pending.tx_hash()
-                }
-                Err(e) => {
-                    // Unknown whether the node kept the nonce: read it again next time.
-                    *next = None;
-                    return SettleOutcome::Failed {
-                        reason: Reason::UnexpectedSettleError,
-                        message: format!(
-                            "the settlement transaction was not accepted by the node: {e}"
-                        ),
-                        tx: None,
-                    };
-                }
-            }
+        let tx = match self.broadcast(settler, tx).await {
+            Ok(tx) => tx,
+            Err(outcome) => return outcome,
         };
         match self.wait_receipt(tx, self.receipt_timeout).await {
             Some(r) => check_receipt(&r, asset, a),
             None => SettleOutcome::Pending { tx },
+        }
+    }
+
+    /// `eth_call` the settlement: a revert is a certain failure, with the token's reason.
+    async fn simulate(&self, tx: TransactionRequest) -> Result<(), SettleOutcome> {
+        let Err(e) = self.provider.call(tx).await else {
+            return Ok(());
+        };
+        let msg = e.to_string();
+        Err(match classify_revert(&e) {
+            Some(reason) => SettleOutcome::Failed {
+                reason,
+                message: format!("the transfer would revert: {msg}"),
+                tx: None,
+            },
+            None => failed(format!("the settlement could not be simulated: {msg}")),
+        })
+    }
+
+    /// Fees, then the settler's next nonce and the broadcast under one short lock; the
+    /// transaction's hash once the node accepted it.
+    async fn broadcast(
+        &self,
+        settler: Address,
+        tx: TransactionRequest,
+    ) -> Result<B256, SettleOutcome> {
+        let fees = self
+            .provider
+            .estimate_eip1559_fees()
+            .await
+            .map_err(|e| failed(format!("gas fees could not be read: {e}")))?;
+        let mut next = self.next_nonce.lock().await;
+        let nonce = match *next {
+            Some(n) => n,
+            None => self
+                .provider
+                .get_transaction_count(settler)
+                .pending()
+                .await
+                .map_err(|e| failed(format!("the settler nonce could not be read: {e}")))?,
+        };
+        let tx = tx
+            .with_chain_id(self.chain_id)
+            .with_nonce(nonce)
+            .with_gas_limit(SETTLE_GAS)
+            .with_max_fee_per_gas(fees.max_fee_per_gas)
+            .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
+        match self.provider.send_transaction(tx).await {
+            Ok(pending) => {
+                *next = Some(nonce + 1);
+                Ok(*pending.tx_hash())
+            }
+            Err(e) => {
+                // Unknown whether the node kept the nonce: read it again next time.
+                *next = None;
+                Err(failed(format!(
+                    "the settlement transaction was not accepted by the node: {e}"
+                )))
+            }
         }
     }
 
@@ -421,6 +406,26 @@ pub fn check_receipt(r: &TransactionReceipt, asset: Address, a: &Authorization) 
     }
 }
 
+/// A settlement that certainly did not happen, for a reason that is not the payer's fault.
+fn failed(message: String) -> SettleOutcome {
+    SettleOutcome::Failed {
+        reason: Reason::UnexpectedSettleError,
+        message,
+        tx: None,
+    }
+}
+
+/// The reason code of a failed call: the token's `Error(string)` revert decoded from the
+/// node's answer when it carries revert data (every such revert is at least a failed
+/// transaction), else read from the message; `None` when nothing says it reverted.
+fn classify_revert(e: &TransportError) -> Option<Reason> {
+    let data = e.as_error_resp().and_then(|p| p.as_revert_data());
+    match data.and_then(|d| Revert::abi_decode(&d).ok()) {
+        Some(revert) => Some(revert_reason(&revert.reason).unwrap_or(Reason::TransactionFailed)),
+        None => revert_reason(&e.to_string()),
+    }
+}
+
 /// Map a token revert message to a reason code (USDC / FiatTokenV2 strings).
 pub fn revert_reason(msg: &str) -> Option<Reason> {
     let m = msg.to_ascii_lowercase();
@@ -462,5 +467,46 @@ mod tests {
             Some(Reason::Signature)
         );
         assert_eq!(revert_reason("connection refused"), None);
+    }
+
+    /// A node's answer to a reverted `eth_call`, with `data` as revert data.
+    fn reverted(message: &str, data: Option<Vec<u8>>) -> TransportError {
+        let data = data.map(|d| format!("0x{}", crate::util::hex(&d)));
+        TransportError::ErrorResp(
+            serde_json::from_value(
+                serde_json::json!({"code": 3, "message": message, "data": data}),
+            )
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn decodes_the_tokens_revert_strings() {
+        let revert = |why: &str| Some(Revert::from(why).abi_encode());
+        let cases = [
+            (
+                "FiatTokenV2: authorization is used or canceled",
+                Reason::NonceUsed,
+            ),
+            ("FiatTokenV2: authorization is expired", Reason::ValidBefore),
+            (
+                "FiatTokenV2: authorization is not yet valid",
+                Reason::ValidAfter,
+            ),
+            ("FiatTokenV2: invalid signature", Reason::Signature),
+            (
+                "ERC20: transfer amount exceeds balance",
+                Reason::InsufficientBalance,
+            ),
+            ("Pausable: paused", Reason::TransactionFailed),
+        ];
+        for (why, want) in cases {
+            let e = reverted("execution reverted", revert(why));
+            assert_eq!(classify_revert(&e), Some(want), "{why}");
+        }
+        // Without revert data, the message decides.
+        let e = reverted("execution reverted: FiatTokenV2: invalid signature", None);
+        assert_eq!(classify_revert(&e), Some(Reason::Signature));
+        assert_eq!(classify_revert(&reverted("nonce too low", None)), None);
     }
 }

@@ -1,15 +1,17 @@
-//! The EVM side of EIP-3009: the token's contract bindings and client signing. The typed data
-//! itself (domain, signing hash, payer recovery) is protocol and lives in [`x402_proto::typed`],
-//! re-exported here.
+//! The EVM side of EIP-3009: the token's contract bindings, the `transferWithAuthorization` call
+//! for a signed authorization, and client signing. The typed data itself (domain, signing hash,
+//! payer recovery) is protocol and lives in [`x402_proto::typed`], re-exported here.
 
-use alloy_primitives::Signature;
+use alloy_primitives::{B256, Signature, U256};
 use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
 use alloy_sol_types::{Eip712Domain, sol};
+use serde_json::Value;
 
 pub use x402_proto::typed::*;
 
-use crate::x402::types::Authorization;
+use crate::x402::networks;
+use crate::x402::types::{Authorization, ExactEvmPayload, PaymentRequirements};
 
 sol! {
     /// The token calls the sidecar makes.
@@ -26,6 +28,33 @@ sol! {
     }
 }
 
+/// The `transferWithAuthorization` call that settles `a`: the signed message's fields
+/// ([`message`]) and the signature split into `v` (27/28), `r`, `s`.
+pub fn transfer_call(
+    a: &Authorization,
+    sig: &Signature,
+) -> IEip3009Token::transferWithAuthorizationCall {
+    let TransferWithAuthorization {
+        from,
+        to,
+        value,
+        validAfter,
+        validBefore,
+        nonce,
+    } = message(a);
+    IEip3009Token::transferWithAuthorizationCall {
+        from,
+        to,
+        value,
+        validAfter,
+        validBefore,
+        nonce,
+        v: 27 + sig.v() as u8,
+        r: sig.r().into(),
+        s: sig.s().into(),
+    }
+}
+
 /// Sign an authorization (client side: `pay`, the outbound proxy, tests).
 pub fn sign(
     signer: &PrivateKeySigner,
@@ -33,4 +62,54 @@ pub fn sign(
     domain: &Eip712Domain,
 ) -> Result<Signature, alloy_signer::Error> {
     signer.sign_hash_sync(&signing_hash(a, domain))
+}
+
+/// The authorization a buyer signs for `req`: exact price, to payTo, valid from 0 until
+/// now + maxTimeoutSeconds, fresh random nonce.
+pub fn authorization(
+    signer: &PrivateKeySigner,
+    req: &PaymentRequirements,
+    now: u64,
+) -> Authorization {
+    Authorization {
+        from: signer.address(),
+        to: req.pay_to,
+        value: req.amount,
+        valid_after: U256::ZERO,
+        valid_before: U256::from(now.saturating_add(req.max_timeout_seconds)),
+        nonce: B256::random(),
+    }
+}
+
+/// Why a payment could not be signed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error("network {0}")]
+    Network(String),
+    #[error("{0}")]
+    Signer(#[from] alloy_signer::Error),
+}
+
+/// Sign `auth` in the EIP-712 domain the requirement names (`extra.name`/`extra.version`,
+/// USDC / 2 when it names none) on the requirement's chain.
+pub fn sign_payment(
+    signer: &PrivateKeySigner,
+    req: &PaymentRequirements,
+    auth: Authorization,
+) -> Result<ExactEvmPayload, SignError> {
+    let extra = req.extra.as_ref();
+    let field = |name: &str| extra.and_then(|e| e.get(name)).and_then(Value::as_str);
+    let chain_id =
+        networks::chain_id(&req.network).ok_or_else(|| SignError::Network(req.network.clone()))?;
+    let domain = domain(
+        field("name").unwrap_or("USDC"),
+        field("version").unwrap_or("2"),
+        chain_id,
+        req.asset,
+    );
+    let sig = sign(signer, &auth, &domain)?;
+    Ok(ExactEvmPayload {
+        signature: sig.as_bytes().to_vec().into(),
+        authorization: auth,
+    })
 }

@@ -22,7 +22,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alloy_primitives::{Address, B256, Signature, keccak256};
+use alloy_primitives::{B256, Signature};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -33,7 +33,6 @@ use tracing::{Instrument, info, warn};
 
 use crate::advisor;
 use crate::audit::{Event, Journal};
-use crate::evm::typed;
 use crate::evm::{Chain, SettleOutcome};
 use crate::http::{BodyError, Reply, read_body};
 use crate::seller::config::{Route, Seller, UnknownRoutes};
@@ -43,7 +42,8 @@ use crate::telemetry;
 use crate::util::{new_id, now_secs, rfc3339, sha256_hex};
 use crate::x402::challenge::ChallengeKey;
 use crate::x402::codec::{self, decode_payment};
-use crate::x402::matching::{Offer, check_authorization, match_payment};
+use crate::x402::ids::PaymentRef;
+use crate::x402::matching::{Offer, match_payment};
 use crate::x402::reason::{Reason, Rejection};
 use crate::x402::types::*;
 use crate::x402::{HEADER_PAYMENT_REQUIRED, HEADER_PAYMENT_SIGNATURE, HEADER_X_PAYMENT, money};
@@ -221,17 +221,7 @@ impl Paywall {
         let verify_started = Instant::now();
         let checked = decode_payment(&raw, v2).and_then(|p| {
             let m = match_payment(&route.offers, &p, &self.key, &route.id(), now)?;
-            let offer = &route.offers[m.offer];
-            let exact = p.exact();
-            check_authorization(offer, &exact.authorization, now)?;
-            let domain = typed::domain(
-                &offer.eip712_name,
-                &offer.eip712_version,
-                offer.chain_id,
-                offer.asset,
-            );
-            let sig = typed::verify_signature(&exact.authorization, &exact.signature, &domain)?;
-            Ok((p, m.offer, sig))
+            Ok((p, m.offer, m.payment.signature))
         });
         let (payment, offer_ix, sig) = match checked {
             Ok(x) => x,
@@ -261,9 +251,10 @@ impl Paywall {
                 payment_requirements: Value::Null,
             }
         };
+        let id = PaymentRef::new(offer.chain_id, offer.asset, auth.from, auth.nonce);
         let paying = Paying {
-            key: payment_key(offer, auth.from, auth.nonce),
-            payment_id: payment_id(offer, auth.from, auth.nonce),
+            key: id.replay_key(),
+            payment_id: id.payment_id(),
             token: new_id("claim"),
             body_hash: sha256_hex(&body),
             offer,
@@ -429,7 +420,7 @@ impl Paywall {
                 .await;
                 let mut r = Reply::raw(a.status, "application/json", a.body);
                 if let Some((name, value)) = a.receipt {
-                    r.headers.push((receipt_name(&name), value));
+                    r.headers.push((crate::x402::receipt_name(&name), value));
                 }
                 Some(r.with("X-Payment-Replayed", "true"))
             }
@@ -749,11 +740,9 @@ impl Paywall {
             accepts: accepts.clone(),
             extensions: None,
         };
-        let v1: Vec<PaymentRequirementsV1> = route
-            .offers
+        let v1: Vec<PaymentRequirementsV1> = accepts
             .iter()
-            .zip(&accepts)
-            .map(|(o, a)| o.challenge_v1(a, &url, &route.description))
+            .map(|a| a.to_v1(&url, &route.description))
             .collect();
         let body = json!({
             "x402Version": 1,
@@ -980,7 +969,7 @@ fn facilitator_request(
             payment_requirements: serde_json::to_value(&p.accepted).unwrap_or(Value::Null),
         },
         IncomingPayment::V1(p) => {
-            let v1 = offer.challenge_v1(&offer.base_requirement(), "", description);
+            let v1 = offer.base_requirement().to_v1("", description);
             FacilitatorRequest {
                 x402_version: 1,
                 payment_payload: serde_json::to_value(p).unwrap_or(Value::Null),
@@ -988,17 +977,6 @@ fn facilitator_request(
             }
         }
     }
-}
-
-/// Replay key: chain, asset, payer, EIP-3009 nonce (not the signature: it is malleable).
-fn payment_key(o: &Offer, from: Address, nonce: B256) -> String {
-    format!("{}:{:#x}:{:#x}:{nonce:#x}", o.chain_id, o.asset, from)
-}
-
-/// Stable payment id: the same payment always gets the same id, whatever request carries it.
-pub fn payment_id(o: &Offer, from: Address, nonce: B256) -> String {
-    let h = keccak256(payment_key(o, from, nonce).as_bytes());
-    format!("pay_{}", &crate::util::hex(&h[..16]))
 }
 
 fn ttl_for(a: &Authorization, now: u64) -> Duration {
@@ -1016,14 +994,6 @@ pub fn check_answer(bytes: &[u8], strategy_route: bool) -> Result<Value, String>
         return Err("has no `strategy` object".into());
     }
     Ok(v)
-}
-
-fn receipt_name(name: &str) -> &'static str {
-    if name.eq_ignore_ascii_case(crate::x402::HEADER_X_PAYMENT_RESPONSE) {
-        crate::x402::HEADER_X_PAYMENT_RESPONSE
-    } else {
-        crate::x402::HEADER_PAYMENT_RESPONSE
-    }
 }
 
 fn payment_header(s: &Session) -> Result<Option<(Vec<u8>, bool)>, Rejection> {

@@ -8,6 +8,7 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use super::hex;
 use super::reason::{Reason, Rejection};
 use super::types::PaymentRequirements;
 
@@ -99,10 +100,6 @@ impl ChallengeKey {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn unhex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
@@ -116,19 +113,8 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloy_primitives::{Address, U256};
-
-    fn req() -> PaymentRequirements {
-        PaymentRequirements {
-            scheme: "exact".into(),
-            network: "eip155:84532".into(),
-            amount: U256::from(10_000),
-            asset: Address::repeat_byte(1),
-            pay_to: Address::repeat_byte(2),
-            max_timeout_seconds: 300,
-            extra: None,
-        }
-    }
+    use crate::fixtures::requirement as req;
+    use alloy_primitives::U256;
 
     #[test]
     fn accepts_its_own_fresh_challenge() {

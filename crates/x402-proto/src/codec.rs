@@ -9,7 +9,7 @@ use super::reason::{Reason, Rejection};
 use super::types::{IncomingPayment, PaymentPayload, PaymentPayloadV1};
 
 /// Largest payment header accepted. A real EIP-3009 payment is about 1.2 KB encoded.
-pub const MAX_PAYMENT_HEADER_BYTES: usize = 8 * 1024;
+const MAX_PAYMENT_HEADER_BYTES: usize = 8 * 1024;
 
 /// Encode a value as a header: base64 of its JSON.
 pub fn encode<T: Serialize>(value: &T) -> String {
@@ -79,31 +79,17 @@ pub fn decode_payment(header: &[u8], v2_header: bool) -> Result<IncomingPayment,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::{NOW, authorization, requirement};
     use crate::types::*;
-    use alloy_primitives::{Address, B256, Bytes, U256};
+    use alloy_primitives::Bytes;
 
     fn sample_v2() -> PaymentPayload {
         PaymentPayload {
             x402_version: 2,
-            accepted: PaymentRequirements {
-                scheme: "exact".into(),
-                network: "eip155:84532".into(),
-                amount: U256::from(10_000),
-                asset: Address::repeat_byte(1),
-                pay_to: Address::repeat_byte(2),
-                max_timeout_seconds: 300,
-                extra: None,
-            },
+            accepted: requirement(),
             payload: ExactEvmPayload {
                 signature: Bytes::from(vec![7u8; 65]),
-                authorization: Authorization {
-                    from: Address::repeat_byte(3),
-                    to: Address::repeat_byte(2),
-                    value: U256::from(10_000),
-                    valid_after: U256::ZERO,
-                    valid_before: U256::from(1_900_000_000u64),
-                    nonce: B256::repeat_byte(9),
-                },
+                authorization: authorization(),
             },
             resource: None,
             extensions: None,
@@ -126,7 +112,7 @@ mod tests {
         assert_eq!(json["accepted"]["amount"], "10000");
         assert_eq!(
             json["payload"]["authorization"]["validBefore"],
-            "1900000000"
+            (NOW + 300).to_string()
         );
     }
 

@@ -1,18 +1,15 @@
-//! Matching a payment against *this route's own* requirements, and the authorization checks
-//! that need no chain: recipient, value and the validity window with an upper bound.
+//! Matching a payment against *this route's own* requirements: a v2 payment by what it
+//! accepted (every field, and the server challenge it echoes), a v1 payment by its network;
+//! then the one [`check`](crate::check::check) of the authorization and its signature.
 
 use alloy_primitives::{Address, U256};
 use serde_json::{Map, Value, json};
 
 use super::challenge::ChallengeKey;
+use super::check::{Verified, check};
 use super::networks;
 use super::reason::{Reason, Rejection};
 use super::types::*;
-
-/// Seconds a settlement needs after verification: `validBefore` must be at least this far ahead.
-pub const SETTLEMENT_BUFFER_SECS: u64 = 6;
-/// Clock skew tolerated above `now + maxTimeoutSeconds` for `validBefore`.
-pub const CLOCK_SKEW_SECS: u64 = 30;
 
 /// One way this route can be paid: the static requirement plus what is needed to check it.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,39 +62,17 @@ impl Offer {
         }
         req
     }
-
-    /// The same requirement in v1 form (for the 402 JSON body).
-    pub fn challenge_v1(
-        &self,
-        v2: &PaymentRequirements,
-        resource: &str,
-        description: &str,
-    ) -> PaymentRequirementsV1 {
-        PaymentRequirementsV1 {
-            scheme: v2.scheme.clone(),
-            network: networks::v1_name(&v2.network)
-                .unwrap_or(&v2.network)
-                .to_string(),
-            max_amount_required: v2.amount,
-            resource: resource.to_string(),
-            description: description.to_string(),
-            mime_type: "application/json".into(),
-            pay_to: v2.pay_to,
-            max_timeout_seconds: v2.max_timeout_seconds,
-            asset: v2.asset,
-            extra: v2.extra.clone(),
-            output_schema: None,
-        }
-    }
 }
 
-/// The result of matching: which offer the payment is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The result of matching: which offer the payment is for, and the payment, verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Matched {
     pub offer: usize,
+    pub payment: Verified,
 }
 
-/// Find the offer a payment is for, checking every requirement field against ours.
+/// Find the offer a payment is for, checking every requirement field against ours, then check
+/// the authorization and its signature against that offer.
 pub fn match_payment(
     offers: &[Offer],
     payment: &IncomingPayment,
@@ -105,19 +80,39 @@ pub fn match_payment(
     route: &str,
     now: u64,
 ) -> Result<Matched, Rejection> {
-    match payment {
-        IncomingPayment::V2(p) => match_v2(offers, &p.accepted, key, route, now),
-        IncomingPayment::V1(p) => match_v1(offers, p),
-    }
+    let offer = match payment {
+        IncomingPayment::V2(p) => match_v2(offers, &p.accepted, key, route, now)?,
+        IncomingPayment::V1(p) => match_v1(offers, p)?,
+    };
+    let payment = check(&offers[offer].base_requirement(), payment.exact(), now)?;
+    Ok(Matched { offer, payment })
 }
 
+/// v2: the offer on the accepted network and asset, every other field as offered, and the
+/// challenge issued for it on this route.
 fn match_v2(
     offers: &[Offer],
     acc: &PaymentRequirements,
     key: &ChallengeKey,
     route: &str,
     now: u64,
-) -> Result<Matched, Rejection> {
+) -> Result<usize, Rejection> {
+    let i = select_v2(offers, acc)?;
+    let o = &offers[i];
+    compare(o, acc)?;
+    let extra = acc.extra.as_ref().and_then(Value::as_object);
+    let token = extra
+        .and_then(|e| e.get("challenge"))
+        .and_then(Value::as_str);
+    let expires_at = extra
+        .and_then(|e| e.get("expiresAt"))
+        .and_then(Value::as_u64);
+    key.check(route, &o.base_requirement(), token, expires_at, now)?;
+    Ok(i)
+}
+
+/// The offer a v2 payment names by scheme, network and asset.
+fn select_v2(offers: &[Offer], acc: &PaymentRequirements) -> Result<usize, Rejection> {
     if acc.scheme != "exact" {
         return Err(Rejection::new(
             Reason::UnsupportedScheme,
@@ -150,7 +145,11 @@ fn match_v2(
             format!("asset {} is not accepted on {}", acc.asset, acc.network),
         ));
     };
-    let o = &offers[i];
+    Ok(i)
+}
+
+/// The accepted requirement's other fields against the offer's.
+fn compare(o: &Offer, acc: &PaymentRequirements) -> Result<(), Rejection> {
     if acc.pay_to != o.pay_to {
         return Err(Rejection::new(
             Reason::RecipientMismatch,
@@ -196,13 +195,10 @@ fn match_v2(
             ));
         }
     }
-    let token = extra.get("challenge").and_then(Value::as_str);
-    let expires_at = extra.get("expiresAt").and_then(Value::as_u64);
-    key.check(route, &o.base_requirement(), token, expires_at, now)?;
-    Ok(Matched { offer: i })
+    Ok(())
 }
 
-fn match_v1(offers: &[Offer], p: &PaymentPayloadV1) -> Result<Matched, Rejection> {
+fn match_v1(offers: &[Offer], p: &PaymentPayloadV1) -> Result<usize, Rejection> {
     if p.scheme != "exact" {
         return Err(Rejection::new(
             Reason::UnsupportedScheme,
@@ -212,9 +208,9 @@ fn match_v1(offers: &[Offer], p: &PaymentPayloadV1) -> Result<Matched, Rejection
             ),
         ));
     }
-    let network = networks::from_v1_name(&p.network);
+    let network = networks::from_v1(&p.network);
     let on_network: Vec<usize> = (0..offers.len())
-        .filter(|&i| Some(&offers[i].network) == network.as_ref())
+        .filter(|&i| offers[i].network == network)
         .collect();
     if on_network.is_empty() {
         return Err(Rejection::new(
@@ -228,61 +224,7 @@ fn match_v1(offers: &[Offer], p: &PaymentPayloadV1) -> Result<Matched, Rejection
         .iter()
         .copied()
         .find(|&i| offers[i].pay_to == auth.to && offers[i].amount == auth.value);
-    Ok(Matched {
-        offer: exact.unwrap_or(on_network[0]),
-    })
-}
-
-/// Check the authorization against the matched offer: recipient, value, validity window.
-pub fn check_authorization(o: &Offer, auth: &Authorization, now: u64) -> Result<(), Rejection> {
-    if auth.to != o.pay_to {
-        return Err(Rejection::new(
-            Reason::RecipientMismatch,
-            format!(
-                "the authorization pays {} instead of this seller's {}",
-                auth.to, o.pay_to
-            ),
-        ));
-    }
-    if auth.value != o.amount {
-        return Err(Rejection::new(
-            Reason::ValueMismatch,
-            format!(
-                "the authorization is for {} atomic units; the price is {}",
-                auth.value, o.amount
-            ),
-        ));
-    }
-    let now_u = U256::from(now);
-    if auth.valid_after > now_u {
-        return Err(Rejection::new(
-            Reason::ValidAfter,
-            format!(
-                "the authorization is not valid before {} (now {now})",
-                auth.valid_after
-            ),
-        ));
-    }
-    if auth.valid_before < now_u + U256::from(SETTLEMENT_BUFFER_SECS) {
-        return Err(Rejection::new(
-            Reason::ValidBefore,
-            format!(
-                "the authorization expires at {}, less than {SETTLEMENT_BUFFER_SECS}s from now ({now}); sign a new one",
-                auth.valid_before
-            ),
-        ));
-    }
-    let ceiling = now + o.max_timeout_seconds + CLOCK_SKEW_SECS;
-    if auth.valid_before > U256::from(ceiling) {
-        return Err(Rejection::new(
-            Reason::ValidBeforeTooFar,
-            format!(
-                "the authorization is valid until {}, past the {}s this route allows (latest {ceiling})",
-                auth.valid_before, o.max_timeout_seconds
-            ),
-        ));
-    }
-    Ok(())
+    Ok(exact.unwrap_or(on_network[0]))
 }
 
 fn list(offers: &[Offer], f: impl Fn(&Offer) -> String) -> String {
@@ -294,9 +236,9 @@ fn list(offers: &[Offer], f: impl Fn(&Offer) -> String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloy_primitives::{B256, Bytes};
-
-    const NOW: u64 = 1_800_000_000;
+    use crate::fixtures::{NOW, signed};
+    use alloy_primitives::B256;
+    use alloy_signer_local::PrivateKeySigner;
 
     fn offer() -> Offer {
         Offer {
@@ -314,15 +256,12 @@ mod tests {
         }
     }
 
-    fn auth() -> Authorization {
-        Authorization {
-            from: Address::repeat_byte(3),
-            to: Address::repeat_byte(2),
-            value: U256::from(10_000),
-            valid_after: U256::ZERO,
-            valid_before: U256::from(NOW + 300),
-            nonce: B256::repeat_byte(4),
-        }
+    fn signer() -> PrivateKeySigner {
+        PrivateKeySigner::from_bytes(&B256::repeat_byte(0x11)).unwrap()
+    }
+
+    fn payload() -> ExactEvmPayload {
+        signed(&signer())
     }
 
     type Edit = Box<dyn Fn(&mut PaymentRequirements)>;
@@ -331,10 +270,7 @@ mod tests {
         IncomingPayment::V2(PaymentPayload {
             x402_version: 2,
             accepted,
-            payload: ExactEvmPayload {
-                signature: Bytes::new(),
-                authorization: auth(),
-            },
+            payload: payload(),
             resource: None,
             extensions: None,
         })
@@ -347,10 +283,10 @@ mod tests {
     #[test]
     fn an_echoed_challenge_matches() {
         let acc = offer().challenge(&key(), "POST /x402", NOW);
-        assert_eq!(
-            match_payment(&[offer()], &v2(acc), &key(), "POST /x402", NOW + 10),
-            Ok(Matched { offer: 0 })
-        );
+        let m = match_payment(&[offer()], &v2(acc), &key(), "POST /x402", NOW + 10).unwrap();
+        assert_eq!(m.offer, 0);
+        assert_eq!(m.payment.payer(), signer().address());
+        assert_eq!(m.payment.chain_id, 84532);
     }
 
     #[test]
@@ -425,10 +361,7 @@ mod tests {
             x402_version: 1,
             scheme: "exact".into(),
             network: "base-sepolia".into(),
-            payload: ExactEvmPayload {
-                signature: Bytes::new(),
-                authorization: auth(),
-            },
+            payload: payload(),
         });
         assert_eq!(
             match_payment(&[offer()], &p, &key(), "POST /x402", NOW)
@@ -452,38 +385,32 @@ mod tests {
     }
 
     #[test]
-    fn authorization_window_has_both_bounds() {
-        let o = offer();
-        assert_eq!(check_authorization(&o, &auth(), NOW), Ok(()));
-        let mut a = auth();
-        a.valid_after = U256::from(NOW + 5);
-        assert_eq!(
-            check_authorization(&o, &a, NOW).unwrap_err().reason,
-            Reason::ValidAfter
-        );
-        let mut a = auth();
-        a.valid_before = U256::from(NOW + 5);
-        assert_eq!(
-            check_authorization(&o, &a, NOW).unwrap_err().reason,
-            Reason::ValidBefore
-        );
-        let mut a = auth();
-        a.valid_before = U256::from(NOW + 300 + CLOCK_SKEW_SECS + 1);
-        assert_eq!(
-            check_authorization(&o, &a, NOW).unwrap_err().reason,
-            Reason::ValidBeforeTooFar
-        );
-        let mut a = auth();
-        a.to = Address::repeat_byte(8);
-        assert_eq!(
-            check_authorization(&o, &a, NOW).unwrap_err().reason,
-            Reason::RecipientMismatch
-        );
-        let mut a = auth();
-        a.value = U256::from(10_001);
-        assert_eq!(
-            check_authorization(&o, &a, NOW).unwrap_err().reason,
-            Reason::ValueMismatch
-        );
+    fn a_matched_payment_still_passes_the_check() {
+        let acc = offer().challenge(&key(), "POST /x402", NOW);
+        let IncomingPayment::V2(mut p) = v2(acc) else {
+            unreachable!()
+        };
+        // Signed for 10 000 but claiming 9 999: the match holds, the check refuses.
+        p.payload.authorization.value = U256::from(9_999);
+        let r = match_payment(
+            &[offer()],
+            &IncomingPayment::V2(p.clone()),
+            &key(),
+            "POST /x402",
+            NOW,
+        )
+        .unwrap_err();
+        assert_eq!(r.reason, Reason::ValueMismatch);
+        p.payload.authorization.value = U256::from(10_000);
+        p.payload.authorization.nonce = B256::repeat_byte(5);
+        let r = match_payment(
+            &[offer()],
+            &IncomingPayment::V2(p),
+            &key(),
+            "POST /x402",
+            NOW,
+        )
+        .unwrap_err();
+        assert_eq!(r.reason, Reason::Signature);
     }
 }

@@ -27,7 +27,7 @@ pub fn parse_price(text: &str, decimals: u8) -> Result<U256, MoneyError> {
 }
 
 /// Parse a decimal amount such as `0.01` into atomic units with `decimals` places.
-pub fn parse_decimal(text: &str, decimals: u8) -> Result<U256, MoneyError> {
+fn parse_decimal(text: &str, decimals: u8) -> Result<U256, MoneyError> {
     let (int, frac) = text.split_once('.').unwrap_or((text, ""));
     let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
     if int.is_empty() || !digits(int) || !digits(frac) || (text.contains('.') && frac.is_empty()) {
@@ -41,7 +41,7 @@ pub fn parse_decimal(text: &str, decimals: u8) -> Result<U256, MoneyError> {
 }
 
 /// Parse atomic units: ASCII digits only (no sign, no hex, no exponent), at most a uint256.
-pub fn parse_atomic(text: &str) -> Option<U256> {
+fn parse_atomic(text: &str) -> Option<U256> {
     if text.is_empty() || text.len() > 78 || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -84,7 +84,7 @@ impl PriceSpec {
 }
 
 /// Serde for a `U256` carried as a decimal string (the x402 wire form of amounts and times).
-pub mod dec_u256 {
+pub(crate) mod dec_u256 {
     use alloy_primitives::U256;
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 

@@ -1,7 +1,7 @@
 //! CAIP-2 network ids and the v1 network names that map to them.
 
 /// The v1 name for an `eip155:<id>` network, where x402 v1 defined one.
-pub fn v1_name(caip2: &str) -> Option<&'static str> {
+fn v1_name(caip2: &str) -> Option<&'static str> {
     Some(match chain_id(caip2)? {
         8453 => "base",
         84532 => "base-sepolia",
@@ -14,7 +14,7 @@ pub fn v1_name(caip2: &str) -> Option<&'static str> {
 }
 
 /// The CAIP-2 id for a v1 network name, or the id itself when it already is CAIP-2.
-pub fn from_v1_name(name: &str) -> Option<String> {
+fn from_v1_name(name: &str) -> Option<String> {
     let id = match name {
         "base" => 8453,
         "base-sepolia" => 84532,
@@ -27,6 +27,17 @@ pub fn from_v1_name(name: &str) -> Option<String> {
     Some(format!("eip155:{id}"))
 }
 
+/// The name a v1 message uses for a CAIP-2 network: its v1 name, else the id itself.
+pub fn to_v1(caip2: &str) -> &str {
+    v1_name(caip2).unwrap_or(caip2)
+}
+
+/// The CAIP-2 id a v1 message's network name stands for, else the name itself (which then
+/// names no network this crate knows: every check on it fails).
+pub fn from_v1(name: &str) -> String {
+    from_v1_name(name).unwrap_or_else(|| name.to_string())
+}
+
 /// The EVM chain id of an `eip155:<id>` network.
 pub fn chain_id(caip2: &str) -> Option<u64> {
     let rest = caip2.strip_prefix("eip155:")?;
@@ -34,12 +45,6 @@ pub fn chain_id(caip2: &str) -> Option<u64> {
         return None;
     }
     rest.parse().ok()
-}
-
-/// Chain ids of networks where real money moves; devnet keys are refused there and on every
-/// chain but the devnet's own.
-pub fn is_mainnet(chain_id: u64) -> bool {
-    matches!(chain_id, 1 | 8453 | 43114 | 137 | 10 | 42161)
 }
 
 #[cfg(test)]
@@ -62,5 +67,9 @@ mod tests {
             Some("eip155:31337")
         );
         assert_eq!(from_v1_name("moon"), None);
+        assert_eq!(to_v1("eip155:84532"), "base-sepolia");
+        assert_eq!(to_v1("eip155:31337"), "eip155:31337");
+        assert_eq!(from_v1("base"), "eip155:8453");
+        assert_eq!(from_v1("moon"), "moon");
     }
 }

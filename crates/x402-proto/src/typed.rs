@@ -37,6 +37,8 @@ pub fn domain(name: &str, version: &str, chain_id: u64, asset: Address) -> Eip71
     )
 }
 
+/// The one mapping of an [`Authorization`] to the signed `sol!` message (the EVM side builds
+/// the `transferWithAuthorization` call from it).
 pub fn message(a: &Authorization) -> TransferWithAuthorization {
     TransferWithAuthorization {
         from: a.from,
@@ -54,7 +56,7 @@ pub fn signing_hash(a: &Authorization, domain: &Eip712Domain) -> B256 {
 }
 
 /// Parse a 65-byte EOA signature, refusing malleable (high-s) and odd `v` forms like USDC does.
-pub fn parse_signature(raw: &[u8]) -> Result<Signature, Rejection> {
+fn parse_signature(raw: &[u8]) -> Result<Signature, Rejection> {
     let bad = |why: &str| Rejection::new(Reason::Signature, format!("the signature {why}"));
     if raw.len() != 65 {
         return Err(bad(&format!(
