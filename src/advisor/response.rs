@@ -61,6 +61,23 @@ pub struct Action {
     pub reason: String,
 }
 
+impl Action {
+    /// A trade of `size` coins worth `notional_usd`, without leverage, stops or reason yet (the
+    /// engine's later steps add them).
+    pub(crate) fn trade(symbol: String, action: ActionKind, size: f64, notional_usd: f64) -> Self {
+        Action {
+            symbol,
+            action,
+            size,
+            notional_usd,
+            leverage: None,
+            stop_loss: None,
+            take_profit: None,
+            reason: String::new(),
+        }
+    }
+}
+
 /// The advice itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
