@@ -152,6 +152,36 @@ pub struct Outcome {
     pub elapsed: Duration,
 }
 
+/// What the model step has sent and received so far (kept when the budget runs out).
+#[derive(Default)]
+struct Tries {
+    attempts: u32,
+    ids: Vec<String>,
+    replies: Vec<Completion>,
+}
+
+impl Tries {
+    /// Keep `c`, then check it: a reply cut at `max_tokens` is truncated, else both checks.
+    fn check(&mut self, c: Completion, numbers: &[f64]) -> Result<Words, ModelError> {
+        self.ids.extend(c.id.clone());
+        self.replies.push(c.clone());
+        if c.finish_reason.as_deref() == Some("length") {
+            return Err(ModelError::Truncated);
+        }
+        check(&c.content, numbers)
+    }
+
+    fn outcome(self, result: Result<Words, ModelError>, elapsed: Duration) -> Outcome {
+        Outcome {
+            result,
+            attempts: self.attempts,
+            completion_ids: self.ids,
+            replies: self.replies,
+            elapsed,
+        }
+    }
+}
+
 /// The JSON schema the model must fill, with the length limits that keep a small model from
 /// looping inside a string until `max_tokens`.
 pub fn schema() -> Value {
@@ -586,48 +616,15 @@ impl ModelClient {
             .map(|mut b| b.allow(started))
             .unwrap_or(true);
         if !allowed {
-            return Outcome {
-                result: Err(ModelError::BreakerOpen),
-                attempts: 0,
-                completion_ids: Vec::new(),
-                replies: Vec::new(),
-                elapsed: started.elapsed(),
-            };
+            return Tries::default().outcome(Err(ModelError::BreakerOpen), started.elapsed());
         }
         let fence = self.fence(strategy, req);
         let numbers = allowed_numbers(strategy, req);
-        let mut msgs = messages(strategy, req, &fence);
-        let mut attempts = 0u32;
-        let mut ids = Vec::new();
-        let mut replies = Vec::new();
+        let msgs = messages(strategy, req, &fence);
+        let mut tries = Tries::default();
         let budget = self.cfg.timeout;
-        let run = async {
-            loop {
-                attempts += 1;
-                let reply = self.call(&msgs).await;
-                let checked = reply.and_then(|c| {
-                    ids.extend(c.id.clone());
-                    replies.push(c.clone());
-                    if c.finish_reason.as_deref() == Some("length") {
-                        return Err(ModelError::Truncated);
-                    }
-                    check(&c.content, &numbers)
-                });
-                match checked {
-                    Ok(words) => return Ok(words),
-                    Err(e) if attempts == 1 && e.repairable() => {
-                        // The rejected reply is not echoed back: it would only lengthen the
-                        // prompt (and a small model tends to copy it).
-                        let why: String = e.to_string().chars().take(300).collect();
-                        msgs.push(json!({"role": "user", "content": format!(
-                            "A previous answer was rejected: {why}. Write the JSON again, using only numbers from FACTS."
-                        )}));
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        };
-        let result = match tokio::time::timeout(budget, run).await {
+        let result = match tokio::time::timeout(budget, self.ask(msgs, &numbers, &mut tries)).await
+        {
             Ok(r) => r,
             Err(_) => Err(ModelError::Timeout(budget.as_millis() as u64)),
         };
@@ -638,20 +635,52 @@ impl ModelClient {
             }
         }
         let elapsed = started.elapsed();
-        match &result {
+        self.log(call_id, &result, &tries, elapsed);
+        tries.outcome(result, elapsed)
+    }
+
+    /// Ask and check; a first answer that failed the checks (or was cut) gets one repair
+    /// request quoting the problems.
+    async fn ask(
+        &self,
+        mut msgs: Vec<Value>,
+        numbers: &[f64],
+        tries: &mut Tries,
+    ) -> Result<Words, ModelError> {
+        loop {
+            tries.attempts += 1;
+            let checked = self.call(&msgs).await.and_then(|c| tries.check(c, numbers));
+            match checked {
+                Ok(words) => return Ok(words),
+                Err(e) if tries.attempts == 1 && e.repairable() => {
+                    // The rejected reply is not echoed back: it would only lengthen the
+                    // prompt (and a small model tends to copy it).
+                    let why: String = e.to_string().chars().take(300).collect();
+                    msgs.push(json!({"role": "user", "content": format!(
+                        "A previous answer was rejected: {why}. Write the JSON again, using only numbers from FACTS."
+                    )}));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One log line per model step: info when its words are used, warn with the fallback code.
+    fn log(
+        &self,
+        call_id: &str,
+        result: &Result<Words, ModelError>,
+        tries: &Tries,
+        elapsed: Duration,
+    ) {
+        let (attempts, ids) = (tries.attempts, &tries.ids);
+        match result {
             Ok(_) => {
                 info!(model_call_id = call_id, model = %self.cfg.model, attempts, ms = elapsed.as_millis() as u64, completion_ids = ?ids, "model worded the advice")
             }
             Err(e) => {
                 warn!(model_call_id = call_id, model = %self.cfg.model, attempts, ms = elapsed.as_millis() as u64, fallback = e.code(), breaker = self.breaker_state(), "model step failed, the engine's words stand: {e}")
             }
-        }
-        Outcome {
-            result,
-            attempts,
-            completion_ids: ids,
-            replies,
-            elapsed,
         }
     }
 

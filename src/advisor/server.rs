@@ -140,10 +140,7 @@ impl Advisor {
     pub async fn handle(&self, req: Request) -> Response {
         let path = req.path.split('?').next().unwrap_or_default();
         if req.method == "GET" && path == "/healthz" {
-            return Response::Body(
-                200,
-                json!({"status": "ok", "engine": ENGINE_ID}).to_string(),
-            );
+            return reply(200, json!({"status": "ok", "engine": ENGINE_ID}));
         }
         if !self.authorised(&req) {
             warn!(path, "advisor call without the sidecar's secret refused");
@@ -159,9 +156,9 @@ impl Advisor {
         let request = match contract::parse(&req.body) {
             Ok(r) => r,
             Err(details) => {
-                return Response::Body(
+                return reply(
                     400,
-                    json!({"error": "invalid_request", "message": "the body is not a valid StrategyRequest", "details": details}).to_string(),
+                    json!({"error": "invalid_request", "message": "the body is not a valid StrategyRequest", "details": details}),
                 );
             }
         };
@@ -179,8 +176,7 @@ impl Advisor {
             actions = a.strategy.actions.len(),
             "advice served"
         );
-        let body = json!({"strategy": a.strategy, "metadata": a.metadata});
-        Response::Body(200, body.to_string())
+        reply(200, json!({"strategy": a.strategy, "metadata": a.metadata}))
     }
 
     /// The advisor as a [`server::Handler`].
@@ -192,11 +188,14 @@ impl Advisor {
     }
 }
 
+/// A JSON reply.
+fn reply(status: u16, body: Value) -> Response {
+    Response::Body(status, body.to_string())
+}
+
+/// A JSON error reply: `{error, message}`.
 fn error(status: u16, code: &str, message: &str) -> Response {
-    Response::Body(
-        status,
-        json!({"error": code, "message": message}).to_string(),
-    )
+    reply(status, json!({"error": code, "message": message}))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

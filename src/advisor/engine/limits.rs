@@ -114,29 +114,48 @@ fn number_after(text: &str, phrase: &str) -> Option<f64> {
     rest[..end].trim_end_matches('.').parse().ok()
 }
 
+/// The engine's defaults for one risk tolerance.
+struct Defaults {
+    /// Leverage cap when the buyer sends none.
+    leverage: f64,
+    /// Share of the cap the engine aims for when it has to cut.
+    utilisation: f64,
+    /// Stop-loss distance, percent, when no constraint sets one.
+    stop_pct: f64,
+}
+
+/// The defaults table (the engine's header gives it as rules 2 and 5).
+fn defaults(t: RiskTolerance) -> Defaults {
+    match t {
+        RiskTolerance::Low => Defaults {
+            leverage: 2.0,
+            utilisation: 0.8,
+            stop_pct: 2.0,
+        },
+        RiskTolerance::Medium => Defaults {
+            leverage: 3.0,
+            utilisation: 0.9,
+            stop_pct: 3.0,
+        },
+        RiskTolerance::High => Defaults {
+            leverage: 5.0,
+            utilisation: 1.0,
+            stop_pct: 5.0,
+        },
+    }
+}
+
 /// Leverage cap when the buyer sends none.
 pub fn default_leverage(t: RiskTolerance) -> f64 {
-    match t {
-        RiskTolerance::Low => 2.0,
-        RiskTolerance::Medium => 3.0,
-        RiskTolerance::High => 5.0,
-    }
+    defaults(t).leverage
 }
 
 /// Share of the cap the engine aims for when it has to cut.
 pub fn utilisation(t: RiskTolerance) -> f64 {
-    match t {
-        RiskTolerance::Low => 0.8,
-        RiskTolerance::Medium => 0.9,
-        RiskTolerance::High => 1.0,
-    }
+    defaults(t).utilisation
 }
 
 /// Stop-loss distance, percent, when no constraint sets one.
 pub fn default_stop_pct(t: RiskTolerance) -> f64 {
-    match t {
-        RiskTolerance::Low => 2.0,
-        RiskTolerance::Medium => 3.0,
-        RiskTolerance::High => 5.0,
-    }
+    defaults(t).stop_pct
 }
