@@ -12,6 +12,9 @@
 //! The result goes through the same checks as any buyer's request ([`contract::from_value`]),
 //! so limits and normalisation are identical; problems in the native structure itself are
 //! reported with the native path (`assetPositions[0].position.szi`).
+//!
+//! A library entry point for buyers that read their account from the exchange (tests/strategy.rs
+//! checks it on recorded payloads); nothing in the sidecar itself calls it.
 
 use serde_json::{Map, Value, json};
 

@@ -17,7 +17,9 @@
 //! guess (a hash keyed per process), and the system prompt says so. The owner address and
 //! telemetry never reach the model.
 //!
-//! The prompt, schema and checks are pure functions; [`ModelClient`] is the I/O edge.
+//! The prompt, schema and checks are pure functions; [`ModelClient`] is the I/O edge. Called by
+//! the advisor server ([`super::server::Advisor::answer`]) when `x402-sidecar advisor` is given
+//! `--model-url`.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -32,13 +34,13 @@ use crate::breaker::Breaker;
 /// Longest summary the model may write (characters).
 pub const SUMMARY_MAX: usize = 200;
 /// Longest step or risk note the model may write (characters).
-pub const ITEM_MAX: usize = 120;
+pub(crate) const ITEM_MAX: usize = 120;
 /// Most steps the model may write.
 pub const STEPS_MAX: usize = 4;
 /// Most risk notes the model may add.
 pub const NOTES_MAX: usize = 3;
 /// Buyer free text kept per field in the prompt (characters).
-pub const BUYER_TEXT_MAX: usize = 300;
+pub(crate) const BUYER_TEXT_MAX: usize = 300;
 
 /// How to ask for structured output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -184,7 +186,7 @@ impl Tries {
 
 /// The JSON schema the model must fill, with the length limits that keep a small model from
 /// looping inside a string until `max_tokens`.
-pub fn schema() -> Value {
+pub(crate) fn schema() -> Value {
     let item = json!({"type": "string", "minLength": 1, "maxLength": ITEM_MAX});
     json!({
         "type": "object",
@@ -209,7 +211,7 @@ const NOTES_IN_PROMPT: usize = 3;
 
 /// Buyer text made safe for the prompt: control characters out, whitespace collapsed, the
 /// fence token removed, capped at [`BUYER_TEXT_MAX`] characters.
-pub fn sanitise(text: &str, fence: &str) -> String {
+pub(crate) fn sanitise(text: &str, fence: &str) -> String {
     let cleaned: String = text
         .replace(fence, "")
         .chars()
@@ -226,7 +228,7 @@ pub fn sanitise(text: &str, fence: &str) -> String {
 }
 
 /// The chat messages: system rules, then the engine's facts and the fenced buyer text.
-pub fn messages(strategy: &Strategy, req: &StrategyRequest, fence: &str) -> Vec<Value> {
+pub(crate) fn messages(strategy: &Strategy, req: &StrategyRequest, fence: &str) -> Vec<Value> {
     let mut facts = format!("FACTS\nsummary: {}\nsteps:\n", strategy.summary);
     for s in &strategy.steps {
         facts.push_str(&format!("- {s}\n"));
@@ -261,7 +263,7 @@ pub fn messages(strategy: &Strategy, req: &StrategyRequest, fence: &str) -> Vec<
 }
 
 /// The request body for `POST {base}/chat/completions`.
-pub fn request_body(cfg: &ModelConfig, messages: &[Value]) -> Value {
+pub(crate) fn request_body(cfg: &ModelConfig, messages: &[Value]) -> Value {
     let mut body = Map::new();
     body.insert("model".into(), json!(cfg.model));
     body.insert("messages".into(), json!(messages));
@@ -298,7 +300,7 @@ pub struct Completion {
 }
 
 /// Read `choices[0]` of a chat-completions answer.
-pub fn parse_completion(v: &Value) -> Result<Completion, ModelError> {
+pub(crate) fn parse_completion(v: &Value) -> Result<Completion, ModelError> {
     let choice = v
         .get("choices")
         .and_then(|c| c.get(0))
@@ -442,7 +444,7 @@ pub fn check_content(words: &Words, allowed: &[f64]) -> Result<(), Vec<String>> 
 }
 
 /// Every number in `text`: digits with `,` thousands separators and one `.` decimal point.
-pub fn numbers_in(text: &str) -> Vec<f64> {
+pub(crate) fn numbers_in(text: &str) -> Vec<f64> {
     let mut out = Vec::new();
     let chars: Vec<char> = text.chars().collect();
     let mut i = 0;
@@ -527,7 +529,7 @@ pub fn allowed_numbers(strategy: &Strategy, req: &StrategyRequest) -> Vec<f64> {
 }
 
 /// Both checks, as one result.
-pub fn check(content: &str, allowed: &[f64]) -> Result<Words, ModelError> {
+pub(crate) fn check(content: &str, allowed: &[f64]) -> Result<Words, ModelError> {
     let summarise = |p: Vec<String>| {
         let mut text = p.iter().take(6).cloned().collect::<Vec<_>>().join("; ");
         if p.len() > 6 {
@@ -542,7 +544,7 @@ pub fn check(content: &str, allowed: &[f64]) -> Result<Words, ModelError> {
 
 /// The engine's strategy with the model's words: summary and steps replaced, the engine's risk
 /// notes kept (they are facts) and the model's appended.
-pub fn apply(strategy: &mut Strategy, words: Words) {
+pub(crate) fn apply(strategy: &mut Strategy, words: Words) {
     strategy.summary = words.summary;
     strategy.steps = words.steps;
     for n in words.risk_notes {
@@ -598,7 +600,7 @@ impl ModelClient {
         crate::util::hex(&h.finalize()[..8])
     }
 
-    pub fn config(&self) -> &ModelConfig {
+    pub(crate) fn config(&self) -> &ModelConfig {
         &self.cfg
     }
 

@@ -28,7 +28,7 @@ use crate::util::{new_id, now_secs, rfc3339};
 pub const SECRET_HEADER: &str = "X-Sidecar-Secret";
 
 /// Shortest secret accepted.
-pub const MIN_SECRET_LEN: usize = 16;
+pub(crate) const MIN_SECRET_LEN: usize = 16;
 
 /// Why the advisor cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +137,7 @@ impl Advisor {
     }
 
     /// One HTTP request.
-    pub async fn handle(&self, req: Request) -> Response {
+    pub(crate) async fn handle(&self, req: Request) -> Response {
         let path = req.path.split('?').next().unwrap_or_default();
         if req.method == "GET" && path == "/healthz" {
             return reply(200, json!({"status": "ok", "engine": ENGINE_ID}));
@@ -180,7 +180,7 @@ impl Advisor {
     }
 
     /// The advisor as a [`server::Handler`].
-    pub fn handler(self: Arc<Self>) -> Handler {
+    pub(crate) fn handler(self: Arc<Self>) -> Handler {
         Arc::new(move |req: Request| {
             let me = self.clone();
             Box::pin(async move { me.handle(req).await })
@@ -250,7 +250,7 @@ pub struct AdvisorArgs {
 
 impl AdvisorArgs {
     /// The model configuration these flags describe, reading the key from the environment.
-    pub fn model_config(
+    pub(crate) fn model_config(
         &self,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Option<ModelConfig>, AdvisorError> {
@@ -290,7 +290,7 @@ impl AdvisorArgs {
 }
 
 /// Run `x402-sidecar advisor` until the process is stopped.
-pub async fn run(args: AdvisorArgs) -> Result<(), AdvisorError> {
+pub(crate) async fn run(args: AdvisorArgs) -> Result<(), AdvisorError> {
     let env = |k: &str| std::env::var(k).ok();
     let secret = env(&args.secret_env)
         .filter(|s| !s.is_empty())

@@ -12,7 +12,7 @@ use super::FieldError;
 pub(super) struct Errs(pub Vec<FieldError>);
 
 impl Errs {
-    pub fn push(&mut self, path: impl Into<String>, reason: impl Into<String>) {
+    pub(crate) fn push(&mut self, path: impl Into<String>, reason: impl Into<String>) {
         self.0.push(FieldError::new(path, reason));
     }
 }

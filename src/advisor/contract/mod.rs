@@ -13,8 +13,13 @@
 //! positions/symbols/constraints, over-long or odd strings, and leverage outside `(0, 100]`.
 //! Unknown keys are ignored (roma-01 buyers send `raw` and `metadata`), and never reach a model.
 //!
-//! Pure: no I/O. The paywall calls [`parse`] (through `strategy::validate`) before asking for
-//! payment, so invalid input is never charged; the advisor calls it again on what it serves.
+//! Pure: no I/O. The seller's paywall calls [`validate`] (as `advisor::validate`) before asking
+//! for payment, so invalid input is never charged; the buyer calls [`parse`] before paying; the
+//! advisor server parses again what it serves; the converters finish with [`from_value`].
+//!
+//! The types and the request's top-level sections are here; the `account` section is in
+//! `account.rs`, the field readers every section uses (aliases, ranges, bounded strings) in
+//! `fields.rs`.
 
 mod account;
 mod fields;
@@ -145,7 +150,7 @@ pub enum Side {
 }
 
 impl Side {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Side::Long => "long",
             Side::Short => "short",
@@ -191,7 +196,7 @@ impl Position {
     }
 
     /// Signed USD value: positive long, negative short.
-    pub fn delta(&self) -> f64 {
+    pub(crate) fn delta(&self) -> f64 {
         self.size * self.price()
     }
 }
@@ -205,7 +210,7 @@ pub enum RiskTolerance {
 }
 
 impl RiskTolerance {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             RiskTolerance::Low => "low",
             RiskTolerance::Medium => "medium",
@@ -229,19 +234,6 @@ pub struct Preferences {
 }
 
 impl StrategyRequest {
-    /// A request for `account` with no preferences, objectives or constraints (the converters'
-    /// starting point).
-    pub fn for_account(account: Account) -> Self {
-        StrategyRequest {
-            account,
-            preferences: Preferences::default(),
-            objectives: None,
-            constraints: Vec::new(),
-            symbols: Vec::new(),
-            telemetry: Map::new(),
-        }
-    }
-
     /// The canonical JSON form (what [`parse`] accepts back unchanged).
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)

@@ -35,7 +35,7 @@ pub(super) struct Book<'a> {
 
 impl<'a> Book<'a> {
     /// Measures `req`, writing a risk note for each assumption it makes.
-    pub fn measure(req: &'a StrategyRequest, notes: &mut Vec<String>) -> Book<'a> {
+    pub(crate) fn measure(req: &'a StrategyRequest, notes: &mut Vec<String>) -> Book<'a> {
         let tol = req
             .preferences
             .risk_tolerance
@@ -75,17 +75,17 @@ impl<'a> Book<'a> {
     }
 
     /// Exposure of `sizes` (signed, one per position) at the positions' prices.
-    pub fn exposure(&self, sizes: &[f64]) -> Exposure {
+    pub(crate) fn exposure(&self, sizes: &[f64]) -> Exposure {
         exposure(self.positions, sizes, self.equity)
     }
 
     /// Exchange leverage to set before an open: the cap, rounded down (none below 1x).
-    pub fn open_leverage(&self) -> Option<u32> {
+    pub(crate) fn open_leverage(&self) -> Option<u32> {
         (self.cap >= 1.0).then(|| self.cap.floor() as u32)
     }
 
     /// Equity came from `balance.amount` for an account with positions.
-    pub fn equity_assumed(&self) -> bool {
+    pub(crate) fn equity_assumed(&self) -> bool {
         self.equity_source == EquitySource::Balance && !self.positions.is_empty()
     }
 }

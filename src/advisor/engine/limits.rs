@@ -6,7 +6,7 @@ use crate::advisor::contract::RiskTolerance;
 
 /// What the buyer wants, read from `objectives`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Goal {
+pub(super) enum Goal {
     Flat,
     DeltaNeutral,
     RiskBudget,
@@ -14,7 +14,7 @@ pub enum Goal {
 
 impl Goal {
     /// Keyword rules, documented in the engine's header. `flat` wins over `neutral`.
-    pub fn from_objectives(text: Option<&str>) -> Goal {
+    pub(super) fn from_objectives(text: Option<&str>) -> Goal {
         let Some(t) = text else {
             return Goal::RiskBudget;
         };
@@ -40,7 +40,7 @@ impl Goal {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Goal::Flat => "flat",
             Goal::DeltaNeutral => "delta_neutral",
@@ -151,11 +151,11 @@ pub fn default_leverage(t: RiskTolerance) -> f64 {
 }
 
 /// Share of the cap the engine aims for when it has to cut.
-pub fn utilisation(t: RiskTolerance) -> f64 {
+pub(super) fn utilisation(t: RiskTolerance) -> f64 {
     defaults(t).utilisation
 }
 
 /// Stop-loss distance, percent, when no constraint sets one.
-pub fn default_stop_pct(t: RiskTolerance) -> f64 {
+pub(super) fn default_stop_pct(t: RiskTolerance) -> f64 {
     defaults(t).stop_pct
 }

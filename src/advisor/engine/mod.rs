@@ -25,12 +25,13 @@
 //!    low 2% / medium 3% / high 5% (or a `stop loss N%` constraint), take-profit at twice that
 //!    (or `take profit N%`), rounded to 5 significant figures (Hyperliquid's price rule).
 //!
-//! [`advise`] runs the rules as steps, one file each: [`book`] measures the account (rules
-//! 1–2), [`targets`] sets each position's target notional against the preference (rule 3),
-//! [`actions`] sizes one trade per position (rule 4), [`stops`] adds the order parameters
-//! (rule 5), [`wording`] writes the reasons, steps, notes and summary, and [`analysis`]
-//! assembles the answer with its numbers. [`limits`] reads the request's goal, constraints
-//! and defaults; [`round`] holds the number rules.
+//! [`advise`] runs the rules as steps, one file each, passing one `Draft` (notes, steps,
+//! actions, sizes after) along: `book` measures the account (rules 1–2), `targets` sets each
+//! position's target notional against the preference (rule 3), `actions` sizes one trade per
+//! position (rule 4), `stops` adds leverage on opens and the brackets (rule 5), `wording`
+//! writes the reasons, steps, notes and summary, and `analysis` assembles the answer with its
+//! numbers. `limits` reads the request's goal, constraints and defaults; `round` holds the
+//! number rules.
 //!
 //! Called by the advisor server ([`crate::advisor::server`]), by the model step's tests, and by
 //! tests/strategy.rs and benches/strategy.rs through the public API.
@@ -47,15 +48,14 @@ mod wording;
 use super::contract::StrategyRequest;
 use super::response::{Action, Strategy};
 
-pub use limits::{Goal, Limits, default_leverage, default_stop_pct, utilisation};
-pub use round::{ceil6, coin_of, floor6, sig5};
+pub use limits::{Limits, default_leverage};
 
 /// The engine's name in `metadata.model`.
-pub const ENGINE_ID: &str = "rules-v1";
+pub(crate) const ENGINE_ID: &str = "rules-v1";
 
 /// Below the cap, a change smaller than this (USD) is not worth a trade; a remainder smaller
 /// than this is closed rather than kept.
-pub const MIN_TRADE_USD: f64 = 10.0;
+const MIN_TRADE_USD: f64 = 10.0;
 
 /// The advice as the steps write it, carried from one step to the next.
 #[derive(Default)]
@@ -86,6 +86,8 @@ pub fn advise(req: &StrategyRequest) -> Strategy {
 
 #[cfg(test)]
 mod tests {
+    use super::limits::Goal;
+    use super::round::{ceil6, coin_of, floor6, sig5};
     use super::*;
     use crate::advisor::contract::{SEED_EXAMPLE, parse};
     use crate::advisor::response::ActionKind;

@@ -2,32 +2,32 @@
 //! significant figures for prices, and the coin a symbol trades. Used by every engine step.
 
 /// Round up to 6 decimals (a hair of float noise is not rounded up).
-pub fn ceil6(x: f64) -> f64 {
+pub(super) fn ceil6(x: f64) -> f64 {
     (x * 1e6 - 1e-6).ceil() / 1e6
 }
 
 /// Round down to 6 decimals (a hair of float noise is not rounded down).
-pub fn floor6(x: f64) -> f64 {
+pub(super) fn floor6(x: f64) -> f64 {
     (x * 1e6 + 1e-6).floor() / 1e6
 }
 
 /// Round to 6 decimals (coin sizes).
-pub(crate) fn round6(x: f64) -> f64 {
+pub(super) fn round6(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
 }
 
 /// Round to cents (USD).
-pub(crate) fn round2(x: f64) -> f64 {
+pub(super) fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
 /// Round to 4 decimals (leverage).
-pub(crate) fn round4(x: f64) -> f64 {
+pub(super) fn round4(x: f64) -> f64 {
     (x * 1e4).round() / 1e4
 }
 
 /// Five significant figures.
-pub fn sig5(x: f64) -> f64 {
+pub(super) fn sig5(x: f64) -> f64 {
     if x <= 0.0 || !x.is_finite() {
         return 0.0;
     }
@@ -38,7 +38,7 @@ pub fn sig5(x: f64) -> f64 {
 
 /// The coin a symbol trades, for matching `symbols` against positions: `ETH-PERP`, `ETHUSDT`,
 /// `ETH/USDC` and `ETH` are all `ETH`.
-pub fn coin_of(symbol: &str) -> String {
+pub(super) fn coin_of(symbol: &str) -> String {
     let s = symbol.to_ascii_uppercase();
     let mut s = s.as_str();
     for suffix in [

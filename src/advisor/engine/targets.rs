@@ -21,7 +21,7 @@ pub(super) struct Targets {
 
 impl Targets {
     /// The goal read from `objectives`, and the notional it asks of each position.
-    pub fn for_book(book: &Book, notes: &mut Vec<String>) -> Targets {
+    pub(crate) fn for_book(book: &Book, notes: &mut Vec<String>) -> Targets {
         let positions = book.positions;
         let current: Vec<f64> = positions.iter().map(Position::notional).collect();
         let long = side_total(positions, Side::Long);
