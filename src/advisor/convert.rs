@@ -12,30 +12,31 @@
 //! The result goes through the same checks as any buyer's request ([`contract::from_value`]),
 //! so limits and normalisation are identical; problems in the native structure itself are
 //! reported with the native path (`assetPositions[0].position.szi`).
+//!
+//! A library entry point for buyers that read their account from the exchange (tests/strategy.rs
+//! checks it on recorded payloads); nothing in the sidecar itself calls it.
 
 use serde_json::{Map, Value, json};
 
-use super::contract::{self, FieldError, StrategyRequest};
-
-fn err(path: impl Into<String>, reason: impl Into<String>) -> FieldError {
-    FieldError {
-        path: path.into(),
-        reason: reason.into(),
-    }
-}
+use super::contract::{self, FieldError, StrategyRequest, number};
 
 /// A decimal that exchanges send as a string (or, sometimes, a number).
 fn dec(v: Option<&Value>, path: &str, errs: &mut Vec<FieldError>) -> Option<f64> {
-    let parsed = match v {
-        Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
-        Some(Value::Number(n)) => n.as_f64(),
-        _ => None,
-    };
-    match parsed.filter(|x| x.is_finite()) {
-        Some(x) => Some(x),
-        None => {
-            errs.push(err(path, "required: a decimal number (string or number)"));
-            None
+    let parsed = v.and_then(number).filter(|x| x.is_finite());
+    if parsed.is_none() {
+        errs.push(FieldError::new(
+            path,
+            "required: a decimal number (string or number)",
+        ));
+    }
+    parsed
+}
+
+/// Copies the fields of `from` that are present and not null into `to`, renamed.
+fn copy_present(from: &Value, to: &mut Map<String, Value>, names: &[(&str, &str)]) {
+    for (name, to_name) in names {
+        if let Some(v) = from.get(name).filter(|v| !v.is_null()) {
+            to.insert((*to_name).into(), v.clone());
         }
     }
 }
@@ -44,11 +45,14 @@ fn dec(v: Option<&Value>, path: &str, errs: &mut Vec<FieldError>) -> Option<f64>
 pub fn from_hyperliquid(state: &Value) -> Result<StrategyRequest, Vec<FieldError>> {
     let mut errs = Vec::new();
     let Some(root) = state.as_object() else {
-        return Err(vec![err("$", "clearinghouseState must be a JSON object")]);
+        return Err(vec![FieldError::new(
+            "$",
+            "clearinghouseState must be a JSON object",
+        )]);
     };
-    let summary = root.get("marginSummary").and_then(Value::as_object);
+    let summary = root.get("marginSummary").filter(|s| s.is_object());
     if summary.is_none() {
-        errs.push(err("marginSummary", "required: an object"));
+        errs.push(FieldError::new("marginSummary", "required: an object"));
     }
     let account_value = summary.and_then(|s| {
         dec(
@@ -69,50 +73,11 @@ pub fn from_hyperliquid(state: &Value) -> Result<StrategyRequest, Vec<FieldError
         Some(Value::Array(list)) => {
             for (i, ap) in list.iter().enumerate() {
                 let at = format!("assetPositions[{i}].position");
-                let Some(p) = ap.get("position").and_then(Value::as_object) else {
-                    errs.push(err(at, "required: an object"));
-                    continue;
-                };
-                let Some(coin) = p.get("coin").and_then(Value::as_str) else {
-                    errs.push(err(format!("{at}.coin"), "required: a string"));
-                    continue;
-                };
-                let Some(szi) = dec(p.get("szi"), &format!("{at}.szi"), &mut errs) else {
-                    continue;
-                };
-                if szi == 0.0 {
-                    continue;
-                }
-                let value = dec(
-                    p.get("positionValue"),
-                    &format!("{at}.positionValue"),
-                    &mut errs,
-                );
-                let mut pos = Map::new();
-                pos.insert("symbol".into(), json!(format!("{coin}-PERP")));
-                pos.insert("size".into(), json!(szi));
-                if let Some(v) = p.get("entryPx").filter(|v| !v.is_null()) {
-                    pos.insert("entryPx".into(), v.clone());
-                }
-                if let Some(v) = value.filter(|v| *v > 0.0) {
-                    pos.insert("markPx".into(), json!((v / szi).abs()));
-                }
-                if let Some(l) = p.get("leverage").and_then(|l| l.get("value")) {
-                    pos.insert("leverage".into(), l.clone());
-                }
-                for (from, to) in [
-                    ("unrealizedPnl", "unrealizedPnl"),
-                    ("liquidationPx", "liquidationPx"),
-                ] {
-                    if let Some(v) = p.get(from).filter(|v| !v.is_null()) {
-                        pos.insert(to.into(), v.clone());
-                    }
-                }
-                positions.push(Value::Object(pos));
+                positions.extend(hyperliquid_position(ap, &at, &mut errs));
             }
         }
         None | Some(Value::Null) => {}
-        Some(_) => errs.push(err("assetPositions", "must be an array")),
+        Some(_) => errs.push(FieldError::new("assetPositions", "must be an array")),
     }
     if !errs.is_empty() {
         return Err(errs);
@@ -129,93 +94,57 @@ pub fn from_hyperliquid(state: &Value) -> Result<StrategyRequest, Vec<FieldError
     }))
 }
 
+/// One `assetPositions[i]` → a request position (`<coin>-PERP`, mark = |positionValue ÷ szi|);
+/// none for a zero row or a problem (recorded).
+fn hyperliquid_position(ap: &Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Value> {
+    let Some(p) = ap.get("position").filter(|p| p.is_object()) else {
+        errs.push(FieldError::new(at, "required: an object"));
+        return None;
+    };
+    let Some(coin) = p.get("coin").and_then(Value::as_str) else {
+        errs.push(FieldError::new(format!("{at}.coin"), "required: a string"));
+        return None;
+    };
+    let szi = dec(p.get("szi"), &format!("{at}.szi"), errs)?;
+    if szi == 0.0 {
+        return None;
+    }
+    let value = dec(p.get("positionValue"), &format!("{at}.positionValue"), errs);
+    let mut pos = Map::new();
+    pos.insert("symbol".into(), json!(format!("{coin}-PERP")));
+    pos.insert("size".into(), json!(szi));
+    copy_present(p, &mut pos, &[("entryPx", "entryPx")]);
+    if let Some(v) = value.filter(|v| *v > 0.0) {
+        pos.insert("markPx".into(), json!((v / szi).abs()));
+    }
+    if let Some(l) = p.get("leverage").and_then(|l| l.get("value")) {
+        pos.insert("leverage".into(), l.clone());
+    }
+    copy_present(
+        p,
+        &mut pos,
+        &[
+            ("unrealizedPnl", "unrealizedPnl"),
+            ("liquidationPx", "liquidationPx"),
+        ],
+    );
+    Some(Value::Object(pos))
+}
+
 /// Aster `/fapi/v3/balance` + `/fapi/v3/positionRisk` → request.
 pub fn from_aster(
     balance: &Value,
     position_risk: &Value,
 ) -> Result<StrategyRequest, Vec<FieldError>> {
     let mut errs = Vec::new();
-    let usdt = balance.as_array().and_then(|rows| {
-        rows.iter()
-            .position(|r| r.get("asset").and_then(Value::as_str) == Some("USDT"))
-            .map(|i| (i, &rows[i]))
-    });
-    let (equity, available) = match usdt {
-        None => {
-            errs.push(err(
-                "balance",
-                "required: an array with a row whose asset is \"USDT\"",
-            ));
-            (None, None)
-        }
-        Some((i, row)) => {
-            let at = format!("balance[{i}]");
-            let wallet = dec(row.get("balance"), &format!("{at}.balance"), &mut errs);
-            let unpnl = dec(
-                row.get("crossUnPnl"),
-                &format!("{at}.crossUnPnl"),
-                &mut errs,
-            );
-            let avail = dec(
-                row.get("availableBalance"),
-                &format!("{at}.availableBalance"),
-                &mut errs,
-            );
-            (wallet.zip(unpnl).map(|(w, u)| w + u), avail)
-        }
-    };
+    let (equity, available) = aster_usdt(balance, &mut errs);
     let mut positions = Vec::new();
     match position_risk.as_array() {
-        None => errs.push(err("positionRisk", "must be an array")),
+        None => errs.push(FieldError::new("positionRisk", "must be an array")),
         Some(rows) => {
             for (i, r) in rows.iter().enumerate() {
                 let at = format!("positionRisk[{i}]");
-                let Some(symbol) = r.get("symbol").and_then(Value::as_str) else {
-                    errs.push(err(format!("{at}.symbol"), "required: a string"));
-                    continue;
-                };
-                let Some(amt) = dec(
-                    r.get("positionAmt"),
-                    &format!("{at}.positionAmt"),
-                    &mut errs,
-                ) else {
-                    continue;
-                };
-                if amt == 0.0 {
-                    continue;
-                }
-                match r.get("positionSide").and_then(Value::as_str) {
-                    Some("LONG") if amt < 0.0 => {
-                        errs.push(err(
-                            format!("{at}.positionSide"),
-                            "LONG contradicts a negative positionAmt",
-                        ));
-                        continue;
-                    }
-                    Some("SHORT") if amt > 0.0 => {
-                        errs.push(err(
-                            format!("{at}.positionSide"),
-                            "SHORT contradicts a positive positionAmt",
-                        ));
-                        continue;
-                    }
-                    _ => {}
-                }
-                let mut pos = Map::new();
-                pos.insert("symbol".into(), json!(symbol));
-                pos.insert("size".into(), json!(amt));
-                for (from, to) in [
-                    ("entryPrice", "entryPrice"),
-                    ("markPrice", "markPrice"),
-                    ("unRealizedProfit", "unrealizedPnl"),
-                    ("leverage", "leverage"),
-                    ("liquidationPrice", "liquidationPrice"),
-                ] {
-                    if let Some(v) = r.get(from).filter(|v| !v.is_null()) {
-                        pos.insert(to.into(), v.clone());
-                    }
-                }
-                positions.push(Value::Object(pos));
+                positions.extend(aster_position(r, &at, &mut errs));
             }
         }
     }
@@ -230,6 +159,71 @@ pub fn from_aster(
             "positions": positions,
         }
     }))
+}
+
+/// The `USDT` row of the balance: (equity = balance + crossUnPnl, availableBalance).
+fn aster_usdt(balance: &Value, errs: &mut Vec<FieldError>) -> (Option<f64>, Option<f64>) {
+    let usdt = balance.as_array().and_then(|rows| {
+        rows.iter()
+            .position(|r| r.get("asset").and_then(Value::as_str) == Some("USDT"))
+            .map(|i| (i, &rows[i]))
+    });
+    let Some((i, row)) = usdt else {
+        errs.push(FieldError::new(
+            "balance",
+            "required: an array with a row whose asset is \"USDT\"",
+        ));
+        return (None, None);
+    };
+    let at = format!("balance[{i}]");
+    let wallet = dec(row.get("balance"), &format!("{at}.balance"), errs);
+    let unpnl = dec(row.get("crossUnPnl"), &format!("{at}.crossUnPnl"), errs);
+    let avail = dec(
+        row.get("availableBalance"),
+        &format!("{at}.availableBalance"),
+        errs,
+    );
+    (wallet.zip(unpnl).map(|(w, u)| w + u), avail)
+}
+
+/// One `positionRisk` row → a request position; none for a zero row or a problem (recorded),
+/// such as a hedge-mode `positionSide` that contradicts the sign of `positionAmt`.
+fn aster_position(r: &Value, at: &str, errs: &mut Vec<FieldError>) -> Option<Value> {
+    let Some(symbol) = r.get("symbol").and_then(Value::as_str) else {
+        errs.push(FieldError::new(
+            format!("{at}.symbol"),
+            "required: a string",
+        ));
+        return None;
+    };
+    let amt = dec(r.get("positionAmt"), &format!("{at}.positionAmt"), errs)?;
+    if amt == 0.0 {
+        return None;
+    }
+    let contradiction = match r.get("positionSide").and_then(Value::as_str) {
+        Some("LONG") if amt < 0.0 => Some("LONG contradicts a negative positionAmt"),
+        Some("SHORT") if amt > 0.0 => Some("SHORT contradicts a positive positionAmt"),
+        _ => None,
+    };
+    if let Some(reason) = contradiction {
+        errs.push(FieldError::new(format!("{at}.positionSide"), reason));
+        return None;
+    }
+    let mut pos = Map::new();
+    pos.insert("symbol".into(), json!(symbol));
+    pos.insert("size".into(), json!(amt));
+    copy_present(
+        r,
+        &mut pos,
+        &[
+            ("entryPrice", "entryPrice"),
+            ("markPrice", "markPrice"),
+            ("unRealizedProfit", "unrealizedPnl"),
+            ("leverage", "leverage"),
+            ("liquidationPrice", "liquidationPrice"),
+        ],
+    );
+    Some(Value::Object(pos))
 }
 
 #[cfg(test)]

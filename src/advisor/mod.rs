@@ -2,13 +2,18 @@
 //! built-in advisor upstream.
 //!
 //! * [`contract`] — `StrategyRequest`: aliases, signed sizes, limits, errors as `{path, reason}`.
-//!   The paywall calls [`validate`] before asking for payment.
+//!   The seller's paywall calls [`validate`] before asking for payment, the buyer [`parse`]
+//!   before paying.
 //! * [`convert`] — Hyperliquid `clearinghouseState` and Aster balance + positionRisk → request.
 //! * [`engine`] — `rules-v1`: exposure, leverage against the preference, delta per symbol,
 //!   de-risk and hedge sizes, stops; a complete answer with executable actions. Pure.
 //! * [`response`] — `StrategyResponse`, `Action` and the number formats.
 //! * [`model`] — optional wording by an OpenAI-compatible model, checked, with fallback.
-//! * [`server`] — the HTTP upstream (`x402-sidecar advisor`), guarded by a shared secret.
+//! * [`server`] — the HTTP upstream (`x402-sidecar advisor`, and the demo's), guarded by a
+//!   shared secret ([`SECRET_HEADER`], which the seller sends).
+//!
+//! Layer 4 of the crate: it uses `util`, `http::server`, `breaker` and the crate root's TLS
+//! set-up, and nothing of the seller, buyer, facilitator, config, devkit or CLI (which call it).
 //!
 //! ```
 //! use x402_sidecar::advisor::{self, contract, engine, response::ActionKind};
@@ -27,6 +32,5 @@ pub mod model;
 pub mod response;
 pub mod server;
 
-pub use contract::{FieldError, SEED_EXAMPLE, StrategyRequest, parse, validate};
-pub use response::{Action, ActionKind, StrategyResponse};
+pub use contract::{SEED_EXAMPLE, parse, validate};
 pub use server::SECRET_HEADER;

@@ -17,7 +17,9 @@
 //! guess (a hash keyed per process), and the system prompt says so. The owner address and
 //! telemetry never reach the model.
 //!
-//! The prompt, schema and checks are pure functions; [`ModelClient`] is the I/O edge.
+//! The prompt, schema and checks are pure functions; [`ModelClient`] is the I/O edge. Called by
+//! the advisor server ([`super::server::Advisor::answer`]) when `x402-sidecar advisor` is given
+//! `--model-url`.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -32,13 +34,13 @@ use crate::breaker::Breaker;
 /// Longest summary the model may write (characters).
 pub const SUMMARY_MAX: usize = 200;
 /// Longest step or risk note the model may write (characters).
-pub const ITEM_MAX: usize = 120;
+pub(crate) const ITEM_MAX: usize = 120;
 /// Most steps the model may write.
 pub const STEPS_MAX: usize = 4;
 /// Most risk notes the model may add.
 pub const NOTES_MAX: usize = 3;
 /// Buyer free text kept per field in the prompt (characters).
-pub const BUYER_TEXT_MAX: usize = 300;
+pub(crate) const BUYER_TEXT_MAX: usize = 300;
 
 /// How to ask for structured output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -152,9 +154,39 @@ pub struct Outcome {
     pub elapsed: Duration,
 }
 
+/// What the model step has sent and received so far (kept when the budget runs out).
+#[derive(Default)]
+struct Tries {
+    attempts: u32,
+    ids: Vec<String>,
+    replies: Vec<Completion>,
+}
+
+impl Tries {
+    /// Keep `c`, then check it: a reply cut at `max_tokens` is truncated, else both checks.
+    fn check(&mut self, c: Completion, numbers: &[f64]) -> Result<Words, ModelError> {
+        self.ids.extend(c.id.clone());
+        self.replies.push(c.clone());
+        if c.finish_reason.as_deref() == Some("length") {
+            return Err(ModelError::Truncated);
+        }
+        check(&c.content, numbers)
+    }
+
+    fn outcome(self, result: Result<Words, ModelError>, elapsed: Duration) -> Outcome {
+        Outcome {
+            result,
+            attempts: self.attempts,
+            completion_ids: self.ids,
+            replies: self.replies,
+            elapsed,
+        }
+    }
+}
+
 /// The JSON schema the model must fill, with the length limits that keep a small model from
 /// looping inside a string until `max_tokens`.
-pub fn schema() -> Value {
+pub(crate) fn schema() -> Value {
     let item = json!({"type": "string", "minLength": 1, "maxLength": ITEM_MAX});
     json!({
         "type": "object",
@@ -179,7 +211,7 @@ const NOTES_IN_PROMPT: usize = 3;
 
 /// Buyer text made safe for the prompt: control characters out, whitespace collapsed, the
 /// fence token removed, capped at [`BUYER_TEXT_MAX`] characters.
-pub fn sanitise(text: &str, fence: &str) -> String {
+pub(crate) fn sanitise(text: &str, fence: &str) -> String {
     let cleaned: String = text
         .replace(fence, "")
         .chars()
@@ -196,7 +228,7 @@ pub fn sanitise(text: &str, fence: &str) -> String {
 }
 
 /// The chat messages: system rules, then the engine's facts and the fenced buyer text.
-pub fn messages(strategy: &Strategy, req: &StrategyRequest, fence: &str) -> Vec<Value> {
+pub(crate) fn messages(strategy: &Strategy, req: &StrategyRequest, fence: &str) -> Vec<Value> {
     let mut facts = format!("FACTS\nsummary: {}\nsteps:\n", strategy.summary);
     for s in &strategy.steps {
         facts.push_str(&format!("- {s}\n"));
@@ -231,7 +263,7 @@ pub fn messages(strategy: &Strategy, req: &StrategyRequest, fence: &str) -> Vec<
 }
 
 /// The request body for `POST {base}/chat/completions`.
-pub fn request_body(cfg: &ModelConfig, messages: &[Value]) -> Value {
+pub(crate) fn request_body(cfg: &ModelConfig, messages: &[Value]) -> Value {
     let mut body = Map::new();
     body.insert("model".into(), json!(cfg.model));
     body.insert("messages".into(), json!(messages));
@@ -268,7 +300,7 @@ pub struct Completion {
 }
 
 /// Read `choices[0]` of a chat-completions answer.
-pub fn parse_completion(v: &Value) -> Result<Completion, ModelError> {
+pub(crate) fn parse_completion(v: &Value) -> Result<Completion, ModelError> {
     let choice = v
         .get("choices")
         .and_then(|c| c.get(0))
@@ -412,7 +444,7 @@ pub fn check_content(words: &Words, allowed: &[f64]) -> Result<(), Vec<String>> 
 }
 
 /// Every number in `text`: digits with `,` thousands separators and one `.` decimal point.
-pub fn numbers_in(text: &str) -> Vec<f64> {
+pub(crate) fn numbers_in(text: &str) -> Vec<f64> {
     let mut out = Vec::new();
     let chars: Vec<char> = text.chars().collect();
     let mut i = 0;
@@ -497,7 +529,7 @@ pub fn allowed_numbers(strategy: &Strategy, req: &StrategyRequest) -> Vec<f64> {
 }
 
 /// Both checks, as one result.
-pub fn check(content: &str, allowed: &[f64]) -> Result<Words, ModelError> {
+pub(crate) fn check(content: &str, allowed: &[f64]) -> Result<Words, ModelError> {
     let summarise = |p: Vec<String>| {
         let mut text = p.iter().take(6).cloned().collect::<Vec<_>>().join("; ");
         if p.len() > 6 {
@@ -512,7 +544,7 @@ pub fn check(content: &str, allowed: &[f64]) -> Result<Words, ModelError> {
 
 /// The engine's strategy with the model's words: summary and steps replaced, the engine's risk
 /// notes kept (they are facts) and the model's appended.
-pub fn apply(strategy: &mut Strategy, words: Words) {
+pub(crate) fn apply(strategy: &mut Strategy, words: Words) {
     strategy.summary = words.summary;
     strategy.steps = words.steps;
     for n in words.risk_notes {
@@ -568,7 +600,7 @@ impl ModelClient {
         crate::util::hex(&h.finalize()[..8])
     }
 
-    pub fn config(&self) -> &ModelConfig {
+    pub(crate) fn config(&self) -> &ModelConfig {
         &self.cfg
     }
 
@@ -586,48 +618,15 @@ impl ModelClient {
             .map(|mut b| b.allow(started))
             .unwrap_or(true);
         if !allowed {
-            return Outcome {
-                result: Err(ModelError::BreakerOpen),
-                attempts: 0,
-                completion_ids: Vec::new(),
-                replies: Vec::new(),
-                elapsed: started.elapsed(),
-            };
+            return Tries::default().outcome(Err(ModelError::BreakerOpen), started.elapsed());
         }
         let fence = self.fence(strategy, req);
         let numbers = allowed_numbers(strategy, req);
-        let mut msgs = messages(strategy, req, &fence);
-        let mut attempts = 0u32;
-        let mut ids = Vec::new();
-        let mut replies = Vec::new();
+        let msgs = messages(strategy, req, &fence);
+        let mut tries = Tries::default();
         let budget = self.cfg.timeout;
-        let run = async {
-            loop {
-                attempts += 1;
-                let reply = self.call(&msgs).await;
-                let checked = reply.and_then(|c| {
-                    ids.extend(c.id.clone());
-                    replies.push(c.clone());
-                    if c.finish_reason.as_deref() == Some("length") {
-                        return Err(ModelError::Truncated);
-                    }
-                    check(&c.content, &numbers)
-                });
-                match checked {
-                    Ok(words) => return Ok(words),
-                    Err(e) if attempts == 1 && e.repairable() => {
-                        // The rejected reply is not echoed back: it would only lengthen the
-                        // prompt (and a small model tends to copy it).
-                        let why: String = e.to_string().chars().take(300).collect();
-                        msgs.push(json!({"role": "user", "content": format!(
-                            "A previous answer was rejected: {why}. Write the JSON again, using only numbers from FACTS."
-                        )}));
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        };
-        let result = match tokio::time::timeout(budget, run).await {
+        let result = match tokio::time::timeout(budget, self.ask(msgs, &numbers, &mut tries)).await
+        {
             Ok(r) => r,
             Err(_) => Err(ModelError::Timeout(budget.as_millis() as u64)),
         };
@@ -638,20 +637,52 @@ impl ModelClient {
             }
         }
         let elapsed = started.elapsed();
-        match &result {
+        self.log(call_id, &result, &tries, elapsed);
+        tries.outcome(result, elapsed)
+    }
+
+    /// Ask and check; a first answer that failed the checks (or was cut) gets one repair
+    /// request quoting the problems.
+    async fn ask(
+        &self,
+        mut msgs: Vec<Value>,
+        numbers: &[f64],
+        tries: &mut Tries,
+    ) -> Result<Words, ModelError> {
+        loop {
+            tries.attempts += 1;
+            let checked = self.call(&msgs).await.and_then(|c| tries.check(c, numbers));
+            match checked {
+                Ok(words) => return Ok(words),
+                Err(e) if tries.attempts == 1 && e.repairable() => {
+                    // The rejected reply is not echoed back: it would only lengthen the
+                    // prompt (and a small model tends to copy it).
+                    let why: String = e.to_string().chars().take(300).collect();
+                    msgs.push(json!({"role": "user", "content": format!(
+                        "A previous answer was rejected: {why}. Write the JSON again, using only numbers from FACTS."
+                    )}));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One log line per model step: info when its words are used, warn with the fallback code.
+    fn log(
+        &self,
+        call_id: &str,
+        result: &Result<Words, ModelError>,
+        tries: &Tries,
+        elapsed: Duration,
+    ) {
+        let (attempts, ids) = (tries.attempts, &tries.ids);
+        match result {
             Ok(_) => {
                 info!(model_call_id = call_id, model = %self.cfg.model, attempts, ms = elapsed.as_millis() as u64, completion_ids = ?ids, "model worded the advice")
             }
             Err(e) => {
                 warn!(model_call_id = call_id, model = %self.cfg.model, attempts, ms = elapsed.as_millis() as u64, fallback = e.code(), breaker = self.breaker_state(), "model step failed, the engine's words stand: {e}")
             }
-        }
-        Outcome {
-            result,
-            attempts,
-            completion_ids: ids,
-            replies,
-            elapsed,
         }
     }
 

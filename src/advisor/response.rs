@@ -6,6 +6,10 @@
 //! symbol, `size` in coin units to trade (0 for `hold`), `notionalUsd` = size × the price the
 //! engine used, `leverage` only on opens (never above the request's preference), and stop-loss
 //! / take-profit prices for whatever stays open.
+//!
+//! The engine builds the [`Strategy`], the model step may reword its texts, the advisor server
+//! serves it with [`Metadata`]; [`StrategyResponse`] is the whole answer as a buyer
+//! deserialises it. `fmt` is shared by the engine's texts and the model's grounding check.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -28,19 +32,6 @@ pub enum ActionKind {
     Hold,
 }
 
-impl ActionKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ActionKind::OpenLong => "open_long",
-            ActionKind::OpenShort => "open_short",
-            ActionKind::CloseLong => "close_long",
-            ActionKind::CloseShort => "close_short",
-            ActionKind::Reduce => "reduce",
-            ActionKind::Hold => "hold",
-        }
-    }
-}
-
 /// One executable instruction.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -59,6 +50,23 @@ pub struct Action {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub take_profit: Option<f64>,
     pub reason: String,
+}
+
+impl Action {
+    /// A trade of `size` coins worth `notional_usd`, without leverage, stops or reason yet (the
+    /// engine's later steps add them).
+    pub(crate) fn trade(symbol: String, action: ActionKind, size: f64, notional_usd: f64) -> Self {
+        Action {
+            symbol,
+            action,
+            size,
+            notional_usd,
+            leverage: None,
+            stop_loss: None,
+            take_profit: None,
+            reason: String::new(),
+        }
+    }
 }
 
 /// The advice itself.
@@ -154,9 +162,9 @@ pub struct StrategyResponse {
 }
 
 /// Number formats shared by the engine's texts and the model's grounding check.
-pub mod fmt {
+pub(crate) mod fmt {
     /// `$34,780.60`, `-$27,219.40`.
-    pub fn usd(x: f64) -> String {
+    pub(crate) fn usd(x: f64) -> String {
         let cents = (x.abs() * 100.0).round() as u128;
         let (whole, frac) = (cents / 100, cents % 100);
         let digits = whole.to_string();
@@ -172,7 +180,7 @@ pub mod fmt {
     }
 
     /// A plain decimal with at most `dp` places and no trailing zeros: `0.128742`, `62000`.
-    pub fn dec(x: f64, dp: usize) -> String {
+    pub(crate) fn dec(x: f64, dp: usize) -> String {
         let s = format!("{x:.dp$}");
         let s = if s.contains('.') {
             s.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -183,17 +191,17 @@ pub mod fmt {
     }
 
     /// Coin quantity: up to 6 decimals.
-    pub fn qty(x: f64) -> String {
+    pub(crate) fn qty(x: f64) -> String {
         dec(x, 6)
     }
 
     /// Leverage: `13.91x`, `3x`.
-    pub fn lev(x: f64) -> String {
+    pub(crate) fn lev(x: f64) -> String {
         format!("{}x", dec(x, 2))
     }
 
     /// A price as computed (already rounded to significant figures by the engine).
-    pub fn px(x: f64) -> String {
+    pub(crate) fn px(x: f64) -> String {
         dec(x, 8)
     }
 }

@@ -28,7 +28,7 @@ use crate::util::{new_id, now_secs, rfc3339};
 pub const SECRET_HEADER: &str = "X-Sidecar-Secret";
 
 /// Shortest secret accepted.
-pub const MIN_SECRET_LEN: usize = 16;
+pub(crate) const MIN_SECRET_LEN: usize = 16;
 
 /// Why the advisor cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -137,13 +137,10 @@ impl Advisor {
     }
 
     /// One HTTP request.
-    pub async fn handle(&self, req: Request) -> Response {
+    pub(crate) async fn handle(&self, req: Request) -> Response {
         let path = req.path.split('?').next().unwrap_or_default();
         if req.method == "GET" && path == "/healthz" {
-            return Response::Body(
-                200,
-                json!({"status": "ok", "engine": ENGINE_ID}).to_string(),
-            );
+            return reply(200, json!({"status": "ok", "engine": ENGINE_ID}));
         }
         if !self.authorised(&req) {
             warn!(path, "advisor call without the sidecar's secret refused");
@@ -159,9 +156,9 @@ impl Advisor {
         let request = match contract::parse(&req.body) {
             Ok(r) => r,
             Err(details) => {
-                return Response::Body(
+                return reply(
                     400,
-                    json!({"error": "invalid_request", "message": "the body is not a valid StrategyRequest", "details": details}).to_string(),
+                    json!({"error": "invalid_request", "message": "the body is not a valid StrategyRequest", "details": details}),
                 );
             }
         };
@@ -179,12 +176,11 @@ impl Advisor {
             actions = a.strategy.actions.len(),
             "advice served"
         );
-        let body = json!({"strategy": a.strategy, "metadata": a.metadata});
-        Response::Body(200, body.to_string())
+        reply(200, json!({"strategy": a.strategy, "metadata": a.metadata}))
     }
 
     /// The advisor as a [`server::Handler`].
-    pub fn handler(self: Arc<Self>) -> Handler {
+    pub(crate) fn handler(self: Arc<Self>) -> Handler {
         Arc::new(move |req: Request| {
             let me = self.clone();
             Box::pin(async move { me.handle(req).await })
@@ -192,11 +188,14 @@ impl Advisor {
     }
 }
 
+/// A JSON reply.
+fn reply(status: u16, body: Value) -> Response {
+    Response::Body(status, body.to_string())
+}
+
+/// A JSON error reply: `{error, message}`.
 fn error(status: u16, code: &str, message: &str) -> Response {
-    Response::Body(
-        status,
-        json!({"error": code, "message": message}).to_string(),
-    )
+    reply(status, json!({"error": code, "message": message}))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -251,7 +250,7 @@ pub struct AdvisorArgs {
 
 impl AdvisorArgs {
     /// The model configuration these flags describe, reading the key from the environment.
-    pub fn model_config(
+    pub(crate) fn model_config(
         &self,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Option<ModelConfig>, AdvisorError> {
@@ -291,7 +290,7 @@ impl AdvisorArgs {
 }
 
 /// Run `x402-sidecar advisor` until the process is stopped.
-pub async fn run(args: AdvisorArgs) -> Result<(), AdvisorError> {
+pub(crate) async fn run(args: AdvisorArgs) -> Result<(), AdvisorError> {
     let env = |k: &str| std::env::var(k).ok();
     let secret = env(&args.secret_env)
         .filter(|s| !s.is_empty())

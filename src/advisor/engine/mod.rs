@@ -1,0 +1,172 @@
+//! The rule engine (`rules-v1`): every number in the advice, computed, deterministic, pure.
+//!
+//! From a [`StrategyRequest`] it measures the account (gross and net exposure, effective
+//! leverage against the preference, delta per symbol), decides sizes, and writes a complete
+//! answer — summary, steps, risk notes, executable actions — without any model.
+//!
+//! The rules, in order (a trader can redo each number by hand):
+//!
+//! 1. **Price** of a position: its mark, else its entry (and a risk note says so).
+//! 2. **Equity**: `account.equity`, else `balance.amount`. **Cap** = `preferences.leverage`
+//!    (default by risk tolerance: low 2x, medium 3x, high 5x), lowered by a
+//!    `max leverage N` constraint. **Target gross** = cap × equity × utilisation (low 0.8,
+//!    medium 0.9, high 1.0), so de-risking leaves headroom below the cap.
+//! 3. **Goal** from `objectives`: `flat` ("flat", "flatten", "close all", "exit all") closes
+//!    everything; `delta_neutral` ("neutral", "hedge") sizes the long and the short side to
+//!    the same notional T = min(larger side — or the smaller one at low risk tolerance or with a
+//!    `reduce only` constraint —, target ÷ 2), scaling each side's positions pro rata; otherwise
+//!    `risk_budget` scales every position by target ÷ gross when gross is above the cap.
+//! 4. **Sizes**: reductions round *up* to 6 decimals (never less de-risking than computed),
+//!    additions round *down*; a reduction leaving less than $10 closes the position; below the
+//!    cap, changes under $10 are not worth a trade. Additions only go to existing positions in
+//!    the buyer's `symbols` (no price is known for anything else) and never when a constraint
+//!    says `reduce only`. After the actions, gross ≤ cap × equity, always.
+//! 5. **Stops** for what stays open, from the reference price (mark, else entry): stop-loss at
+//!    low 2% / medium 3% / high 5% (or a `stop loss N%` constraint), take-profit at twice that
+//!    (or `take profit N%`), rounded to 5 significant figures (Hyperliquid's price rule).
+//!
+//! [`advise`] runs the rules as steps, one file each, passing one `Draft` (notes, steps,
+//! actions, sizes after) along: `book` measures the account (rules 1–2), `targets` sets each
+//! position's target notional against the preference (rule 3), `actions` sizes one trade per
+//! position (rule 4), `stops` adds leverage on opens and the brackets (rule 5), `wording`
+//! writes the reasons, steps, notes and summary, and `analysis` assembles the answer with its
+//! numbers. `limits` reads the request's goal, constraints and defaults; `round` holds the
+//! number rules.
+//!
+//! Called by the advisor server ([`crate::advisor::server`]), by the model step's tests, and by
+//! tests/strategy.rs and benches/strategy.rs through the public API.
+
+mod actions;
+mod analysis;
+mod book;
+mod limits;
+mod round;
+mod stops;
+mod targets;
+mod wording;
+
+use super::contract::StrategyRequest;
+use super::response::{Action, Strategy};
+
+pub use limits::{Limits, default_leverage};
+
+/// The engine's name in `metadata.model`.
+pub(crate) const ENGINE_ID: &str = "rules-v1";
+
+/// Below the cap, a change smaller than this (USD) is not worth a trade; a remainder smaller
+/// than this is closed rather than kept.
+const MIN_TRADE_USD: f64 = 10.0;
+
+/// The advice as the steps write it, carried from one step to the next.
+#[derive(Default)]
+struct Draft {
+    /// Risk notes, in the order the steps write them.
+    notes: Vec<String>,
+    /// The steps for the trader, one per position, then the re-check.
+    steps: Vec<String>,
+    /// One action per position, in order; then a `hold` per idle symbol.
+    actions: Vec<Action>,
+    /// Each position's signed size once its action is done.
+    after_sizes: Vec<f64>,
+}
+
+/// The whole advice for a request.
+pub fn advise(req: &StrategyRequest) -> Strategy {
+    let mut draft = Draft::default();
+    let book = book::Book::measure(req, &mut draft.notes);
+    let targets = targets::Targets::for_book(&book, &mut draft.notes);
+    draft.trade(&book, &targets);
+    let past_liquidation = draft.bracket(&book);
+    draft.explain(&book, &targets);
+    draft.notes.extend(past_liquidation);
+    draft.idle_symbols(&book);
+    draft.closing_notes(&book, &targets);
+    draft.finish(&book, &targets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::limits::Goal;
+    use super::round::{ceil6, coin_of, floor6, sig5};
+    use super::*;
+    use crate::advisor::contract::{SEED_EXAMPLE, parse};
+    use crate::advisor::response::ActionKind;
+
+    /// `a` reduces `symbol` by `size` and brackets the rest with (stop-loss, take-profit).
+    fn assert_reduced(a: &Action, symbol: &str, size: f64, (sl, tp): (f64, f64)) {
+        assert_eq!(
+            (a.symbol.as_str(), a.action, a.size),
+            (symbol, ActionKind::Reduce, size)
+        );
+        assert_eq!((a.stop_loss, a.take_profit), (Some(sl), Some(tp)));
+    }
+
+    #[test]
+    fn the_seed_example_is_cut_to_the_cap_and_rebalanced() {
+        let s = advise(&parse(SEED_EXAMPLE.as_bytes()).unwrap());
+        let a = s.analysis.as_ref().unwrap();
+        assert_eq!(a.before.gross_usd, 34_780.6);
+        assert_eq!(a.before.net_usd, -27_219.4);
+        assert_eq!(a.before.leverage, 13.9122);
+        assert_eq!(a.leverage_cap, 3.0);
+        assert_eq!(a.target_gross_usd, 6_750.0);
+        assert_eq!(a.goal, "delta_neutral");
+        // Each side to 3,375 USD: ETH 405.60 / 3150.5 = 0.1287415 → 0.128742 (rounded up);
+        // BTC 27,625 / 62,000 = 0.4455645 → 0.445565.
+        assert_reduced(&s.actions[0], "ETH-PERP", 0.128742, (3056.0, 3339.5));
+        assert_reduced(&s.actions[1], "BTC-PERP", 0.445565, (63_860.0, 58_280.0));
+        assert_eq!(s.actions[2].symbol, "BNB-PERP");
+        assert_eq!(s.actions[2].action, ActionKind::Hold);
+        assert!(
+            a.after.leverage <= 3.0 && a.after.net_usd.abs() < 1.0,
+            "{a:?}"
+        );
+        assert_eq!(s.confidence, 0.6);
+        assert!(s.summary.contains("13.91x"), "{}", s.summary);
+        assert!(s.risk_notes.iter().any(|n| n.contains("No mark price")));
+    }
+
+    #[test]
+    fn objectives_map_to_goals() {
+        let g = |t| Goal::from_objectives(Some(t));
+        assert_eq!(g("Go flat before the FOMC"), Goal::Flat);
+        assert_eq!(g("close all positions"), Goal::Flat);
+        assert_eq!(g("Optimize delta-neutral coverage"), Goal::DeltaNeutral);
+        assert_eq!(g("hedge my BTC"), Goal::DeltaNeutral);
+        assert_eq!(g("grow the account"), Goal::RiskBudget);
+        assert_eq!(Goal::from_objectives(None), Goal::RiskBudget);
+    }
+
+    #[test]
+    fn roma01_constraints_are_read() {
+        let l = Limits::from_constraints(&[
+            "Max positions 3 / Max leverage 10x".into(),
+            "Stop loss 2.0% / Take profit 5.0%".into(),
+            "reduce-only today".into(),
+        ]);
+        assert_eq!(
+            l,
+            Limits {
+                max_leverage: Some(10.0),
+                max_positions: Some(3),
+                stop_loss_pct: Some(2.0),
+                take_profit_pct: Some(5.0),
+                reduce_only: true
+            }
+        );
+    }
+
+    #[test]
+    fn rounding_helpers() {
+        assert_eq!(ceil6(0.445_564_516), 0.445565);
+        assert_eq!(ceil6(0.5), 0.5);
+        assert_eq!(floor6(0.123_456_9), 0.123456);
+        assert_eq!(sig5(3055.985), 3056.0);
+        assert_eq!(sig5(63_860.0), 63_860.0);
+        assert_eq!(sig5(0.000_123_456_7), 0.000_123_46);
+        assert_eq!(coin_of("ETH-PERP"), "ETH");
+        assert_eq!(coin_of("ethusdt"), "ETH");
+        assert_eq!(coin_of("BTC/USDC"), "BTC");
+        assert_eq!(coin_of("USDT"), "USDT");
+    }
+}

@@ -1,0 +1,212 @@
+//! Steps 5–6 of [`super::advise`]: the words. A reason and a step for every action, the risk
+//! notes about what the engine could not do or had to assume, and the one-paragraph summary.
+//! Every number in them comes from the earlier steps (the model's grounding check relies on it).
+
+use crate::advisor::contract::Position;
+use crate::advisor::response::fmt::{dec, lev, px, qty, usd};
+use crate::advisor::response::{Action, ActionKind, Exposure};
+
+use super::Draft;
+use super::book::Book;
+use super::limits::Goal;
+use super::round::coin_of;
+use super::targets::Targets;
+
+impl Draft {
+    /// Why each position's action, the step that carries it out, and a note for a position
+    /// whose exchange leverage is above the cap.
+    pub(super) fn explain(&mut self, book: &Book, targets: &Targets) {
+        for (i, (a, p)) in self.actions.iter_mut().zip(book.positions).enumerate() {
+            a.reason = reason(a.action, book, targets);
+            self.steps.push(step(a, p, self.after_sizes[i]));
+            if let Some(l) = p.leverage.filter(|l| *l > book.cap) {
+                self.notes.push(format!(
+                    "{} is set to {} on the exchange, above the {} cap: lower it before adding.",
+                    p.symbol,
+                    lev(l),
+                    lev(book.cap)
+                ));
+            }
+        }
+    }
+
+    /// Symbols the buyer trades but holds nothing in: nothing to value, nothing suggested.
+    pub(super) fn idle_symbols(&mut self, book: &Book) {
+        let held: Vec<String> = book.positions.iter().map(|p| coin_of(&p.symbol)).collect();
+        let mut idle = Vec::new();
+        for s in &book.req.symbols {
+            if !held.contains(&coin_of(s)) {
+                idle.push(s.as_str());
+                self.actions.push(Action {
+                    reason: "no position and no price in the request".into(),
+                    ..Action::trade(s.clone(), ActionKind::Hold, 0.0, 0.0)
+                });
+            }
+        }
+        if !idle.is_empty() {
+            self.notes.push(format!(
+                "{}: no position and no price in the request, so no trade is suggested.",
+                idle.join(", ")
+            ));
+        }
+    }
+
+    /// The notes on the whole book (too many positions, the stop distances) and the re-check
+    /// step for the buyer's time horizon.
+    pub(super) fn closing_notes(&mut self, book: &Book, targets: &Targets) {
+        let positions = book.positions;
+        if let Some(max) = book.limits.max_positions.filter(|m| positions.len() > *m) {
+            self.notes.push(format!(
+                "{} positions are open; the constraint allows {max}.",
+                positions.len()
+            ));
+        }
+        if !positions.is_empty() && targets.goal != Goal::Flat {
+            self.notes.push(format!(
+                "Stops are {}% and take-profits {}% from the reference price ({} risk tolerance{}).",
+                dec(book.stop_pct, 2),
+                dec(book.tp_pct, 2),
+                book.tol.as_str(),
+                if book.req.preferences.risk_tolerance.is_none() {
+                    ", assumed"
+                } else {
+                    ""
+                }
+            ));
+        }
+        if let Some(h) = &book.req.preferences.time_horizon {
+            self.steps
+                .push(format!("Re-check within the {h} time horizon."));
+        }
+    }
+}
+
+/// Why the engine chose `kind` for a position.
+fn reason(kind: ActionKind, book: &Book, targets: &Targets) -> String {
+    match kind {
+        ActionKind::CloseLong | ActionKind::CloseShort => match targets.goal {
+            Goal::Flat => "objective is to go flat".into(),
+            _ if book.equity <= 0.0 => "no equity to carry the position".into(),
+            _ => "the remainder would be below the minimum trade".into(),
+        },
+        ActionKind::Reduce => {
+            let why = if book.over {
+                format!(
+                    "gross {} is above the {} cap",
+                    lev(book.before.leverage),
+                    lev(book.cap)
+                )
+            } else {
+                "rebalance toward delta-neutral".into()
+            };
+            match targets.side_target {
+                Some(t) => format!("{why}; each side to {}", usd(t)),
+                None => why,
+            }
+        }
+        ActionKind::OpenLong | ActionKind::OpenShort => match targets.side_target {
+            Some(t) => format!("hedge: each side to {}", usd(t)),
+            None => "hedge".into(),
+        },
+        ActionKind::Hold if book.over => "kept as is while the rest is cut".into(),
+        ActionKind::Hold => format!("within the {} cap", lev(book.cap)),
+    }
+}
+
+/// The step that carries out `a` on `p`, leaving `remaining` (signed), with its bracket.
+fn step(a: &Action, p: &Position, remaining: f64) -> String {
+    let stops = match (a.stop_loss, a.take_profit) {
+        (Some(sl), Some(tp)) => format!("; stop-loss {}, take-profit {}", px(sl), px(tp)),
+        _ => String::new(),
+    };
+    let side = p.side.as_str();
+    let approx = usd(a.notional_usd);
+    match a.action {
+        ActionKind::CloseLong | ActionKind::CloseShort => format!(
+            "Close the {} {side} of {} (≈{approx}).",
+            p.symbol,
+            qty(a.size)
+        ),
+        ActionKind::Reduce => format!(
+            "Reduce the {} {side} by {} (≈{approx}) to {}{stops}.",
+            p.symbol,
+            qty(a.size),
+            qty(remaining.abs())
+        ),
+        ActionKind::OpenLong | ActionKind::OpenShort => format!(
+            "Add {} to the {} {side} (≈{approx}){}{stops}.",
+            qty(a.size),
+            p.symbol,
+            a.leverage
+                .map(|l| format!(" at {l}x leverage or less"))
+                .unwrap_or_default()
+        ),
+        ActionKind::Hold => format!(
+            "Hold the {} {side} of {}{stops}.",
+            p.symbol,
+            qty(p.abs_size())
+        ),
+    }
+}
+
+/// The summary: the book as measured, then what the actions do to it.
+pub(super) fn summary(
+    book: &Book,
+    targets: &Targets,
+    after: &Exposure,
+    actions: &[Action],
+) -> String {
+    let n = book.positions.len();
+    if n == 0 {
+        return "No open positions: nothing to de-risk, and without prices no new position is suggested.".into();
+    }
+    let before = &book.before;
+    let size = if before.leverage.is_finite() {
+        format!(
+            "is {} the {} equity",
+            lev(before.leverage),
+            usd(book.equity)
+        )
+    } else {
+        "has no equity behind it".into()
+    };
+    let head = format!(
+        "Gross exposure {} {size} against a {} cap; net delta {} ({}).",
+        usd(before.gross_usd),
+        lev(book.cap),
+        usd(before.net_usd),
+        direction(before.net_usd, before.gross_usd)
+    );
+    let trades = actions
+        .iter()
+        .filter(|a| a.action != ActionKind::Hold)
+        .count();
+    let tail = match targets.goal {
+        Goal::Flat => format!("Objective is flat: close all {n} position(s)."),
+        _ if trades == 0 => "Within the cap: hold, with the stops below.".into(),
+        Goal::DeltaNeutral => format!(
+            "{}ebalance both sides to equal notional: gross {} ({}), net {}.",
+            if book.over { "Cut and r" } else { "R" },
+            usd(after.gross_usd),
+            lev(after.leverage),
+            usd(after.net_usd)
+        ),
+        Goal::RiskBudget => format!(
+            "Cut every position pro rata: gross {} ({}), net {}.",
+            usd(after.gross_usd),
+            lev(after.leverage),
+            usd(after.net_usd)
+        ),
+    };
+    format!("{head} {tail}")
+}
+
+fn direction(net: f64, gross: f64) -> &'static str {
+    if net.abs() <= 0.01 * gross.max(1.0) {
+        "about neutral"
+    } else if net > 0.0 {
+        "net long"
+    } else {
+        "net short"
+    }
+}
