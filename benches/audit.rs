@@ -20,11 +20,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use x402_sidecar::audit::{Event, GENESIS, Journal, Record};
+use x402_sidecar::audit::{Event, GENESIS, Journal, Kind, Record};
 use x402_sidecar::util::{now_secs, rfc3339, sha256_hex};
 
 fn event(i: u64) -> Event {
-    Event::new("settled")
+    Event::new(Kind::Settled)
         .request("req_0123456789abcdef0123456789abcdef")
         .payment("pay_0123456789abcdef0123456789abcdef")
         .payer("0x70997970C51812dc3A010C7d01b50e0d17dc79C8")
@@ -54,7 +54,7 @@ impl PerRecordFsync {
         let mut r = Record {
             seq: tail.0 + 1,
             time: rfc3339(now),
-            event: e.event,
+            event: e.kind.name().to_string(),
             request_id: e.request_id,
             payment_id: e.payment_id,
             tx: e.tx,

@@ -49,10 +49,110 @@ pub struct Record {
     pub hash: String,
 }
 
+/// Every lifecycle event the sidecar journals. Its [`name`](Kind::name) is the record's
+/// `event` field; its [`durability`](Kind::durability) says when it must be on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Seller: the payment passed every check and is claimed.
+    PaymentVerified,
+    /// Seller: the chain (or the remote facilitator) refused the payment.
+    PaymentRefused,
+    /// Seller: the request went to the upstream.
+    Forwarded,
+    /// Seller: the settlement transaction is mined and moved the money.
+    Settled,
+    /// Seller: the settlement failed for sure; the answer was withheld.
+    SettlementFailed,
+    /// Seller: the settlement's outcome is not known yet; the answer is kept for a retry.
+    SettlementPending,
+    /// Seller: the paid answer left.
+    Answered,
+    /// Seller: the upstream failed or the buyer hung up; nothing was settled.
+    NotCharged,
+    /// Seller: a settled payment sent again got its stored answer.
+    Replayed,
+    /// Buyer: a seller was paid (or the chain says it was).
+    BuyerPaid,
+    /// Buyer: the answer came from the local fallback.
+    Fallback,
+    /// Facilitator service: a settlement it submitted is mined.
+    FacilitatorSettled,
+    /// Facilitator service: a settlement it submitted failed.
+    FacilitatorSettleFailed,
+    /// Facilitator service: a settlement's outcome is not known yet.
+    FacilitatorSettlePending,
+}
+
+/// When a record has to be on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Queued: it reaches the disk with the next durable record, which the answer waits for
+    /// (the seller's `answered`), so one fsync serves a whole paid call.
+    WithNext,
+    /// On disk before the caller goes on (before an answer leaves).
+    Now,
+}
+
+impl Kind {
+    /// Every kind, for tests and documentation.
+    pub const ALL: [Kind; 14] = [
+        Kind::PaymentVerified,
+        Kind::PaymentRefused,
+        Kind::Forwarded,
+        Kind::Settled,
+        Kind::SettlementFailed,
+        Kind::SettlementPending,
+        Kind::Answered,
+        Kind::NotCharged,
+        Kind::Replayed,
+        Kind::BuyerPaid,
+        Kind::Fallback,
+        Kind::FacilitatorSettled,
+        Kind::FacilitatorSettleFailed,
+        Kind::FacilitatorSettlePending,
+    ];
+
+    /// The record's `event` field.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::PaymentVerified => "payment_verified",
+            Kind::PaymentRefused => "payment_refused",
+            Kind::Forwarded => "forwarded",
+            Kind::Settled => "settled",
+            Kind::SettlementFailed => "settlement_failed",
+            Kind::SettlementPending => "settlement_pending",
+            Kind::Answered => "answered",
+            Kind::NotCharged => "not_charged",
+            Kind::Replayed => "replayed",
+            Kind::BuyerPaid => "buyer_paid",
+            Kind::Fallback => "fallback",
+            Kind::FacilitatorSettled => "facilitator_settled",
+            Kind::FacilitatorSettleFailed => "facilitator_settle_failed",
+            Kind::FacilitatorSettlePending => "facilitator_settle_pending",
+        }
+    }
+
+    /// `payment_verified`, `forwarded` and `settled` ride with the seller's durable `answered`
+    /// (or `not_charged`, `settlement_*`) record of the same call; everything else is written
+    /// through before the caller goes on.
+    pub fn durability(self) -> Durability {
+        match self {
+            Kind::PaymentVerified | Kind::Forwarded | Kind::Settled => Durability::WithNext,
+            _ => Durability::Now,
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// An event about to be written (the journal assigns seq, time and hashes).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Event {
-    pub event: String,
+    pub kind: Kind,
     pub request_id: Option<String>,
     pub payment_id: Option<String>,
     pub tx: Option<String>,
@@ -61,10 +161,14 @@ pub struct Event {
 }
 
 impl Event {
-    pub fn new(event: &str) -> Self {
+    pub fn new(kind: Kind) -> Self {
         Event {
-            event: event.into(),
-            ..Default::default()
+            kind,
+            request_id: None,
+            payment_id: None,
+            tx: None,
+            payer: None,
+            details: Map::new(),
         }
     }
     pub fn request(mut self, id: &str) -> Self {
@@ -272,6 +376,15 @@ impl Journal {
         async move {
             queued?;
             rx.await.map_err(|_| AuditError::Stopped)?
+        }
+    }
+
+    /// Write `e` as its kind requires ([`Kind::durability`]): queued behind the next durable
+    /// record, or on disk before this resolves.
+    pub async fn record(&self, e: Event, now_secs: u64) -> Result<(), AuditError> {
+        match e.kind.durability() {
+            Durability::WithNext => self.append_unsynced(e, now_secs),
+            Durability::Now => self.append(e, now_secs).await.map(drop),
         }
     }
 
@@ -519,7 +632,7 @@ impl Writer {
         let mut r = Record {
             seq: prev.seq + 1,
             time: rfc3339(secs),
-            event: e.event,
+            event: e.kind.name().to_string(),
             request_id: e.request_id,
             payment_id: e.payment_id,
             tx: e.tx,
@@ -870,7 +983,7 @@ mod tests {
 
     fn fill(j: &Journal) {
         j.append_blocking(
-            Event::new("payment_verified")
+            Event::new(Kind::PaymentVerified)
                 .request("req_1")
                 .payment("pay_1")
                 .payer("0xP"),
@@ -878,12 +991,14 @@ mod tests {
         )
         .unwrap();
         j.append_blocking(
-            Event::new("forwarded").request("req_1").payment("pay_1"),
+            Event::new(Kind::Forwarded)
+                .request("req_1")
+                .payment("pay_1"),
             T0 + 1,
         )
         .unwrap();
         j.append_blocking(
-            Event::new("settled")
+            Event::new(Kind::Settled)
                 .request("req_1")
                 .payment("pay_1")
                 .tx("0xABC")
@@ -892,12 +1007,12 @@ mod tests {
         )
         .unwrap();
         j.append_blocking(
-            Event::new("answered").request("req_1").payment("pay_1"),
+            Event::new(Kind::Answered).request("req_1").payment("pay_1"),
             T0 + DAY,
         )
         .unwrap();
         j.append_blocking(
-            Event::new("payment_verified")
+            Event::new(Kind::PaymentVerified)
                 .request("req_2")
                 .payment("pay_2"),
             T0 + DAY,
@@ -911,7 +1026,7 @@ mod tests {
         fill(&journal(d.path()));
         // A new process continues the same chain.
         journal(d.path())
-            .append_blocking(Event::new("answered").request("req_2"), T0 + DAY)
+            .append_blocking(Event::new(Kind::Answered).request("req_2"), T0 + DAY)
             .unwrap();
         assert_eq!(
             verify(d.path()).unwrap(),
@@ -989,7 +1104,7 @@ mod tests {
                 .collect()
         };
         for day in [0, 10, 95] {
-            j.append_blocking(Event::new("answered"), T0 + day * DAY)
+            j.append_blocking(Event::new(Kind::Answered), T0 + day * DAY)
                 .unwrap();
         }
         // The first record of day 95 swept the window (days 5..=95): day 0 is gone, 10 stays.
@@ -1034,7 +1149,7 @@ mod tests {
     }
 
     fn numbered(appender: u64, i: u64) -> Event {
-        Event::new("answered")
+        Event::new(Kind::Answered)
             .with("appender", appender)
             .with("i", i)
     }
@@ -1063,6 +1178,44 @@ mod tests {
         j.flush().unwrap();
         assert_eq!(verify(d.path()).unwrap().records as u64, THREADS * EACH);
         assert_all_once_in_order(&appended(d.path()), THREADS, EACH);
+    }
+
+    #[test]
+    fn every_kind_has_its_own_name_and_only_the_steps_before_an_answer_queue() {
+        let names: std::collections::HashSet<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(names.len(), Kind::ALL.len());
+        let queued: Vec<&str> = Kind::ALL
+            .iter()
+            .filter(|k| k.durability() == Durability::WithNext)
+            .map(|k| k.name())
+            .collect();
+        assert_eq!(queued, ["payment_verified", "forwarded", "settled"]);
+    }
+
+    #[tokio::test]
+    async fn record_queues_a_step_and_writes_through_a_durable_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = journal(dir.path());
+        let syncs = j.syncs();
+        j.record(Event::new(Kind::Forwarded).request("req_1"), T0)
+            .await
+            .unwrap();
+        j.record(Event::new(Kind::Settled).request("req_1"), T0)
+            .await
+            .unwrap();
+        // Queued steps have not cost an fsync of their own.
+        assert_eq!(j.syncs(), syncs);
+        j.record(Event::new(Kind::Answered).request("req_1"), T0)
+            .await
+            .unwrap();
+        // The durable answer took the queued steps with it, in order.
+        let on_disk: Vec<String> = read_all(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|r| r.event)
+            .collect();
+        assert_eq!(on_disk, ["forwarded", "settled", "answered"]);
+        assert_eq!(j.syncs(), syncs + 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1098,12 +1251,12 @@ mod tests {
     fn an_unsynced_record_is_on_disk_once_a_later_durable_one_is_acknowledged() {
         let d = tempfile::tempdir().unwrap();
         let j = journal(d.path());
-        j.append_unsynced(Event::new("payment_verified").request("req_1"), T0)
+        j.append_unsynced(Event::new(Kind::PaymentVerified).request("req_1"), T0)
             .unwrap();
-        j.append_unsynced(Event::new("forwarded").request("req_1"), T0)
+        j.append_unsynced(Event::new(Kind::Forwarded).request("req_1"), T0)
             .unwrap();
         let r = j
-            .append_blocking(Event::new("settled").request("req_1"), T0)
+            .append_blocking(Event::new(Kind::Settled).request("req_1"), T0)
             .unwrap();
         assert_eq!(r.seq, 3);
         // Read while the journal is still open: no drop or flush has helped.
@@ -1115,7 +1268,7 @@ mod tests {
         assert_eq!(events, ["payment_verified", "forwarded", "settled"]);
         assert_eq!(j.syncs(), 1, "one fsync for the three records");
         // Unsynced records alone are written but not fsync'd; flush does.
-        j.append_unsynced(Event::new("forwarded").request("req_2"), T0)
+        j.append_unsynced(Event::new(Kind::Forwarded).request("req_2"), T0)
             .unwrap();
         j.flush().unwrap();
         assert_eq!(j.syncs(), 2);
@@ -1126,15 +1279,15 @@ mod tests {
     fn a_day_file_that_cannot_be_opened_fails_the_append_and_the_writer_recovers() {
         let d = tempfile::tempdir().unwrap();
         let j = journal(d.path());
-        j.append_blocking(Event::new("answered").request("req_1"), T0)
+        j.append_blocking(Event::new(Kind::Answered).request("req_1"), T0)
             .unwrap();
         // Tomorrow's file is a directory: the change of day cannot open it.
         let blocker = d.path().join(file_name(T0 + DAY));
         std::fs::create_dir(&blocker).unwrap();
-        j.append_unsynced(Event::new("forwarded").request("req_2"), T0 + DAY)
+        j.append_unsynced(Event::new(Kind::Forwarded).request("req_2"), T0 + DAY)
             .unwrap();
         let e = j
-            .append_blocking(Event::new("settled").request("req_2"), T0 + DAY)
+            .append_blocking(Event::new(Kind::Settled).request("req_2"), T0 + DAY)
             .unwrap_err();
         assert!(matches!(e, AuditError::Io(..)), "{e}");
         // Both failures are reported by the next flush, once.
@@ -1144,7 +1297,7 @@ mod tests {
         // Fixed: the writer carries on, the chain has no gap.
         std::fs::remove_dir(&blocker).unwrap();
         let r = j
-            .append_blocking(Event::new("settled").request("req_2"), T0 + DAY)
+            .append_blocking(Event::new(Kind::Settled).request("req_2"), T0 + DAY)
             .unwrap();
         assert_eq!(r.seq, 2);
         assert_eq!(
@@ -1165,17 +1318,17 @@ mod tests {
         }
         let d = tempfile::tempdir().unwrap();
         let j = journal(d.path());
-        j.append_blocking(Event::new("answered").request("req_1"), T0)
+        j.append_blocking(Event::new(Kind::Answered).request("req_1"), T0)
             .unwrap();
         let full = d.path().join(file_name(T0 + DAY));
         std::os::unix::fs::symlink("/dev/full", &full).unwrap();
         let e = j
-            .append_blocking(Event::new("settled").request("req_2"), T0 + DAY)
+            .append_blocking(Event::new(Kind::Settled).request("req_2"), T0 + DAY)
             .unwrap_err();
         assert!(e.to_string().contains("No space left"), "{e}");
         std::fs::remove_file(&full).unwrap();
         let r = j
-            .append_blocking(Event::new("settled").request("req_2"), T0 + DAY)
+            .append_blocking(Event::new(Kind::Settled).request("req_2"), T0 + DAY)
             .unwrap();
         assert_eq!(r.seq, 2);
         assert_eq!(verify(d.path()).unwrap().records, 2);
@@ -1185,11 +1338,13 @@ mod tests {
     fn a_change_of_day_opens_a_new_file_and_the_chain_goes_on() {
         let d = tempfile::tempdir().unwrap();
         let j = journal(d.path());
-        let a = j.append_blocking(Event::new("answered"), T0).unwrap();
-        let b = j.append_blocking(Event::new("answered"), T0 + DAY).unwrap();
+        let a = j.append_blocking(Event::new(Kind::Answered), T0).unwrap();
+        let b = j
+            .append_blocking(Event::new(Kind::Answered), T0 + DAY)
+            .unwrap();
         assert_eq!(b.prev_hash, a.hash);
         // A record whose clock was read before the last one's is not sent back a day.
-        let c = j.append_blocking(Event::new("answered"), T0).unwrap();
+        let c = j.append_blocking(Event::new(Kind::Answered), T0).unwrap();
         assert_eq!(c.time, b.time);
         assert_eq!(
             verify(d.path()).unwrap(),
@@ -1210,7 +1365,9 @@ mod tests {
     fn one_writer_per_directory() {
         let d = tempfile::tempdir().unwrap();
         let first = Journal::open(d.path(), 90).unwrap();
-        first.append_blocking(Event::new("answered"), T0).unwrap();
+        first
+            .append_blocking(Event::new(Kind::Answered), T0)
+            .unwrap();
         match Journal::open(d.path(), 90) {
             Err(AuditError::Busy(dir)) => assert_eq!(dir, d.path()),
             Err(e) => panic!("expected Busy, got {e}"),
@@ -1219,7 +1376,7 @@ mod tests {
         drop(first);
         let again = Journal::open(d.path(), 90).unwrap();
         again
-            .append_blocking(Event::new("answered"), T0 + 1)
+            .append_blocking(Event::new(Kind::Answered), T0 + 1)
             .unwrap();
         drop(again);
         assert_eq!(
@@ -1243,15 +1400,15 @@ mod tests {
             _lock: lock_dir(d.path()).unwrap(),
         };
         assert!(matches!(
-            j.append(Event::new("answered"), T0).await,
+            j.append(Event::new(Kind::Answered), T0).await,
             Err(AuditError::Stopped)
         ));
         assert!(matches!(
-            j.append_blocking(Event::new("answered"), T0),
+            j.append_blocking(Event::new(Kind::Answered), T0),
             Err(AuditError::Stopped)
         ));
         assert!(matches!(
-            j.append_unsynced(Event::new("answered"), T0),
+            j.append_unsynced(Event::new(Kind::Answered), T0),
             Err(AuditError::Stopped)
         ));
         assert!(matches!(j.flush(), Err(AuditError::Stopped)));

@@ -12,7 +12,7 @@ use super::answer::{details, error_json, strategy, summary};
 use super::call::{Attempt, Call};
 use super::config::FallbackMode;
 use super::{MAX_SELLER_ANSWER, Payer};
-use crate::audit::Event;
+use crate::audit::{Event, Kind};
 use crate::telemetry;
 
 /// The least time the local fallback is given, even past the call's deadline.
@@ -98,7 +98,7 @@ impl Payer {
         let call_id = call.id;
         info!(call_id, attempts = %summary(attempts), "answered by the local fallback");
         self.audit(
-            Event::new("fallback")
+            Event::new(Kind::Fallback)
                 .with("callId", call_id)
                 .with("owner", call.owner)
                 .with("attempts", summary(attempts))

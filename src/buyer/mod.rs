@@ -136,7 +136,7 @@ impl Payer {
             Some(t) => e.tx(t),
             None => e,
         };
-        if let Err(err) = j.append(e, now_secs()).await {
+        if let Err(err) = j.record(e, now_secs()).await {
             warn!("audit journal write failed: {err}");
         }
     }

@@ -9,7 +9,7 @@ use super::answer::Charge;
 use super::call::Call;
 use super::config::Seller;
 use super::ledger::Entry;
-use crate::audit::Event;
+use crate::audit::{Event, Kind};
 use crate::telemetry;
 use crate::util::{now_secs, rfc3339};
 use crate::x402::types::Authorization;
@@ -74,7 +74,7 @@ impl Payer {
 
 /// The `buyer_paid` journal event for a ledger line (its transaction goes in separately).
 fn journal_event(e: &Entry) -> Event {
-    Event::new("buyer_paid")
+    Event::new(Kind::BuyerPaid)
         .payer(&e.payer)
         .with("callId", e.call_id.clone())
         .with("owner", e.owner.clone())

@@ -9,7 +9,7 @@ use tracing::warn;
 use super::FacilitatorApp;
 use super::api::{refused_settle, settle_response};
 use super::verify::{Checked, Invalid};
-use crate::audit::Event;
+use crate::audit::{Event, Kind};
 use crate::evm::SettleOutcome;
 use crate::util::now_secs;
 use crate::x402::ids::PaymentRef;
@@ -69,20 +69,22 @@ impl FacilitatorApp {
     async fn record(&self, c: &Checked, outcome: &SettleOutcome) {
         let Some(j) = &self.journal else { return };
         let (event, tx, reason, message) = match outcome {
-            SettleOutcome::Settled { tx } => ("facilitator_settled", Some(*tx), None, None),
+            SettleOutcome::Settled { tx } => (Kind::FacilitatorSettled, Some(*tx), None, None),
             SettleOutcome::Failed {
                 reason,
                 message,
                 tx,
             } => (
-                "facilitator_settle_failed",
+                Kind::FacilitatorSettleFailed,
                 *tx,
                 Some(reason.code()),
                 Some(message.clone()),
             ),
-            SettleOutcome::Pending { tx } => ("facilitator_settle_pending", Some(*tx), None, None),
+            SettleOutcome::Pending { tx } => {
+                (Kind::FacilitatorSettlePending, Some(*tx), None, None)
+            }
             SettleOutcome::Unknown { message } => (
-                "facilitator_settle_pending",
+                Kind::FacilitatorSettlePending,
                 None,
                 None,
                 Some(message.clone()),
@@ -102,7 +104,7 @@ impl FacilitatorApp {
         if let Some(tx) = tx {
             e = e.tx(&format!("{tx:#x}"));
         }
-        if let Err(err) = j.append(e, now_secs()).await {
+        if let Err(err) = j.record(e, now_secs()).await {
             warn!("audit journal write failed: {err}");
         }
     }

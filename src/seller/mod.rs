@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use tracing::{Instrument, info, warn};
 
 use crate::advisor;
-use crate::audit::{Event, Journal};
+use crate::audit::{Event, Journal, Kind};
 use crate::evm::{Chain, SettleOutcome};
 use crate::http::{BodyError, Reply, read_body};
 use crate::seller::config::{Route, Seller, UnknownRoutes};
@@ -313,14 +313,14 @@ impl Paywall {
         observe("chain", chain_started);
         if let Err(r) = onchain {
             self.release(&paying).await;
-            self.audit(ctx, &paying, "payment_refused", |e| {
+            self.audit(ctx, &paying, Kind::PaymentRefused, |e| {
                 e.with("reason", r.reason.code())
             })
             .await;
             return Some(self.refusal(s, route, ctx, &paying, &r));
         }
         telemetry::with(|m| m.payments.with_label_values(&["verified", ""]).inc());
-        self.audit(ctx, &paying, "payment_verified", |e| {
+        self.audit(ctx, &paying, Kind::PaymentVerified, |e| {
             e.with("route", route.id())
                 .with("x402Version", paying.version)
         })
@@ -333,7 +333,7 @@ impl Paywall {
         let answer = match upstream {
             (Err(reply), _) => {
                 self.release(&paying).await;
-                self.audit(ctx, &paying, "not_charged", |e| {
+                self.audit(ctx, &paying, Kind::NotCharged, |e| {
                     e.with("why", "upstream failed; claim released")
                         .with("status", reply.status)
                 })
@@ -352,14 +352,14 @@ impl Paywall {
                         .store
                         .replace(&paying.key, &paying.token, &rec, paying.ttl)
                         .await;
-                    self.audit(ctx, &paying, "not_charged", |e| {
+                    self.audit(ctx, &paying, Kind::NotCharged, |e| {
                         e.with("why", "buyer hung up before settlement; answer kept for a retry with the same payment")
                     }).await;
                     info!(request_id = %ctx.request_id, payment_id = %paying.payment_id, kept = kept.unwrap_or(false),
                         "buyer hung up before settlement: not charged; the answer is kept for a retry with the same payment");
                     return None;
                 }
-                self.audit(ctx, &paying, "forwarded", |e| {
+                self.audit(ctx, &paying, Kind::Forwarded, |e| {
                     e.with("model", a["metadata"]["model"].clone())
                         .with("modelCallId", a["metadata"]["modelCallId"].clone())
                 })
@@ -410,12 +410,14 @@ impl Paywall {
             PaymentState::Done => {
                 let a = existing.answer?;
                 info!(request_id = %ctx.request_id, payment_id = %paying.payment_id, "replay of a settled payment: stored answer, no second charge");
-                self.audit(ctx, paying, "replayed", |e| match existing.tx.as_deref() {
-                    Some(tx) => e.tx(tx).with(
-                        "why",
-                        "settled payment sent again: stored answer, no second charge",
-                    ),
-                    None => e,
+                self.audit(ctx, paying, Kind::Replayed, |e| {
+                    match existing.tx.as_deref() {
+                        Some(tx) => e.tx(tx).with(
+                            "why",
+                            "settled payment sent again: stored answer, no second charge",
+                        ),
+                        None => e,
+                    }
                 })
                 .await;
                 let mut r = Reply::raw(a.status, "application/json", a.body);
@@ -564,8 +566,8 @@ impl Paywall {
                     warn!(request_id = %ctx.request_id, "settled, but the answer could not be stored: {e}");
                 }
                 let txs = format!("{tx:#x}");
-                self.audit(ctx, p, "settled", |e| e.tx(&txs)).await;
-                self.audit(ctx, p, "answered", |e| {
+                self.audit(ctx, p, Kind::Settled, |e| e.tx(&txs)).await;
+                self.audit(ctx, p, Kind::Answered, |e| {
                     e.tx(&txs)
                         .with("status", 200)
                         .with("model", body["metadata"]["model"].clone())
@@ -582,7 +584,7 @@ impl Paywall {
                 rec.tx = Some(format!("{tx:#x}"));
                 let _ = self.store.replace(&p.key, &p.token, &rec, p.ttl).await;
                 let txs = format!("{tx:#x}");
-                self.audit(ctx, p, "settlement_pending", |e| {
+                self.audit(ctx, p, Kind::SettlementPending, |e| {
                     e.tx(&txs).with(
                         "why",
                         "broadcast, no receipt yet; answer withheld until confirmed",
@@ -604,7 +606,7 @@ impl Paywall {
                 telemetry::with(|m| m.settlements.with_label_values(&["pending"]).inc());
                 rec.state = PaymentState::Pending;
                 let _ = self.store.replace(&p.key, &p.token, &rec, p.ttl).await;
-                self.audit(ctx, p, "settlement_pending", |e| {
+                self.audit(ctx, p, Kind::SettlementPending, |e| {
                     e.with(
                         "why",
                         format!(
@@ -630,7 +632,7 @@ impl Paywall {
             } => {
                 let _ = self.store.replace(&p.key, &p.token, &rec, p.ttl).await;
                 telemetry::with(|m| m.settlements.with_label_values(&["failed"]).inc());
-                self.audit(ctx, p, "settlement_failed", |e| {
+                self.audit(ctx, p, Kind::SettlementFailed, |e| {
                     let e = e
                         .with("reason", reason.code())
                         .with("message", message.clone())
@@ -689,7 +691,7 @@ impl Paywall {
 
     /// Write a lifecycle event about a payment to the audit journal. Resolves once the record
     /// is on disk, except for the steps named below.
-    async fn audit(&self, ctx: &Ctx, p: &Paying<'_>, event: &str, f: impl FnOnce(Event) -> Event) {
+    async fn audit(&self, ctx: &Ctx, p: &Paying<'_>, event: Kind, f: impl FnOnce(Event) -> Event) {
         let Some(j) = &self.journal else { return };
         let e = Event::new(event)
             .request(&ctx.request_id)
@@ -699,16 +701,10 @@ impl Paywall {
             .with("asset", p.offer.asset.to_string())
             .with("network", p.offer.network.clone())
             .with("payTo", p.offer.pay_to.to_string());
-        // Steps followed by another record of the same request only queue: the writer keeps
-        // queue order, so the next awaited record takes them to disk before the buyer hears
-        // anything. The others wait for their batch's fsync without blocking this thread.
-        let e = f(e);
-        let written = if matches!(event, "payment_verified" | "forwarded" | "settled") {
-            j.append_unsynced(e, now_secs())
-        } else {
-            j.append(e, now_secs()).await.map(drop)
-        };
-        if let Err(err) = written {
+        // Each kind says when it must be on disk (`Kind::durability`): steps followed by another
+        // record of the same request only queue, and the writer keeps queue order, so the next
+        // durable record takes them to disk before the buyer hears anything.
+        if let Err(err) = j.record(f(e), now_secs()).await {
             warn!(request_id = %ctx.request_id, "audit journal write failed: {err}");
         }
     }
