@@ -23,6 +23,7 @@ use serde_json::json;
 use crate::evm::Chain;
 use crate::http::Reply;
 use crate::store::ReplayStore;
+use crate::x402::Reason;
 
 pub use config::{AdminConfig, AdminSpec, OtlpConfig, OtlpSpec};
 
@@ -156,6 +157,125 @@ fn build() -> Result<Metrics, prometheus::Error> {
     })
 }
 
+/// A phase of a paid call (`x402_phase_seconds{phase}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Decode, match and check the payment (no I/O).
+    Verify,
+    /// The chain's nonce and balance reads, or a remote facilitator's `/verify`.
+    Chain,
+    /// The upstream call.
+    Upstream,
+    /// The settlement, to its receipt.
+    Settle,
+    /// The whole paid call.
+    Total,
+}
+
+impl Phase {
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::Verify => "verify",
+            Phase::Chain => "chain",
+            Phase::Upstream => "upstream",
+            Phase::Settle => "settle",
+            Phase::Total => "total",
+        }
+    }
+}
+
+/// What became of a payment (`x402_payments_total{outcome, reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentOutcome {
+    Verified,
+    Refused(Reason),
+}
+
+/// What became of a settlement (`x402_settlements_total{outcome}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettlementOutcome {
+    Settled,
+    Pending,
+    Failed,
+}
+
+impl SettlementOutcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            SettlementOutcome::Settled => "settled",
+            SettlementOutcome::Pending => "pending",
+            SettlementOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// What a payment sent again got (`x402_replays_total{kind}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    /// A settled payment: its stored answer.
+    Replayed,
+    /// A payment whose answer or settlement was unfinished: the call goes on.
+    Resumed,
+}
+
+/// Whether an export went out (`x402_otlp_*_total{outcome}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportOutcome {
+    Sent,
+    Failed,
+}
+
+impl ExportOutcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            ExportOutcome::Sent => "sent",
+            ExportOutcome::Failed => "failed",
+        }
+    }
+}
+
+impl Metrics {
+    /// Count a payment by outcome and reason code (`reason` is empty for a verified one).
+    pub fn payment(&self, outcome: PaymentOutcome) {
+        let (label, reason) = match outcome {
+            PaymentOutcome::Verified => ("verified", ""),
+            PaymentOutcome::Refused(r) => ("refused", r.code()),
+        };
+        self.payments.with_label_values(&[label, reason]).inc();
+    }
+
+    /// Count a settlement by outcome.
+    pub fn settlement(&self, outcome: SettlementOutcome) {
+        self.settlements.with_label_values(&[outcome.label()]).inc();
+    }
+
+    /// Record how long a phase took.
+    pub fn phase(&self, phase: Phase, took: Duration) {
+        self.phase_seconds
+            .with_label_values(&[phase.label()])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Count a payment sent again.
+    pub fn replay(&self, r: Replay) {
+        let kind = match r {
+            Replay::Replayed => "replayed",
+            Replay::Resumed => "resumed",
+        };
+        self.replays.with_label_values(&[kind]).inc();
+    }
+
+    /// Count one OTLP batch of `spans` spans.
+    pub fn export(&self, outcome: ExportOutcome, spans: u64) {
+        self.otlp_batches
+            .with_label_values(&[outcome.label()])
+            .inc();
+        self.otlp_spans
+            .with_label_values(&[outcome.label()])
+            .inc_by(spans);
+    }
+}
+
 static METRICS: OnceLock<Option<Metrics>> = OnceLock::new();
 
 /// The process's metrics (`None` only if registration failed, which is a programming error
@@ -273,6 +393,32 @@ impl ServeHttp for Admin {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typed_labels_render_the_label_values_dashboards_know() {
+        with(|m| {
+            m.payment(PaymentOutcome::Verified);
+            m.payment(PaymentOutcome::Refused(Reason::Signature));
+            m.settlement(SettlementOutcome::Pending);
+            m.phase(Phase::Upstream, Duration::from_millis(3));
+            m.replay(Replay::Resumed);
+            m.export(ExportOutcome::Failed, 4);
+        });
+        let text = render();
+        for line in [
+            "x402_payments_total{outcome=\"verified\",reason=\"\"}",
+            &format!(
+                "x402_payments_total{{outcome=\"refused\",reason=\"{}\"}}",
+                Reason::Signature.code()
+            ),
+            "x402_settlements_total{outcome=\"pending\"}",
+            "x402_phase_seconds_count{phase=\"upstream\"}",
+            "x402_replay_rejections_total{kind=\"resumed\"}",
+            "x402_otlp_spans_total{outcome=\"failed\"}",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+    }
 
     #[test]
     fn the_registry_builds_and_renders_prometheus_text() {

@@ -141,7 +141,11 @@ impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanEx
         use std::sync::atomic::Ordering;
         let n = batch.len() as u64;
         let r = self.inner.export(batch).await;
-        let outcome = if r.is_ok() { "sent" } else { "failed" };
+        let outcome = if r.is_ok() {
+            super::ExportOutcome::Sent
+        } else {
+            super::ExportOutcome::Failed
+        };
         match &r {
             Err(e) if !self.failing.swap(true, Ordering::Relaxed) => {
                 tracing::warn!(endpoint = %self.endpoint, "OTLP export failed, spans are dropped until the collector answers: {e}");
@@ -153,8 +157,7 @@ impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanEx
         }
         // Counted after the log line, so whoever sees the count also finds the line.
         crate::telemetry::with(|m| {
-            m.otlp_batches.with_label_values(&[outcome]).inc();
-            m.otlp_spans.with_label_values(&[outcome]).inc_by(n);
+            m.export(outcome, n);
         });
         r
     }
