@@ -342,7 +342,7 @@ impl Paywall {
             }
             (Ok(a), gone) => {
                 if gone {
-                    rec.state = PaymentState::Ready;
+                    rec.state = PaymentState::Unsettled;
                     rec.answer = Some(StoredAnswer {
                         status: 200,
                         body: a.to_string(),
@@ -388,7 +388,7 @@ impl Paywall {
             _ if existing.body_hash != paying.body_hash => "reused",
             PaymentState::InFlight => "in_flight",
             PaymentState::Done => "replayed",
-            PaymentState::Ready | PaymentState::Pending => "resumed",
+            PaymentState::Unsettled | PaymentState::Pending => "resumed",
         };
         telemetry::with(|m| m.replays.with_label_values(&[kind]).inc());
         if existing.body_hash != paying.body_hash {
@@ -424,7 +424,7 @@ impl Paywall {
                 }
                 Some(r.with("X-Payment-Replayed", "true"))
             }
-            PaymentState::Ready | PaymentState::Pending => {
+            PaymentState::Unsettled | PaymentState::Pending => {
                 // Take the record over atomically; whoever wins settles or reconciles.
                 let mut mine = existing.clone();
                 mine.token = paying.token.clone();
@@ -480,7 +480,7 @@ impl Paywall {
                     .await
                 {
                     let mut back = mine;
-                    back.state = PaymentState::Ready;
+                    back.state = PaymentState::Unsettled;
                     let _ = self
                         .store
                         .replace(&paying.key, &paying.token, &back, paying.ttl)
@@ -525,7 +525,7 @@ impl Paywall {
         outcome: SettleOutcome,
     ) -> Reply {
         let mut rec = PaymentRecord {
-            state: PaymentState::Ready,
+            state: PaymentState::Unsettled,
             token: p.token.clone(),
             body_hash: p.body_hash.clone(),
             answer: Some(StoredAnswer {
