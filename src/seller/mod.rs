@@ -1015,7 +1015,7 @@ fn payment_header(s: &Session) -> Result<Option<(Vec<u8>, bool)>, Rejection> {
 
 /// The settlement backend of each chain: this sidecar's own (`kind: local`) or a remote
 /// facilitator (`kind: http`).
-fn settlers(settlement: &config::Settlement) -> Result<HashMap<u64, Arc<Settler>>, BuildError> {
+fn settlers(settlement: &config::BackendSpecs) -> Result<HashMap<u64, Arc<Settler>>, BuildError> {
     let mut settlers = HashMap::new();
     for f in &settlement.local {
         let chain = Chain::from_spec(f).map_err(|why| BuildError::Facilitator {
