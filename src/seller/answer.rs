@@ -55,15 +55,7 @@ impl Paywall {
         answer: Value,
         outcome: SettleOutcome,
     ) -> Reply {
-        let rec = c.record(
-            ctx,
-            PaymentState::Unsettled,
-            Some(StoredAnswer {
-                status: 200,
-                body: answer.to_string(),
-                receipt: None,
-            }),
-        );
+        let rec = c.unsettled(ctx, &answer);
         match outcome {
             SettleOutcome::Settled { tx } => self.settled(ctx, c, rec, answer, tx).await,
             SettleOutcome::Pending { tx } => self.pending(ctx, c, rec, tx).await,

@@ -36,6 +36,16 @@ impl<'a> ClaimedPayment<'a> {
             request_id: Some(ctx.request_id.clone()),
         }
     }
+
+    /// The record of this claim holding the upstream's `answer`, not settled.
+    pub(crate) fn unsettled(&self, ctx: &Ctx, answer: &Value) -> PaymentRecord {
+        let answer = StoredAnswer {
+            status: 200,
+            body: answer.to_string(),
+            receipt: None,
+        };
+        self.record(ctx, PaymentState::Unsettled, Some(answer))
+    }
 }
 
 impl Paywall {

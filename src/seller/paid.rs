@@ -17,7 +17,6 @@ use crate::seller::config::Route;
 use crate::seller::ctx::Ctx;
 use crate::seller::payment::{ClaimedPayment, VerifiedPayment, payment_header};
 use crate::seller::settle::Settlement;
-use crate::store::{PaymentState, StoredAnswer};
 use crate::telemetry;
 use crate::util::now_secs;
 use crate::x402::codec::decode_payment;
@@ -221,15 +220,7 @@ impl Paywall {
             Ok(a) => a,
         };
         if buyer_left {
-            let rec = c.record(
-                ctx,
-                PaymentState::Unsettled,
-                Some(StoredAnswer {
-                    status: 200,
-                    body: answer.to_string(),
-                    receipt: None,
-                }),
-            );
+            let rec = c.unsettled(ctx, &answer);
             let kept = self
                 .store
                 .replace(&p.replay_key, &c.token, &rec, c.ttl)

@@ -50,9 +50,24 @@ pub(crate) trait Settlement: Send + Sync {
     async fn settle(&self, p: &VerifiedPayment<'_>) -> SettleOutcome;
 
     /// What became of a settlement whose outcome was not known: by its tx hash when there is
-    /// one, else from the authorization on chain (and, for a remote facilitator whose
-    /// authorization is still unused, by asking it to settle again).
-    async fn reconcile(&self, p: &VerifiedPayment<'_>, tx: Option<B256>) -> SettleOutcome;
+    /// one, else from the authorization on chain, else what [`Settlement::unused`] says.
+    async fn reconcile(&self, p: &VerifiedPayment<'_>, tx: Option<B256>) -> SettleOutcome {
+        let (asset, auth) = (p.offer.asset, p.authorization());
+        if let Some(tx) = tx {
+            return self.chain().reconcile(tx, asset, auth).await;
+        }
+        match self.chain().settlement_of(asset, auth).await {
+            Ok(Some(o)) => o,
+            Ok(None) => self.unused(p).await,
+            Err(e) => SettleOutcome::Unknown {
+                message: format!("the chain could not be read: {e}"),
+            },
+        }
+    }
+
+    /// Reconciling, the chain shows the authorization unused: unknown (this sidecar's own
+    /// settlement never landed), or settled again by the remote facilitator.
+    async fn unused(&self, p: &VerifiedPayment<'_>) -> SettleOutcome;
 }
 
 /// The settlement backend of every network of `facilitators:`, built once.
@@ -150,19 +165,9 @@ impl Settlement for LocalSettlement {
             .await
     }
 
-    async fn reconcile(&self, p: &VerifiedPayment<'_>, tx: Option<B256>) -> SettleOutcome {
-        let (asset, auth) = (p.offer.asset, p.authorization());
-        if let Some(tx) = tx {
-            return self.chain.reconcile(tx, asset, auth).await;
-        }
-        match self.chain.settlement_of(asset, auth).await {
-            Ok(Some(o)) => o,
-            Ok(None) => SettleOutcome::Unknown {
-                message: "no settlement of this authorization is on chain".into(),
-            },
-            Err(e) => SettleOutcome::Unknown {
-                message: format!("the chain could not be read: {e}"),
-            },
+    async fn unused(&self, _p: &VerifiedPayment<'_>) -> SettleOutcome {
+        SettleOutcome::Unknown {
+            message: "no settlement of this authorization is on chain".into(),
         }
     }
 }
@@ -261,20 +266,10 @@ impl Settlement for RemoteSettlement {
         }
     }
 
-    /// A settlement whose outcome was unknown: by tx hash if there is one; else the chain
-    /// first and, still unused, settle again.
-    async fn reconcile(&self, p: &VerifiedPayment<'_>, tx: Option<B256>) -> SettleOutcome {
-        let (asset, auth) = (p.offer.asset, p.authorization());
-        if let Some(tx) = tx {
-            return self.chain.reconcile(tx, asset, auth).await;
-        }
-        match self.chain.settlement_of(asset, auth).await {
-            Ok(Some(o)) => o,
-            Ok(None) => self.settle(p).await,
-            Err(e) => SettleOutcome::Unknown {
-                message: format!("the chain could not be read: {e}"),
-            },
-        }
+    /// Still unused on chain: ask the remote facilitator to settle again (the token accepts the
+    /// nonce once, so this never charges twice).
+    async fn unused(&self, p: &VerifiedPayment<'_>) -> SettleOutcome {
+        self.settle(p).await
     }
 }
 
