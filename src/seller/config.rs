@@ -528,8 +528,8 @@ impl AcceptConfig {
                 "must be between 10 and 3600 seconds".into(),
             );
         }
-        let facilitator = settlement.settled_by(&self.network);
-        if facilitator.is_none() && chain_id.is_some() && !settlement.declares(&self.network) {
+        let settled_by = settlement.settled_by(&self.network);
+        if settled_by.is_none() && chain_id.is_some() && !settlement.declares(&self.network) {
             p(
                 "network",
                 format!(
@@ -550,7 +550,7 @@ impl AcceptConfig {
             decimals: self.decimals,
             eip712_name: e.name.clone(),
             eip712_version: e.version.clone(),
-            facilitator: facilitator?,
+            facilitator: settled_by?,
         })
     }
 

@@ -14,11 +14,11 @@
 //! same payment again) or keeps the finished answer for a retry, so nobody pays for an answer
 //! they did not get and nobody gets an answer they did not pay for.
 //!
-//! The files, by job: [`proxy`] (the pingora phases), [`ctx`] (the per-request context),
-//! [`paid`] (the step sequence above), [`payment`] (a verified and a claimed payment),
-//! [`claim`] (step 6 and what a payment already claimed gets), [`forward`] (steps 8–9),
-//! [`answer`] (steps 10–11), [`challenge`] (the 402 and refusals), [`settle`] (the settlement
-//! backends behind one trait), [`journal`] (the audit records), [`config`] (the seller's
+//! The files, by job: `proxy.rs` (the pingora phases), `ctx.rs` (the per-request context),
+//! `paid.rs` (the step sequence above), `payment.rs` (a verified and a claimed payment),
+//! `claim.rs` (step 6 and what a payment already claimed gets), `forward.rs` (steps 8–9),
+//! `answer.rs` (steps 10–11), `challenge.rs` (the 402 and refusals), `settle.rs` (the settlement
+//! backends behind one trait), `journal.rs` (the audit records), [`config`] (the seller's
 //! sections of `sidecar.yaml`).
 
 pub mod config;

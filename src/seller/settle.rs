@@ -91,7 +91,7 @@ impl Backends {
             };
             by_chain.insert(spec.chain_id, Arc::new(local));
         }
-        let facilitator_http = reqwest::Client::builder()
+        let remote_http = reqwest::Client::builder()
             .pool_max_idle_per_host(16)
             .connect_timeout(Duration::from_secs(3))
             .redirect(reqwest::redirect::Policy::none())
@@ -99,7 +99,7 @@ impl Backends {
             .map_err(|e| BuildError::Http(e.to_string()))?;
         let mut remote = Vec::new();
         for spec in &specs.remote {
-            let r = RemoteSettlement::new(spec, facilitator_http.clone()).map_err(|why| {
+            let r = RemoteSettlement::new(spec, remote_http.clone()).map_err(|why| {
                 BuildError::Backend {
                     network: spec.network.clone(),
                     why,
