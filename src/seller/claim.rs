@@ -20,6 +20,17 @@ use crate::telemetry;
 use crate::util::{new_id, sha256_hex};
 
 impl<'a> ClaimedPayment<'a> {
+    /// `payment`, to be claimed for the request with `body`, kept until its authorization
+    /// expires (counted from `now`).
+    pub(crate) fn new(payment: VerifiedPayment<'a>, body: &Bytes, now: u64) -> Self {
+        ClaimedPayment {
+            token: new_id("claim"),
+            body_hash: sha256_hex(body),
+            ttl: payment.ttl(now),
+            payment,
+        }
+    }
+
     /// The record of this claim in `state`, with `answer` (no transaction yet).
     pub(crate) fn record(
         &self,
@@ -49,25 +60,16 @@ impl<'a> ClaimedPayment<'a> {
 }
 
 impl Paywall {
-    /// Step 6: claim the payment for this request. A payment the store already holds stops here
-    /// with what [`Paywall::repeated`] gives it.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn claim<'r>(
+    /// Step 6: claim the payment for this request. A payment the store already holds stops
+    /// here with what [`Paywall::repeated`] gives it.
+    pub(crate) async fn claim(
         &self,
         s: &mut Session,
         route: &Route,
         ctx: &Ctx,
-        payment: VerifiedPayment<'r>,
-        body: &Bytes,
-        now: u64,
+        claimed: &ClaimedPayment<'_>,
         settlement: &dyn Settlement,
-    ) -> Step<ClaimedPayment<'r>> {
-        let claimed = ClaimedPayment {
-            token: new_id("claim"),
-            body_hash: sha256_hex(body),
-            ttl: payment.ttl(now),
-            payment,
-        };
+    ) -> Step<()> {
         let rec = claimed.record(ctx, PaymentState::InFlight, None);
         let key = &claimed.payment.replay_key;
         match self.store.claim(key, &rec, claimed.ttl).await {
@@ -76,9 +78,9 @@ impl Paywall {
                 Err(Some(Reply::error(503, "store_unavailable", "the payment could not be recorded safely; nothing was charged, try again shortly").retry_after(2)))
             }
             Ok(Some(held)) => Err(self
-                .repeated(s, route, ctx, &claimed, settlement, held)
+                .repeated(s, route, ctx, claimed, settlement, held)
                 .await),
-            Ok(None) => Ok(claimed),
+            Ok(None) => Ok(()),
         }
     }
 

@@ -31,11 +31,13 @@ impl Paywall {
     /// Steps 2–11 for a paid route. `None` means the buyer is gone and nothing can be written.
     pub(crate) async fn paid(&self, s: &mut Session, route: &Route, ctx: &Ctx) -> Option<Reply> {
         match self.paid_steps(s, route, ctx).await {
-            Ok(answer) | Err(answer) => answer,
+            Ok(answer) => Some(answer),
+            Err(stopped) => stopped,
         }
     }
 
-    async fn paid_steps(&self, s: &mut Session, route: &Route, ctx: &Ctx) -> Step<Option<Reply>> {
+    /// The steps in order; each one may stop the request with its own answer.
+    async fn paid_steps(&self, s: &mut Session, route: &Route, ctx: &Ctx) -> Step<Reply> {
         let body = self.request_body(s, route).await?;
         let (raw, v2) = self.payment_or_challenge(s, route, &body)?;
         let now = now_secs();
@@ -45,18 +47,16 @@ impl Paywall {
             .record("payment_id", payment.payment_id.as_str())
             .record("payer", payment.authorization().from.to_string().as_str());
         let settlement = self.settlement_for(&payment)?;
-        let claimed = self
-            .claim(s, route, ctx, payment, &body, now, settlement.as_ref())
-            .await?;
+        let settlement = settlement.as_ref();
+        let claimed = ClaimedPayment::new(payment, &body, now);
+        self.claim(s, route, ctx, &claimed, settlement).await?;
         observe("verify", verify_started);
-        self.verify_with_backend(s, route, ctx, &claimed, settlement.as_ref())
+        self.verify_with_backend(s, route, ctx, &claimed, settlement)
             .await?;
         let answer = self.upstream_answer(s, route, ctx, &claimed, body).await?;
-        // 10–11.
-        Ok(Some(
-            self.settle_and_answer(s, route, ctx, &claimed, settlement.as_ref(), answer)
-                .await,
-        ))
+        Ok(self
+            .settle_and_answer(s, route, ctx, &claimed, settlement, answer)
+            .await)
     }
 
     /// Step 2: the body, capped; validated as a `StrategyRequest` before any payment is asked.
