@@ -6,7 +6,7 @@
 //! Who owns which section, and what it resolves to:
 //!
 //! - `inbound:` and `facilitators:`: the seller ([`crate::seller::config`]), into [`Inbound`]
-//!   and [`Settlement`]; the `kind: local` entries of the latter, as `evm::ChainSpec`s, are
+//!   and [`BackendSpecs`]; the `kind: local` entries of the latter, as `evm::ChainSpec`s, are
 //!   also handed to the facilitator service (a role never imports another).
 //! - `outbound:`: the buyer ([`crate::buyer::config`]), into [`Outbound`].
 //! - `facilitator:`: the facilitator service ([`crate::facilitator::config`]), into [`Service`].
@@ -23,7 +23,7 @@ use serde_yaml::Value;
 use crate::audit::{AuditConfig, JournalSpec};
 use crate::buyer::config::{Outbound, OutboundConfig};
 use crate::facilitator::config::{Service, ServiceConfig};
-use crate::seller::config::{FacilitatorConfig, Inbound, InboundConfig, Settlement};
+use crate::seller::config::{BackendConfig, BackendSpecs, Inbound, InboundConfig};
 use crate::store::{StoreConfig, StoreSpec};
 use crate::telemetry::{AdminConfig, AdminSpec, OtlpConfig, OtlpSpec};
 
@@ -37,7 +37,7 @@ pub struct Config {
     pub inbound: InboundConfig,
     /// One facilitator per network the routes accept.
     #[serde(default)]
-    pub facilitators: Vec<FacilitatorConfig>,
+    pub facilitators: Vec<BackendConfig>,
     /// Replay-guard store: `memory` (one node) or `redis://host:port/db` (replicas).
     #[serde(default)]
     pub store: StoreConfig,
@@ -132,7 +132,7 @@ impl Config {
         let audit = self.audit.resolve(p);
         self.server.check(p);
         let otlp = self.otlp.resolve(p);
-        let settlement = Settlement::resolve(&self.facilitators, p);
+        let settlement = BackendSpecs::resolve(&self.facilitators, p);
         let facilitator =
             self.facilitator
                 .resolve(&settlement.local, settlement.declares_local(), p);

@@ -19,7 +19,7 @@ use crate::x402::matching::Offer;
 use crate::x402::money::{self, PriceSpec};
 use crate::x402::networks;
 
-pub use settlement::{FacilitatorConfig, RemoteFacilitator, Settlement};
+pub use settlement::{BackendConfig, BackendSpecs, RemoteFacilitator};
 
 /// The `inbound:` section as written: the public paywall. Off unless enabled.
 #[derive(Debug, Clone, Deserialize)]
@@ -245,7 +245,7 @@ pub struct Seller {
     pub trusted_proxies: Vec<IpAddr>,
     pub disclaimer: String,
     pub routes: Vec<Route>,
-    pub settlement: Settlement,
+    pub settlement: BackendSpecs,
 }
 
 /// The `inbound:` section, resolved.
@@ -299,7 +299,7 @@ impl InboundConfig {
     /// `settlement` is the resolved `facilitators:` section the routes' networks need.
     pub(crate) fn resolve(
         &self,
-        settlement: &Settlement,
+        settlement: &BackendSpecs,
         problems: &mut Vec<Problem>,
     ) -> Option<Inbound> {
         let before = problems.len();
@@ -386,7 +386,7 @@ impl InboundConfig {
         &self,
         ri: usize,
         r: &RouteConfig,
-        settlement: &Settlement,
+        settlement: &BackendSpecs,
         problems: &mut Vec<Problem>,
     ) -> Route {
         let at = format!("inbound.routes[{ri}]");
@@ -478,7 +478,7 @@ impl AcceptConfig {
         &self,
         at: &str,
         route: &RouteConfig,
-        settlement: &Settlement,
+        settlement: &BackendSpecs,
         problems: &mut Vec<Problem>,
     ) -> Option<Offer> {
         let mut p = |field: &str, message: String| {
@@ -528,8 +528,8 @@ impl AcceptConfig {
                 "must be between 10 and 3600 seconds".into(),
             );
         }
-        let facilitator = settlement.settled_by(&self.network);
-        if facilitator.is_none() && chain_id.is_some() && !settlement.declares(&self.network) {
+        let settled_by = settlement.settled_by(&self.network);
+        if settled_by.is_none() && chain_id.is_some() && !settlement.declares(&self.network) {
             p(
                 "network",
                 format!(
@@ -550,7 +550,7 @@ impl AcceptConfig {
             decimals: self.decimals,
             eip712_name: e.name.clone(),
             eip712_version: e.version.clone(),
-            facilitator: facilitator?,
+            facilitator: settled_by?,
         })
     }
 
@@ -611,14 +611,14 @@ facilitators:
         #[derive(Deserialize)]
         struct Sections {
             inbound: InboundConfig,
-            facilitators: Vec<FacilitatorConfig>,
+            facilitators: Vec<BackendConfig>,
         }
         // The settler key is read from the process environment by `KeySource::load`.
         // SAFETY: a test-only variable, always set to the same value.
         unsafe { std::env::set_var("X402_SELLER_CFG_TEST_SETTLER", DEV0) };
         let s: Sections = serde_yaml::from_str(text).unwrap();
         let mut problems = Vec::new();
-        let settlement = Settlement::resolve(&s.facilitators, &mut problems);
+        let settlement = BackendSpecs::resolve(&s.facilitators, &mut problems);
         let inbound = s.inbound.resolve(&settlement, &mut problems);
         match inbound {
             Some(i) if problems.is_empty() => Ok(i),

@@ -1,5 +1,7 @@
-//! Who verifies and settles a payment for the paywall: this sidecar on chain (`kind: local`)
-//! or a facilitator server over HTTP (`kind: http`, the x402 facilitator API).
+//! Who verifies and settles a payment for the paywall, behind one trait, [`Settlement`]:
+//! [`LocalSettlement`] (this sidecar on chain with its settler key, `kind: local`) or
+//! [`RemoteSettlement`] (a remote facilitator over HTTP, `kind: http`, the x402 facilitator
+//! API). Both take the one [`VerifiedPayment`] and build what they need from it.
 //!
 //! A remote facilitator is trusted to do the work, not to report it: a claimed settlement is
 //! accepted only once this sidecar's own RPC shows its receipt with the `Transfer` to the
@@ -8,113 +10,171 @@
 //! can never charge twice (the token accepts each EIP-3009 nonce once), so a settlement whose
 //! answer was lost is asked for again only while the chain shows the authorization unused.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alloy_primitives::{Address, B256, Signature};
+use alloy_primitives::B256;
+use async_trait::async_trait;
 use serde_json::Value;
 use tracing::{info, warn};
 
 use crate::evm::chain::{Chain, SettleOutcome, check_receipt};
-use crate::seller::config::RemoteFacilitator;
+use crate::seller::BuildError;
+use crate::seller::config::{BackendSpecs, RemoteFacilitator};
+use crate::seller::payment::VerifiedPayment;
+use crate::telemetry::Probe;
 use crate::x402::reason::{Reason, Rejection};
-use crate::x402::types::{Authorization, FacilitatorRequest, VerifyResponse};
+use crate::x402::types::{FacilitatorRequest, IncomingPayment, VerifyResponse};
 
-/// Largest facilitator answer read.
+/// Largest remote facilitator answer read.
 const MAX_ANSWER: usize = 64 * 1024;
 
-/// The settlement backend of one network.
-pub enum Settler {
-    Local(Arc<Chain>),
-    Remote(Remote),
-}
+/// The settlement backend of one network: the checks that need the chain, the settlement, and
+/// the reconciliation of a settlement whose outcome was not known.
+#[async_trait]
+pub(crate) trait Settlement: Send + Sync {
+    /// The chain reader this backend's outcomes are checked against (readiness, and a retry
+    /// that asks whether its payment already settled).
+    fn chain(&self) -> &Arc<Chain>;
 
-impl Settler {
-    /// Chain reads (the RPC): readiness, reconciliation by tx hash.
-    pub fn chain(&self) -> &Arc<Chain> {
-        match self {
-            Settler::Local(c) => c,
-            Settler::Remote(r) => &r.chain,
-        }
-    }
+    /// The span a payment's first verification runs in (`chain_verify`, or
+    /// `facilitator_verify` naming the remote facilitator).
+    fn verify_span(&self) -> tracing::Span;
 
-    /// The remote facilitator, if this network has one.
-    pub fn remote(&self) -> Option<&Remote> {
-        match self {
-            Settler::Local(_) => None,
-            Settler::Remote(r) => Some(r),
-        }
-    }
+    /// Verification beyond the local checks: nonce and balance on chain, or the remote
+    /// facilitator's `/verify`.
+    async fn verify(&self, p: &VerifiedPayment<'_>) -> Result<(), Rejection>;
 
-    /// Verification beyond the local checks: nonce and balance on chain, or the facilitator.
-    pub async fn verify(
-        &self,
-        asset: Address,
-        auth: &Authorization,
-        req: &FacilitatorRequest,
-    ) -> Result<(), Rejection> {
-        match self {
-            Settler::Local(c) => c.verify_onchain(asset, auth).await,
-            Settler::Remote(r) => r.verify(req).await,
-        }
-    }
-
-    pub async fn settle(
-        &self,
-        asset: Address,
-        auth: &Authorization,
-        sig: &Signature,
-        req: &FacilitatorRequest,
-    ) -> SettleOutcome {
-        match self {
-            Settler::Local(c) => c.settle(asset, auth, sig).await,
-            Settler::Remote(r) => r.settle(req, asset, auth).await,
-        }
-    }
+    /// Settle the payment and wait for the chain to confirm it.
+    async fn settle(&self, p: &VerifiedPayment<'_>) -> SettleOutcome;
 
     /// What became of a settlement whose outcome was not known: by its tx hash when there is
-    /// one, else from the authorization on chain (and, for a remote facilitator whose
-    /// authorization is still unused, by asking it to settle again).
-    pub async fn reconcile(
-        &self,
-        tx: Option<B256>,
-        asset: Address,
-        auth: &Authorization,
-        req: &FacilitatorRequest,
-    ) -> SettleOutcome {
+    /// one, else from the authorization on chain, else what [`Settlement::unused`] says.
+    async fn reconcile(&self, p: &VerifiedPayment<'_>, tx: Option<B256>) -> SettleOutcome {
+        let (asset, auth) = (p.offer.asset, p.authorization());
         if let Some(tx) = tx {
             return self.chain().reconcile(tx, asset, auth).await;
         }
-        match self {
-            Settler::Remote(r) => r.reconcile(req, asset, auth).await,
-            Settler::Local(c) => match c.settlement_of(asset, auth).await {
-                Ok(Some(o)) => o,
-                Ok(None) => SettleOutcome::Unknown {
-                    message: "no settlement of this authorization is on chain".into(),
-                },
-                Err(e) => SettleOutcome::Unknown {
-                    message: format!("the chain could not be read: {e}"),
-                },
+        match self.chain().settlement_of(asset, auth).await {
+            Ok(Some(o)) => o,
+            Ok(None) => self.unused(p).await,
+            Err(e) => SettleOutcome::Unknown {
+                message: format!("the chain could not be read: {e}"),
             },
         }
     }
+
+    /// Reconciling, the chain shows the authorization unused: unknown (this sidecar's own
+    /// settlement never landed), or settled again by the remote facilitator.
+    async fn unused(&self, p: &VerifiedPayment<'_>) -> SettleOutcome;
 }
 
-/// `/readyz`: a remote facilitator answers `GET /supported`; this sidecar's own chain is
-/// checked by its RPC instead.
-#[async_trait::async_trait]
-impl crate::telemetry::Probe for Settler {
-    async fn reachable(&self) -> bool {
-        match self {
-            Settler::Local(_) => true,
-            Settler::Remote(r) => r.reachable().await,
+/// The settlement backend of every network of `facilitators:`, built once.
+pub(crate) struct Backends {
+    by_chain: HashMap<u64, Arc<dyn Settlement>>,
+    /// The `kind: http` ones again, for `/readyz` (`facilitator:<network>`).
+    remote: Vec<(u64, Arc<RemoteSettlement>)>,
+}
+
+impl Backends {
+    /// Connect (lazily) to every chain and remote facilitator of the resolved section.
+    pub(crate) fn new(specs: &BackendSpecs) -> Result<Self, BuildError> {
+        let mut by_chain: HashMap<u64, Arc<dyn Settlement>> = HashMap::new();
+        for spec in &specs.local {
+            let chain = Chain::from_spec(spec).map_err(|why| BuildError::Backend {
+                network: spec.network.clone(),
+                why,
+            })?;
+            let local = LocalSettlement {
+                chain: Arc::new(chain),
+            };
+            by_chain.insert(spec.chain_id, Arc::new(local));
+        }
+        let remote_http = reqwest::Client::builder()
+            .pool_max_idle_per_host(16)
+            .connect_timeout(Duration::from_secs(3))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| BuildError::Http(e.to_string()))?;
+        let mut remote = Vec::new();
+        for spec in &specs.remote {
+            let r = RemoteSettlement::new(spec, remote_http.clone()).map_err(|why| {
+                BuildError::Backend {
+                    network: spec.network.clone(),
+                    why,
+                }
+            })?;
+            let r = Arc::new(r);
+            by_chain.insert(spec.chain_id, r.clone());
+            remote.push((spec.chain_id, r));
+        }
+        Ok(Backends { by_chain, remote })
+    }
+
+    /// The backend that settles on `chain_id`, if any.
+    pub(crate) fn get(&self, chain_id: u64) -> Option<Arc<dyn Settlement>> {
+        self.by_chain.get(&chain_id).cloned()
+    }
+
+    /// Each backend's chain reader, by network (`eip155:<id>`).
+    pub(crate) fn chains(&self) -> Vec<(String, Arc<Chain>)> {
+        self.by_chain
+            .iter()
+            .map(|(id, b)| (format!("eip155:{id}"), b.chain().clone()))
+            .collect()
+    }
+
+    /// Each remote facilitator's readiness probe, by network (`eip155:<id>`).
+    pub(crate) fn remote_probes(&self) -> Vec<(String, Arc<dyn Probe>)> {
+        self.remote
+            .iter()
+            .map(|(id, r)| {
+                let probe: Arc<dyn Probe> = r.clone();
+                (format!("eip155:{id}"), probe)
+            })
+            .collect()
+    }
+}
+
+/// This sidecar settles on chain with its own settler key (`kind: local`).
+pub(crate) struct LocalSettlement {
+    chain: Arc<Chain>,
+}
+
+#[async_trait]
+impl Settlement for LocalSettlement {
+    fn chain(&self) -> &Arc<Chain> {
+        &self.chain
+    }
+
+    fn verify_span(&self) -> tracing::Span {
+        tracing::info_span!("chain_verify")
+    }
+
+    async fn verify(&self, p: &VerifiedPayment<'_>) -> Result<(), Rejection> {
+        self.chain
+            .verify_onchain(p.offer.asset, p.authorization())
+            .await
+    }
+
+    async fn settle(&self, p: &VerifiedPayment<'_>) -> SettleOutcome {
+        let v = &p.verified;
+        self.chain
+            .settle(p.offer.asset, &v.authorization, &v.signature)
+            .await
+    }
+
+    async fn unused(&self, _p: &VerifiedPayment<'_>) -> SettleOutcome {
+        SettleOutcome::Unknown {
+            message: "no settlement of this authorization is on chain".into(),
         }
     }
 }
 
-/// A facilitator server (`POST /verify`, `POST /settle`, `GET /supported`) plus read-only
-/// access to the chain it settles on.
-pub struct Remote {
+/// A remote facilitator (`POST /verify`, `POST /settle`, `GET /supported`, `kind: http`)
+/// plus read-only access to the chain it settles on.
+pub(crate) struct RemoteSettlement {
     http: reqwest::Client,
     base: String,
     headers: reqwest::header::HeaderMap,
@@ -125,8 +185,96 @@ pub struct Remote {
     shown: String,
 }
 
-impl Remote {
-    pub fn new(f: &RemoteFacilitator, http: reqwest::Client) -> Result<Self, String> {
+#[async_trait]
+impl Settlement for RemoteSettlement {
+    fn chain(&self) -> &Arc<Chain> {
+        &self.chain
+    }
+
+    fn verify_span(&self) -> tracing::Span {
+        tracing::info_span!("facilitator_verify", facilitator = %self.shown)
+    }
+
+    /// `POST /verify`. Refusals keep the facilitator's reason (mapped to ours); an unreachable
+    /// or incoherent facilitator is our fault, not the payer's.
+    async fn verify(&self, p: &VerifiedPayment<'_>) -> Result<(), Rejection> {
+        let (status, body) = self
+            .post("verify", &facilitator_request(p))
+            .await
+            .map_err(|e| {
+                Rejection::new(
+                    Reason::UnexpectedVerifyError,
+                    format!("the facilitator {} could not be asked: {e}", self.shown),
+                )
+            })?;
+        match serde_json::from_slice::<VerifyResponse>(&body) {
+            Ok(v) if v.is_valid && status == 200 => Ok(()),
+            Ok(v) if !v.is_valid => {
+                let code = v.invalid_reason.unwrap_or_else(|| "invalid_payment".into());
+                let why = v.invalid_message.unwrap_or_else(|| code.clone());
+                Err(Rejection::new(
+                    Reason::from_facilitator(&code),
+                    format!("the facilitator refused the payment ({code}): {why}"),
+                ))
+            }
+            _ => Err(Rejection::new(
+                Reason::UnexpectedVerifyError,
+                format!(
+                    "the facilitator {} answered {status} without a verification result",
+                    self.shown
+                ),
+            )),
+        }
+    }
+
+    /// `POST /settle`, then the chain's confirmation of what it reports.
+    async fn settle(&self, p: &VerifiedPayment<'_>) -> SettleOutcome {
+        let (status, body) = match self.post("settle", &facilitator_request(p)).await {
+            Ok(a) => a,
+            Err(e) => {
+                return self
+                    .ask_chain(p, format!("no answer from the facilitator: {e}"))
+                    .await;
+            }
+        };
+        let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+            return self
+                .ask_chain(
+                    p,
+                    format!("the facilitator answered {status} without a settlement result"),
+                )
+                .await;
+        };
+        let tx: Option<B256> = v["transaction"].as_str().and_then(|t| t.parse().ok());
+        match (v["success"].as_bool(), tx) {
+            (Some(true), Some(tx)) => self.confirm(tx, p).await,
+            (Some(true), None) => {
+                self.ask_chain(
+                    p,
+                    "the facilitator reported success without a transaction hash".into(),
+                )
+                .await
+            }
+            (Some(false), tx) => self.refused(p, &v, tx).await,
+            (None, _) => {
+                self.ask_chain(
+                    p,
+                    format!("the facilitator answered {status} without `success`"),
+                )
+                .await
+            }
+        }
+    }
+
+    /// Still unused on chain: ask the remote facilitator to settle again (the token accepts the
+    /// nonce once, so this never charges twice).
+    async fn unused(&self, p: &VerifiedPayment<'_>) -> SettleOutcome {
+        self.settle(p).await
+    }
+}
+
+impl RemoteSettlement {
+    pub(crate) fn new(f: &RemoteFacilitator, http: reqwest::Client) -> Result<Self, String> {
         let chain = Chain::read_only(&f.rpc_url, f.chain_id, f.receipt_timeout)
             .map_err(|e| e.to_string())?;
         let mut headers = reqwest::header::HeaderMap::new();
@@ -138,7 +286,7 @@ impl Remote {
             value.set_sensitive(true);
             headers.insert(name, value);
         }
-        Ok(Remote {
+        Ok(RemoteSettlement {
             http,
             base: f.url.as_str().trim_end_matches('/').to_string(),
             headers,
@@ -169,121 +317,55 @@ impl Remote {
         Ok((status, bytes.to_vec()))
     }
 
-    /// `POST /verify`. Refusals keep the facilitator's reason (mapped to ours); an unreachable
-    /// or incoherent facilitator is our fault, not the payer's.
-    pub async fn verify(&self, req: &FacilitatorRequest) -> Result<(), Rejection> {
-        let (status, body) = self.post("verify", req).await.map_err(|e| {
-            Rejection::new(
-                Reason::UnexpectedVerifyError,
-                format!("the facilitator {} could not be asked: {e}", self.shown),
-            )
-        })?;
-        match serde_json::from_slice::<VerifyResponse>(&body) {
-            Ok(v) if v.is_valid && status == 200 => Ok(()),
-            Ok(v) if !v.is_valid => {
-                let code = v.invalid_reason.unwrap_or_else(|| "invalid_payment".into());
-                let why = v.invalid_message.unwrap_or_else(|| code.clone());
-                Err(Rejection::new(
-                    Reason::from_facilitator(&code),
-                    format!("the facilitator refused the payment ({code}): {why}"),
-                ))
-            }
-            _ => Err(Rejection::new(
-                Reason::UnexpectedVerifyError,
-                format!(
-                    "the facilitator {} answered {status} without a verification result",
-                    self.shown
-                ),
-            )),
+    /// `success: false` from `/settle`: pending with a tx, an earlier settlement the chain
+    /// shows, or a failure.
+    async fn refused(&self, p: &VerifiedPayment<'_>, v: &Value, tx: Option<B256>) -> SettleOutcome {
+        let code = v["errorReason"]
+            .as_str()
+            .unwrap_or("unexpected_settle_error")
+            .to_string();
+        let reason = Reason::from_facilitator(&code);
+        if let (Reason::SettlementPending, Some(tx)) = (reason, tx) {
+            return SettleOutcome::Pending { tx };
         }
-    }
-
-    /// `POST /settle`, then the chain's confirmation of what it reports.
-    pub async fn settle(
-        &self,
-        req: &FacilitatorRequest,
-        asset: Address,
-        auth: &Authorization,
-    ) -> SettleOutcome {
-        let (status, body) = match self.post("settle", req).await {
-            Ok(a) => a,
-            Err(e) => {
-                return self
-                    .ask_chain(asset, auth, format!("no answer from the facilitator: {e}"))
-                    .await;
-            }
-        };
-        let Ok(v) = serde_json::from_slice::<Value>(&body) else {
-            return self
-                .ask_chain(
-                    asset,
-                    auth,
-                    format!("the facilitator answered {status} without a settlement result"),
-                )
-                .await;
-        };
-        let tx: Option<B256> = v["transaction"].as_str().and_then(|t| t.parse().ok());
-        match (v["success"].as_bool(), tx) {
-            (Some(true), Some(tx)) => self.confirm(tx, asset, auth).await,
-            (Some(true), None) => {
-                self.ask_chain(
-                    asset,
-                    auth,
-                    "the facilitator reported success without a transaction hash".into(),
-                )
-                .await
-            }
-            (Some(false), tx) => {
-                let code = v["errorReason"]
-                    .as_str()
-                    .unwrap_or("unexpected_settle_error")
-                    .to_string();
-                let reason = Reason::from_facilitator(&code);
-                if let (Reason::SettlementPending, Some(tx)) = (reason, tx) {
-                    return SettleOutcome::Pending { tx };
-                }
-                // A refusal may hide an earlier settlement of ours (a lost answer, a retry):
-                // the chain says whether this authorization paid the seller.
-                if let Ok(Some(o @ SettleOutcome::Settled { .. })) =
-                    self.chain.settlement_of(asset, auth).await
-                {
-                    info!(facilitator = %self.shown, %code, "the facilitator refused, but the chain shows this authorization settled");
-                    return o;
-                }
-                let why = v["errorMessage"].as_str().unwrap_or(&code).to_string();
-                SettleOutcome::Failed {
-                    reason: if reason == Reason::InvalidPayment {
-                        Reason::TransactionFailed
-                    } else {
-                        reason
-                    },
-                    message: format!("the facilitator did not settle ({code}): {why}"),
-                    tx,
-                }
-            }
-            (None, _) => {
-                self.ask_chain(
-                    asset,
-                    auth,
-                    format!("the facilitator answered {status} without `success`"),
-                )
-                .await
-            }
+        // A refusal may hide an earlier settlement of ours (a lost answer, a retry):
+        // the chain says whether this authorization paid the seller.
+        if let Ok(Some(o @ SettleOutcome::Settled { .. })) = self
+            .chain
+            .settlement_of(p.offer.asset, p.authorization())
+            .await
+        {
+            info!(facilitator = %self.shown, %code, "the facilitator refused, but the chain shows this authorization settled");
+            return o;
+        }
+        let why = v["errorMessage"].as_str().unwrap_or(&code).to_string();
+        SettleOutcome::Failed {
+            reason: if reason == Reason::InvalidPayment {
+                Reason::TransactionFailed
+            } else {
+                reason
+            },
+            message: format!("the facilitator did not settle ({code}): {why}"),
+            tx,
         }
     }
 
     /// A reported settlement counts once its receipt shows the transfer to the seller.
-    async fn confirm(&self, tx: B256, asset: Address, auth: &Authorization) -> SettleOutcome {
+    async fn confirm(&self, tx: B256, p: &VerifiedPayment<'_>) -> SettleOutcome {
         match self.chain.wait_receipt(tx, self.receipt_timeout).await {
-            Some(r) => check_receipt(&r, asset, auth),
+            Some(r) => check_receipt(&r, p.offer.asset, p.authorization()),
             None => SettleOutcome::Pending { tx },
         }
     }
 
     /// No usable answer: what the chain shows, else unknown (never a guess).
-    async fn ask_chain(&self, asset: Address, auth: &Authorization, why: String) -> SettleOutcome {
+    async fn ask_chain(&self, p: &VerifiedPayment<'_>, why: String) -> SettleOutcome {
         warn!(facilitator = %self.shown, "settlement outcome not reported: {why}; asking the chain");
-        match self.chain.settlement_of(asset, auth).await {
+        match self
+            .chain
+            .settlement_of(p.offer.asset, p.authorization())
+            .await
+        {
             Ok(Some(o)) => o,
             Ok(None) => SettleOutcome::Unknown { message: why },
             Err(e) => SettleOutcome::Unknown {
@@ -291,25 +373,13 @@ impl Remote {
             },
         }
     }
+}
 
-    /// A settlement whose outcome was unknown: the chain first; still unused, settle again.
-    pub async fn reconcile(
-        &self,
-        req: &FacilitatorRequest,
-        asset: Address,
-        auth: &Authorization,
-    ) -> SettleOutcome {
-        match self.chain.settlement_of(asset, auth).await {
-            Ok(Some(o)) => o,
-            Ok(None) => self.settle(req, asset, auth).await,
-            Err(e) => SettleOutcome::Unknown {
-                message: format!("the chain could not be read: {e}"),
-            },
-        }
-    }
-
-    /// `GET /supported` answers 200 (readiness).
-    pub async fn reachable(&self) -> bool {
+/// `/readyz`: a remote facilitator answers `GET /supported` with 200. (A local backend is
+/// checked by its chain's RPC instead.)
+#[async_trait]
+impl Probe for RemoteSettlement {
+    async fn reachable(&self) -> bool {
         matches!(
             self.http
                 .get(format!("{}/supported", self.base))
@@ -320,8 +390,24 @@ impl Remote {
             Ok(r) if r.status().is_success()
         )
     }
+}
 
-    pub fn shown(&self) -> &str {
-        &self.shown
+/// The `/verify` and `/settle` body for a remote facilitator: the payment as received and the
+/// requirement it was matched to (in the payment's version).
+fn facilitator_request(p: &VerifiedPayment<'_>) -> FacilitatorRequest {
+    match &p.received {
+        IncomingPayment::V2(v2) => FacilitatorRequest {
+            x402_version: 2,
+            payment_payload: serde_json::to_value(v2).unwrap_or(Value::Null),
+            payment_requirements: serde_json::to_value(&v2.accepted).unwrap_or(Value::Null),
+        },
+        IncomingPayment::V1(v1) => {
+            let requirement = p.offer.base_requirement().to_v1("", p.description);
+            FacilitatorRequest {
+                x402_version: 1,
+                payment_payload: serde_json::to_value(v1).unwrap_or(Value::Null),
+                payment_requirements: serde_json::to_value(&requirement).unwrap_or(Value::Null),
+            }
+        }
     }
 }

@@ -24,16 +24,18 @@ pub use redis_store::RedisStore;
 pub enum PaymentState {
     /// Claimed by a request that is verifying, forwarding or settling it.
     InFlight,
-    /// The upstream answered but the payment is not settled (buyer hung up, or settlement
-    /// failed for a reason the buyer can fix). A retry with the same payment settles and gets it.
-    Ready,
+    /// The upstream's answer is kept but nothing was settled (the buyer hung up, or the
+    /// settlement failed for a reason the buyer can fix). A retry with the same payment settles
+    /// and gets it. Stored as `ready`, its name before it was renamed.
+    #[serde(rename = "ready")]
+    Unsettled,
     /// Broadcast, outcome unknown: reconcile by tx hash before answering.
     Pending,
     /// Settled; `answer` is the final response, served again to a retry with the same body.
     Done,
 }
 
-/// A stored answer: what the upstream said (Ready/Pending) or what the buyer got (Done).
+/// A stored answer: what the upstream said (Unsettled/Pending) or what the buyer got (Done).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredAnswer {
     pub status: u16,
@@ -180,5 +182,24 @@ pub(crate) fn sample(token: &str, state: PaymentState) -> PaymentRecord {
         answer: None,
         tx: None,
         request_id: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records written before a rename must still read: the stored state names are fixed.
+    #[test]
+    fn stored_state_names_are_unchanged() {
+        for (state, name) in [
+            (PaymentState::InFlight, "\"in_flight\""),
+            (PaymentState::Unsettled, "\"ready\""),
+            (PaymentState::Pending, "\"pending\""),
+            (PaymentState::Done, "\"done\""),
+        ] {
+            assert_eq!(serde_json::to_string(&state).unwrap(), name);
+            assert_eq!(serde_json::from_str::<PaymentState>(name).unwrap(), state);
+        }
     }
 }

@@ -209,9 +209,13 @@ impl SettlementOutcome {
     }
 }
 
-/// What a payment sent again got (`x402_replays_total{kind}`).
+/// What a payment sent again got (`x402_replay_rejections_total{kind}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Replay {
+    /// With another body: refused (409).
+    Reused,
+    /// While its first copy is still being served: refused (409).
+    InFlight,
     /// A settled payment: its stored answer.
     Replayed,
     /// A payment whose answer or settlement was unfinished: the call goes on.
@@ -259,6 +263,8 @@ impl Metrics {
     /// Count a payment sent again.
     pub fn replay(&self, r: Replay) {
         let kind = match r {
+            Replay::Reused => "reused",
+            Replay::InFlight => "in_flight",
             Replay::Replayed => "replayed",
             Replay::Resumed => "resumed",
         };

@@ -15,11 +15,12 @@ use crate::evm::{ChainSpec, KeySource};
 use crate::util::{Problem, Secret, redact_url};
 use crate::x402::networks;
 
-/// One entry of `facilitators:`: `local` (this sidecar, on chain, with its settler key) or
-/// `http` (a facilitator server: `POST {url}/verify`, `POST {url}/settle`).
+/// One entry of `facilitators:` as written: the settlement backend of one network, `local`
+/// (this sidecar, on chain, with its settler key) or `http` (a remote facilitator:
+/// `POST {url}/verify`, `POST {url}/settle`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FacilitatorConfig {
+pub struct BackendConfig {
     pub network: String,
     #[serde(default = "default_kind")]
     pub kind: String,
@@ -52,7 +53,7 @@ fn default_facilitator_timeout() -> u64 {
     15_000
 }
 
-/// A facilitator reached over HTTP (`kind: http`), ready to connect.
+/// A remote facilitator reached over HTTP (`kind: http`), ready to connect.
 #[derive(Clone)]
 pub struct RemoteFacilitator {
     pub network: String,
@@ -73,9 +74,10 @@ impl std::fmt::Debug for RemoteFacilitator {
     }
 }
 
-/// The `facilitators:` section, resolved: who settles each network.
+/// The `facilitators:` section, resolved: the settlement backend of each network, ready to
+/// connect.
 #[derive(Debug, Clone, Default)]
-pub struct Settlement {
+pub struct BackendSpecs {
     /// `kind: local`: this sidecar settles on chain with its settler key.
     pub local: Vec<ChainSpec>,
     /// `kind: http`.
@@ -87,16 +89,13 @@ pub struct Settlement {
     declares_local: bool,
 }
 
-impl Settlement {
+impl BackendSpecs {
     /// Check every entry of `facilitators:` (the `local` ones load their settler key).
-    pub(crate) fn resolve(
-        entries: &[FacilitatorConfig],
-        problems: &mut Vec<Problem>,
-    ) -> Settlement {
-        let mut s = Settlement {
+    pub(crate) fn resolve(entries: &[BackendConfig], problems: &mut Vec<Problem>) -> BackendSpecs {
+        let mut s = BackendSpecs {
             declared: entries.iter().map(|f| f.network.clone()).collect(),
             declares_local: entries.iter().any(|f| f.kind == "local"),
-            ..Settlement::default()
+            ..BackendSpecs::default()
         };
         for (i, f) in entries.iter().enumerate() {
             s.add(&format!("facilitators[{i}]"), f, problems);
@@ -105,7 +104,7 @@ impl Settlement {
     }
 
     /// One entry: the checks both kinds share, then its own kind's.
-    fn add(&mut self, at: &str, f: &FacilitatorConfig, problems: &mut Vec<Problem>) {
+    fn add(&mut self, at: &str, f: &BackendConfig, problems: &mut Vec<Problem>) {
         let mut p = |field: &str, message: String| problems.push(problem(at, field, message));
         if f.kind != "local" && f.kind != "http" {
             p(
@@ -187,7 +186,7 @@ impl Settlement {
 /// A `kind: http` entry.
 fn remote(
     at: &str,
-    f: &FacilitatorConfig,
+    f: &BackendConfig,
     chain_id: u64,
     problems: &mut Vec<Problem>,
 ) -> Option<RemoteFacilitator> {

@@ -1,0 +1,115 @@
+//! The 402 and refused payments: a fresh challenge for every offer of the route, in the v2
+//! `PAYMENT-REQUIRED` header and a v1 JSON body.
+
+use pingora_proxy::Session;
+use serde_json::json;
+use tracing::info;
+
+use crate::http::Reply;
+use crate::seller::Paywall;
+use crate::seller::config::Route;
+use crate::seller::ctx::Ctx;
+use crate::seller::payment::VerifiedPayment;
+use crate::telemetry;
+use crate::telemetry::PaymentOutcome;
+use crate::util::now_secs;
+use crate::x402::reason::Rejection;
+use crate::x402::types::{
+    PaymentRequired, PaymentRequirements, PaymentRequirementsV1, ResourceInfo, SettleResponse,
+};
+use crate::x402::{HEADER_PAYMENT_REQUIRED, codec, money};
+
+impl Paywall {
+    /// The 402: v2 `PAYMENT-REQUIRED` header plus a v1 JSON body, both with fresh challenges.
+    pub(crate) fn challenge(&self, s: &Session, route: &Route, why: &Rejection) -> Reply {
+        telemetry::with(|m| m.challenges.with_label_values(&[&route.id()]).inc());
+        let now = now_secs();
+        let url = resource_url(s);
+        let accepts: Vec<PaymentRequirements> = route
+            .offers
+            .iter()
+            .map(|o| o.challenge(&self.key, &route.id(), now))
+            .collect();
+        let v2 = PaymentRequired {
+            x402_version: 2,
+            error: Some(why.reason.code().into()),
+            resource: ResourceInfo {
+                url: url.clone(),
+                description: Some(route.description.clone()),
+                mime_type: Some("application/json".into()),
+            },
+            accepts: accepts.clone(),
+            extensions: None,
+        };
+        let v1: Vec<PaymentRequirementsV1> = accepts
+            .iter()
+            .map(|a| a.to_v1(&url, &route.description))
+            .collect();
+        let body = json!({
+            "x402Version": 1,
+            "error": why.reason,
+            "message": why.message,
+            "accepts": v1,
+            "price": route.offers.iter().map(|o| json!({
+                "network": o.network,
+                "asset": o.asset,
+                "amount": o.amount.to_string(),
+                "display": money::format_decimal(o.amount, o.decimals),
+            })).collect::<Vec<_>>(),
+        });
+        Reply::json(402, &body).with(HEADER_PAYMENT_REQUIRED, codec::encode(&v2))
+    }
+
+    /// A refused payment: 402 with a fresh challenge for payer faults, 503 for ours.
+    pub(crate) fn refusal(
+        &self,
+        s: &Session,
+        route: &Route,
+        ctx: &Ctx,
+        p: &VerifiedPayment<'_>,
+        r: &Rejection,
+    ) -> Reply {
+        info!(request_id = %ctx.request_id, payment_id = %p.payment_id, reason = %r.reason, "payment refused: {}", r.message);
+        telemetry::with(|m| m.payment(PaymentOutcome::Refused(r.reason)));
+        if r.reason.is_payer_fault() {
+            let mut reply = self.challenge(s, route, r);
+            let receipt = SettleResponse {
+                success: false,
+                error_reason: Some(r.reason.code().into()),
+                payer: Some(p.authorization().from),
+                transaction: String::new(),
+                network: p.offer.network.clone(),
+                amount: None,
+                error_message: None,
+            };
+            reply
+                .headers
+                .push((p.receipt_header(), codec::encode(&receipt)));
+            reply
+        } else {
+            Reply::error(
+                503,
+                r.reason.code(),
+                format!("{}; you were not charged, try again shortly", r.message),
+            )
+            .retry_after(5)
+        }
+    }
+}
+
+/// The URL the buyer asked for, as announced in the challenge's `resource`.
+fn resource_url(s: &Session) -> String {
+    let req = s.req_header();
+    let host = req
+        .headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost");
+    let proto = req
+        .headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .filter(|p| *p == "https")
+        .unwrap_or("http");
+    format!("{proto}://{host}{}", req.uri.path())
+}

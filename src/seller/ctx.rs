@@ -1,0 +1,23 @@
+//! The per-request context pingora hands to every phase of [`super::proxy`].
+
+use std::time::Instant;
+
+use crate::util::new_id;
+
+/// What the paywall keeps about one request, from `new_ctx` to the answer.
+pub(crate) struct Ctx {
+    /// `req_…`: sent back in `X-Request-Id`, passed to the upstream, and on every log line,
+    /// journal event and stored record of this request.
+    pub(crate) request_id: String,
+    /// When the request arrived: the paid call's `total` phase and its `ms` log field.
+    pub(crate) started: Instant,
+}
+
+impl Ctx {
+    pub(crate) fn new() -> Self {
+        Ctx {
+            request_id: new_id("req"),
+            started: Instant::now(),
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The paywall as a pingora `ProxyHttp` service: the phases it implements, in the order pingora
+//! runs them. A paid route is answered whole in `request_filter`; a free route goes on to
+//! `upstream_peer` and `upstream_request_filter` and is proxied by pingora.
+
+use async_trait::async_trait;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{ProxyHttp, Session};
+use tracing::{Instrument, info};
+
+use crate::http::Reply;
+use crate::seller::Paywall;
+use crate::seller::config::{Route, UnknownRoutes};
+use crate::seller::ctx::Ctx;
+use crate::x402::{HEADER_PAYMENT_SIGNATURE, HEADER_X_PAYMENT};
+
+#[async_trait]
+impl ProxyHttp for Paywall {
+    type CTX = Ctx;
+
+    /// Runs first, once per request: a fresh request id and start time.
+    fn new_ctx(&self) -> Ctx {
+        Ctx::new()
+    }
+
+    /// Runs when the request header has arrived. May answer the request itself (`Ok(true)`):
+    /// an unknown route (404, unless `unknown_routes: proxy`) and every paid route, whole.
+    /// A free route returns `Ok(false)` and is proxied.
+    async fn request_filter(&self, s: &mut Session, ctx: &mut Ctx) -> pingora_core::Result<bool> {
+        let method = s.req_header().method.as_str().to_string();
+        let path = s.req_header().uri.path().to_string();
+        let Some(route) = self.route(&method, &path) else {
+            if self.unknown == UnknownRoutes::Proxy {
+                return Ok(false);
+            }
+            let reply = Reply::error(
+                404,
+                "no_such_route",
+                format!("{method} {path} is not served here"),
+            );
+            write(s, reply, &ctx.request_id).await?;
+            return Ok(true);
+        };
+        if route.offers.is_empty() {
+            return Ok(false);
+        }
+        self.paid_request(s, route, ctx).await;
+        Ok(true)
+    }
+
+    /// Runs for a proxied (free) request only: the upstream it goes to.
+    async fn upstream_peer(
+        &self,
+        _s: &mut Session,
+        _ctx: &mut Ctx,
+    ) -> pingora_core::Result<Box<HttpPeer>> {
+        Ok(Box::new(HttpPeer::new(
+            self.upstream.addr,
+            false,
+            String::new(),
+        )))
+    }
+
+    /// Runs for a proxied (free) request, before it is sent: adds the request id and strips
+    /// the payment headers (a free route never passes a payment on).
+    async fn upstream_request_filter(
+        &self,
+        _s: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> pingora_core::Result<()> {
+        req.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        req.remove_header(HEADER_PAYMENT_SIGNATURE);
+        req.remove_header(HEADER_X_PAYMENT);
+        Ok(())
+    }
+}
+
+impl Paywall {
+    /// A paid route, in its `paid_request` span: the paid path's answer, written; or, when the
+    /// buyer is gone, no answer and no keep-alive.
+    async fn paid_request(&self, s: &mut Session, route: &Route, ctx: &Ctx) {
+        let client = client_ip(s, &self.trusted_proxies);
+        let span = tracing::info_span!(
+            "paid_request",
+            otel.kind = "server",
+            request_id = %ctx.request_id,
+            client = %client,
+            route = %route.id(),
+            payment_id = tracing::field::Empty,
+            payer = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+        );
+        crate::telemetry::otlp::adopt_parent(&span, &s.req_header().headers);
+        let answer = self.paid(s, route, ctx).instrument(span.clone()).await;
+        let _entered = span.enter();
+        match answer {
+            Some(reply) => {
+                span.record("http.response.status_code", reply.status);
+                if let Err(e) = write(s, reply, &ctx.request_id).await {
+                    info!(request_id = %ctx.request_id, "the buyer left before the answer was written: {e}");
+                }
+            }
+            None => s.set_keepalive(None),
+        }
+    }
+}
+
+/// The caller's address: the TCP peer, or — only when the peer is a trusted proxy — the
+/// right-most address in `X-Forwarded-For` that is not itself a trusted proxy.
+fn client_ip(s: &Session, trusted: &[std::net::IpAddr]) -> String {
+    let peer = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+    let Some(peer) = peer else {
+        return "unknown".into();
+    };
+    if !trusted.contains(&peer) {
+        return peer.to_string();
+    }
+    let xff = s.req_header().headers.get_all("x-forwarded-for");
+    let hops: Vec<std::net::IpAddr> = xff
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|h| h.trim().parse().ok())
+        .collect();
+    hops.iter()
+        .rev()
+        .find(|ip| !trusted.contains(ip))
+        .unwrap_or(&peer)
+        .to_string()
+}
+
+/// Write a reply the paywall answers itself, with the headers every such answer carries.
+async fn write(s: &mut Session, reply: Reply, request_id: &str) -> pingora_core::Result<()> {
+    let mut h = ResponseHeader::build(reply.status, Some(reply.headers.len() + 5))?;
+    h.insert_header("Content-Type", reply.content_type)?;
+    h.insert_header("Cache-Control", "no-store")?;
+    h.insert_header("Vary", "PAYMENT-SIGNATURE, X-PAYMENT")?;
+    h.insert_header("X-Request-Id", request_id)?;
+    h.insert_header("Content-Length", reply.body.len().to_string())?;
+    for (k, v) in reply.headers {
+        h.insert_header(k, v)?;
+    }
+    s.write_response_header(Box::new(h), false).await?;
+    s.write_response_body(Some(reply.body), true).await
+}
