@@ -102,7 +102,7 @@ pub(super) fn check(
     check_network(&requirements, &payload, &network, served).map_err(&invalid)?;
     // 4. v2: what the client accepted is what the resource server requires.
     if let Some(acc) = &payload.accepted {
-        check_accepted(acc, &requirements).map_err(&invalid)?;
+        crate::x402::check::same_terms(acc, &requirements).map_err(&invalid)?;
     }
     // 5. The authorization against the requirement, and its signature.
     let payment = check_payment(&requirements, &payload.exact, now).map_err(&invalid)?;
@@ -215,40 +215,6 @@ fn check_network(
             format!(
                 "the payment is for network `{}`, the requirements for `{}`",
                 payload.network, requirements.network
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn check_accepted(
-    acc: &PaymentRequirements,
-    requirements: &PaymentRequirements,
-) -> Result<(), Rejection> {
-    if acc.asset != requirements.asset {
-        return Err(Rejection::new(
-            Reason::AssetMismatch,
-            format!(
-                "the payment accepted asset {}, the requirements ask for {}",
-                acc.asset, requirements.asset
-            ),
-        ));
-    }
-    if acc.pay_to != requirements.pay_to {
-        return Err(Rejection::new(
-            Reason::RecipientMismatch,
-            format!(
-                "the payment accepted payTo {}, the requirements pay {}",
-                acc.pay_to, requirements.pay_to
-            ),
-        ));
-    }
-    if acc.amount != requirements.amount {
-        return Err(Rejection::new(
-            Reason::ValueMismatch,
-            format!(
-                "the payment accepted amount {}, the requirements ask for {}",
-                acc.amount, requirements.amount
             ),
         ));
     }

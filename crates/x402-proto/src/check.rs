@@ -60,6 +60,43 @@ pub fn check(
     })
 }
 
+/// The terms a v2 payment's `accepted` echoes, against the requirement it is checked against:
+/// asset, recipient and amount. One rule for the seller (against its own offer) and the
+/// facilitator service (against the resource server's requirements).
+pub fn same_terms(
+    accepted: &PaymentRequirements,
+    required: &PaymentRequirements,
+) -> Result<(), Rejection> {
+    if accepted.asset != required.asset {
+        return Err(Rejection::new(
+            Reason::AssetMismatch,
+            format!(
+                "the payment accepted asset {}, the requirements ask for {}",
+                accepted.asset, required.asset
+            ),
+        ));
+    }
+    if accepted.pay_to != required.pay_to {
+        return Err(Rejection::new(
+            Reason::RecipientMismatch,
+            format!(
+                "the payment accepted payTo {}, the requirements pay {}",
+                accepted.pay_to, required.pay_to
+            ),
+        ));
+    }
+    if accepted.amount != required.amount {
+        return Err(Rejection::new(
+            Reason::ValueMismatch,
+            format!(
+                "the payment accepted amount {}, the requirements ask for {}",
+                accepted.amount, required.amount
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The token's EIP-712 domain `name` and `version`, from the requirement's `extra`.
 fn eip712_domain_fields(req: &PaymentRequirements) -> Result<(&str, &str), Rejection> {
     let extra = req.extra.as_ref().and_then(Value::as_object);

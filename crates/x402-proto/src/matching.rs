@@ -150,24 +150,7 @@ fn select_v2(offers: &[Offer], acc: &PaymentRequirements) -> Result<usize, Rejec
 
 /// The accepted requirement's other fields against the offer's.
 fn compare(o: &Offer, acc: &PaymentRequirements) -> Result<(), Rejection> {
-    if acc.pay_to != o.pay_to {
-        return Err(Rejection::new(
-            Reason::RecipientMismatch,
-            format!(
-                "payTo {} is not this seller's address {}",
-                acc.pay_to, o.pay_to
-            ),
-        ));
-    }
-    if acc.amount != o.amount {
-        return Err(Rejection::new(
-            Reason::ValueMismatch,
-            format!(
-                "the accepted amount {} differs from the price {}",
-                acc.amount, o.amount
-            ),
-        ));
-    }
+    crate::check::same_terms(acc, &o.base_requirement())?;
     if acc.max_timeout_seconds != o.max_timeout_seconds {
         return Err(Rejection::new(
             Reason::RequirementsMismatch,
