@@ -65,6 +65,45 @@ fn check_config_explains_every_problem_and_run_refuses_to_start() {
     assert!(err2.contains("pay_to"));
 }
 
+/// A checksummed address with one digit wrong (…C8 → …C9) would be re-checksummed and paid out
+/// to someone else; check-config names the field instead, and never offers a "corrected" one.
+#[test]
+fn a_typo_in_a_checksummed_pay_to_fails_check_config_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = "0x70997970C51812dc3A010C7d01b50e0d17dc79C9";
+    let text = INCOMPLETE.replace("not-an-address", typo).replace(
+        &format!("pay_to: \"{typo}\""),
+        &format!("pay_to: \"{typo}\"\n          eip712: {{ name: USDC, version: \"2\" }}"),
+    );
+    let cfg = write(dir.path(), &text);
+    let (code, _, err) = run(
+        &["check-config", "--config", cfg.to_str().unwrap()],
+        &[("X402_CLI_TEST_KEY", DEV_KEY_0)],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("inbound.routes[0].accepts[0].pay_to")
+            && err.contains("checksum does not match — a typo?"),
+        "{err}"
+    );
+    let corrected = typo
+        .parse::<alloy_primitives::Address>()
+        .unwrap()
+        .to_checksum(None);
+    assert!(
+        !err.contains(&corrected),
+        "no corrected address is suggested: {err}"
+    );
+    // The same address in one case is taken as it is.
+    let lower = text.replace(typo, &typo.to_lowercase());
+    let cfg = write(dir.path(), &lower);
+    let (code, _, err) = run(
+        &["check-config", "--config", cfg.to_str().unwrap()],
+        &[("X402_CLI_TEST_KEY", DEV_KEY_0)],
+    );
+    assert_eq!(code, 0, "{err}");
+}
+
 #[test]
 fn a_complete_config_is_summarised_with_prices() {
     let dir = tempfile::tempdir().unwrap();

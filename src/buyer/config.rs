@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::evm::KeySource;
 use crate::util::Problem;
+use crate::x402::address::{self, AddressError};
 use crate::x402::money::PriceSpec;
 use crate::x402::networks;
 
@@ -524,12 +525,14 @@ impl OutboundConfig {
         let mut budgets = HashMap::new();
         for (i, b) in self.budgets.iter().enumerate() {
             let at = format!("outbound.budgets[{i}]");
-            let asset = b.asset.parse::<Address>();
-            if asset.is_err() {
-                p.add(
+            let asset = address::parse(&b.asset);
+            match &asset {
+                Err(AddressError::Malformed) => p.add(
                     format!("{at}.asset"),
                     format!("`{}` is not a token address", b.asset),
-                );
+                ),
+                Err(e) => p.add(format!("{at}.asset"), format!("`{}` {e}", b.asset)),
+                Ok(_) => {}
             }
             let limit = b
                 .daily
@@ -611,11 +614,14 @@ impl SellerConfig {
 fn addresses(list: &[String], at: &str, what: &str, p: &mut Problems<'_>) -> BTreeSet<Address> {
     let mut out = BTreeSet::new();
     for (j, a) in list.iter().enumerate() {
-        match a.parse::<Address>() {
+        match address::parse(a) {
             Ok(addr) => {
                 out.insert(addr);
             }
-            Err(_) => p.add(format!("{at}[{j}]"), format!("`{a}` is not {what}")),
+            Err(AddressError::Malformed) => {
+                p.add(format!("{at}[{j}]"), format!("`{a}` is not {what}"))
+            }
+            Err(e) => p.add(format!("{at}[{j}]"), format!("`{a}` {e}")),
         }
     }
     out
@@ -690,7 +696,7 @@ impl WalletConfig {
             }
         };
         if let Some(want) = &self.address {
-            match want.parse::<Address>() {
+            match address::parse(want) {
                 Ok(a) if a == signer.address() => {}
                 Ok(a) => p.add(
                     "outbound.wallet.address",
@@ -699,10 +705,11 @@ impl WalletConfig {
                         signer.address()
                     ),
                 ),
-                Err(_) => p.add(
+                Err(AddressError::Malformed) => p.add(
                     "outbound.wallet.address",
                     format!("`{want}` is not an address"),
                 ),
+                Err(e) => p.add("outbound.wallet.address", format!("`{want}` {e}")),
             }
         }
         Some(signer)

@@ -11,10 +11,10 @@ pub mod settlement;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use alloy_primitives::Address;
 use serde::Deserialize;
 
 use crate::util::{Problem, Secret};
+use crate::x402::address::{self, AddressError};
 use crate::x402::matching::Offer;
 use crate::x402::money::{self, PriceSpec};
 use crate::x402::networks;
@@ -497,22 +497,21 @@ impl AcceptConfig {
                 ),
             );
         }
-        let asset = self.asset.parse::<Address>();
-        if asset.is_err() {
-            p(
+        let asset = address::parse(&self.asset);
+        match &asset {
+            Err(AddressError::Malformed) => p(
                 "asset",
                 format!(
                     "`{}` is not a token address (0x + 40 hex digits)",
                     self.asset
                 ),
-            );
-        }
-        let pay_to = self.pay_to.parse::<Address>();
-        match &pay_to {
-            Err(_) => p(
-                "pay_to",
-                format!("`{}` is not an address (0x + 40 hex digits)", self.pay_to),
             ),
+            Err(e) => p("asset", format!("`{}` {e}", self.asset)),
+            Ok(_) => {}
+        }
+        let pay_to = address::parse(&self.pay_to);
+        match &pay_to {
+            Err(e) => p("pay_to", format!("`{}` {e}", self.pay_to)),
             Ok(addr) if addr.is_zero() => {
                 p("pay_to", "the zero address would burn every payment".into())
             }

@@ -61,6 +61,7 @@
 //! assert_eq!(refused.reason, Reason::InvalidChallenge);
 //! ```
 
+pub mod address;
 pub mod challenge;
 pub mod check;
 pub mod codec;
