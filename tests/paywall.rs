@@ -799,3 +799,47 @@ async fn concurrent_payments_from_many_buyers_all_settle_without_nonce_collision
     );
     assert!(!logs.contains("\"signature\""), "a signature in logs");
 }
+
+/// Is `s` an address written in its EIP-55 form (what web3.py-based peers require)?
+fn is_eip55(s: &Value) -> bool {
+    s.as_str().is_some_and(|t| {
+        t.parse::<Address>()
+            .is_ok_and(|a| a.to_checksum(None) == t && t != t.to_lowercase())
+    })
+}
+
+/// Every address the seller writes — the 402 (v2 header and v1 body), the signed payment the
+/// buyer client builds, the receipt, the answer's `payment` block and the journal — is EIP-55.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_address_on_the_wire_is_eip55() {
+    let w = World::start().await;
+    let buyer = w.buyer(1_000_000).await;
+    let (status, headers, body) = post(&w, &w.paid_url(), seed_body(), None).await;
+    assert_eq!(status, 402);
+    let v2 = b64json(headers["payment-required"].to_str().unwrap());
+    for field in ["asset", "payTo"] {
+        assert!(is_eip55(&v2["accepts"][0][field]), "v2 {field}: {v2}");
+        assert!(is_eip55(&body["accepts"][0][field]), "v1 {field}: {body}");
+    }
+    assert!(is_eip55(&body["price"][0]["asset"]), "{body}");
+    let (name, value) = signed_payment(&w.http, &w.paid_url(), &buyer).await;
+    let sent = b64json(&value);
+    for field in ["from", "to"] {
+        assert!(
+            is_eip55(&sent["payload"]["authorization"][field]),
+            "signed {field}: {sent}"
+        );
+    }
+    let (status, headers, body) = post(&w, &w.paid_url(), seed_body(), Some((name, &value))).await;
+    assert_eq!(status, 200, "{body}");
+    w.money().assert_paid_once(buyer.address(), 1_000_000).await;
+    let receipt = b64json(headers["payment-response"].to_str().unwrap());
+    assert!(is_eip55(&receipt["payer"]), "{receipt}");
+    for field in ["payer", "payTo", "asset"] {
+        assert!(is_eip55(&body["payment"][field]), "answer {field}: {body}");
+    }
+    let out = audit_cli(&w, &["export"]);
+    let checksummed = buyer.address().to_checksum(None);
+    assert!(out.contains(&checksummed), "{out}");
+    assert!(!out.contains(&checksummed.to_lowercase()), "{out}");
+}

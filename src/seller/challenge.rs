@@ -52,7 +52,7 @@ impl Paywall {
             "accepts": v1,
             "price": route.offers.iter().map(|o| json!({
                 "network": o.network,
-                "asset": o.asset,
+                "asset": o.asset.to_checksum(None),
                 "amount": o.amount.to_string(),
                 "display": money::format_decimal(o.amount, o.decimals),
             })).collect::<Vec<_>>(),

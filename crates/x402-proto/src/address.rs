@@ -31,6 +31,38 @@ pub fn parse(text: &str) -> Result<Address, AddressError> {
     Ok(address)
 }
 
+/// Serde for an address on the wire: written in its EIP-55 form (official SDKs hand addresses
+/// to libraries that refuse any other), read in any case.
+pub mod eip55 {
+    use alloy_primitives::Address;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(a: &Address, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&a.to_checksum(None))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Address, D::Error> {
+        Address::deserialize(d)
+    }
+
+    /// The same for an optional address.
+    pub mod option {
+        use alloy_primitives::Address;
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(a: &Option<Address>, s: S) -> Result<S::Ok, S::Error> {
+            match a {
+                Some(a) => s.serialize_some(&a.to_checksum(None)),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Address>, D::Error> {
+            Option::<Address>::deserialize(d)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,6 +88,22 @@ mod tests {
         // A flipped case alone is caught too.
         let flipped = "0x70997970c51812dc3A010C7d01b50e0d17dc79C8";
         assert_eq!(parse(flipped), Err(AddressError::Checksum));
+    }
+
+    #[test]
+    fn the_wire_form_is_eip55_and_any_case_reads_back() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct T {
+            #[serde(with = "eip55")]
+            a: Address,
+            #[serde(with = "eip55::option", default)]
+            b: Option<Address>,
+        }
+        let a = parse(EIP55).unwrap();
+        let text = serde_json::to_string(&T { a, b: Some(a) }).unwrap();
+        assert_eq!(text, format!(r#"{{"a":"{EIP55}","b":"{EIP55}"}}"#));
+        let lower: T = serde_json::from_str(&text.to_lowercase()).unwrap();
+        assert_eq!(lower, T { a, b: Some(a) });
     }
 
     #[test]

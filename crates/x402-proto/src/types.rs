@@ -28,7 +28,9 @@ pub struct PaymentRequirements {
     pub network: String,
     #[serde(with = "dec_u256")]
     pub amount: U256,
+    #[serde(with = "crate::address::eip55")]
     pub asset: Address,
+    #[serde(with = "crate::address::eip55")]
     pub pay_to: Address,
     pub max_timeout_seconds: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -59,8 +61,10 @@ pub struct PaymentRequirementsV1 {
     pub resource: String,
     pub description: String,
     pub mime_type: String,
+    #[serde(with = "crate::address::eip55")]
     pub pay_to: Address,
     pub max_timeout_seconds: u64,
+    #[serde(with = "crate::address::eip55")]
     pub asset: Address,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extra: Option<Value>,
@@ -81,7 +85,9 @@ pub struct PaymentRequiredV1 {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Authorization {
+    #[serde(with = "crate::address::eip55")]
     pub from: Address,
+    #[serde(with = "crate::address::eip55")]
     pub to: Address,
     #[serde(with = "dec_u256")]
     pub value: U256,
@@ -162,7 +168,11 @@ pub struct SettleResponse {
     pub success: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_reason: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "crate::address::eip55::option"
+    )]
     pub payer: Option<Address>,
     pub transaction: String,
     pub network: String,
