@@ -262,6 +262,9 @@ async fn paid_v1_call_works_with_x_payment() {
     w.money().assert_paid_once(buyer.address(), 1_000_000).await;
     let body: Value = serde_json::from_slice(&paid.body).unwrap();
     assert_eq!(body["metadata"]["x402Version"], 1);
+    // A v1 exchange names its network the v1 way everywhere, as the official servers do.
+    assert_eq!(receipt.network, "base-sepolia");
+    assert_eq!(body["payment"]["network"], "base-sepolia");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

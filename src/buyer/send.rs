@@ -53,14 +53,14 @@ impl Payer {
                     body,
                 }) => return Delivery::Answered { headers, body },
                 Ok(Sent {
-                    status: 402, body, ..
+                    status: 402,
+                    headers,
+                    body,
                 }) => {
                     // A paid attempt answered 402 is never paid again automatically.
-                    let why = serde_json::from_slice::<Value>(&body)
-                        .ok()
-                        .and_then(|v| v["error"].as_str().map(str::to_string))
-                        .unwrap_or_default();
-                    return Delivery::Refused { why };
+                    return Delivery::Refused {
+                        why: refusal(&headers, &body),
+                    };
                 }
                 Ok(Sent {
                     status: 409 | 503,
@@ -167,4 +167,46 @@ fn classify(e: &reqwest::Error) -> Miss {
 /// `Retry-After` in seconds, when the seller sent one.
 fn retry_after(h: &HeaderMap) -> Option<u64> {
     h.get("retry-after")?.to_str().ok()?.trim().parse().ok()
+}
+
+/// Why a seller refused a paid attempt, where it put it: a v2 seller in the `PAYMENT-REQUIRED`
+/// header's `error` (its body may be `{}`), a v1 seller in the body's `error`; with the
+/// body's `message` when there is one. Empty when the seller said nothing.
+pub(super) fn refusal(headers: &reqwest::header::HeaderMap, body: &[u8]) -> String {
+    let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let from_header = headers
+        .get(crate::x402::HEADER_PAYMENT_REQUIRED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| crate::x402::codec::decode::<Value>(h.as_bytes(), 64 * 1024).ok())
+        .and_then(|v| v["error"].as_str().map(str::to_string));
+    let code = from_header
+        .or_else(|| body["error"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    match body["message"].as_str() {
+        Some(m) if !m.is_empty() && !code.is_empty() => format!("{code} ({m})"),
+        Some(m) if !m.is_empty() => m.to_string(),
+        _ => code,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn a_refusal_is_read_from_the_v2_header_then_the_body() {
+        let mut h = HeaderMap::new();
+        let header = crate::x402::codec::encode(
+            &serde_json::json!({"x402Version": 2, "error": "invalid_exact_evm_nonce_already_used", "accepts": []}),
+        );
+        h.insert("payment-required", HeaderValue::from_str(&header).unwrap());
+        assert_eq!(refusal(&h, b"{}"), "invalid_exact_evm_nonce_already_used");
+        let body = br#"{"error":"invalid_exact_evm_payload_signature","message":"the signature does not recover"}"#;
+        assert_eq!(
+            refusal(&HeaderMap::new(), body),
+            "invalid_exact_evm_payload_signature (the signature does not recover)"
+        );
+        assert_eq!(refusal(&HeaderMap::new(), b"not json"), "");
+    }
 }

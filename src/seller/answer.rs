@@ -108,7 +108,7 @@ impl Paywall {
             error_reason: None,
             payer: Some(p.authorization().from),
             transaction: format!("{tx:#x}"),
-            network: o.network.clone(),
+            network: p.network_name(),
             amount: Some(o.amount.to_string()),
             error_message: None,
         };
@@ -262,7 +262,7 @@ fn payment_block(p: &VerifiedPayment<'_>, tx: B256) -> Value {
         "amountDisplay": money::format_decimal(o.amount, o.decimals),
         "decimals": o.decimals,
         "asset": o.asset.to_string(),
-        "network": o.network,
+        "network": p.network_name(),
         "payer": p.authorization().from.to_string(),
         "payTo": o.pay_to.to_string(),
         "paymentId": p.payment_id,

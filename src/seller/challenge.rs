@@ -78,7 +78,7 @@ impl Paywall {
                 error_reason: Some(r.reason.code().into()),
                 payer: Some(p.authorization().from),
                 transaction: String::new(),
-                network: p.offer.network.clone(),
+                network: p.network_name(),
                 amount: None,
                 error_message: None,
             };

@@ -60,6 +60,16 @@ impl<'a> VerifiedPayment<'a> {
         self.received.version()
     }
 
+    /// The offer's network as the buyer's version names it: a v1 name (`base-sepolia`) for a
+    /// v1 payment, CAIP-2 (`eip155:84532`) for v2.
+    pub(crate) fn network_name(&self) -> String {
+        if self.version() == 1 {
+            crate::x402::networks::to_v1(&self.offer.network).to_string()
+        } else {
+            self.offer.network.clone()
+        }
+    }
+
     /// The header that carries the settlement receipt back in the buyer's version.
     pub(crate) fn receipt_header(&self) -> &'static str {
         self.received.response_header()
