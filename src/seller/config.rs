@@ -518,8 +518,12 @@ impl AcceptConfig {
             Ok(_) => {}
         }
         let amount = self.price(route, &mut p);
-        if self.eip712.is_none() {
-            p("eip712", "the token's EIP-712 domain is required: `eip712: {name: USDC, version: \"2\"}` (Base Sepolia USDC) or `{name: USD Coin, version: \"2\"}` (Base USDC)".into());
+        match &self.eip712 {
+            None => p("eip712", "the token's EIP-712 domain is required: `eip712: {name: USDC, version: \"2\"}` (Base Sepolia USDC) or `{name: USD Coin, version: \"2\"}` (Base USDC)".into()),
+            // Every payment would be refused: buyers cannot sign for an empty domain name.
+            Some(e) if e.name.trim().is_empty() => p("eip712.name", "must name the token's EIP-712 domain (`USDC` on Base Sepolia, `USD Coin` on Base); it is empty".into()),
+            Some(e) if e.version.trim().is_empty() => p("eip712.version", "must be the token's EIP-712 domain version (`2` for USDC); it is empty".into()),
+            Some(_) => {}
         }
         if self.max_timeout_seconds < 10 || self.max_timeout_seconds > 3600 {
             p(
@@ -638,6 +642,24 @@ facilitators:
         assert_eq!(seller.listen, "127.0.0.1:8402");
         assert_eq!(seller.upstream.text, "http://127.0.0.1:8500");
         assert_eq!(seller.max_body, 64 * 1024);
+    }
+
+    #[test]
+    fn an_empty_eip712_name_or_version_is_refused_here_not_at_payment_time() {
+        for (edit, path) in [
+            (
+                "name: \"\", version: \"2\"",
+                "inbound.routes[0].accepts[0].eip712.name",
+            ),
+            (
+                "name: USDC, version: \" \"",
+                "inbound.routes[0].accepts[0].eip712.version",
+            ),
+        ] {
+            let bad = GOOD.replace("name: USDC, version: \"2\"", edit);
+            let probs = resolve(&bad).unwrap_err();
+            assert!(probs.iter().any(|p| p.path == path), "{path}: {probs:#?}");
+        }
     }
 
     #[test]
