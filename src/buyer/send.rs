@@ -171,8 +171,21 @@ fn retry_after(h: &HeaderMap) -> Option<u64> {
 
 /// Why a seller refused a paid attempt, where it put it: a v2 seller in the `PAYMENT-REQUIRED`
 /// header's `error` (its body may be `{}`), a v1 seller in the body's `error`; with the
-/// body's `message` when there is one. Empty when the seller said nothing.
+/// body's `message` when there is one. Empty when the seller said nothing. It is the seller's
+/// text, passed on to roma-01: cut at [`MAX_REFUSAL_CHARS`] so a seller cannot fill the answer.
 pub(super) fn refusal(headers: &reqwest::header::HeaderMap, body: &[u8]) -> String {
+    let mut why = refusal_text(headers, body);
+    if let Some((cut, _)) = why.char_indices().nth(MAX_REFUSAL_CHARS) {
+        why.truncate(cut);
+        why.push('…');
+    }
+    why
+}
+
+/// Longest seller reason passed on.
+const MAX_REFUSAL_CHARS: usize = 300;
+
+fn refusal_text(headers: &reqwest::header::HeaderMap, body: &[u8]) -> String {
     let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let from_header = headers
         .get(crate::x402::HEADER_PAYMENT_REQUIRED)
@@ -208,5 +221,10 @@ mod tests {
             "invalid_exact_evm_payload_signature (the signature does not recover)"
         );
         assert_eq!(refusal(&HeaderMap::new(), b"not json"), "");
+        let long = format!(r#"{{"error":"{}"}}"#, "x".repeat(5000));
+        assert_eq!(
+            refusal(&HeaderMap::new(), long.as_bytes()).chars().count(),
+            MAX_REFUSAL_CHARS + 1
+        );
     }
 }
