@@ -197,7 +197,7 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
     let mut v: Value = serde_yaml::from_str(text).map_err(|e| {
         vec![Problem {
             path: "sidecar.yaml".into(),
-            message: format!("not valid YAML: {e}"),
+            message: crate::x402::redact::mask_hex(&format!("not valid YAML: {e}")),
         }]
     })?;
     if v.is_null() {
@@ -208,12 +208,29 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
     if !problems.is_empty() {
         return Err(problems);
     }
-    serde_yaml::from_value(v).map_err(|e| {
-        vec![Problem {
-            path: "sidecar.yaml".into(),
-            message: e.to_string(),
-        }]
-    })
+    serde_path_to_error::deserialize(v).map_err(|e| vec![shape_problem(&e)])
+}
+
+/// A value of the wrong shape, by the path of its field and the kind of problem; never the
+/// value (serde's messages quote it: a key pasted into the wrong field would be printed). An
+/// unknown key is named, so a typo is found.
+fn shape_problem(e: &serde_path_to_error::Error<serde_yaml::Error>) -> Problem {
+    use crate::x402::redact;
+    let path = redact::field_path(e.path());
+    let msg = e.inner().to_string();
+    let message = if msg.starts_with("unknown field") {
+        redact::mask_hex(msg.split(" at line ").next().unwrap_or(&msg))
+    } else {
+        redact::data_problem(&msg)
+    };
+    Problem {
+        path: if path.is_empty() || path == "." {
+            "sidecar.yaml".into()
+        } else {
+            path
+        },
+        message,
+    }
 }
 
 fn expand(
@@ -332,6 +349,16 @@ facilitators:
         assert_eq!(seller.settlement.local.len(), 1);
         assert_eq!(r.store, StoreSpec::Memory);
         assert!(r.audit.is_some() && r.admin.is_none() && r.otlp.is_none());
+    }
+
+    #[test]
+    fn shape_errors_name_the_field_never_the_value() {
+        let key = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+        let text = format!("inbound:\n  max_body_bytes: \"{key}\"\n");
+        let e = parse(&text, &|_| None).unwrap_err();
+        assert_eq!(e[0].path, "inbound.max_body_bytes", "{e:?}");
+        assert!(!e[0].message.contains("ac0974"), "{e:?}");
+        assert!(e[0].message.contains("wrong type"), "{e:?}");
     }
 
     #[test]

@@ -462,10 +462,7 @@ impl OutboundConfig {
     /// longest authorization.
     fn check_limits(&self, p: &mut Problems<'_>) {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            p.add(
-                "outbound.listen",
-                format!("`{}` is not an address like 127.0.0.1:8403", self.listen),
-            );
+            p.add("outbound.listen", "is not an address like 127.0.0.1:8403");
         }
         if self.sellers.is_empty() && self.fallback.mode != FallbackMode::Local {
             p.add(
@@ -491,14 +488,11 @@ impl OutboundConfig {
             if networks::chain_id(&c.network).is_none() {
                 p.add(
                     format!("outbound.chains[{i}].network"),
-                    format!("`{}` is not a CAIP-2 EVM network", c.network),
+                    "is not a CAIP-2 EVM network",
                 );
             }
             if reqwest::Url::parse(&c.rpc_url).is_err() {
-                p.add(
-                    format!("outbound.chains[{i}].rpc_url"),
-                    format!("`{}` is not a URL", c.rpc_url),
-                );
+                p.add(format!("outbound.chains[{i}].rpc_url"), "is not a URL");
             }
             chains.insert(c.network.clone(), c.rpc_url.clone());
         }
@@ -529,9 +523,9 @@ impl OutboundConfig {
             match &asset {
                 Err(AddressError::Malformed) => p.add(
                     format!("{at}.asset"),
-                    format!("`{}` is not a token address", b.asset),
+                    "is not a token address (0x + 40 hex digits)",
                 ),
-                Err(e) => p.add(format!("{at}.asset"), format!("`{}` {e}", b.asset)),
+                Err(e) => p.add(format!("{at}.asset"), e.to_string()),
                 Ok(_) => {}
             }
             let limit = b
@@ -564,10 +558,7 @@ impl SellerConfig {
         let url = match reqwest::Url::parse(&self.url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
             _ => {
-                p.add(
-                    format!("{at}.url"),
-                    format!("`{}` is not an http(s) URL", self.url),
-                );
+                p.add(format!("{at}.url"), "is not an http(s) URL");
                 None
             }
         };
@@ -581,10 +572,7 @@ impl SellerConfig {
         let assets = addresses(&self.assets, &format!("{at}.assets"), "a token address", p);
         for (j, n) in self.networks.iter().enumerate() {
             if networks::chain_id(n).is_none() {
-                p.add(
-                    format!("{at}.networks[{j}]"),
-                    format!("`{n}` is not a CAIP-2 EVM network"),
-                );
+                p.add(format!("{at}.networks[{j}]"), "is not a CAIP-2 EVM network");
             }
         }
         if self.networks.is_empty() || self.assets.is_empty() {
@@ -618,10 +606,8 @@ fn addresses(list: &[String], at: &str, what: &str, p: &mut Problems<'_>) -> BTr
             Ok(addr) => {
                 out.insert(addr);
             }
-            Err(AddressError::Malformed) => {
-                p.add(format!("{at}[{j}]"), format!("`{a}` is not {what}"))
-            }
-            Err(e) => p.add(format!("{at}[{j}]"), format!("`{a}` {e}")),
+            Err(AddressError::Malformed) => p.add(format!("{at}[{j}]"), format!("is not {what}")),
+            Err(e) => p.add(format!("{at}[{j}]"), e.to_string()),
         }
     }
     out
@@ -641,7 +627,7 @@ impl FallbackConfig {
             (_, Some(u)) => match reqwest::Url::parse(u) {
                 Ok(u) => Some(u),
                 Err(_) => {
-                    p.add("outbound.fallback.url", format!("`{u}` is not a URL"));
+                    p.add("outbound.fallback.url", "is not a URL");
                     None
                 }
             },
@@ -707,9 +693,9 @@ impl WalletConfig {
                 ),
                 Err(AddressError::Malformed) => p.add(
                     "outbound.wallet.address",
-                    format!("`{want}` is not an address"),
+                    "is not an address (0x + 40 hex digits)",
                 ),
-                Err(e) => p.add("outbound.wallet.address", format!("`{want}` {e}")),
+                Err(e) => p.add("outbound.wallet.address", e.to_string()),
             }
         }
         Some(signer)

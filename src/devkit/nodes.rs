@@ -156,6 +156,13 @@ impl Settlement {
     }
 }
 
+/// One more way to pay a seller node's route: its own price and payTo.
+#[derive(Debug, Clone)]
+pub struct Tier {
+    pub price: PriceSpec,
+    pub pay_to: Address,
+}
+
 /// A seller node: the inbound paywall in front of a strategy endpoint, with one paid route
 /// (`POST /x402`, "Trading strategy advice") on the devnet's USDC and, if asked, a free one.
 #[derive(Debug, Clone)]
@@ -174,6 +181,14 @@ pub struct SellerNode {
     pub asset: Address,
     pub pay_to: Address,
     pub max_timeout_seconds: Option<u64>,
+    /// Further ways to pay the route on the same network and asset: price tiers (each its own
+    /// `accepts` entry with its price and payTo).
+    pub tiers: Vec<Tier>,
+    /// `answer:` of the paid route (`strategy`, `json`, `any`; the sidecar's default if `None`).
+    pub answer: Option<String>,
+    /// `charge_standin:` of the paid route. True by default here: the dev kit's test upstream
+    /// is the labelled stand-in.
+    pub charge_standin: bool,
     /// Also a free route, `GET /free`.
     pub free_route: bool,
     pub settlement: Settlement,
@@ -203,6 +218,9 @@ impl SellerNode {
             asset: devnet::USDC,
             pay_to: net.pay_to,
             max_timeout_seconds: None,
+            tiers: Vec::new(),
+            answer: None,
+            charge_standin: true,
             free_route: false,
             settlement: Settlement::with_key(net, key_env),
             store: "memory".into(),
@@ -228,12 +246,30 @@ impl SellerNode {
                 Map::new().with("name", "USDC").with("version", "2"),
             )
             .maybe("max_timeout_seconds", self.max_timeout_seconds);
+        let mut accepts = vec![Value::from(accept)];
+        for t in &self.tiers {
+            accepts.push(
+                Map::new()
+                    .with("network", self.network.as_str())
+                    .with("asset", addr(self.asset))
+                    .with("pay_to", addr(t.pay_to))
+                    .with("price", price(&t.price))
+                    .with(
+                        "eip712",
+                        Map::new().with("name", "USDC").with("version", "2"),
+                    )
+                    .maybe("max_timeout_seconds", self.max_timeout_seconds)
+                    .into(),
+            );
+        }
         let mut routes = vec![Value::from(
             Map::new()
                 .with("path", "/x402")
                 .with("description", "Trading strategy advice")
                 .with("price", price(&self.price))
-                .with("accepts", vec![Value::from(accept)]),
+                .maybe("answer", self.answer.as_deref())
+                .maybe("charge_standin", self.charge_standin.then_some(true))
+                .with("accepts", accepts),
         )];
         if self.free_route {
             routes.push(

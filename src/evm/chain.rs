@@ -190,10 +190,7 @@ impl Chain {
         if used.map_err(unexpected)? {
             return Err(Rejection::new(
                 Reason::NonceUsed,
-                format!(
-                    "authorization nonce {} of {} was already used on chain",
-                    a.nonce, a.from
-                ),
+                "this authorization's nonce was already used on chain: sign a new authorization",
             ));
         }
         let bal = bal.map_err(unexpected)?;
@@ -201,8 +198,8 @@ impl Chain {
             return Err(Rejection::new(
                 Reason::InsufficientBalance,
                 format!(
-                    "the payer {} holds {bal} atomic units, less than the {} required",
-                    a.from, a.value
+                    "the payer holds {bal} atomic units, less than the {} required",
+                    a.value
                 ),
             ));
         }
@@ -243,7 +240,8 @@ impl Chain {
         let Err(e) = self.provider.call(tx).await else {
             return Ok(());
         };
-        let msg = e.to_string();
+        // The node's message may carry the call's data: no long hex in our sentences.
+        let msg = crate::x402::redact::mask_hex(&e.to_string());
         Err(match classify_revert(&e) {
             Some(reason) => SettleOutcome::Failed {
                 reason,
@@ -356,8 +354,7 @@ impl Chain {
             return Ok(Some(SettleOutcome::Failed {
                 reason: Reason::NonceUsed,
                 message: format!(
-                    "authorization nonce {} of {} is used on chain, by no transaction found in the last {SEARCH_BLOCKS} blocks",
-                    a.nonce, a.from
+                    "this authorization's nonce is used on chain (cancelled, or settled more than {SEARCH_BLOCKS} blocks ago)"
                 ),
                 tx: None,
             }));
@@ -379,30 +376,114 @@ impl Chain {
     }
 }
 
-/// Status 1 is not enough: the receipt must carry `Transfer(from → to, value)` from the token.
+/// Status 1 is not enough: the receipt must prove *this* payment, by its own identity. The
+/// token (`asset`) must have emitted `AuthorizationUsed(authorizer = a.from, nonce = a.nonce)`,
+/// and its next log must be the `Transfer(a.from → a.to, a.value)` of that same call (EIP-3009
+/// tokens mark the authorization used, then transfer). `a.to` is the payTo the payment was
+/// matched against. Anything else, however genuine (an older transfer of the same payer, another
+/// nonce, a look-alike event from another contract), is not this payment's settlement.
 pub fn check_receipt(r: &TransactionReceipt, asset: Address, a: &Authorization) -> SettleOutcome {
     let tx = r.transaction_hash;
     if !r.status() {
         return SettleOutcome::Failed {
             reason: Reason::TransactionFailed,
-            message: format!("the settlement transaction {tx} reverted"),
+            message: format!(
+                "the settlement transaction {} reverted",
+                crate::x402::redact::mask_hex(&format!("{tx:#x}"))
+            ),
             tx: Some(tx),
         };
     }
-    let paid = r.inner.logs().iter().any(|log| {
-        log.address() == asset
-            && Token::Transfer::decode_log_data(log.data())
-                .map(|t| t.from == a.from && t.to == a.to && t.value == a.value)
-                .unwrap_or(false)
-    });
-    if paid {
-        SettleOutcome::Settled { tx }
-    } else {
-        SettleOutcome::Failed {
-            reason: Reason::TransactionFailed,
-            message: format!("transaction {tx} succeeded but moved no funds to the seller"),
+    match proves_payment(r.inner.logs().iter().map(|l| &l.inner), asset, a) {
+        Ok(()) => SettleOutcome::Settled { tx },
+        Err(m) => SettleOutcome::Failed {
+            reason: Reason::ReceiptMismatch,
+            message: format!(
+                "transaction {} is not this payment's settlement ({}): {}",
+                crate::x402::redact::mask_hex(&format!("{tx:#x}")),
+                m.code(),
+                m
+            ),
             tx: Some(tx),
+        },
+    }
+}
+
+/// Why a successful transaction's logs do not prove a payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiptMismatch {
+    #[error("it carries no AuthorizationUsed of this payer from the token")]
+    NoAuthorizationUsed,
+    #[error("it used another authorization of this payer (another nonce), not this payment's")]
+    OtherNonce,
+    #[error("this payment's AuthorizationUsed was emitted by another contract, not the token")]
+    OtherContract,
+    #[error("no Transfer of the token follows this payment's AuthorizationUsed")]
+    NoTransfer,
+    #[error("its Transfer is from another address than the payer")]
+    OtherPayer,
+    #[error("its Transfer pays another address than this payment's payTo")]
+    OtherPayTo,
+    #[error("its Transfer moves another amount than this payment's value")]
+    OtherAmount,
+}
+
+impl ReceiptMismatch {
+    /// A short machine-readable name, carried in messages and the journal.
+    pub fn code(self) -> &'static str {
+        match self {
+            ReceiptMismatch::NoAuthorizationUsed => "no_authorization_used",
+            ReceiptMismatch::OtherNonce => "other_nonce",
+            ReceiptMismatch::OtherContract => "other_contract",
+            ReceiptMismatch::NoTransfer => "no_transfer",
+            ReceiptMismatch::OtherPayer => "other_payer",
+            ReceiptMismatch::OtherPayTo => "other_pay_to",
+            ReceiptMismatch::OtherAmount => "other_amount",
         }
+    }
+}
+
+/// The rule of [`check_receipt`] over a successful transaction's logs, in order.
+pub fn proves_payment<'a>(
+    logs: impl IntoIterator<Item = &'a alloy_primitives::Log>,
+    asset: Address,
+    a: &Authorization,
+) -> Result<(), ReceiptMismatch> {
+    let logs: Vec<&alloy_primitives::Log> = logs.into_iter().collect();
+    let used = |l: &alloy_primitives::Log| Token::AuthorizationUsed::decode_log_data(&l.data).ok();
+    let ours = logs.iter().position(|l| {
+        l.address == asset && used(l).is_some_and(|u| u.authorizer == a.from && u.nonce == a.nonce)
+    });
+    let Some(at) = ours else {
+        // Say what is there instead, most telling first.
+        let elsewhere = logs.iter().any(|l| {
+            l.address != asset
+                && used(l).is_some_and(|u| u.authorizer == a.from && u.nonce == a.nonce)
+        });
+        let other_nonce = logs
+            .iter()
+            .any(|l| l.address == asset && used(l).is_some_and(|u| u.authorizer == a.from));
+        return Err(if elsewhere {
+            ReceiptMismatch::OtherContract
+        } else if other_nonce {
+            ReceiptMismatch::OtherNonce
+        } else {
+            ReceiptMismatch::NoAuthorizationUsed
+        });
+    };
+    let transfer = logs[at + 1..]
+        .iter()
+        .find(|l| l.address == asset)
+        .and_then(|l| Token::Transfer::decode_log_data(&l.data).ok())
+        .ok_or(ReceiptMismatch::NoTransfer)?;
+    if transfer.from != a.from {
+        Err(ReceiptMismatch::OtherPayer)
+    } else if transfer.to != a.to {
+        Err(ReceiptMismatch::OtherPayTo)
+    } else if transfer.value != a.value {
+        Err(ReceiptMismatch::OtherAmount)
+    } else {
+        Ok(())
     }
 }
 
@@ -410,7 +491,7 @@ pub fn check_receipt(r: &TransactionReceipt, asset: Address, a: &Authorization) 
 fn failed(message: String) -> SettleOutcome {
     SettleOutcome::Failed {
         reason: Reason::UnexpectedSettleError,
-        message,
+        message: crate::x402::redact::mask_hex(&message),
         tx: None,
     }
 }
@@ -508,5 +589,205 @@ mod tests {
         let e = reverted("execution reverted: FiatTokenV2: invalid signature", None);
         assert_eq!(classify_revert(&e), Some(Reason::Signature));
         assert_eq!(classify_revert(&reverted("nonce too low", None)), None);
+    }
+
+    mod receipts {
+        use super::super::*;
+        use alloy_primitives::{Log, LogData};
+        use serde_json::json;
+
+        const TOKEN: Address = Address::repeat_byte(0xaa);
+
+        fn auth() -> Authorization {
+            Authorization {
+                from: Address::repeat_byte(1),
+                to: Address::repeat_byte(2),
+                value: U256::from(10_000),
+                valid_after: U256::ZERO,
+                valid_before: U256::from(u64::MAX),
+                nonce: B256::repeat_byte(7),
+            }
+        }
+
+        fn used(at: Address, authorizer: Address, nonce: B256) -> Log {
+            let data: LogData = Token::AuthorizationUsed { authorizer, nonce }.encode_log_data();
+            Log { address: at, data }
+        }
+
+        fn transfer(at: Address, from: Address, to: Address, value: u64) -> Log {
+            let data = Token::Transfer {
+                from,
+                to,
+                value: U256::from(value),
+            }
+            .encode_log_data();
+            Log { address: at, data }
+        }
+
+        /// This payment's two logs, as the token emits them.
+        fn genuine() -> Vec<Log> {
+            let a = auth();
+            vec![
+                used(TOKEN, a.from, a.nonce),
+                transfer(TOKEN, a.from, a.to, 10_000),
+            ]
+        }
+
+        fn judged(logs: &[Log]) -> Result<(), ReceiptMismatch> {
+            proves_payment(logs.iter(), TOKEN, &auth())
+        }
+
+        /// A receipt as a node returns it, with `logs` and `status`.
+        fn receipt(status: bool, logs: &[Log]) -> TransactionReceipt {
+            let logs: Vec<serde_json::Value> = logs
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    json!({
+                        "address": l.address,
+                        "topics": l.data.topics(),
+                        "data": l.data.data,
+                        "blockHash": B256::repeat_byte(9),
+                        "blockNumber": "0x1",
+                        "transactionHash": B256::repeat_byte(8),
+                        "transactionIndex": "0x0",
+                        "logIndex": format!("{i:#x}"),
+                        "removed": false,
+                    })
+                })
+                .collect();
+            serde_json::from_value(json!({
+                "type": "0x2",
+                "status": if status { "0x1" } else { "0x0" },
+                "cumulativeGasUsed": "0x1",
+                "logs": logs,
+                "logsBloom": format!("0x{}", "00".repeat(256)),
+                "transactionHash": B256::repeat_byte(8),
+                "transactionIndex": "0x0",
+                "blockHash": B256::repeat_byte(9),
+                "blockNumber": "0x1",
+                "gasUsed": "0x1",
+                "effectiveGasPrice": "0x1",
+                "from": Address::repeat_byte(3),
+                "to": TOKEN,
+                "contractAddress": null,
+            }))
+            .unwrap()
+        }
+
+        #[test]
+        fn the_payments_own_authorization_and_transfer_settle_it() {
+            assert_eq!(judged(&genuine()), Ok(()));
+            let r = receipt(true, &genuine());
+            assert_eq!(
+                check_receipt(&r, TOKEN, &auth()),
+                SettleOutcome::Settled {
+                    tx: B256::repeat_byte(8)
+                }
+            );
+        }
+
+        #[test]
+        fn a_reverted_transaction_settles_nothing() {
+            let r = receipt(false, &[]);
+            let SettleOutcome::Failed {
+                reason,
+                message,
+                tx,
+            } = check_receipt(&r, TOKEN, &auth())
+            else {
+                panic!("a reverted receipt is a failure")
+            };
+            assert_eq!(reason, Reason::TransactionFailed);
+            assert_eq!(tx, Some(B256::repeat_byte(8)));
+            assert!(!crate::x402::redact::has_long_hex(&message), "{message}");
+        }
+
+        #[test]
+        fn a_transfer_without_this_authorization_is_not_this_payment() {
+            let a = auth();
+            // The old genuine transfer of the same payer, same amount, same payTo: it is
+            // another authorization's.
+            let old = vec![
+                used(TOKEN, a.from, B256::repeat_byte(6)),
+                transfer(TOKEN, a.from, a.to, 10_000),
+            ];
+            assert_eq!(judged(&old), Err(ReceiptMismatch::OtherNonce));
+            let bare = vec![transfer(TOKEN, a.from, a.to, 10_000)];
+            assert_eq!(judged(&bare), Err(ReceiptMismatch::NoAuthorizationUsed));
+            // The event, but emitted by a look-alike contract.
+            let foreign = vec![
+                used(Address::repeat_byte(0xbb), a.from, a.nonce),
+                transfer(TOKEN, a.from, a.to, 10_000),
+            ];
+            assert_eq!(judged(&foreign), Err(ReceiptMismatch::OtherContract));
+            // Another payer's authorization with the same nonce.
+            let other_payer = vec![
+                used(TOKEN, Address::repeat_byte(4), a.nonce),
+                transfer(TOKEN, a.from, a.to, 10_000),
+            ];
+            assert_eq!(
+                judged(&other_payer),
+                Err(ReceiptMismatch::NoAuthorizationUsed)
+            );
+            let r = receipt(true, &old);
+            let SettleOutcome::Failed {
+                reason, message, ..
+            } = check_receipt(&r, TOKEN, &auth())
+            else {
+                panic!("not this payment")
+            };
+            assert_eq!(reason, Reason::ReceiptMismatch);
+            assert!(message.contains("other_nonce"), "{message}");
+            assert!(!reason.is_payer_fault());
+        }
+
+        #[test]
+        fn this_authorization_must_pay_the_payto_the_amount() {
+            let a = auth();
+            let case = |t: Log| vec![used(TOKEN, a.from, a.nonce), t];
+            assert_eq!(
+                judged(&case(transfer(
+                    TOKEN,
+                    a.from,
+                    Address::repeat_byte(5),
+                    10_000
+                ))),
+                Err(ReceiptMismatch::OtherPayTo)
+            );
+            assert_eq!(
+                judged(&case(transfer(TOKEN, a.from, a.to, 9_999))),
+                Err(ReceiptMismatch::OtherAmount)
+            );
+            assert_eq!(
+                judged(&case(transfer(
+                    TOKEN,
+                    Address::repeat_byte(4),
+                    a.to,
+                    10_000
+                ))),
+                Err(ReceiptMismatch::OtherPayer)
+            );
+            // A Transfer from another contract is not the token's.
+            assert_eq!(
+                judged(&case(transfer(
+                    Address::repeat_byte(0xbb),
+                    a.from,
+                    a.to,
+                    10_000
+                ))),
+                Err(ReceiptMismatch::NoTransfer)
+            );
+            assert_eq!(
+                judged(&[used(TOKEN, a.from, a.nonce)]),
+                Err(ReceiptMismatch::NoTransfer)
+            );
+            // The right transfer, but before the authorization (another call's): not paired.
+            let swapped = vec![
+                transfer(TOKEN, a.from, a.to, 10_000),
+                used(TOKEN, a.from, a.nonce),
+            ];
+            assert_eq!(judged(&swapped), Err(ReceiptMismatch::NoTransfer));
+        }
     }
 }

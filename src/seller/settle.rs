@@ -4,8 +4,9 @@
 //! API). Both take the one [`VerifiedPayment`] and build what they need from it.
 //!
 //! A remote facilitator is trusted to do the work, not to report it: a claimed settlement is
-//! accepted only once this sidecar's own RPC shows its receipt with the `Transfer` to the
-//! seller, and when the facilitator gives no usable answer the chain decides (the token's
+//! accepted only once this sidecar's own RPC shows its receipt proving this payment (the
+//! token's `AuthorizationUsed(payer, nonce)` and its `Transfer` to the seller, see
+//! [`check_receipt`]), and when the facilitator gives no usable answer the chain decides (the token's
 //! `authorizationState` and `AuthorizationUsed` log). Settling the same authorization twice
 //! can never charge twice (the token accepts each EIP-3009 nonce once), so a settlement whose
 //! answer was lost is asked for again only while the chain shows the authorization unused.
@@ -350,12 +351,28 @@ impl RemoteSettlement {
         }
     }
 
-    /// A reported settlement counts once its receipt shows the transfer to the seller.
+    /// A reported settlement counts once its receipt proves this payment: status 1, the token's
+    /// `AuthorizationUsed(payer, nonce)` and its `Transfer` to payTo of the amount
+    /// ([`check_receipt`]). A receipt that does not (an older transfer of the same payer,
+    /// another nonce, a reverted or foreign transaction) is not believed; the chain is then
+    /// asked whether this authorization was used by another transaction that paid.
     async fn confirm(&self, tx: B256, p: &VerifiedPayment<'_>) -> SettleOutcome {
-        match self.chain.wait_receipt(tx, self.receipt_timeout).await {
-            Some(r) => check_receipt(&r, p.offer.asset, p.authorization()),
-            None => SettleOutcome::Pending { tx },
+        let Some(r) = self.chain.wait_receipt(tx, self.receipt_timeout).await else {
+            return SettleOutcome::Pending { tx };
+        };
+        let (asset, auth) = (p.offer.asset, p.authorization());
+        let outcome = check_receipt(&r, asset, auth);
+        if matches!(outcome, SettleOutcome::Settled { .. }) {
+            return outcome;
         }
+        if let Ok(Some(o @ SettleOutcome::Settled { .. })) =
+            self.chain.settlement_of(asset, auth).await
+        {
+            warn!(facilitator = %self.shown, "the facilitator reported a transaction that is not this payment's settlement, but another one settled it");
+            return o;
+        }
+        warn!(facilitator = %self.shown, "the facilitator reported a settlement the chain does not show for this payment");
+        outcome
     }
 
     /// No usable answer: what the chain shows, else unknown (never a guess).

@@ -139,7 +139,7 @@ impl StoreConfig {
         } else {
             problems.push(Problem {
                 path: "store".into(),
-                message: format!("`{spec}` is not a store: use `memory` or `redis://host:6379/0`"),
+                message: "is not a store: use `memory` or `redis://host:6379/0`".into(),
             });
             None
         }

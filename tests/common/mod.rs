@@ -40,6 +40,8 @@ pub enum Mode {
     SlowThen(Duration),
     /// A valid strategy answer of 2 MB.
     Huge,
+    /// 200 with this body.
+    Answer(String),
 }
 
 /// A well-formed strategy answer of about `bytes` bytes.
@@ -82,6 +84,7 @@ impl Upstream {
                     ),
                     Mode::NotJson => Response::Body(200, "<html>not json</html>".into()),
                     Mode::Huge => Response::Body(200, huge_answer(2 << 20)),
+                    Mode::Answer(body) => Response::Body(200, body),
                 }
             })
         });

@@ -109,20 +109,14 @@ impl BackendSpecs {
         if f.kind != "local" && f.kind != "http" {
             p(
                 ".kind",
-                format!(
-                    "`{}` is not a facilitator kind; use `local` or `http`",
-                    f.kind
-                ),
+                "is not a facilitator kind; use `local` or `http`".into(),
             );
             return;
         }
         let Some(chain_id) = networks::chain_id(&f.network) else {
             p(
                 ".network",
-                format!(
-                    "`{}` is not a CAIP-2 EVM network like `eip155:84532`",
-                    f.network
-                ),
+                "is not a CAIP-2 EVM network like `eip155:84532`".into(),
             );
             return;
         };
@@ -130,7 +124,7 @@ impl BackendSpecs {
             .map(|u| !matches!(u.scheme(), "http" | "https"))
             .unwrap_or(true)
         {
-            p(".rpc_url", format!("`{}` is not an http(s) URL", f.rpc_url));
+            p(".rpc_url", "is not an http(s) URL".into());
         }
         if self.settled_by(&f.network).is_some() {
             p(
@@ -221,7 +215,10 @@ fn remote(
         if http::HeaderName::from_bytes(k.as_bytes()).is_err()
             || http::HeaderValue::from_str(v).is_err()
         {
-            p(".headers", format!("`{k}` is not a valid HTTP header"));
+            p(
+                ".headers",
+                "a header name or value is not valid HTTP".into(),
+            );
         }
     }
     Some(RemoteFacilitator {
