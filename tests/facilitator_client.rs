@@ -557,7 +557,7 @@ async fn settled_elsewhere(
         Duration::from_secs(10),
     )
     .unwrap();
-    let req = PaymentRequirements {
+    let req = x402_sidecar::x402::types::PaymentRequirements {
         scheme: "exact".into(),
         network: devnet::NETWORK.into(),
         amount: U256::from(PRICE),

@@ -84,13 +84,18 @@ pub fn from_slice<T: serde::de::DeserializeOwned>(text: &[u8]) -> Result<T, Stri
 /// unknown keys a client chose, shown as `?`) and serde's category of error with the quoted
 /// input left out.
 pub fn json_error(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
-    let path = field_path(e.path());
     let inner = e.inner();
-    let kind = match inner.classify() {
-        serde_json::error::Category::Syntax => "is not valid JSON".to_string(),
-        serde_json::error::Category::Eof => "ends before the JSON is complete".to_string(),
-        serde_json::error::Category::Io => "could not be read".to_string(),
-        serde_json::error::Category::Data => data_problem(&inner.to_string()),
+    // Where JSON syntax breaks, the path is only what the client wrote: not shown.
+    let (path, kind) = match inner.classify() {
+        serde_json::error::Category::Syntax => (String::new(), "is not valid JSON".to_string()),
+        serde_json::error::Category::Eof => (
+            String::new(),
+            "ends before its JSON is complete".to_string(),
+        ),
+        serde_json::error::Category::Io => (String::new(), "could not be read".to_string()),
+        serde_json::error::Category::Data => {
+            (field_path(e.path()), data_problem(&inner.to_string()))
+        }
     };
     if path.is_empty() || path == "." {
         format!("the payment {kind}")
@@ -99,8 +104,20 @@ pub fn json_error(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
     }
 }
 
-/// The path as `a.b[0]`, every segment a client could have chosen freely shown as `?`.
+/// The path as `a.b[0]`, every segment a client could have chosen freely shown as `?` (and
+/// left out at the end: an unknown key is named by its parent).
 pub fn field_path(p: &serde_path_to_error::Path) -> String {
+    let mut out = raw_path(p);
+    while let Some(parent) = out.strip_suffix(".?") {
+        out = parent.to_string();
+    }
+    if out == "?" {
+        out.clear();
+    }
+    out
+}
+
+fn raw_path(p: &serde_path_to_error::Path) -> String {
     let mut out = String::new();
     for seg in p.iter() {
         match seg {
@@ -134,10 +151,30 @@ fn is_plain_name(s: &str) -> bool {
 pub fn data_problem(msg: &str) -> String {
     // serde_json appends " at line L column C"; our paths say where.
     let msg = msg.split(" at line ").next().unwrap_or(msg);
+    // Our own deserializers' sentences ("is not a decimal integer …") quote nothing.
+    if msg.starts_with("is not ") && !msg.contains(['"', '`', '\'']) {
+        return mask_hex(msg);
+    }
     let expected = msg
         .rsplit_once(", expected ")
         .map(|(_, e)| e)
-        .filter(|e| !e.contains('"'));
+        .filter(|e| !e.contains('"'))
+        .map(|e| {
+            // Rust type names mean nothing to a client: a struct or a map is a JSON object.
+            if e.starts_with("struct ") || e.starts_with("a map") {
+                "an object"
+            } else if e.starts_with("a sequence") {
+                "an array"
+            } else if matches!(e, "u8" | "u16" | "u32" | "u64" | "u128" | "usize") {
+                "a whole number ≥ 0"
+            } else if matches!(e, "i8" | "i16" | "i32" | "i64" | "i128" | "isize") {
+                "a whole number"
+            } else if matches!(e, "f32" | "f64") {
+                "a number"
+            } else {
+                e
+            }
+        });
     if let Some(rest) = msg.strip_prefix("invalid type: ") {
         let found = rest.split([' ', ',']).next().unwrap_or("value");
         let found = match found {
@@ -146,8 +183,11 @@ pub fn data_problem(msg: &str) -> String {
             _ => "value",
         };
         return match expected {
-            Some(e) => format!("has the wrong type: a {found} where {e} is expected"),
-            None => format!("has the wrong type: a {found}"),
+            Some(e) => format!(
+                "has the wrong type: {} where {e} is expected",
+                article(found)
+            ),
+            None => format!("has the wrong type: {}", article(found)),
         };
     }
     if msg.starts_with("missing field `") {
@@ -180,6 +220,18 @@ pub fn data_problem(msg: &str) -> String {
     }
 }
 
+/// "a string", "an integer", "null".
+fn article(found: &str) -> String {
+    match found {
+        "null" | "unit" => "null".into(),
+        "map" => "an object".into(),
+        "sequence" => "an array".into(),
+        "integer" => "an integer".into(),
+        "floating" => "a number".into(),
+        other => format!("a {other}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,7 +261,10 @@ mod tests {
         });
         let e = from_value::<PaymentPayload>(v.clone()).unwrap_err();
         assert!(e.contains("`payload`"), "{e}");
-        assert!(e.contains("wrong type: a string"), "{e}");
+        assert!(
+            e.contains("wrong type: a string where an object is expected"),
+            "{e}"
+        );
         assert!(!e.contains("cdcd"), "{e}");
         // A bad amount, an unknown key chosen by the client, a missing field.
         let mut bad = v.clone();
@@ -220,6 +275,7 @@ mod tests {
             "nonce": format!("0x{}", "11".repeat(32))}});
         let e = from_value::<PaymentPayload>(bad.clone()).unwrap_err();
         assert!(e.contains("payload.authorization.value"), "{e}");
+        assert!(e.contains("is not a decimal integer"), "{e}");
         assert!(!e.contains("cdcd"), "{e}");
         let mut unknown = bad.clone();
         unknown["payload"]["authorization"]["value"] = serde_json::json!("1");
@@ -228,6 +284,7 @@ mod tests {
         let e = from_value::<PaymentPayload>(unknown).unwrap_err();
         assert!(!e.contains("eeee"), "{e}");
         assert!(e.contains("not allowed"), "{e}");
+        assert!(e.contains("`payload.authorization`"), "{e}");
         let mut missing = bad;
         missing["payload"]["authorization"]
             .as_object_mut()
