@@ -238,16 +238,23 @@ outbound:
 fn check_config_names_a_bad_answer_shape_and_never_prints_a_pasted_key() {
     let dir = tempfile::tempdir().unwrap();
     let key = DEV_KEY_0.trim_start_matches("0x");
-    let text = INCOMPLETE
-        .replace("not-an-address", key)
-        .replace("      price: \"$0.01\"", "      price: \"$0.01\"\n      answer: strategie");
+    let text = INCOMPLETE.replace("not-an-address", key).replace(
+        "      price: \"$0.01\"",
+        "      price: \"$0.01\"\n      answer: strategie",
+    );
     let cfg = write(dir.path(), &text);
     let (code, out, err) = run(
         &["check-config", "--config", cfg.to_str().unwrap()],
         &[("X402_CLI_TEST_KEY", DEV_KEY_0)],
     );
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("inbound.routes[0].answer: must be `strategy`"), "{err}");
+    assert!(
+        err.contains("inbound.routes[0].answer: must be `strategy`"),
+        "{err}"
+    );
     assert!(err.contains("inbound.routes[0].accepts[0].pay_to"), "{err}");
-    assert!(!err.contains(&key[..16]) && !out.contains(&key[..16]), "{err}");
+    assert!(
+        !err.contains(&key[..16]) && !out.contains(&key[..16]),
+        "{err}"
+    );
 }

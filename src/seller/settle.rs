@@ -346,7 +346,10 @@ impl RemoteSettlement {
             } else {
                 reason
             },
-            message: format!("the facilitator did not settle ({code}): {why}"),
+            // The facilitator's words may quote the payment: no long hex in ours.
+            message: crate::x402::redact::mask_hex(&format!(
+                "the facilitator did not settle ({code}): {why}"
+            )),
             tx,
         }
     }
