@@ -149,7 +149,15 @@ impl Config {
                 outbound,
                 facilitator,
             }),
-            _ => Err(problems),
+            // No long hex value in a sentence (a key pasted into the wrong field), whichever
+            // section wrote it.
+            _ => Err(problems
+                .into_iter()
+                .map(|p| Problem {
+                    message: crate::x402::redact::mask_hex(&p.message),
+                    ..p
+                })
+                .collect()),
         }
     }
 }

@@ -56,10 +56,8 @@ pub struct Problem {
 }
 
 impl std::fmt::Display for Problem {
-    /// `path: message`, with no long hex value in it (a key pasted into the wrong field).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let message = crate::x402::redact::mask_hex(&self.message);
-        write!(f, "{}: {message}", self.path)
+        write!(f, "{}: {}", self.path, self.message)
     }
 }
 

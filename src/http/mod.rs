@@ -115,16 +115,11 @@ impl Reply {
         }
     }
 
-    /// An error answer: a machine-readable code and a sentence for people. The sentence never
-    /// carries a long hex value (a signature, a nonce, a key): runs of 64+ hex digits are cut
-    /// to their ends ([`crate::x402::redact::mask_hex`]), whatever built it.
+    /// An error answer: a machine-readable code and a sentence for people.
     pub fn error(status: u16, code: &str, message: impl Into<String>) -> Reply {
         Reply::json(
             status,
-            &serde_json::json!({
-                "error": code,
-                "message": crate::x402::redact::mask_hex(&message.into()),
-            }),
+            &serde_json::json!({ "error": code, "message": message.into() }),
         )
     }
 
