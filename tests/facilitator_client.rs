@@ -543,20 +543,11 @@ async fn reverted_tx(net: &Devnet) -> alloy_primitives::B256 {
     r.transaction_hash
 }
 
-/// `buyer` pays `to` 10 000 units with a genuine settlement of its own (another authorization
-/// than any the seller sees): the hash of that real transfer.
-async fn settled_elsewhere(
-    net: &Devnet,
+/// `buyer`'s signed authorization of 10 000 units to `to`.
+fn signed_to(
     buyer: &PrivateKeySigner,
     to: alloy_primitives::Address,
-) -> alloy_primitives::B256 {
-    let chain = x402_sidecar::evm::Chain::new(
-        &net.rpc_url,
-        devnet::CHAIN_ID,
-        net.settler.clone(),
-        Duration::from_secs(10),
-    )
-    .unwrap();
+) -> x402_sidecar::x402::types::ExactEvmPayload {
     let req = x402_sidecar::x402::types::PaymentRequirements {
         scheme: "exact".into(),
         network: devnet::NETWORK.into(),
@@ -568,7 +559,21 @@ async fn settled_elsewhere(
     };
     let auth =
         x402_sidecar::buyer::client::authorization(buyer, &req, x402_sidecar::util::now_secs());
-    let payload = x402_sidecar::buyer::client::sign(buyer, &req, auth).unwrap();
+    x402_sidecar::buyer::client::sign(buyer, &req, auth).unwrap()
+}
+
+/// Submit `payload` as a third party would (the devnet's settler key, outside any sidecar).
+async fn submit(
+    net: &Devnet,
+    payload: &x402_sidecar::x402::types::ExactEvmPayload,
+) -> alloy_primitives::B256 {
+    let chain = x402_sidecar::evm::Chain::new(
+        &net.rpc_url,
+        devnet::CHAIN_ID,
+        net.settler.clone(),
+        Duration::from_secs(10),
+    )
+    .unwrap();
     let sig = alloy_primitives::Signature::from_raw(&payload.signature).unwrap();
     match chain
         .settle(devnet::USDC, &payload.authorization, &sig)
@@ -577,6 +582,68 @@ async fn settled_elsewhere(
         x402_sidecar::evm::SettleOutcome::Settled { tx } => tx,
         other => panic!("the genuine settlement failed: {other:?}"),
     }
+}
+
+/// `buyer` pays `to` 10 000 units with a genuine settlement of its own (another authorization
+/// than any the seller sees): the hash of that real transfer.
+async fn settled_elsewhere(
+    net: &Devnet,
+    buyer: &PrivateKeySigner,
+    to: alloy_primitives::Address,
+) -> alloy_primitives::B256 {
+    submit(net, &signed_to(buyer, to)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chain_finds_a_payments_settlement_by_its_own_identity() {
+    use x402_sidecar::evm::SettleOutcome;
+    let net = devnet().await;
+    let chain =
+        x402_sidecar::evm::Chain::read_only(&net.rpc_url, devnet::CHAIN_ID, Duration::from_secs(5))
+            .unwrap();
+    let buyer = net.new_buyer(U256::from(FUNDED)).await.unwrap();
+    // Unused: nothing to find.
+    let unused = signed_to(&buyer, net.pay_to);
+    assert_eq!(
+        chain
+            .settlement_of(devnet::USDC, &unused.authorization)
+            .await
+            .unwrap(),
+        None
+    );
+    // Front-run: a third party submits the payment to the seller's payTo first. The chain shows
+    // it settled, by its AuthorizationUsed and Transfer, in the front-runner's transaction.
+    let front_run = submit(&net, &unused).await;
+    assert_eq!(
+        chain
+            .settlement_of(devnet::USDC, &unused.authorization)
+            .await
+            .unwrap(),
+        Some(SettleOutcome::Settled { tx: front_run })
+    );
+    assert_eq!(
+        chain
+            .reconcile(front_run, devnet::USDC, &unused.authorization)
+            .await,
+        SettleOutcome::Settled { tx: front_run }
+    );
+    // Another payment's transaction, though of the same payer, amount and payTo, is not it.
+    let later = signed_to(&buyer, net.pay_to);
+    match chain
+        .reconcile(front_run, devnet::USDC, &later.authorization)
+        .await
+    {
+        SettleOutcome::Failed {
+            reason, message, ..
+        } => {
+            assert_eq!(reason, x402_sidecar::x402::Reason::ReceiptMismatch);
+            assert!(message.contains("other_nonce"), "{message}");
+        }
+        other => panic!("another payment's transaction was taken for this one: {other:?}"),
+    }
+    Money::new(&net, PRICE)
+        .assert_paid_once(buyer.address(), FUNDED)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
