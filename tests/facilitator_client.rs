@@ -715,6 +715,14 @@ async fn a_facilitator_reporting_a_transaction_that_is_not_this_payment_gets_no_
             .any(|r| r.event == "settled" || r.event == "answered"),
         "nothing was settled or answered by the lied-to seller"
     );
+    let honest_records = x402_sidecar::audit::read_all(&honest.audit_dir()).unwrap();
+    for event in ["settled", "answered"] {
+        assert_eq!(
+            honest_records.iter().filter(|r| r.event == event).count(),
+            2,
+            "the honest seller's {event} records match its transfers"
+        );
+    }
     // On chain: the two honest calls and the payment elsewhere, nothing more.
     let to_seller = s.money().assert_transfers(2).await;
     assert_eq!(to_seller[0].from, payer.address());

@@ -1083,4 +1083,11 @@ async fn the_labelled_stand_in_is_not_sold_unless_the_route_says_so() {
     w.money()
         .assert_not_charged(buyer.address(), 1_000_000)
         .await;
+    let records = x402_sidecar::audit::read_all(&w.seller.audit_dir()).unwrap();
+    assert!(
+        !records
+            .iter()
+            .any(|r| r.event == "settled" || r.event == "answered")
+    );
+    assert!(records.iter().any(|r| r.event == "not_charged"));
 }
