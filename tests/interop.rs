@@ -22,10 +22,10 @@ use alloy_primitives::{Address, B256, U256};
 use alloy_provider::Provider;
 use alloy_signer_local::PrivateKeySigner;
 use common::*;
-use serde_json::Value;
+use serde_json::{Value, json};
 use x402_sidecar::buyer::{client, ledger};
-use x402_sidecar::devkit::devnet::Transfer;
 use x402_sidecar::devkit::nodes::{BuyerNode, FacilitatorNode, SellerEntry, SettledBy};
+use x402_sidecar::devkit::spawn::{PROXY_VARS, SpawnError};
 use x402_sidecar::evm::keys::DEV_KEYS;
 use x402_sidecar::x402::money::PriceSpec;
 
@@ -108,7 +108,13 @@ impl Peers {
             "--body".into(),
             body.path().to_string_lossy().into_owned(),
         ];
-        one_shot("official TypeScript client", Path::new("node"), &args, payer).await
+        one_shot(
+            "official TypeScript client",
+            Path::new("node"),
+            &args,
+            payer,
+        )
+        .await
     }
 
     /// The official Python facilitator, served over HTTP, settling with devnet key `key`.
@@ -153,7 +159,8 @@ impl Peers {
     /// An official express seller (`@x402/express`) of the same route.
     async fn express_seller(&self, dir: &Path, facilitator: &str, pay_to: Address) -> Sidecar {
         let port = free_port();
-        let launch = Launch::new("node", dir, "official-express-seller").wait(Duration::from_secs(30));
+        let launch =
+            Launch::new("node", dir, "official-express-seller").wait(Duration::from_secs(30));
         let script = self.js.join("seller.mjs");
         let (script, port_arg) = (script.to_string_lossy(), port.to_string());
         let pay_to = pay_to.to_checksum(None);
@@ -170,7 +177,7 @@ impl Peers {
     }
 }
 
-fn started(r: Result<Sidecar, x402_sidecar::devkit::spawn::SpawnError>) -> Sidecar {
+fn started(r: Result<Sidecar, SpawnError>) -> Sidecar {
     r.unwrap_or_else(|e| panic!("peer did not start: {e}"))
 }
 
@@ -188,7 +195,7 @@ async fn one_shot(what: &str, exe: &Path, args: &[String], payer: &PrivateKeySig
         .env(PEER_KEY_ENV, key_hex(payer))
         .stdin(Stdio::null())
         .kill_on_drop(true);
-    for v in ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"] {
+    for v in PROXY_VARS {
         cmd.env_remove(v);
     }
     let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
@@ -203,7 +210,8 @@ async fn one_shot(what: &str, exe: &Path, args: &[String], payer: &PrivateKeySig
         out.status
     );
     let line = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("{what} printed no report ({e}):\n{stdout}\n{stderr}"))
+    serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("{what} printed no report ({e}):\n{stdout}\n{stderr}"))
 }
 
 fn key_hex(s: &PrivateKeySigner) -> String {
@@ -226,12 +234,7 @@ async fn sender(net: &Devnet, tx: B256) -> Address {
 
 /// A client's report of one paid call: 200, a successful receipt in `header` naming `payer`
 /// and `network`, and the strategy body. Returns the receipt's transaction.
-fn assert_paid_report(
-    r: &Value,
-    payer: &PrivateKeySigner,
-    header: &str,
-    network: &str,
-) -> B256 {
+fn assert_paid_report(r: &Value, payer: &PrivateKeySigner, header: &str, network: &str) -> B256 {
     assert_eq!(r["status"], 200, "{r}");
     let receipt = &r["receipt"];
     assert_eq!(receipt["header"], header, "{r}");
@@ -251,12 +254,8 @@ fn assert_paid_report(
 
 /// The chain shows exactly these payments into `payTo`, one per payer at the price, each with
 /// the transaction named, each payer left with `FUNDED` less the price, each settled (sent) by
-/// `settler`. Returns the transfers.
-async fn assert_settled(
-    net: &Devnet,
-    paid: &[(&PrivateKeySigner, B256)],
-    settler: Address,
-) -> Vec<Transfer> {
+/// `settler`.
+async fn assert_settled(net: &Devnet, paid: &[(&PrivateKeySigner, B256)], settler: Address) {
     let money = Money::new(net, PRICE);
     let transfers = money.assert_transfers(paid.len()).await;
     for (payer, tx) in paid {
@@ -268,7 +267,6 @@ async fn assert_settled(
         money.assert_holds(payer.address(), FUNDED - PRICE).await;
         assert_eq!(sender(net, *tx).await, settler, "settled by its own key");
     }
-    transfers
 }
 
 /// The transactions of a journal's `event` records (`settled` for a seller,
@@ -278,7 +276,10 @@ fn journal_txs(dir: &Path, event: &str) -> Vec<B256> {
         .unwrap()
         .into_iter()
         .filter(|r| r.event == event)
-        .map(|r| r.tx.and_then(|t| t.parse().ok()).expect("a settled record names its tx"))
+        .map(|r| {
+            r.tx.and_then(|t| t.parse().ok())
+                .expect("a settled record names its tx")
+        })
         .collect()
 }
 
@@ -292,13 +293,7 @@ async fn start_buyer(
 ) -> (Sidecar, PathBuf) {
     let port = free_port();
     let ledger = dir.join(format!("{name}-ledger.jsonl"));
-    let mut node = BuyerNode::new(
-        port,
-        net,
-        BUYER_KEY_ENV,
-        PriceSpec::Units(FUNDED),
-        &ledger,
-    );
+    let mut node = BuyerNode::new(port, net, BUYER_KEY_ENV, PriceSpec::Units(FUNDED), &ledger);
     node.sellers = vec![SellerEntry::new(
         name,
         url,
@@ -347,6 +342,9 @@ fn http() -> reqwest::Client {
         .unwrap()
 }
 
+/// The official Python client pays our seller once in v2 (`PAYMENT-SIGNATURE`, CAIP-2 receipt)
+/// and once in v1 (`X-PAYMENT` from the 402's body, `base-sepolia` receipt): two transfers, two
+/// answers, two `settled` records, sent by our seller's key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_python_client_pays_our_seller_in_v2_and_v1() {
     let Some(peers) = Peers::find() else { return };
@@ -363,6 +361,7 @@ async fn official_python_client_pays_our_seller_in_v2_and_v1() {
     assert_eq!(w.upstream.calls(), 2, "one answer per payment");
 }
 
+/// The official TypeScript client (`@x402/fetch` + `@x402/evm`, a viem account) pays our seller.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_typescript_client_pays_our_seller() {
     let Some(peers) = Peers::find() else { return };
@@ -377,6 +376,10 @@ async fn official_typescript_client_pays_our_seller() {
     assert_eq!(w.upstream.calls(), 1);
 }
 
+/// Our buyer pays an official FastAPI seller and an official express seller, both verified and
+/// settled by the official Python facilitator over HTTP with its own key; the ledger matches the
+/// chain. A payer short of the price is refused by both (the facilitator's reason in the v2
+/// `PAYMENT-REQUIRED` header), our buyer shows that reason, and nobody is charged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_buyer_pays_official_python_and_express_sellers_settled_by_the_official_facilitator() {
     let Some(peers) = Peers::find() else { return };
@@ -408,8 +411,46 @@ async fn our_buyer_pays_official_python_and_express_sellers_settled_by_the_offic
     .await;
     assert_ledger(&ledger_a, tx_a);
     assert_ledger(&ledger_b, tx_b);
+
+    // A payer short of the price: each official seller refuses (its facilitator's reason in the
+    // v2 PAYMENT-REQUIRED header), our buyer shows that reason, nobody is charged.
+    for (name, seller) in [("python-poor", &py), ("express-poor", &js)] {
+        let poor = net.new_buyer(U256::from(PRICE - 1)).await.unwrap();
+        let (buyer, ledger) = start_buyer(
+            &net,
+            dir.path(),
+            name,
+            &format!("{}/x402", seller.url),
+            &poor,
+        )
+        .await;
+        let (status, _, body) =
+            post_json(&http, &format!("{}/x402", buyer.url), seed_body(), &[]).await;
+        assert_eq!(
+            (status, &body["error"]),
+            (502, &json!("no_seller_answered")),
+            "{body}"
+        );
+        let attempt = &body["attempts"][0];
+        assert_eq!(attempt["outcome"], "payment_refused", "{body}");
+        assert_eq!(
+            attempt["detail"],
+            "the seller refused the payment: invalid_exact_evm_insufficient_balance",
+            "the official facilitator's reason, as the seller put it: {body}"
+        );
+        Money::new(&net, PRICE)
+            .assert_holds(poor.address(), PRICE - 1)
+            .await;
+        assert!(
+            ledger::read(&ledger).unwrap().is_empty(),
+            "nothing paid, nothing in the ledger"
+        );
+    }
+    Money::new(&net, PRICE).assert_transfers(2).await;
 }
 
+/// Our seller with `kind: http` verifies and settles v2 and v1 payments through the official
+/// Python facilitator, which sends the settlements with its own key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_seller_settles_through_the_official_python_facilitator() {
     let Some(peers) = Peers::find() else { return };
@@ -438,7 +479,12 @@ async fn our_seller_settles_through_the_official_python_facilitator() {
         let p = client::pay(&http, &url, seed_body().into(), payer, v1, None, |_| {})
             .await
             .unwrap_or_else(|e| panic!("v1={v1}: {e}\n{}", seller.log_tail(20)));
-        assert_eq!(p.status, 200, "v1={v1}: {}", String::from_utf8_lossy(&p.body));
+        assert_eq!(
+            p.status,
+            200,
+            "v1={v1}: {}",
+            String::from_utf8_lossy(&p.body)
+        );
         let receipt = p.receipt.expect("a receipt");
         assert!(receipt.success);
         assert_eq!(receipt.payer, Some(payer.address()));
@@ -453,6 +499,9 @@ async fn our_seller_settles_through_the_official_python_facilitator() {
     assert_eq!(upstream.calls(), 2);
 }
 
+/// An official FastAPI seller (paid by the official Python client) and an official express
+/// seller (paid by the official TypeScript client) verify and settle through our facilitator
+/// service, which sends the settlements with its own key and journals them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_python_and_express_servers_settle_through_our_facilitator() {
     let Some(peers) = Peers::find() else { return };
@@ -478,9 +527,19 @@ async fn official_python_and_express_servers_settle_through_our_facilitator() {
         .python_client(&format!("{}/x402", py.url), &a, false)
         .await;
     let tx_a = assert_paid_report(&r, &a, "PAYMENT-RESPONSE", "eip155:84532");
-    let r = peers.typescript_client(&format!("{}/x402", js.url), &b).await;
+    let r = peers
+        .typescript_client(&format!("{}/x402", js.url), &b)
+        .await;
     let tx_b = assert_paid_report(&r, &b, "PAYMENT-RESPONSE", "eip155:84532");
 
-    assert_settled(&net, &[(&a, tx_a), (&b, tx_b)], dev_address(OUR_FACILITATOR)).await;
-    assert_eq!(journal_txs(&fac.audit_dir(), "facilitator_settled"), [tx_a, tx_b]);
+    assert_settled(
+        &net,
+        &[(&a, tx_a), (&b, tx_b)],
+        dev_address(OUR_FACILITATOR),
+    )
+    .await;
+    assert_eq!(
+        journal_txs(&fac.audit_dir(), "facilitator_settled"),
+        [tx_a, tx_b]
+    );
 }
