@@ -182,7 +182,11 @@ async fn buyer_and_payment(
     s: &Scene,
     seller: &str,
 ) -> (alloy_signer_local::PrivateKeySigner, (&'static str, String)) {
-    let buyer = s.net.new_buyer(alloy_primitives::U256::from(1_000_000u64)).await.unwrap();
+    let buyer = s
+        .net
+        .new_buyer(alloy_primitives::U256::from(1_000_000u64))
+        .await
+        .unwrap();
     let payment = signed_payment(&s.http, &format!("{seller}/x402"), &buyer).await;
     (buyer, payment)
 }
@@ -232,6 +236,16 @@ async fn killed_after_the_claim_redis_second_replica_takes_over() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_with_the_answer_held_before_settling_memory_store() {
+    crash_at_hook(false, "before_settle").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_with_the_answer_held_before_settling_redis_second_replica_takes_over() {
+    crash_at_hook(true, "before_settle").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_after_the_receipt_before_the_answer_memory_store() {
     crash_at_hook(false, "after_receipt").await;
 }
@@ -255,7 +269,10 @@ async fn killed_during_the_upstream_call(redis: bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     kill9(a);
-    assert!(call.await.unwrap().is_none(), "the seller died under the call");
+    assert!(
+        call.await.unwrap().is_none(),
+        "the seller died under the call"
+    );
     Money::new(&s.net, PRICE)
         .assert_not_charged(buyer.address(), 1_000_000)
         .await;
@@ -367,12 +384,18 @@ async fn front_run(redis: bool) {
     let s = Scene::new(redis).await;
     let node = s.node();
     let a = s.start("a", &node, None).await;
-    let buyer = s.net.new_buyer(alloy_primitives::U256::from(1_000_000u64)).await.unwrap();
+    let buyer = s
+        .net
+        .new_buyer(alloy_primitives::U256::from(1_000_000u64))
+        .await
+        .unwrap();
     let (status, headers, body) =
         post_json(&s.http, &format!("{}/x402", a.url), seed_body(), &[]).await;
     assert_eq!(status, 402);
     let quote = client::parse_challenge(
-        headers.get("payment-required").and_then(|h| h.to_str().ok()),
+        headers
+            .get("payment-required")
+            .and_then(|h| h.to_str().ok()),
         body.to_string().as_bytes(),
         false,
     )

@@ -62,7 +62,13 @@ pub(crate) fn pending(tx: Option<B256>) -> Reply {
 }
 
 /// The upstream answer plus `payment`, `metadata` and the disclaimer.
-fn merge(mut answer: Value, disclaimer: &str, ctx: &Ctx, p: &VerifiedPayment<'_>, tx: B256) -> Value {
+fn merge(
+    mut answer: Value,
+    disclaimer: &str,
+    ctx: &Ctx,
+    p: &VerifiedPayment<'_>,
+    tx: B256,
+) -> Value {
     let Some(obj) = answer.as_object_mut() else {
         return answer;
     };

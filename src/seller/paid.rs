@@ -171,7 +171,6 @@ impl Paywall {
             )
         })
     }
-
 }
 
 /// The upstream as the machine calls it: this request's session (to notice the buyer hanging

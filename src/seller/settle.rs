@@ -160,7 +160,6 @@ impl Settlement for LocalSettlement {
             .settle(p.offer.asset, &v.authorization, &v.signature)
             .await
     }
-
 }
 
 /// A remote facilitator (`POST /verify`, `POST /settle`, `GET /supported`, `kind: http`)

@@ -233,12 +233,24 @@ mod tests {
         a.lease_until = Some(1_000);
         s.claim("k", &a, ttl).await.unwrap();
         let b = sample("b", PaymentState::InFlight);
-        assert!(!s.take_over("k", "a", 999, &b, ttl).await.unwrap(), "lease still runs");
-        assert!(!s.take_over("k", "x", 2_000, &b, ttl).await.unwrap(), "wrong token");
+        assert!(
+            !s.take_over("k", "a", 999, &b, ttl).await.unwrap(),
+            "lease still runs"
+        );
+        assert!(
+            !s.take_over("k", "x", 2_000, &b, ttl).await.unwrap(),
+            "wrong token"
+        );
         assert!(s.take_over("k", "a", 1_000, &b, ttl).await.unwrap());
         let c = sample("c", PaymentState::InFlight);
-        assert!(!s.take_over("k", "a", 2_000, &c, ttl).await.unwrap(), "taken already");
-        assert!(!s.replace("k", "a", &a, ttl).await.unwrap(), "the old owner lost it");
+        assert!(
+            !s.take_over("k", "a", 2_000, &c, ttl).await.unwrap(),
+            "taken already"
+        );
+        assert!(
+            !s.replace("k", "a", &a, ttl).await.unwrap(),
+            "the old owner lost it"
+        );
         let open = s.unfinished(10).await.unwrap();
         assert_eq!(open.len(), 1);
         assert_eq!(open[0].1.token, "b");

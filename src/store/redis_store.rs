@@ -384,7 +384,10 @@ mod tests {
         }
         assert_eq!(won, 1);
         let open = b.unfinished(usize::MAX).await.unwrap();
-        assert!(open.iter().any(|(k, r)| *k == key && r.token.starts_with('t')));
+        assert!(
+            open.iter()
+                .any(|(k, r)| *k == key && r.token.starts_with('t'))
+        );
         let (_, r) = open.into_iter().find(|(k, _)| *k == key).unwrap();
         a.release(&key, &r.token).await.unwrap();
     }

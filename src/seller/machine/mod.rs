@@ -308,7 +308,8 @@ impl Machine<'_> {
             .await;
         observe(Phase::Settle, started);
         let outcome = self.confirm(p, outcome).await;
-        self.finish(ctx, c, lease, Some(answer), outcome, None).await
+        self.finish(ctx, c, lease, Some(answer), outcome, None)
+            .await
     }
 
     /// A settlement refused because the authorization is used (or reverted): the chain may show
@@ -378,7 +379,9 @@ impl Machine<'_> {
                     .await;
                 let note = Note::default().with(
                     "why",
-                    format!("outcome unknown ({message}); answer withheld until the chain shows it"),
+                    format!(
+                        "outcome unknown ({message}); answer withheld until the chain shows it"
+                    ),
                 );
                 self.journal
                     .record(ctx, p, Kind::SettlementPending, note)

@@ -65,8 +65,13 @@ pub(crate) async fn sweep(
         }
     }
     if swept != Swept::default() {
-        info!(released = swept.released, held = swept.held, settled = swept.settled, unsettled = swept.unsettled,
-            "recovery sweep: unfinished payments left by a crash resolved for their retry");
+        info!(
+            released = swept.released,
+            held = swept.held,
+            settled = swept.settled,
+            unsettled = swept.unsettled,
+            "recovery sweep: unfinished payments left by a crash resolved for their retry"
+        );
     }
     swept
 }
@@ -88,7 +93,10 @@ async fn recover(
         }
         PaymentState::Unsettled => swept.held += 1,
         PaymentState::Pending => {
-            let found = match (&rec.auth, rec.auth.as_ref().and_then(|a| backend(a.chain_id))) {
+            let found = match (
+                &rec.auth,
+                rec.auth.as_ref().and_then(|a| backend(a.chain_id)),
+            ) {
                 (Some(a), Some(b)) => {
                     let tx: Option<B256> = rec.tx.as_deref().and_then(|t| t.parse().ok());
                     let by_tx = match tx {
@@ -96,9 +104,9 @@ async fn recover(
                         None => None,
                     };
                     match by_tx {
-                        Some(o @ (SettleOutcome::Settled { .. } | SettleOutcome::Pending { .. })) => {
-                            Some(o)
-                        }
+                        Some(
+                            o @ (SettleOutcome::Settled { .. } | SettleOutcome::Pending { .. }),
+                        ) => Some(o),
                         _ => b.lookup(a.asset, &a.authorization).await.ok().flatten(),
                     }
                 }

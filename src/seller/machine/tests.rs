@@ -447,7 +447,12 @@ impl World {
     async fn record(&self) -> Option<PaymentRecord> {
         let key = self.payment().replay_key;
         let probe = crate::store::sample("probe", PaymentState::InFlight);
-        match self.store.claim(&key, &probe, Duration::from_secs(1)).await.unwrap() {
+        match self
+            .store
+            .claim(&key, &probe, Duration::from_secs(1))
+            .await
+            .unwrap()
+        {
             Some(r) => Some(r),
             None => {
                 self.store.release(&key, "probe").await.unwrap();
@@ -514,21 +519,40 @@ async fn claimed_verified_forwarded_settled_delivered_then_replayed() {
     assert_eq!(status(&out), 200);
     let b = body(&out);
     assert_eq!(b["strategy"]["summary"], "hold");
-    assert_eq!(b["payment"]["transaction"], format!("{:#x}", B256::repeat_byte(1)));
+    assert_eq!(
+        b["payment"]["transaction"],
+        format!("{:#x}", B256::repeat_byte(1))
+    );
     let rec = w.record().await.unwrap();
     assert_eq!(rec.state, PaymentState::Done);
     assert_eq!(rec.owner, None, "a delivered payment is nobody's");
-    let kinds: Vec<Kind> = w.journal.events.lock().unwrap().iter().map(|e| e.0).collect();
+    let kinds: Vec<Kind> = w
+        .journal
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.0)
+        .collect();
     assert_eq!(
         kinds,
-        [Kind::PaymentVerified, Kind::Forwarded, Kind::Settled, Kind::Answered]
+        [
+            Kind::PaymentVerified,
+            Kind::Forwarded,
+            Kind::Settled,
+            Kind::Answered
+        ]
     );
     // The same payment again, on another process: the stored answer, nothing new.
     let again = w.send("b", Up::Answer).await;
     assert_eq!(status(&again), 200);
     w.delivered -= 1; // a replay is the same paid answer, not another one
     match &again {
-        Outcome::Reply(r) => assert!(r.headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("X-Payment-Replayed") && v == "true")),
+        Outcome::Reply(r) => assert!(
+            r.headers
+                .iter()
+                .any(|(k, v)| k.eq_ignore_ascii_case("X-Payment-Replayed") && v == "true")
+        ),
         _ => unreachable!(),
     }
     assert_eq!(w.journal.count(Kind::Replayed), 1);
@@ -541,7 +565,10 @@ async fn the_same_payment_with_another_body_is_refused() {
     let mut w = World::new();
     w.send("a", Up::Answer).await;
     let out = w.send_with("a", Up::Answer, "{\"other\":1}").await;
-    assert_eq!((status(&out), error_code(&out).as_str()), (409, "payment_already_used"));
+    assert_eq!(
+        (status(&out), error_code(&out).as_str()),
+        (409, "payment_already_used")
+    );
     w.money_invariant();
 }
 
@@ -582,7 +609,11 @@ async fn a_buyer_who_left_is_not_charged_and_the_retry_settles_the_held_answer()
     assert_eq!(rec.owner, None, "handed back: the retry takes it at once");
     assert_eq!(w.chain.st().transfers, 0);
     let out = w.send("b", Up::Fail).await;
-    assert_eq!(status(&out), 200, "the held answer, the upstream not asked again");
+    assert_eq!(
+        status(&out),
+        200,
+        "the held answer, the upstream not asked again"
+    );
     assert_eq!(w.upstream_calls(), 1);
     w.money_invariant();
 }
@@ -645,7 +676,10 @@ async fn a_receipt_not_in_time_is_pending_and_the_retry_delivers_once_mined() {
     let mut w = World::new();
     w.chain.st().no_receipt = true;
     let out = w.send("a", Up::Answer).await;
-    assert_eq!((status(&out), error_code(&out).as_str()), (503, "settlement_pending"));
+    assert_eq!(
+        (status(&out), error_code(&out).as_str()),
+        (503, "settlement_pending")
+    );
     let tx = body(&out)["transaction"].as_str().unwrap().to_string();
     assert_eq!(w.record().await.unwrap().tx.as_deref(), Some(tx.as_str()));
     // Still in the mempool: wait again, never a second submission.
@@ -713,14 +747,25 @@ async fn a_crash_after_broadcast_delivers_the_held_answer_once_the_chain_shows_i
     w.chain.hang_at(Hang::AfterBroadcast);
     w.crash("a", Up::Answer).await;
     let held = w.record().await.unwrap();
-    assert_eq!(held.state, PaymentState::Pending, "settling was recorded before the broadcast");
+    assert_eq!(
+        held.state,
+        PaymentState::Pending,
+        "settling was recorded before the broadcast"
+    );
     assert!(held.answer.is_some());
     w.chain.mine();
     w.leases_run_out();
     let out = w.send("b", Up::Fail).await;
     assert_eq!(status(&out), 200);
-    assert_eq!(body(&out)["payment"]["transaction"], format!("{:#x}", B256::repeat_byte(1)));
-    assert_eq!((w.upstream_calls(), w.chain.st().submitted), (1, 1), "held answer, found tx");
+    assert_eq!(
+        body(&out)["payment"]["transaction"],
+        format!("{:#x}", B256::repeat_byte(1))
+    );
+    assert_eq!(
+        (w.upstream_calls(), w.chain.st().submitted),
+        (1, 1),
+        "held answer, found tx"
+    );
     assert_eq!(
         w.journal.txs(Kind::Settled),
         [Some(format!("{:#x}", B256::repeat_byte(1)))]
@@ -740,7 +785,10 @@ async fn a_crash_after_broadcast_with_the_tx_still_in_the_mempool_never_charges_
     assert_eq!(status(&out), 200);
     assert_eq!(w.chain.st().submitted, 2);
     assert_eq!(w.chain.st().transfers, 1);
-    assert_eq!(body(&out)["payment"]["transaction"], format!("{:#x}", B256::repeat_byte(1)));
+    assert_eq!(
+        body(&out)["payment"]["transaction"],
+        format!("{:#x}", B256::repeat_byte(1))
+    );
     w.money_invariant();
 }
 
@@ -796,9 +844,15 @@ async fn a_used_nonce_paid_with_the_upstream_failing_is_answered_on_the_retry() 
     let mut w = World::new();
     w.chain.front_run();
     let out = w.send("a", Up::Fail).await;
-    assert_eq!((status(&out), error_code(&out).as_str()), (503, "upstream_error"));
+    assert_eq!(
+        (status(&out), error_code(&out).as_str()),
+        (503, "upstream_error")
+    );
     let rec = w.record().await.unwrap();
-    assert_eq!((rec.state, rec.owner.as_deref()), (PaymentState::Pending, None));
+    assert_eq!(
+        (rec.state, rec.owner.as_deref()),
+        (PaymentState::Pending, None)
+    );
     let out = w.send("a", Up::Answer).await;
     assert_eq!(status(&out), 200);
     assert_eq!(w.journal.count(Kind::Settled), 1);
@@ -859,7 +913,10 @@ async fn the_sweep_releases_a_bare_claim_and_leaves_live_leases_alone() {
     let none = |_: u64| None;
     // Another node's live lease is not touched.
     let other = w.spec("b");
-    assert_eq!(sweep(&w.store, &none, &other, other.now(), 100).await, Swept::default());
+    assert_eq!(
+        sweep(&w.store, &none, &other, other.now(), 100).await,
+        Swept::default()
+    );
     assert!(w.record().await.is_some());
     // A lease of this node from before it started (a second ago) is its crashed predecessor's.
     w.clock.fetch_add(1_000, Ordering::SeqCst);
