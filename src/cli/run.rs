@@ -94,6 +94,12 @@ fn add_seller(
 ) -> Result<Readiness, Failure> {
     let paywall = Paywall::new(seller, store, journal.clone()).map_err(failed(""))?;
     let ready = paywall.readiness();
+    // What a crash of this node left unfinished is resolved first thing (a bounded sweep).
+    let recovery = paywall.recovery();
+    server.add_service(pingora_core::services::background::background_service(
+        "inbound recovery",
+        recovery,
+    ));
     let mut svc =
         pingora_proxy::http_proxy_service_with_name(&server.configuration, paywall, "inbound");
     svc.add_tcp(&seller.listen);
