@@ -1066,6 +1066,15 @@ async fn an_answer_that_is_not_advice_is_not_charged() {
         records.iter().filter(|r| r.event == "not_charged").count(),
         cases.len()
     );
+    // Each not_charged record says what was wrong with the answer.
+    for (_, problem) in cases {
+        assert!(
+            records
+                .iter()
+                .any(|r| r.event == "not_charged" && r.details["problem"] == problem),
+            "{problem}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
