@@ -249,6 +249,23 @@ impl Paywall {
                 .await;
             return self.refusal(s, route, ctx, p, &r);
         }
+        // Settling now moves money: the journal must be able to tell it first.
+        let recorded = self
+            .audit_before_money(ctx, p, Kind::PaymentVerified, |e| {
+                e.with("route", route.id())
+                    .with("x402Version", p.version())
+                    .with("resumed", true)
+            })
+            .await;
+        if let Err(reply) = recorded {
+            let mut back = mine;
+            back.state = PaymentState::Unsettled;
+            let _ = self
+                .store
+                .replace(&p.replay_key, &c.token, &back, c.ttl)
+                .await;
+            return reply;
+        }
         info!(request_id = %ctx.request_id, payment_id = %p.payment_id, "retry of an unsettled answer: settling now");
         self.settle_and_answer(s, route, ctx, c, settlement, answer)
             .await

@@ -229,11 +229,17 @@ impl Paywall {
                 "buyer hung up before settlement: not charged; the answer is kept for a retry with the same payment");
             return Err(None);
         }
-        self.audit(ctx, p, Kind::Forwarded, |e| {
-            e.with("model", answer["metadata"]["model"].clone())
-                .with("modelCallId", answer["metadata"]["modelCallId"].clone())
-        })
-        .await;
+        // The last record before money moves: on disk, or no settlement (503, claim released).
+        let recorded = self
+            .audit_before_money(ctx, p, Kind::Forwarded, |e| {
+                e.with("model", answer["metadata"]["model"].clone())
+                    .with("modelCallId", answer["metadata"]["modelCallId"].clone())
+            })
+            .await;
+        if let Err(reply) = recorded {
+            self.release(c).await;
+            return Err(Some(reply));
+        }
         Ok(answer)
     }
 }
