@@ -239,7 +239,8 @@ impl Writer {
         } else {
             let mut rest = appends.into_iter();
             for u in rest.by_ref() {
-                if let Err((err, u)) = self.stage(u, &mut staged, &mut written) {
+                if let Err(failed) = self.stage(u, &mut staged, &mut written) {
+                    let (err, u) = *failed;
                     why = Some(err.to_string());
                     unwritten.push(u);
                     break;
@@ -391,10 +392,10 @@ impl Writer {
         u: Unwritten,
         staged: &mut Staged,
         written: &mut Vec<Pending>,
-    ) -> Result<(), (AuditError, Unwritten)> {
+    ) -> Result<(), Box<(AuditError, Unwritten)>> {
         let (secs, prev) = match self.prepare(u.secs, staged, written) {
             Ok(p) => p,
-            Err(err) => return Err((err, u)),
+            Err(err) => return Err(Box::new((err, u))),
         };
         let e = u.event;
         let mut r = Record {
@@ -422,7 +423,7 @@ impl Writer {
                 ack: u.ack,
             });
             return match back {
-                Some(u) => Err((err, u)),
+                Some(u) => Err(Box::new((err, u))),
                 None => Ok(()),
             };
         }
