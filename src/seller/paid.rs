@@ -200,6 +200,17 @@ impl Recorder for Paywall {
     async fn record(&self, ctx: &Ctx, p: &VerifiedPayment<'_>, kind: Kind, note: Note) {
         self.audit(ctx, p, kind, |e| note.apply(e)).await
     }
+
+    async fn before_money(
+        &self,
+        ctx: &Ctx,
+        p: &VerifiedPayment<'_>,
+        kind: Kind,
+        note: Note,
+    ) -> Result<(), Reply> {
+        self.audit_before_money(ctx, p, kind, |e| note.apply(e))
+            .await
+    }
 }
 
 /// Record how long a phase of the paid path took, from `since`.

@@ -51,6 +51,19 @@ use lease::Lease;
 pub(crate) trait Recorder: Send + Sync {
     /// Write a lifecycle event of payment `p` (resolves once it is as durable as its kind asks).
     async fn record(&self, ctx: &Ctx, p: &VerifiedPayment<'_>, kind: Kind, note: Note);
+
+    /// Write the last event before money moves and wait until it is on disk; if it cannot be,
+    /// the payment must not be settled: the buyer's answer (a 503, not charged).
+    async fn before_money(
+        &self,
+        ctx: &Ctx,
+        p: &VerifiedPayment<'_>,
+        kind: Kind,
+        note: Note,
+    ) -> Result<(), Reply> {
+        self.record(ctx, p, kind, note).await;
+        Ok(())
+    }
 }
 
 /// The fields of one journal event beyond the payment's own.
@@ -264,16 +277,23 @@ impl Machine<'_> {
                 Err(Outcome::Gone)
             }
             Ok(answer) => {
-                self.forwarded(ctx, p, &answer).await;
+                // The last record before money moves: on disk, or no settlement (503, released).
+                let note = forwarded_note(&answer);
+                if let Err(reply) = self
+                    .journal
+                    .before_money(ctx, p, Kind::Forwarded, note)
+                    .await
+                {
+                    lease.release().await;
+                    return Err(Outcome::Reply(reply));
+                }
                 Ok(answer)
             }
         }
     }
 
     async fn forwarded(&self, ctx: &Ctx, p: &VerifiedPayment<'_>, answer: &Value) {
-        let note = Note::default()
-            .with("model", answer["metadata"]["model"].clone())
-            .with("modelCallId", answer["metadata"]["modelCallId"].clone());
+        let note = forwarded_note(answer);
         self.journal.record(ctx, p, Kind::Forwarded, note).await;
     }
 
@@ -710,6 +730,19 @@ impl Machine<'_> {
             let _ = lease.hand_back(|_| {}).await;
             return Outcome::Refused(r);
         }
+        // Settling now moves money: the journal must be able to tell it first.
+        let note = Note::default()
+            .with("route", self.route)
+            .with("x402Version", p.version())
+            .with("resumed", true);
+        if let Err(reply) = self
+            .journal
+            .before_money(ctx, p, Kind::PaymentVerified, note)
+            .await
+        {
+            let _ = lease.hand_back(|_| {}).await;
+            return Outcome::Reply(reply);
+        }
         info!(request_id = %ctx.request_id, payment_id = %p.payment_id, "retry of an unsettled answer: settling now");
         self.settle(ctx, c, lease, answer).await
     }
@@ -758,6 +791,13 @@ impl Machine<'_> {
             },
         }
     }
+}
+
+/// The `forwarded` record's fields: which model answered.
+fn forwarded_note(answer: &Value) -> Note {
+    Note::default()
+        .with("model", answer["metadata"]["model"].clone())
+        .with("modelCallId", answer["metadata"]["modelCallId"].clone())
 }
 
 /// The upstream's answer as held with the claim (not settled).
