@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::evm::{ChainSpec, KeySource};
+use crate::evm::{ChainSpec, KeySource, RpcOptions};
 use crate::util::{Problem, Secret, redact_url};
 use crate::x402::networks;
 
@@ -30,8 +30,23 @@ pub struct BackendConfig {
     /// `local` kind: settler key (pays gas): `key_env` or `keystore` + `password_env`/`password_file`.
     #[serde(default)]
     pub settler: KeySource,
+    /// `local` kind: a pool of settler keys instead of one (used round robin, each with its
+    /// own nonce): the recommended set-up under load or with replicas.
+    #[serde(default)]
+    pub settlers: Vec<KeySource>,
     #[serde(default = "default_receipt_timeout")]
     pub receipt_timeout_ms: u64,
+    /// Longest wait for one RPC answer (connecting included).
+    #[serde(default = "default_rpc_timeout")]
+    pub rpc_timeout_ms: u64,
+    /// `local` kind: `/readyz` is not ready while no settler key holds gas for this many
+    /// settlements at today's fee (0: no floor).
+    #[serde(default = "default_gas_floor")]
+    pub gas_floor_settlements: u64,
+    /// `local` kind: a settlement not mined within this is sent again at the same nonce with
+    /// higher fees (0: never).
+    #[serde(default = "default_replace_after")]
+    pub replace_after_ms: u64,
     /// `http` kind: the facilitator's base URL (e.g. `https://x402.org/facilitator`).
     #[serde(default)]
     pub url: Option<String>,
@@ -49,6 +64,15 @@ fn default_kind() -> String {
 fn default_receipt_timeout() -> u64 {
     30_000
 }
+fn default_rpc_timeout() -> u64 {
+    5_000
+}
+fn default_gas_floor() -> u64 {
+    100
+}
+fn default_replace_after() -> u64 {
+    10_000
+}
 fn default_facilitator_timeout() -> u64 {
     15_000
 }
@@ -63,6 +87,8 @@ pub struct RemoteFacilitator {
     pub headers: Vec<(String, Secret)>,
     pub timeout: Duration,
     pub receipt_timeout: Duration,
+    /// Deadlines of its read-only RPC.
+    pub rpc: RpcOptions,
 }
 
 impl std::fmt::Debug for RemoteFacilitator {
@@ -142,21 +168,37 @@ impl BackendSpecs {
             );
         }
         let receipt_timeout = Duration::from_millis(f.receipt_timeout_ms);
+        if f.rpc_timeout_ms == 0 {
+            p(".rpc_timeout_ms", "must be more than 0".into());
+        }
+        let rpc = RpcOptions {
+            timeout: Duration::from_millis(f.rpc_timeout_ms.max(1)),
+        };
         if f.kind == "http" {
             if let Some(r) = remote(at, f, chain_id, problems) {
                 self.remote.push(r);
             }
             return;
         }
-        match ChainSpec::load(
-            &f.network,
-            chain_id,
-            &f.rpc_url,
-            &f.settler,
-            receipt_timeout,
-        ) {
-            Ok(spec) => self.local.push(spec),
-            Err(message) => problems.push(problem(at, ".settler", message)),
+        let (field, keys) = match (f.settler.is_configured(), f.settlers.is_empty()) {
+            (true, false) => {
+                p(
+                    ".settlers",
+                    "set either `settler` (one key) or `settlers` (a pool), not both".into(),
+                );
+                return;
+            }
+            (false, false) => (".settlers", f.settlers.clone()),
+            _ => (".settler", vec![f.settler.clone()]),
+        };
+        match ChainSpec::load(&f.network, chain_id, &f.rpc_url, &keys, receipt_timeout) {
+            Ok(mut spec) => {
+                spec.rpc = rpc;
+                spec.gas_floor_settlements = f.gas_floor_settlements;
+                spec.replace_after = Duration::from_millis(f.replace_after_ms);
+                self.local.push(spec)
+            }
+            Err(message) => problems.push(problem(at, field, message)),
         }
     }
 
@@ -208,7 +250,7 @@ fn remote(
             None
         }
     };
-    if f.settler.is_configured() {
+    if f.settler.is_configured() || !f.settlers.is_empty() {
         p(
             ".settler",
             "a remote facilitator settles with its own key: remove `settler`".into(),
@@ -236,6 +278,9 @@ fn remote(
             .collect(),
         timeout: Duration::from_millis(f.timeout_ms),
         receipt_timeout: Duration::from_millis(f.receipt_timeout_ms),
+        rpc: RpcOptions {
+            timeout: Duration::from_millis(f.rpc_timeout_ms.max(1)),
+        },
     })
 }
 
