@@ -64,9 +64,7 @@ async fn two_sellers_on_one_settler_key_settle_every_paid_call() {
     let mut calls = Vec::new();
     for i in 0..24 {
         let (http, url, buyer) = (w.http.clone(), urls[i % 2].clone(), buyer.clone());
-        calls.push(tokio::spawn(
-            async move { pay(&http, &url, &buyer).await },
-        ));
+        calls.push(tokio::spawn(async move { pay(&http, &url, &buyer).await }));
     }
     for (i, c) in calls.into_iter().enumerate() {
         let (status, body, _) = c.await.unwrap();
@@ -302,11 +300,15 @@ async fn a_blackholed_rpc_before_the_broadcast_is_a_bounded_503_then_the_same_pa
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"], "unexpected_verify_error", "{body}");
     assert!(took < Duration::from_secs(3), "answered after {took:?}");
-    w.money().assert_not_charged(buyer.address(), 10 * PRICE).await;
+    w.money()
+        .assert_not_charged(buyer.address(), 10 * PRICE)
+        .await;
     proxy.set(PASS);
     let (status, body) = send_again(&w.http, &url, &payment).await;
     assert_eq!(status, 200, "{body}");
-    w.money().assert_paid_once(buyer.address(), 10 * PRICE).await;
+    w.money()
+        .assert_paid_once(buyer.address(), 10 * PRICE)
+        .await;
 }
 
 /// The RPC stops answering right after it took the broadcast: the receipt wait ends at
@@ -335,13 +337,21 @@ async fn a_blackholed_rpc_after_the_broadcast_is_settlement_pending_then_the_ans
     assert!(took < Duration::from_secs(5), "answered after {took:?}");
     assert_eq!(proxy.mode.load(Ordering::SeqCst), BLACKHOLE);
     // The broadcast did reach the chain.
-    w.money().assert_paid_once(buyer.address(), 10 * PRICE).await;
+    w.money()
+        .assert_paid_once(buyer.address(), 10 * PRICE)
+        .await;
     proxy.set(PASS);
     let (status, body) = send_again(&w.http, &url, &payment).await;
     assert_eq!(status, 200, "{body}");
     // The transaction that was pending is the one that counts.
-    assert_eq!(body["payment"]["transaction"], pending_tx.as_str(), "{body}");
-    w.money().assert_paid_once(buyer.address(), 10 * PRICE).await;
+    assert_eq!(
+        body["payment"]["transaction"],
+        pending_tx.as_str(),
+        "{body}"
+    );
+    w.money()
+        .assert_paid_once(buyer.address(), 10 * PRICE)
+        .await;
 }
 
 /// The broadcast itself is lost (the RPC goes silent as it arrives): `503 settlement_pending`
@@ -366,11 +376,15 @@ async fn a_lost_broadcast_is_sent_again_when_the_same_payment_comes_back() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"], "settlement_pending", "{body}");
     assert!(took < Duration::from_secs(3), "answered after {took:?}");
-    w.money().assert_not_charged(buyer.address(), 10 * PRICE).await;
+    w.money()
+        .assert_not_charged(buyer.address(), 10 * PRICE)
+        .await;
     proxy.set(PASS);
     let (status, body) = send_again(&w.http, &url, &payment).await;
     assert_eq!(status, 200, "{body}");
-    w.money().assert_paid_once(buyer.address(), 10 * PRICE).await;
+    w.money()
+        .assert_paid_once(buyer.address(), 10 * PRICE)
+        .await;
     // A second payment after that: the key's nonce is right again.
     let (status, body, _) = pay(&w.http, &url, &buyer).await;
     assert_eq!(status, 200, "{body}");
@@ -394,10 +408,7 @@ async fn a_settler_below_the_gas_floor_is_not_ready_with_its_reason() {
     let mut node = seller_node(free_port(), &upstream.url, &net);
     node.admin = Some(admin);
     node.settlement.gas_floor_settlements = Some(100);
-    let key = format!(
-        "0x{}",
-        x402_sidecar::util::hex(&settler.to_bytes()[..])
-    );
+    let key = format!("0x{}", x402_sidecar::util::hex(&settler.to_bytes()[..]));
     let seller = start_sidecar(dir.path(), "seller", node.listen, &node.yaml(), &key).await;
     let http = reqwest::Client::new();
     let readyz = format!("http://127.0.0.1:{admin}/readyz");
@@ -409,7 +420,8 @@ async fn a_settler_below_the_gas_floor_is_not_ready_with_its_reason() {
     assert_eq!(body["checks"][&check], false, "{body}");
     let why = body["reasons"][&check].as_str().unwrap_or_default();
     assert!(
-        why.contains(&settler.address().to_string()) && why.contains("less than the floor of 100 settlements"),
+        why.contains(&settler.address().to_string())
+            && why.contains("less than the floor of 100 settlements"),
         "{body}"
     );
     let metrics = get_text(&http, &format!("http://127.0.0.1:{admin}/metrics")).await;
@@ -428,7 +440,10 @@ async fn a_settler_below_the_gas_floor_is_not_ready_with_its_reason() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{stdout}");
-    assert!(stdout.contains("less than the floor of 100 settlements"), "{stdout}");
+    assert!(
+        stdout.contains("less than the floor of 100 settlements"),
+        "{stdout}"
+    );
     // Topped up: ready.
     net.provider()
         .anvil_set_balance(settler.address(), U256::from(10u64).pow(U256::from(18)))
@@ -448,4 +463,71 @@ async fn a_settler_below_the_gas_floor_is_not_ready_with_its_reason() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("enough for about"), "{stdout}");
+}
+
+/// A settlement stuck in the node's pool (automine off): after `replace_after_ms` it is sent
+/// again at the same nonce with higher fees; the block mined then holds the replacement, and
+/// the payment counts it: one transfer, the answer naming the replacement's hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_settlement_is_replaced_with_higher_fees_and_the_replacement_counts() {
+    let w = World::start_with(|n| {
+        n.settlement.replace_after_ms = Some(400);
+        n.settlement.receipt_timeout_ms = Some(15_000);
+    })
+    .await;
+    let buyer = w.buyer(10 * PRICE).await;
+    let payment = signed_payment(&w.http, &w.paid_url(), &buyer).await;
+    w.net.provider().anvil_set_auto_mine(false).await.unwrap();
+    let call = {
+        let (http, url, payment) = (w.http.clone(), w.paid_url(), payment.clone());
+        tokio::spawn(async move { send_again(&http, &url, &payment).await })
+    };
+    // Wait for the first replacement, then mine one block.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let replaced = loop {
+        let line = w
+            .seller
+            .logs()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| {
+                l["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("replaced at the same nonce"))
+            });
+        if let Some(l) = line {
+            break l;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no replacement:\n{}",
+            w.seller.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    w.net.provider().anvil_mine(Some(1), None).await.unwrap();
+    let (status, body) = call.await.unwrap();
+    w.net.provider().anvil_set_auto_mine(true).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let first = replaced["from"].as_str().unwrap().to_string();
+    let answered = body["payment"]["transaction"].as_str().unwrap().to_string();
+    assert_ne!(
+        answered, first,
+        "the first broadcast was replaced, not mined"
+    );
+    let t = w
+        .money()
+        .assert_paid_once(buyer.address(), 10 * PRICE)
+        .await;
+    assert_eq!(format!("{:#x}", t.tx), answered);
+    let first_receipt = w
+        .net
+        .provider()
+        .get_transaction_receipt(first.parse().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        first_receipt.is_none(),
+        "the replaced transaction has no receipt"
+    );
 }

@@ -36,9 +36,13 @@ async fn check_online(r: &Resolved) -> Outcome {
     let mut problems = 0usize;
     for spec in local {
         let network = &spec.network;
-        let chain = Chain::from_spec(spec, None).map_err(|e| Failure::new(format!("{network}: {e}")))?;
+        let chain =
+            Chain::from_spec(spec, None).map_err(|e| Failure::new(format!("{network}: {e}")))?;
         if let Err(e) = chain.check_chain_id().await {
-            lines.push(format!("{network}: PROBLEM: RPC {}: {e}", redact_url(&spec.rpc_url)));
+            lines.push(format!(
+                "{network}: PROBLEM: RPC {}: {e}",
+                redact_url(&spec.rpc_url)
+            ));
             problems += 1;
             continue;
         }
@@ -68,7 +72,12 @@ async fn check_online(r: &Resolved) -> Outcome {
             }
         }
     }
-    for f in r.inbound.seller().iter().flat_map(|s| s.settlement.remote.iter()) {
+    for f in r
+        .inbound
+        .seller()
+        .iter()
+        .flat_map(|s| s.settlement.remote.iter())
+    {
         let chain = Chain::read_only_with(&f.rpc_url, f.chain_id, f.receipt_timeout, f.rpc)
             .map_err(|e| Failure::new(format!("{}: {e}", f.network)))?;
         match chain.check_chain_id().await {

@@ -164,7 +164,8 @@ fn add_gas_watch(server: &mut Server, readiness: &Readiness) {
         every: std::time::Duration::from_secs(30),
     };
     server.add_service(pingora_core::services::background::background_service(
-        "settler gas", watch,
+        "settler gas",
+        watch,
     ));
 }
 

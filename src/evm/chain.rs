@@ -12,6 +12,12 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
+use super::nonce::NonceLeases;
+use super::rpc::{RpcOptions, connect_with};
+use super::settler::{FeeCache, SettlerKey};
+use super::typed::{IEip3009Token as Token, transfer_call};
+use crate::x402::reason::{Reason, Rejection};
+use crate::x402::types::Authorization;
 use alloy_network::{Ethereum, EthereumWallet, TransactionBuilder};
 use alloy_primitives::{Address, B256, Signature, U256};
 use alloy_provider::transport::TransportError;
@@ -19,12 +25,6 @@ use alloy_provider::{DynProvider, Provider, ProviderBuilder};
 use alloy_rpc_types_eth::{TransactionReceipt, TransactionRequest};
 use alloy_signer_local::PrivateKeySigner;
 use alloy_sol_types::{Revert, SolCall, SolError, SolEvent};
-use super::nonce::NonceLeases;
-use super::rpc::{RpcOptions, connect_with};
-use super::settler::{FeeCache, SettlerKey};
-use super::typed::{IEip3009Token as Token, transfer_call};
-use crate::x402::reason::{Reason, Rejection};
-use crate::x402::types::Authorization;
 
 /// How far back [`Chain::find_settlement`] looks: authorizations live an hour at most, and
 /// 10 000 blocks are 5.5 hours on Base (2 s blocks).
@@ -251,19 +251,51 @@ impl Chain {
             .await
     }
 
-    /// The chain checks of verification: nonce unused and balance ≥ value (read in parallel).
+    /// `authorizationState(from, nonce)` and `balanceOf(from)` in one JSON-RPC batch: one
+    /// round trip for the two reads of verification.
+    pub async fn verify_reads(
+        &self,
+        asset: Address,
+        a: &Authorization,
+    ) -> Result<(bool, U256), String> {
+        let call = |data: Vec<u8>| {
+            let tx = TransactionRequest::default()
+                .with_to(asset)
+                .with_input(data);
+            (tx, alloy_rpc_types_eth::BlockNumberOrTag::Latest)
+        };
+        let state = Token::authorizationStateCall {
+            authorizer: a.from,
+            nonce: a.nonce,
+        };
+        let balance = Token::balanceOfCall { account: a.from };
+        let client = self.provider.client();
+        let mut batch = alloy_rpc_client::BatchRequest::new(client);
+        let used = batch
+            .add_call::<_, alloy_primitives::Bytes>("eth_call", &call(state.abi_encode()))
+            .map_err(|e| e.to_string())?;
+        let bal = batch
+            .add_call::<_, alloy_primitives::Bytes>("eth_call", &call(balance.abi_encode()))
+            .map_err(|e| e.to_string())?;
+        batch.send().await.map_err(|e| e.to_string())?;
+        let used = used.await.map_err(|e| e.to_string())?;
+        let bal = bal.await.map_err(|e| e.to_string())?;
+        Ok((
+            Token::authorizationStateCall::abi_decode_returns(&used).map_err(|e| e.to_string())?,
+            Token::balanceOfCall::abi_decode_returns(&bal).map_err(|e| e.to_string())?,
+        ))
+    }
+
+    /// The chain checks of verification: nonce unused and balance ≥ value (one round trip).
     pub async fn verify_onchain(&self, asset: Address, a: &Authorization) -> Result<(), Rejection> {
-        let (used, bal) = tokio::join!(
-            self.authorization_used(asset, a.from, a.nonce),
-            self.balance(asset, a.from)
-        );
         let unexpected = |e: String| {
             Rejection::new(
                 Reason::UnexpectedVerifyError,
                 format!("the chain could not be read: {e}"),
             )
         };
-        if used.map_err(unexpected)? {
+        let (used, bal) = self.verify_reads(asset, a).await.map_err(unexpected)?;
+        if used {
             return Err(Rejection::new(
                 Reason::NonceUsed,
                 format!(
@@ -272,7 +304,6 @@ impl Chain {
                 ),
             ));
         }
-        let bal = bal.map_err(unexpected)?;
         if bal < a.value {
             return Err(Rejection::new(
                 Reason::InsufficientBalance,

@@ -62,14 +62,13 @@ impl KeyNonce {
 /// The process's nonce state of `key` as reached through `rpc_url` (one chain per RPC URL;
 /// two devnets on one machine are two chains even with the same chain id).
 pub(crate) fn key_nonce(rpc_url: &str, key: Address) -> Arc<KeyNonce> {
-    static KEYS: OnceLock<StdMutex<HashMap<(String, Address), Arc<KeyNonce>>>> = OnceLock::new();
+    type Keys = HashMap<(String, Address), Arc<KeyNonce>>;
+    static KEYS: OnceLock<StdMutex<Keys>> = OnceLock::new();
     let mut keys = KEYS
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    keys.entry((rpc_url.to_string(), key))
-        .or_default()
-        .clone()
+    keys.entry((rpc_url.to_string(), key)).or_default().clone()
 }
 
 #[cfg(test)]

@@ -138,7 +138,9 @@ mod tests {
             SendError::Refused(_)
         ));
         assert!(matches!(
-            send_error(&alloy_provider::transport::TransportErrorKind::custom_str("timed out")),
+            send_error(&alloy_provider::transport::TransportErrorKind::custom_str(
+                "timed out"
+            )),
             SendError::Lost(_)
         ));
     }

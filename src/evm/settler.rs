@@ -239,9 +239,10 @@ impl Chain {
         for attempt in 0..MAX_SENDS {
             let nonce = match cached.take() {
                 Some(n) => n,
-                None => self.pending_nonce(key.address).await.map_err(|e| {
-                    failed(format!("the settler nonce could not be read: {e}"))
-                })?,
+                None => self
+                    .pending_nonce(key.address)
+                    .await
+                    .map_err(|e| failed(format!("the settler nonce could not be read: {e}")))?,
             }
             .max(at_least);
             let signed = tx.clone().with_nonce(nonce);
@@ -347,7 +348,10 @@ impl Chain {
                     // another transaction of the key; the authorization's own log decides.
                     info!(settler = %key.address, "replacement refused ({m}): the nonce is used");
                     if let Some(r) = self
-                        .wait_any(&hashes, tokio::time::Instant::now() + Duration::from_millis(500))
+                        .wait_any(
+                            &hashes,
+                            tokio::time::Instant::now() + Duration::from_millis(500),
+                        )
                         .await
                     {
                         return super::chain::check_receipt(&r, asset, a);
@@ -442,7 +446,9 @@ impl Chain {
             Ok(Some(o)) => o,
             Ok(None) => failed("the authorization's state changed while it was read".into()),
             Err(e) => SettleOutcome::Unknown {
-                message: format!("the authorization is used; its settlement could not be read: {e}"),
+                message: format!(
+                    "the authorization is used; its settlement could not be read: {e}"
+                ),
             },
         }
     }
@@ -496,11 +502,12 @@ impl Chain {
         let (max_fee, _) = self.fees().await?;
         let mut out = Vec::with_capacity(self.keys.len());
         for k in &self.keys {
-            let balance = self
-                .provider()
-                .get_balance(k.address)
-                .await
-                .map_err(|e| format!("the balance of settler {} could not be read: {e}", k.address))?;
+            let balance = self.provider().get_balance(k.address).await.map_err(|e| {
+                format!(
+                    "the balance of settler {} could not be read: {e}",
+                    k.address
+                )
+            })?;
             let floor = U256::from(self.gas_floor_settlements)
                 * U256::from(SETTLE_GAS)
                 * U256::from(max_fee);
@@ -540,6 +547,9 @@ mod tests {
         };
         assert!(!g.enough());
         assert_eq!(g.settlements_left(), U256::from(9));
-        assert!(g.describe().contains("less than the floor of 10 settlements"));
+        assert!(
+            g.describe()
+                .contains("less than the floor of 10 settlements")
+        );
     }
 }

@@ -87,10 +87,11 @@ impl Backends {
     ) -> Result<Self, BuildError> {
         let mut by_chain: HashMap<u64, Arc<dyn Settlement>> = HashMap::new();
         for spec in &specs.local {
-            let chain = Chain::from_spec(spec, leases.clone()).map_err(|why| BuildError::Backend {
-                network: spec.network.clone(),
-                why,
-            })?;
+            let chain =
+                Chain::from_spec(spec, leases.clone()).map_err(|why| BuildError::Backend {
+                    network: spec.network.clone(),
+                    why,
+                })?;
             let local = LocalSettlement {
                 chain: Arc::new(chain),
             };

@@ -290,3 +290,85 @@ fn problem(at: &str, field: &str, message: String) -> Problem {
         message,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evm::keys::DEV_KEYS;
+
+    fn entries(yaml: &str) -> Vec<BackendConfig> {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    fn resolve(yaml: &str) -> (BackendSpecs, Vec<Problem>) {
+        // SAFETY: test-only variables, always set to the same values.
+        unsafe {
+            std::env::set_var("X402_POOL_TEST_A", DEV_KEYS[1]);
+            std::env::set_var("X402_POOL_TEST_B", DEV_KEYS[2]);
+        }
+        let mut problems = Vec::new();
+        let s = BackendSpecs::resolve(&entries(yaml), &mut problems);
+        (s, problems)
+    }
+
+    #[test]
+    fn a_pool_of_settler_keys_resolves_in_order_with_its_deadlines() {
+        let (s, problems) = resolve(
+            "- network: eip155:84532
+  rpc_url: http://127.0.0.1:8545
+  settlers: [{ key_env: X402_POOL_TEST_A }, { key_env: X402_POOL_TEST_B }]
+  rpc_timeout_ms: 1500
+  gas_floor_settlements: 7
+",
+        );
+        assert!(problems.is_empty(), "{problems:#?}");
+        let c = &s.local[0];
+        let want: Vec<alloy_primitives::Address> = [1, 2]
+            .iter()
+            .map(|i| {
+                DEV_KEYS[*i]
+                    .parse::<alloy_signer_local::PrivateKeySigner>()
+                    .unwrap()
+                    .address()
+            })
+            .collect();
+        assert_eq!(c.settler_addresses, want);
+        assert_eq!(c.settler_address, want[0]);
+        assert_eq!(c.rpc.timeout, Duration::from_millis(1500));
+        assert_eq!(c.gas_floor_settlements, 7);
+        assert_eq!(c.replace_after, Duration::from_millis(10_000));
+    }
+
+    #[test]
+    fn a_pool_and_a_single_key_together_or_a_key_twice_are_refused() {
+        let (_, problems) = resolve(
+            "- network: eip155:84532
+  rpc_url: http://127.0.0.1:8545
+  settler: { key_env: X402_POOL_TEST_A }
+  settlers: [{ key_env: X402_POOL_TEST_B }]
+",
+        );
+        assert_eq!(
+            problems[0].path, "facilitators[0].settlers",
+            "{problems:#?}"
+        );
+        let (_, problems) = resolve(
+            "- network: eip155:84532
+  rpc_url: http://127.0.0.1:8545
+  settlers: [{ key_env: X402_POOL_TEST_A }, { key_env: X402_POOL_TEST_A }]
+  rpc_timeout_ms: 0
+",
+        );
+        let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert!(
+            paths.contains(&"facilitators[0].rpc_timeout_ms"),
+            "{problems:#?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.path == "facilitators[0].settlers" && p.message.contains("twice")),
+            "{problems:#?}"
+        );
+    }
+}
