@@ -49,21 +49,50 @@ async fn send_again(
 /// on both: every paid call settles, one transfer each, no nonce failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sellers_on_one_settler_key_settle_every_paid_call() {
-    let w = World::start_with(|n| n.store = REDIS.into()).await;
-    let mut node = w.seller_node();
-    node.store = REDIS.into();
-    let b = w.start_seller("seller-b", &node).await;
-    let urls = [w.paid_url(), format!("{}/x402", b.url)];
-    let buyer = w.buyer(100 * PRICE).await;
+    two_sellers_sharing(None).await;
+}
+
+/// The same with a pool of two keys on both sellers (the recommended set-up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sellers_sharing_a_pool_of_two_keys_settle_every_paid_call() {
+    two_sellers_sharing(Some(["X402_TEST_POOL_A", "X402_TEST_POOL_B"])).await;
+}
+
+async fn two_sellers_sharing(pool: Option<[&str; 2]>) {
+    let by = pool.map(|envs| SettledBy::Pool {
+        key_envs: envs.iter().map(|e| e.to_string()).collect(),
+    });
+    let edit = |n: &mut SellerNode| {
+        n.store = REDIS.into();
+        if let Some(by) = &by {
+            n.settlement.by = by.clone();
+        }
+    };
+    let net = devnet().await;
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut sellers = Vec::new();
+    for name in ["seller-a", "seller-b"] {
+        let mut node = seller_node(free_port(), &upstream.url, &net);
+        edit(&mut node);
+        let launch = launch(dir.path(), name)
+            .env(SETTLER_ENV, net.settler_key_hex())
+            .env("X402_TEST_POOL_A", DEV_KEYS[1])
+            .env("X402_TEST_POOL_B", DEV_KEYS[2]);
+        sellers.push(run(launch, &node.yaml(), node.listen).await);
+    }
+    let http = reqwest::Client::new();
+    let urls: Vec<String> = sellers.iter().map(|s| format!("{}/x402", s.url)).collect();
+    let buyer = net.new_buyer(U256::from(100 * PRICE)).await.unwrap();
     let mut paid = 0;
     for i in 0..10 {
-        let (status, body, _) = pay(&w.http, &urls[i % 2], &buyer).await;
+        let (status, body, _) = pay(&http, &urls[i % 2], &buyer).await;
         assert_eq!(status, 200, "alternating call {i}: {body}");
         paid += 1;
     }
     let mut calls = Vec::new();
     for i in 0..24 {
-        let (http, url, buyer) = (w.http.clone(), urls[i % 2].clone(), buyer.clone());
+        let (http, url, buyer) = (http.clone(), urls[i % 2].clone(), buyer.clone());
         calls.push(tokio::spawn(async move { pay(&http, &url, &buyer).await }));
     }
     for (i, c) in calls.into_iter().enumerate() {
@@ -71,11 +100,13 @@ async fn two_sellers_on_one_settler_key_settle_every_paid_call() {
         assert_eq!(status, 200, "concurrent call {i}: {body}");
         paid += 1;
     }
-    w.money().assert_transfers(paid).await;
-    w.money()
+    let money = Money::new(&net, PRICE);
+    money.assert_transfers(paid).await;
+    money
         .assert_holds(buyer.address(), 100 * PRICE - paid as u64 * PRICE)
         .await;
-    for log in [w.seller.logs(), b.logs()] {
+    for s in &sellers {
+        let log = s.logs();
         assert!(!log.contains("unexpected_settle_error"), "{log}");
     }
 }
