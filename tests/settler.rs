@@ -562,3 +562,41 @@ async fn a_stuck_settlement_is_replaced_with_higher_fees_and_the_replacement_cou
         "the replaced transaction has no receipt"
     );
 }
+
+/// The node forgets a settlement (its pool flushed): the next settlement, sent at the key's
+/// cached nonce, would wait forever behind the gap. It is sent again at the pending nonce and
+/// settles; the forgotten payment, sent again by its buyer, settles too. Each charged once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settlement_behind_a_nonce_gap_is_sent_again_at_the_gap() {
+    let w = World::start_with(|n| {
+        n.settlement.replace_after_ms = Some(300);
+        n.settlement.receipt_timeout_ms = Some(1_500);
+    })
+    .await;
+    let a = w.buyer(10 * PRICE).await;
+    let b = w.buyer(10 * PRICE).await;
+    let p = w.net.provider();
+    // A is broadcast but never mined, then the node's pool is flushed.
+    let first = signed_payment(&w.http, &w.paid_url(), &a).await;
+    p.anvil_set_auto_mine(false).await.unwrap();
+    let (status, body) = send_again(&w.http, &w.paid_url(), &first).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("settlement_pending")),
+        "{body}"
+    );
+    p.anvil_drop_all_transactions().await.unwrap();
+    p.anvil_set_auto_mine(true).await.unwrap();
+    // B goes out at the nonce after A's: a gap below it.
+    let (status, body, _) = pay(&w.http, &w.paid_url(), &b).await;
+    assert_eq!(status, 200, "{body}\n{}", w.seller.logs());
+    assert!(w.seller.logs().contains("queued behind a nonce gap"));
+    // A's buyer sends the same payment again: its transaction is gone, its authorization
+    // unused, so it is settled now.
+    let (status, body) = send_again(&w.http, &w.paid_url(), &first).await;
+    assert_eq!(status, 200, "{body}");
+    let money = w.money();
+    money.assert_transfers(2).await;
+    money.assert_holds(a.address(), 9 * PRICE).await;
+    money.assert_holds(b.address(), 9 * PRICE).await;
+}

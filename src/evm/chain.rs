@@ -262,7 +262,9 @@ impl Chain {
             let tx = TransactionRequest::default()
                 .with_to(asset)
                 .with_input(data);
-            (tx, alloy_rpc_types_eth::BlockNumberOrTag::Latest)
+            // The pending state, as every other read of this module (alloy's `eth_call`
+            // default): an authorization in a transaction not yet mined counts as used.
+            (tx, alloy_rpc_types_eth::BlockNumberOrTag::Pending)
         };
         let state = Token::authorizationStateCall {
             authorizer: a.from,

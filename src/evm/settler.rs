@@ -337,6 +337,23 @@ impl Chain {
                 let tx = hashes.last().copied().unwrap_or(sent.hash);
                 return SettleOutcome::Pending { tx };
             }
+            // Below this transaction's nonce the key has a gap (a transaction of ours was
+            // dropped: a node restarted, its pool was flushed): it would wait forever, queued.
+            // The key's nonce is read afresh, and this settlement sent at the gap.
+            if let (Some(n), Ok(pending)) = (sent.tx.nonce, self.pending_nonce(key.address).await)
+                && pending < n
+            {
+                warn!(settler = %key.address, nonce = n, pending, "the settlement is queued behind a nonce gap: sending it at the pending nonce");
+                *key.nonce.lock().await = None;
+                match self.broadcast(key, strip(sent.tx.clone()), asset, a).await {
+                    Ok(fresh) => {
+                        hashes.push(fresh.hash);
+                        sent = fresh;
+                        continue;
+                    }
+                    Err(o) => return o,
+                }
+            }
             match self.replace(key, &sent).await {
                 Ok(next) => {
                     info!(settler = %key.address, from = %sent.hash, to = %next.hash, max_fee = next.max_fee, "settlement not mined in time: replaced at the same nonce with higher fees");
@@ -470,6 +487,12 @@ impl Chain {
                 SettleOutcome::Pending { .. } => {}
                 done => return done,
             }
+            match self.provider().get_transaction_by_hash(tx).await {
+                // Still in the node's pool: wait for it (a retry asks again).
+                Ok(Some(_)) | Err(_) => return SettleOutcome::Pending { tx },
+                // Dropped, replaced, or never received: the authorization tells.
+                Ok(None) => {}
+            }
         }
         match self.settlement_of(asset, a).await {
             Ok(Some(o)) => return o,
@@ -484,14 +507,7 @@ impl Chain {
             }
         }
         if let Some(tx) = tx {
-            match self.provider().get_transaction_by_hash(tx).await {
-                // Still in the node's pool: wait for it (a retry asks again).
-                Ok(Some(_)) => return SettleOutcome::Pending { tx },
-                Ok(None) => {
-                    info!(tx = %tx, "the pending settlement is unknown to the node and the authorization unused: settling again");
-                }
-                Err(_) => return SettleOutcome::Pending { tx },
-            }
+            info!(tx = %tx, "the pending settlement is unknown to the node and the authorization unused: settling again");
         }
         self.settle(asset, a, sig).await
     }
