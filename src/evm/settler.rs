@@ -331,7 +331,7 @@ impl Chain {
                 None => deadline,
             };
             if let Some(r) = self.wait_any(&hashes, round).await {
-                return super::chain::check_receipt(&r, asset, a);
+                return self.counted(&r, hashes.len(), asset, a).await;
             }
             if tokio::time::Instant::now() >= deadline {
                 let tx = hashes.last().copied().unwrap_or(sent.hash);
@@ -371,7 +371,7 @@ impl Chain {
                         )
                         .await
                     {
-                        return super::chain::check_receipt(&r, asset, a);
+                        return self.counted(&r, hashes.len(), asset, a).await;
                     }
                     return match self.settlement_of(asset, a).await {
                         Ok(Some(o)) => o,
@@ -395,6 +395,27 @@ impl Chain {
                 }
             }
         }
+    }
+
+    /// The outcome of a payment one of whose `sent` transactions has receipt `r`. With more
+    /// than one sent (a gap closed below a queued one), the one that failed may not be the
+    /// one that counts: the authorization's own `AuthorizationUsed` log says which settled it.
+    async fn counted(
+        &self,
+        r: &alloy_rpc_types_eth::TransactionReceipt,
+        sent: usize,
+        asset: Address,
+        a: &Authorization,
+    ) -> SettleOutcome {
+        let o = super::chain::check_receipt(r, asset, a);
+        if sent > 1
+            && matches!(o, SettleOutcome::Failed { .. })
+            && let Ok(Some(settled @ SettleOutcome::Settled { .. })) =
+                self.settlement_of(asset, a).await
+        {
+            return settled;
+        }
+        o
     }
 
     /// The first receipt of any of `hashes`, polled until `until`.
