@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use alloy_network::eip2718::Encodable2718;
 use alloy_network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder};
-use alloy_primitives::{Address, B256, Signature, U256};
+use alloy_primitives::{Address, B256, U256};
 use alloy_provider::Provider;
 use alloy_rpc_types_eth::TransactionRequest;
 use alloy_signer_local::PrivateKeySigner;
@@ -491,46 +491,28 @@ impl Chain {
         }
     }
 
-    /// What became of a settlement whose outcome was not known, and its completion: by the
-    /// hash it was broadcast with, else by the authorization's own `AuthorizationUsed`; still
-    /// unused and the transaction unknown to the node (its broadcast never arrived, or was
-    /// dropped), it is settled now (the token accepts each authorization once: this cannot
-    /// charge twice).
-    pub async fn resume(
-        &self,
-        tx: Option<B256>,
-        asset: Address,
-        a: &Authorization,
-        sig: &Signature,
-    ) -> SettleOutcome {
-        if let Some(tx) = tx {
-            match self.reconcile(tx, asset, a).await {
-                SettleOutcome::Pending { .. } => {}
-                done => return done,
-            }
-            match self.provider().get_transaction_by_hash(tx).await {
-                // Still in the node's pool: wait for it (a retry asks again).
-                Ok(Some(_)) | Err(_) => return SettleOutcome::Pending { tx },
-                // Dropped, replaced, or never received: the authorization tells.
-                Ok(None) => {}
-            }
+    /// A broadcast settlement by its hash: its receipt checked; `Pending` while the node still
+    /// holds the transaction; `Unknown` when the node does not know it (its broadcast never
+    /// arrived, or the node dropped it), so that the payment's identity on chain decides and,
+    /// unused, the settlement is submitted again (the token accepts an authorization once:
+    /// this cannot charge twice).
+    pub async fn by_tx(&self, tx: B256, asset: Address, a: &Authorization) -> SettleOutcome {
+        match self.reconcile(tx, asset, a).await {
+            SettleOutcome::Pending { .. } => {}
+            done => return done,
         }
-        match self.settlement_of(asset, a).await {
-            Ok(Some(o)) => return o,
-            Ok(None) => {}
-            Err(e) => {
-                return match tx {
-                    Some(tx) => SettleOutcome::Pending { tx },
-                    None => SettleOutcome::Unknown {
-                        message: format!("the chain could not be read: {e}"),
-                    },
-                };
+        match self.provider().get_transaction_by_hash(tx).await {
+            Ok(None) => {
+                info!(tx = %tx, "the pending settlement is unknown to the node");
+                SettleOutcome::Unknown {
+                    message: format!(
+                        "transaction {tx:#x} is unknown to the node: its broadcast was lost or dropped"
+                    ),
+                }
             }
+            // Still in the node's pool, or the node could not be asked: wait for it.
+            Ok(Some(_)) | Err(_) => SettleOutcome::Pending { tx },
         }
-        if let Some(tx) = tx {
-            info!(tx = %tx, "the pending settlement is unknown to the node and the authorization unused: settling again");
-        }
-        self.settle(asset, a, sig).await
     }
 
     /// Each key's balance against the floor (one fee estimate for all); a key found short is
