@@ -12,12 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use super::nonce::NonceLeases;
-use super::rpc::{RpcOptions, connect_with};
-use super::settler::{FeeCache, SettlerKey};
-use super::typed::{IEip3009Token as Token, transfer_call};
-use crate::x402::reason::{Reason, Rejection};
-use crate::x402::types::Authorization;
 use alloy_network::{Ethereum, EthereumWallet, TransactionBuilder};
 use alloy_primitives::{Address, B256, Signature, U256};
 use alloy_provider::transport::TransportError;
@@ -25,6 +19,13 @@ use alloy_provider::{DynProvider, Provider, ProviderBuilder};
 use alloy_rpc_types_eth::{TransactionReceipt, TransactionRequest};
 use alloy_signer_local::PrivateKeySigner;
 use alloy_sol_types::{Revert, SolCall, SolError, SolEvent};
+
+use super::nonce::NonceLeases;
+use super::rpc::{RpcOptions, connect_with};
+use super::settler::{FeeCache, SettlerKey};
+use super::typed::{IEip3009Token as Token, transfer_call};
+use crate::x402::reason::{Reason, Rejection};
+use crate::x402::types::Authorization;
 
 /// How far back [`Chain::find_settlement`] looks: authorizations live an hour at most, and
 /// 10 000 blocks are 5.5 hours on Base (2 s blocks).
