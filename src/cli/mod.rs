@@ -109,6 +109,10 @@ pub enum Cmd {
             default_value = "sidecar.yaml"
         )]
         config: PathBuf,
+        /// Also ask each chain's RPC: the chain id, and each settler key's gas against its
+        /// floor (`gas_floor_settlements`).
+        #[arg(long)]
+        online: bool,
     },
     /// Pay for one call: POST, read the 402, sign an EIP-3009 authorization, retry; show each step.
     Pay {
@@ -227,7 +231,7 @@ fn dispatch(cli: Cli) -> Outcome {
     }
     match cli.cmd {
         Cmd::Run { config } => run::run(&config, cli.log_format),
-        Cmd::CheckConfig { config } => check_config::check_config(&config),
+        Cmd::CheckConfig { config, online } => check_config::check_config(&config, online),
         Cmd::Pay {
             url,
             body,

@@ -112,6 +112,8 @@ impl Otlp {
 pub enum SettledBy {
     /// `settler: { key_env }`: this node holds the settler key (in that variable).
     Key { key_env: String },
+    /// `settlers: [{ key_env }, …]`: a pool of settler keys, one variable each.
+    Pool { key_envs: Vec<String> },
     /// `kind: http`: a facilitator server at `url` verifies and settles.
     Remote { url: String, timeout_ms: u64 },
 }
@@ -123,6 +125,12 @@ pub struct Settlement {
     pub rpc_url: String,
     pub by: SettledBy,
     pub receipt_timeout_ms: Option<u64>,
+    /// `rpc_timeout_ms`: the deadline of one RPC call.
+    pub rpc_timeout_ms: Option<u64>,
+    /// `gas_floor_settlements`: `/readyz` wants this much gas per settler key.
+    pub gas_floor_settlements: Option<u64>,
+    /// `replace_after_ms`: a settlement not mined by then is replaced with higher fees.
+    pub replace_after_ms: Option<u64>,
 }
 
 impl Settlement {
@@ -135,6 +143,9 @@ impl Settlement {
                 key_env: key_env.into(),
             },
             receipt_timeout_ms: None,
+            rpc_timeout_ms: None,
+            gas_floor_settlements: None,
+            replace_after_ms: None,
         }
     }
 
@@ -146,12 +157,24 @@ impl Settlement {
             SettledBy::Key { key_env } => {
                 m.with("settler", Map::new().with("key_env", key_env.as_str()))
             }
+            SettledBy::Pool { key_envs } => m.with(
+                "settlers",
+                Value::Sequence(
+                    key_envs
+                        .iter()
+                        .map(|k| Map::new().with("key_env", k.as_str()).into())
+                        .collect(),
+                ),
+            ),
             SettledBy::Remote { url, timeout_ms } => m
                 .with("kind", "http")
                 .with("url", url.as_str())
                 .with("timeout_ms", *timeout_ms),
         };
         m.maybe("receipt_timeout_ms", self.receipt_timeout_ms)
+            .maybe("rpc_timeout_ms", self.rpc_timeout_ms)
+            .maybe("gas_floor_settlements", self.gas_floor_settlements)
+            .maybe("replace_after_ms", self.replace_after_ms)
             .into()
     }
 }

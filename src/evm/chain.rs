@@ -1,10 +1,15 @@
 //! Chain access for the local facilitator: the reads verification needs (nonce state, balance,
 //! a dry run of the transfer) and the settler, which submits `transferWithAuthorization`.
 //!
-//! Settlements are pipelined: the settler's own tx nonce is assigned under a short lock that
-//! covers only "pick nonce + broadcast"; receipts are awaited outside it, so concurrent
-//! settlements neither collide on a nonce nor wait for each other's blocks.
+//! Settlements are pipelined: a settler key's tx nonce is assigned under a short lock that
+//! covers only "pick nonce + broadcast" (shared with other replicas through the store's lease,
+//! see [`super::nonce`]); receipts are awaited outside it, so concurrent settlements neither
+//! collide on a nonce nor wait for each other's blocks. The pipeline itself (key pool, fees,
+//! nonce errors, resuming a lost outcome, gas) is [`super::settler`]; every RPC call has a
+//! deadline ([`super::rpc`]).
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use alloy_network::{Ethereum, EthereumWallet, TransactionBuilder};
@@ -14,8 +19,10 @@ use alloy_provider::{DynProvider, Provider, ProviderBuilder};
 use alloy_rpc_types_eth::{TransactionReceipt, TransactionRequest};
 use alloy_signer_local::PrivateKeySigner;
 use alloy_sol_types::{Revert, SolCall, SolError, SolEvent};
-use tokio::sync::Mutex;
 
+use super::nonce::NonceLeases;
+use super::rpc::{RpcOptions, connect_with};
+use super::settler::{FeeCache, SettlerKey};
 use super::typed::{IEip3009Token as Token, transfer_call};
 use crate::x402::reason::{Reason, Rejection};
 use crate::x402::types::Authorization;
@@ -25,7 +32,7 @@ use crate::x402::types::Authorization;
 const SEARCH_BLOCKS: u64 = 10_000;
 
 /// Gas limit for `transferWithAuthorization` (~86k used); fixed so no estimate is needed.
-const SETTLE_GAS: u64 = 200_000;
+pub(crate) const SETTLE_GAS: u64 = 200_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChainError {
@@ -54,34 +61,41 @@ pub enum SettleOutcome {
     Unknown { message: String },
 }
 
-/// The one way an RPC provider is built: HTTP to `rpc_url`, none of alloy's recommended fillers
-/// (every field of our transactions is set by hand), signing with `wallet` when given. Lazy:
-/// no request is made until first use.
+/// A provider for `rpc_url` with the default RPC deadlines (see [`super::rpc`]), none of
+/// alloy's recommended fillers, signing with `wallet` when given. Lazy: no request is made
+/// until first use. (The settler signs its own transactions: it needs no wallet here.)
 pub fn connect(
     rpc_url: &str,
     wallet: Option<PrivateKeySigner>,
 ) -> Result<DynProvider<Ethereum>, ChainError> {
-    let url = rpc_url
-        .parse()
-        .map_err(|_| ChainError::BadUrl(rpc_url.to_string()))?;
-    let builder = ProviderBuilder::new().disable_recommended_fillers();
-    Ok(match wallet {
-        Some(w) => builder
-            .wallet(EthereumWallet::from(w))
-            .connect_http(url)
-            .erased(),
-        None => builder.connect_http(url).erased(),
-    })
+    let Some(w) = wallet else {
+        return connect_with(rpc_url, RpcOptions::default());
+    };
+    let (url, http) = super::rpc::client(rpc_url, RpcOptions::default())?;
+    Ok(ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .wallet(EthereumWallet::from(w))
+        .connect_reqwest(http, url)
+        .erased())
 }
 
-/// One chain, one RPC endpoint, one settler key.
+/// One chain, one RPC endpoint, and the settler keys (none for read-only access; several
+/// are used round robin, each with its own nonce).
 pub struct Chain {
     provider: DynProvider<Ethereum>,
-    /// `None` for read-only access (a remote facilitator settles).
-    settler: Option<Address>,
-    chain_id: u64,
-    next_nonce: Mutex<Option<u64>>,
-    receipt_timeout: Duration,
+    pub(super) chain_id: u64,
+    pub(super) keys: Vec<SettlerKey>,
+    /// Whose turn it is in the key pool.
+    pub(super) turn: AtomicUsize,
+    /// The replicas' lease on a key's nonce (the store's), when the key is shared.
+    pub(super) leases: Option<Arc<dyn NonceLeases>>,
+    pub(super) rpc: RpcOptions,
+    /// `/readyz` wants each key to hold gas for this many settlements (0: no floor).
+    pub(super) gas_floor_settlements: u64,
+    pub(super) fees: FeeCache,
+    /// A broadcast not mined within this is sent again at the same nonce with higher fees.
+    pub(super) replace_after: Option<Duration>,
+    pub(super) receipt_timeout: Duration,
 }
 
 impl Chain {
@@ -92,7 +106,24 @@ impl Chain {
         settler: PrivateKeySigner,
         receipt_timeout: Duration,
     ) -> Result<Self, ChainError> {
-        Chain::build(rpc_url, chain_id, Some(settler), receipt_timeout)
+        Chain::build(
+            rpc_url,
+            chain_id,
+            vec![settler],
+            receipt_timeout,
+            RpcOptions::default(),
+        )
+    }
+
+    /// Connect with a pool of settler keys, used round robin, and these RPC deadlines.
+    pub fn pool(
+        rpc_url: &str,
+        chain_id: u64,
+        settlers: Vec<PrivateKeySigner>,
+        receipt_timeout: Duration,
+        rpc: RpcOptions,
+    ) -> Result<Self, ChainError> {
+        Chain::build(rpc_url, chain_id, settlers, receipt_timeout, rpc)
     }
 
     /// Reads only (no key): what a seller whose facilitator is remote, or a buyer, needs to
@@ -102,28 +133,74 @@ impl Chain {
         chain_id: u64,
         receipt_timeout: Duration,
     ) -> Result<Self, ChainError> {
-        Chain::build(rpc_url, chain_id, None, receipt_timeout)
+        Chain::read_only_with(rpc_url, chain_id, receipt_timeout, RpcOptions::default())
+    }
+
+    /// [`Chain::read_only`] with these RPC deadlines.
+    pub fn read_only_with(
+        rpc_url: &str,
+        chain_id: u64,
+        receipt_timeout: Duration,
+        rpc: RpcOptions,
+    ) -> Result<Self, ChainError> {
+        Chain::build(rpc_url, chain_id, Vec::new(), receipt_timeout, rpc)
     }
 
     fn build(
         rpc_url: &str,
         chain_id: u64,
-        settler: Option<PrivateKeySigner>,
+        settlers: Vec<PrivateKeySigner>,
         receipt_timeout: Duration,
+        rpc: RpcOptions,
     ) -> Result<Self, ChainError> {
-        let address = settler.as_ref().map(PrivateKeySigner::address);
         Ok(Chain {
-            provider: connect(rpc_url, settler)?,
-            settler: address,
+            provider: connect_with(rpc_url, rpc)?,
             chain_id,
-            next_nonce: Mutex::new(None),
+            keys: settlers
+                .into_iter()
+                .map(|s| SettlerKey::new(rpc_url, s))
+                .collect(),
+            turn: AtomicUsize::new(0),
+            leases: None,
+            rpc,
+            gas_floor_settlements: 0,
+            fees: FeeCache::default(),
+            replace_after: None,
             receipt_timeout,
         })
     }
 
-    /// The settler's address (`Address::ZERO` for read-only access).
+    /// Replace a broadcast not mined within `after` (same nonce, fees up by an eighth).
+    pub fn with_replace_after(mut self, after: Option<Duration>) -> Self {
+        self.replace_after = after.filter(|d| !d.is_zero());
+        self
+    }
+
+    /// Share the keys' nonces with the other replicas through `leases` (the store's).
+    pub fn with_leases(mut self, leases: Option<Arc<dyn NonceLeases>>) -> Self {
+        self.leases = leases;
+        self
+    }
+
+    /// Each key should hold gas for `n` settlements (`/readyz`, `check-config --online`).
+    pub fn with_gas_floor(mut self, n: u64) -> Self {
+        self.gas_floor_settlements = n;
+        self
+    }
+
+    /// The first settler's address (`Address::ZERO` for read-only access).
     pub fn settler(&self) -> Address {
-        self.settler.unwrap_or_default()
+        self.keys.first().map(|k| k.address).unwrap_or_default()
+    }
+
+    /// Every settler key's address, in pool order.
+    pub fn settlers(&self) -> Vec<Address> {
+        self.keys.iter().map(|k| k.address).collect()
+    }
+
+    /// The chain id this access is configured for.
+    pub fn chain_id(&self) -> u64 {
+        self.chain_id
     }
 
     pub fn provider(&self) -> &DynProvider<Ethereum> {
@@ -175,25 +252,58 @@ impl Chain {
             .await
     }
 
-    /// The chain checks of verification: nonce unused and balance ≥ value (read in parallel).
+    /// `authorizationState(from, nonce)` and `balanceOf(from)` in one JSON-RPC batch: one
+    /// round trip for the two reads of verification.
+    pub async fn verify_reads(
+        &self,
+        asset: Address,
+        a: &Authorization,
+    ) -> Result<(bool, U256), String> {
+        let call = |data: Vec<u8>| {
+            let tx = TransactionRequest::default()
+                .with_to(asset)
+                .with_input(data);
+            // The pending state, as every other read of this module (alloy's `eth_call`
+            // default): an authorization in a transaction not yet mined counts as used.
+            (tx, alloy_rpc_types_eth::BlockNumberOrTag::Pending)
+        };
+        let state = Token::authorizationStateCall {
+            authorizer: a.from,
+            nonce: a.nonce,
+        };
+        let balance = Token::balanceOfCall { account: a.from };
+        let client = self.provider.client();
+        let mut batch = alloy_rpc_client::BatchRequest::new(client);
+        let used = batch
+            .add_call::<_, alloy_primitives::Bytes>("eth_call", &call(state.abi_encode()))
+            .map_err(|e| e.to_string())?;
+        let bal = batch
+            .add_call::<_, alloy_primitives::Bytes>("eth_call", &call(balance.abi_encode()))
+            .map_err(|e| e.to_string())?;
+        batch.send().await.map_err(|e| e.to_string())?;
+        let used = used.await.map_err(|e| e.to_string())?;
+        let bal = bal.await.map_err(|e| e.to_string())?;
+        Ok((
+            Token::authorizationStateCall::abi_decode_returns(&used).map_err(|e| e.to_string())?,
+            Token::balanceOfCall::abi_decode_returns(&bal).map_err(|e| e.to_string())?,
+        ))
+    }
+
+    /// The chain checks of verification: nonce unused and balance ≥ value (one round trip).
     pub async fn verify_onchain(&self, asset: Address, a: &Authorization) -> Result<(), Rejection> {
-        let (used, bal) = tokio::join!(
-            self.authorization_used(asset, a.from, a.nonce),
-            self.balance(asset, a.from)
-        );
         let unexpected = |e: String| {
             Rejection::new(
                 Reason::UnexpectedVerifyError,
                 format!("the chain could not be read: {e}"),
             )
         };
-        if used.map_err(unexpected)? {
+        let (used, bal) = self.verify_reads(asset, a).await.map_err(unexpected)?;
+        if used {
             return Err(Rejection::new(
                 Reason::NonceUsed,
                 "this authorization's nonce was already used on chain: sign a new authorization",
             ));
         }
-        let bal = bal.map_err(unexpected)?;
         if bal < a.value {
             return Err(Rejection::new(
                 Reason::InsufficientBalance,
@@ -206,33 +316,31 @@ impl Chain {
         Ok(())
     }
 
-    /// Submit `transferWithAuthorization` and wait for its receipt.
+    /// Submit `transferWithAuthorization` with the next key of the pool and wait for its
+    /// receipt (within `receipt_timeout`).
     pub async fn settle(
         &self,
         asset: Address,
         a: &Authorization,
         sig: &Signature,
     ) -> SettleOutcome {
-        let Some(settler) = self.settler else {
+        let Some(key) = self.pick_key() else {
             return failed("this chain access is read-only: it has no settler key".into());
         };
         let data = transfer_call(a, sig).abi_encode();
         let tx = TransactionRequest::default()
-            .with_from(settler)
+            .with_from(key.address)
             .with_to(asset)
             .with_input(data);
         // Dry run first: a revert here means nothing is broadcast and the outcome is certain.
         if let Err(outcome) = self.simulate(tx.clone()).await {
             return outcome;
         }
-        let tx = match self.broadcast(settler, tx).await {
-            Ok(tx) => tx,
+        let sent = match self.broadcast(key, tx, asset, a).await {
+            Ok(sent) => sent,
             Err(outcome) => return outcome,
         };
-        match self.wait_receipt(tx, self.receipt_timeout).await {
-            Some(r) => check_receipt(&r, asset, a),
-            None => SettleOutcome::Pending { tx },
-        }
+        self.until_mined(key, sent, asset, a).await
     }
 
     /// `eth_call` the settlement: a revert is a certain failure, with the token's reason.
@@ -252,58 +360,19 @@ impl Chain {
         })
     }
 
-    /// Fees, then the settler's next nonce and the broadcast under one short lock; the
-    /// transaction's hash once the node accepted it.
-    async fn broadcast(
-        &self,
-        settler: Address,
-        tx: TransactionRequest,
-    ) -> Result<B256, SettleOutcome> {
-        let fees = self
-            .provider
-            .estimate_eip1559_fees()
-            .await
-            .map_err(|e| failed(format!("gas fees could not be read: {e}")))?;
-        let mut next = self.next_nonce.lock().await;
-        let nonce = match *next {
-            Some(n) => n,
-            None => self
-                .provider
-                .get_transaction_count(settler)
-                .pending()
-                .await
-                .map_err(|e| failed(format!("the settler nonce could not be read: {e}")))?,
-        };
-        let tx = tx
-            .with_chain_id(self.chain_id)
-            .with_nonce(nonce)
-            .with_gas_limit(SETTLE_GAS)
-            .with_max_fee_per_gas(fees.max_fee_per_gas)
-            .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
-        match self.provider.send_transaction(tx).await {
-            Ok(pending) => {
-                *next = Some(nonce + 1);
-                Ok(*pending.tx_hash())
-            }
-            Err(e) => {
-                // Unknown whether the node kept the nonce: read it again next time.
-                *next = None;
-                Err(failed(format!(
-                    "the settlement transaction was not accepted by the node: {e}"
-                )))
-            }
-        }
-    }
-
-    /// Poll for a receipt until `timeout`.
+    /// Poll for a receipt until `timeout`, which bounds the whole wait (a poll that gets no
+    /// answer is cut off at the deadline).
     pub async fn wait_receipt(&self, tx: B256, timeout: Duration) -> Option<TransactionReceipt> {
         let deadline = tokio::time::Instant::now() + timeout;
         // A local node mines right after answering the send: the first empty poll is common,
         // so retry soon (0.5 ms) and back off from there.
         let mut pause = Duration::from_micros(500);
         loop {
-            if let Ok(Some(r)) = self.provider.get_transaction_receipt(tx).await {
-                return Some(r);
+            let poll = self.provider.get_transaction_receipt(tx);
+            match tokio::time::timeout_at(deadline, poll).await {
+                Ok(Ok(Some(r))) => return Some(r),
+                Err(_) => return None,
+                Ok(_) => {}
             }
             if tokio::time::Instant::now() + pause > deadline {
                 return None;
@@ -488,7 +557,7 @@ pub fn proves_payment<'a>(
 }
 
 /// A settlement that certainly did not happen, for a reason that is not the payer's fault.
-fn failed(message: String) -> SettleOutcome {
+pub(super) fn failed(message: String) -> SettleOutcome {
     SettleOutcome::Failed {
         reason: Reason::UnexpectedSettleError,
         message: crate::x402::redact::mask_hex(&message),

@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tracing::{info, warn};
 
+use crate::evm::NonceLeases;
 use crate::evm::chain::{Chain, SettleOutcome, check_receipt};
 use crate::seller::BuildError;
 use crate::seller::config::{BackendSpecs, RemoteFacilitator};
@@ -75,14 +76,19 @@ pub(crate) struct Backends {
 }
 
 impl Backends {
-    /// Connect (lazily) to every chain and remote facilitator of the resolved section.
-    pub(crate) fn new(specs: &BackendSpecs) -> Result<Self, BuildError> {
+    /// Connect (lazily) to every chain and remote facilitator of the resolved section; the
+    /// settler keys' nonces are shared with the other replicas through `leases` when given.
+    pub(crate) fn new(
+        specs: &BackendSpecs,
+        leases: Option<Arc<dyn NonceLeases>>,
+    ) -> Result<Self, BuildError> {
         let mut by_chain: HashMap<u64, Arc<dyn Settlement>> = HashMap::new();
         for spec in &specs.local {
-            let chain = Chain::from_spec(spec).map_err(|why| BuildError::Backend {
-                network: spec.network.clone(),
-                why,
-            })?;
+            let chain =
+                Chain::from_spec(spec, leases.clone()).map_err(|why| BuildError::Backend {
+                    network: spec.network.clone(),
+                    why,
+                })?;
             let local = LocalSettlement {
                 chain: Arc::new(chain),
             };
@@ -160,6 +166,13 @@ impl Settlement for LocalSettlement {
         self.chain
             .settle(p.offer.asset, &v.authorization, &v.signature)
             .await
+    }
+
+    /// By its hash; a transaction the node does not know (its broadcast was lost, or the node
+    /// dropped it) is not pending: the payment's identity on chain decides, and the
+    /// settlement is submitted again while it is unused (which cannot charge twice).
+    async fn by_tx(&self, asset: Address, auth: &Authorization, tx: B256) -> SettleOutcome {
+        self.chain.by_tx(tx, asset, auth).await
     }
 }
 
@@ -260,7 +273,7 @@ impl Settlement for RemoteSettlement {
 
 impl RemoteSettlement {
     pub(crate) fn new(f: &RemoteFacilitator, http: reqwest::Client) -> Result<Self, String> {
-        let chain = Chain::read_only(&f.rpc_url, f.chain_id, f.receipt_timeout)
+        let chain = Chain::read_only_with(&f.rpc_url, f.chain_id, f.receipt_timeout, f.rpc)
             .map_err(|e| e.to_string())?;
         let mut headers = reqwest::header::HeaderMap::new();
         for (k, v) in &f.headers {
