@@ -7,6 +7,6 @@ pub mod keys;
 pub mod spec;
 pub mod typed;
 
-pub use chain::{Chain, ChainError, SettleOutcome, connect};
+pub use chain::{Chain, ChainError, Fate, SettleOutcome, connect};
 pub use keys::{KeyError, KeySource};
 pub use spec::ChainSpec;
