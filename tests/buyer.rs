@@ -1307,3 +1307,174 @@ async fn pay_and_sign_refuse_above_ten_cents_unless_told_and_pay_says_what_a_5xx
     assert!(out.contains("on chain: not charged (yet)"), "{out}");
     assert!(!out.contains("no settlement receipt"), "{out}");
 }
+
+/// A test CA and a server certificate for `localhost` and 127.0.0.1 signed by it (openssl):
+/// the CA's PEM, the server's certificate and key.
+fn test_ca(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let p = |n: &str| dir.join(n);
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=x402 test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "srv.key",
+                "-out",
+                "srv.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        p("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (p("ca.pem"), p("srv.pem"), p("srv.key"))
+}
+
+/// A TLS server on `localhost` (certificate `cert`, key `key`) relaying every connection to
+/// `target` (host:port): an `https://` seller in front of a real seller sidecar.
+async fn tls_seller(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    target: String,
+) -> (u16, tokio::task::JoinHandle<()>) {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            let (acceptor, target) = (acceptor.clone(), target.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut up) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+            });
+        }
+    });
+    (port, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_seller_is_paid_over_tls_in_the_route_and_the_proxy_forms() {
+    let w = World::start().await;
+    let (ca, cert, key) = test_ca(w.dir.path());
+    let target = w.seller.url.trim_start_matches("http://").to_string();
+    let (port, _tls) = tls_seller(&cert, &key, target).await;
+    let url = format!("https://localhost:{port}/x402");
+    let b = start_buyer(
+        &w,
+        vec![seller("tls", url.clone(), &w)],
+        BuyerOpts {
+            envs: vec![("SSL_CERT_FILE", ca.display().to_string())],
+            ..Default::default()
+        },
+    )
+    .await;
+    let (status, headers, body) = buy(&w, &b).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(h(&headers, "x-payment-status"), "paid");
+    // The forward-proxy form: roma-01 speaks plain HTTP to the proxy, the sidecar TLS to the seller.
+    let via_proxy = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::http(&b.sidecar.url).unwrap())
+        .build()
+        .unwrap();
+    let r = via_proxy
+        .post(format!("http://localhost:{port}/x402"))
+        .header("Content-Type", "application/json")
+        .body(seed_body())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(h(r.headers(), "x-payment-seller"), "tls");
+    assert_eq!(h(r.headers(), "x-payment-status"), "paid");
+    w.money().assert_transfers(2).await;
+    // A buyer that does not trust the test CA pays nothing.
+    let untrusting = start_buyer(&w, vec![seller("tls", url, &w)], BuyerOpts::default()).await;
+    let (status, _, body) = buy(&w, &untrusting).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(untrusting.ledger().is_empty());
+    w.money().assert_transfers(2).await;
+    assert_eq!(b.charged(), transferred_from(&w, b.key.address()).await);
+}

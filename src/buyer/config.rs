@@ -447,6 +447,7 @@ impl OutboundConfig {
         self.check_limits(p);
         let chains = self.resolve_chains(p);
         let (sellers, all_networks) = self.resolve_sellers(p);
+        self.check_rpcs(&chains, p);
         let budgets = self.resolve_budgets(p);
         let fallback_url = self.fallback.resolve_url(p);
         let fallback_secret = self.fallback.resolve_secret(p);
@@ -566,6 +567,21 @@ impl OutboundConfig {
             chains.insert(c.network.clone(), c.rpc_url.clone());
         }
         chains
+    }
+
+    /// Every seller network has an RPC: each paid answer is checked on chain, and every
+    /// authorization followed there to its end.
+    fn check_rpcs(&self, chains: &HashMap<String, String>, p: &mut Problems<'_>) {
+        for (i, s) in self.sellers.iter().enumerate() {
+            for (j, n) in s.networks.iter().enumerate() {
+                if networks::chain_id(n).is_some() && !chains.contains_key(n) {
+                    p.add(
+                        format!("outbound.sellers[{i}].networks[{j}]"),
+                        format!("no RPC for {n} in outbound.chains: the buyer checks every payment on chain (an answer is `paid` only when the chain shows its transfer)"),
+                    );
+                }
+            }
+        }
     }
 
     /// The sellers that resolved, sorted by priority, and every network any seller names
