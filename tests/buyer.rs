@@ -1478,3 +1478,34 @@ async fn an_https_seller_is_paid_over_tls_in_the_route_and_the_proxy_forms() {
     w.money().assert_transfers(2).await;
     assert_eq!(b.charged(), transferred_from(&w, b.key.address()).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_roma_hangs_up_mid_call_the_watcher_still_writes_the_transfer_down() {
+    let w = World::start().await;
+    let bad = rogue(&w, Behaviour::HangThenSettle(Duration::from_secs(1))).await;
+    let b = start_buyer(
+        &w,
+        vec![seller("rogue", bad.url.clone(), &w)],
+        BuyerOpts {
+            timeout_ms: 3_000,
+            ..Default::default()
+        },
+    )
+    .await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let gone = impatient
+        .post(b.url())
+        .header("Content-Type", "application/json")
+        .body(seed_body())
+        .send()
+        .await;
+    assert!(gone.is_err(), "roma-01 hung up");
+    let l = b.settled_ledger(Duration::from_secs(20)).await;
+    let t = w.money().assert_paid_once(b.key.address(), 5_000_000).await;
+    assert_eq!(states(&l), [("rogue".into(), "paid_no_answer".into())]);
+    assert_eq!(l[0].tx.as_deref(), Some(format!("{:#x}", t.tx).as_str()));
+    assert_eq!(b.charged(), transferred_from(&w, b.key.address()).await);
+}

@@ -247,6 +247,7 @@ impl Payer {
         self.write(
             self.entry(seller, call, "pending", &payment, None),
             &payment,
+            call,
         )
         .await;
         Ok(payment)
@@ -354,7 +355,7 @@ impl Payer {
         let mut e = self.entry(seller, call, status.label(), payment, Some(&body_json));
         e.tx = (!tx.is_empty()).then(|| tx.clone());
         e.claimed_tx = claimed.filter(|c| !c.eq_ignore_ascii_case(&tx));
-        self.write(e, payment).await;
+        self.write(e, payment, call).await;
         if status == PaymentStatus::Unconfirmed {
             self.watcher.hand_over(payment.auth.nonce);
         }

@@ -52,12 +52,16 @@ impl Payer {
             Verdict::Charged(tx) => {
                 let mut e = self.entry(seller, call, charged_as, payment, None);
                 e.tx = Some(tx.clone());
-                self.write(e, payment).await;
+                self.write(e, payment, call).await;
                 Unanswered::Charged { tx }
             }
             Verdict::Dead(outcome) => {
-                self.write(self.entry(seller, call, outcome, payment, None), payment)
-                    .await;
+                self.write(
+                    self.entry(seller, call, outcome, payment, None),
+                    payment,
+                    call,
+                )
+                .await;
                 self.release(&payment.reservation).await;
                 Unanswered::OutOfPlay(outcome)
             }

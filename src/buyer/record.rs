@@ -2,6 +2,8 @@
 //! journal event, in the watcher's one writer), before the payment leaves (`pending`) and when
 //! the call learns what became of it.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 use super::Payer;
@@ -10,6 +12,9 @@ use super::call::Call;
 use super::config::Seller;
 use super::ledger::Entry;
 use crate::util::{now_secs, rfc3339};
+
+/// How long after a call's deadline its open authorization is still left to it.
+const CALL_SLACK: Duration = Duration::from_secs(5);
 
 impl Payer {
     /// The ledger line of `payment` to `seller` in `call`, with `outcome`; `body` is the
@@ -48,8 +53,12 @@ impl Payer {
         }
     }
 
-    /// Write `e` down for `payment`; an open outcome stays with the call until it hands it over.
-    pub(super) async fn write(&self, e: Entry, payment: &Payment) {
-        self.watcher.write(e, &payment.reservation.key, true).await;
+    /// Write `e` down for `payment` in `call`; an open outcome stays with the call until it
+    /// hands it over (or, should the call be dropped, a little after its deadline).
+    pub(super) async fn write(&self, e: Entry, payment: &Payment, call: &Call<'_>) {
+        let until = call.deadline + CALL_SLACK;
+        self.watcher
+            .write(e, &payment.reservation.key, Some(until))
+            .await;
     }
 }

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, B256, U256};
 use async_trait::async_trait;
@@ -49,8 +49,9 @@ struct Open {
     entry: Entry,
     /// The budget reservation held for it.
     budget_key: String,
-    /// A call still decides it; the watcher leaves it alone until it is handed over.
-    in_call: bool,
+    /// A call still decides it until then (its deadline and a little more, in case the call
+    /// was dropped: roma-01 hung up); the watcher leaves it alone until it is handed over.
+    in_call_until: Option<Instant>,
 }
 
 /// The ledger, the journal, the budget and the chains, shared by the calls and the watcher.
@@ -111,7 +112,7 @@ impl Watcher {
                 Open {
                     entry: e,
                     budget_key: key,
-                    in_call: false,
+                    in_call_until: None,
                 },
             );
         }
@@ -128,9 +129,9 @@ impl Watcher {
     }
 
     /// Write `e` down: the log line, the metrics, the journal, the ledger (on disk before this
-    /// returns). An open outcome is watched under `budget_key` (left to the call while
-    /// `in_call`); a final one stops the watch.
-    pub(super) async fn write(&self, e: Entry, budget_key: &str, in_call: bool) {
+    /// returns). An open outcome is watched under `budget_key` (left to its call until
+    /// `in_call_until`); a final one stops the watch.
+    pub(super) async fn write(&self, e: Entry, budget_key: &str, in_call_until: Option<Instant>) {
         let outcome = e.outcome.as_str();
         info!(call_id = %e.call_id, seller = %e.seller, outcome, tx = e.tx.as_deref().unwrap_or(""), amount = %e.amount, nonce = %e.nonce,
             remote_request_id = ?e.remote_request_id, remote_payment_id = ?e.remote_payment_id, "ledger");
@@ -172,7 +173,7 @@ impl Watcher {
                 Open {
                     entry: e,
                     budget_key: budget_key.to_string(),
-                    in_call,
+                    in_call_until,
                 },
             );
         } else {
@@ -183,7 +184,7 @@ impl Watcher {
     /// The call is done with `nonce`: from now on the watcher decides it.
     pub(super) fn hand_over(&self, nonce: B256) {
         if let Some(o) = self.lock().get_mut(&nonce) {
-            o.in_call = false;
+            o.in_call_until = None;
         }
     }
 
@@ -251,7 +252,7 @@ impl Watcher {
         let due: Vec<(Entry, String)> = self
             .lock()
             .values()
-            .filter(|o| !o.in_call)
+            .filter(|o| o.in_call_until.is_none_or(|t| Instant::now() >= t))
             .map(|o| (o.entry.clone(), o.budget_key.clone()))
             .collect();
         for (e, key) in due {
@@ -268,14 +269,14 @@ impl Watcher {
                         warn!(call_id = %e.call_id, seller = %e.seller, %tx, amount = %e.amount,
                             "late transfer: seller {} used an authorization after the call had ended without its answer", e.seller);
                     }
-                    self.write(f, &key, false).await;
+                    self.write(f, &key, None).await;
                 }
                 Verdict::Dead(outcome) => {
                     if e.outcome == "unconfirmed" {
                         warn!(call_id = %e.call_id, seller = %e.seller, claimed_tx = e.claimed_tx.as_deref().unwrap_or(""),
                             "seller {} answered as paid, but its authorization ended {outcome} on chain", e.seller);
                     }
-                    self.write(final_entry(&e, outcome), &key, false).await;
+                    self.write(final_entry(&e, outcome), &key, None).await;
                     self.release(&key, e.amount.parse().unwrap_or(0)).await;
                 }
                 Verdict::Open | Verdict::Unknown(_) => {}

@@ -19,6 +19,10 @@ pub enum LedgerCmd {
         /// An RPC of the ledger's chain (the buyer's `outbound.chains` RPC).
         #[arg(long)]
         rpc: String,
+        /// Look for the wallet's transfers the ledger does not know from this block on
+        /// (default: the last 10 000 blocks).
+        #[arg(long)]
+        from_block: Option<u64>,
     },
 }
 
@@ -71,12 +75,13 @@ pub(super) async fn buy_once(
             .map(|a| x402::money::format_decimal(a, 6))
             .unwrap_or_default();
         out += &format!(
-            "  seller   {}\n  price    {} ({} atomic units of {} on {})\n  payment  tx {} from {}\n",
+            "  seller   {}\n  price    {} ({} atomic units of {} on {})\n  payment  {} tx {} from {}\n",
             get("x-payment-seller"),
             amount,
             get("x-payment-amount"),
             get("x-payment-asset"),
             get("x-payment-network"),
+            get("x-payment-status"),
             get("x-payment-tx"),
             get("x-payment-payer"),
         );
@@ -129,7 +134,7 @@ pub(super) fn show_ledger(path: &Path, since: Option<&str>) -> Outcome {
 
 /// `ledger verify`: every authorization's state in the ledger against the chain's; one line per
 /// difference, exit 1 if there is any.
-pub(super) async fn verify_ledger(path: PathBuf, rpc: String) -> Outcome {
+pub(super) async fn verify_ledger(path: PathBuf, rpc: String, from_block: Option<u64>) -> Outcome {
     let entries = ledger::read(&path).map_err(failed(""))?;
     let finals = ledger::finals(&entries);
     let mut chains: std::collections::HashMap<String, Chain> = std::collections::HashMap::new();
@@ -205,6 +210,36 @@ pub(super) async fn verify_ledger(path: PathBuf, rpc: String) -> Outcome {
             differences += 1;
         } else if e.charged() {
             charged += e.amount.parse::<U256>().unwrap_or_default();
+        }
+    }
+    // The other way round: every authorization of the ledger's wallets the chain shows used.
+    let known: std::collections::HashSet<(String, String)> = finals
+        .iter()
+        .map(|e| (e.payer.to_lowercase(), e.nonce.to_lowercase()))
+        .collect();
+    let wallets: std::collections::BTreeSet<(String, String, String)> = finals
+        .iter()
+        .map(|e| (e.network.clone(), e.asset.clone(), e.payer.clone()))
+        .collect();
+    for (network, asset, payer) in wallets {
+        let (Some(chain), Ok(asset_addr), Ok(payer_addr)) = (
+            chains.get(&network),
+            asset.parse::<alloy_primitives::Address>(),
+            payer.parse::<alloy_primitives::Address>(),
+        ) else {
+            continue;
+        };
+        let used = chain
+            .authorizations_used_by(asset_addr, payer_addr, from_block)
+            .await
+            .map_err(failed("reading the chain"))?;
+        for (nonce, tx) in used {
+            if !known.contains(&(payer.to_lowercase(), format!("{nonce:#x}"))) {
+                println!(
+                    "DIFF - - - {nonce:#x}: the chain shows {payer}'s authorization used in transaction {tx:#x}, the ledger has no entry for it"
+                );
+                differences += 1;
+            }
         }
     }
     if differences > 0 {

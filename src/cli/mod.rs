@@ -255,9 +255,9 @@ fn dispatch(cli: Cli) -> Outcome {
         Cmd::Buy { body, via, ledger } => block_on(buy::buy(body, via, ledger)),
         Cmd::Ledger {
             path,
-            cmd: Some(buy::LedgerCmd::Verify { rpc }),
+            cmd: Some(buy::LedgerCmd::Verify { rpc, from_block }),
             ..
-        } => block_on(buy::verify_ledger(path, rpc)),
+        } => block_on(buy::verify_ledger(path, rpc, from_block)),
         Cmd::Ledger { path, since, .. } => buy::show_ledger(&path, since.as_deref()),
         Cmd::Advisor(args) => {
             block_on(async { crate::advisor::server::run(args).await.map_err(failed("")) })

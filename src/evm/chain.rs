@@ -439,6 +439,36 @@ impl Chain {
         ))
     }
 
+    /// Every authorization of `from` used on `asset` since block `since` (`None`: the last
+    /// `SEARCH_BLOCKS` blocks): (nonce, transaction), oldest first.
+    pub async fn authorizations_used_by(
+        &self,
+        asset: Address,
+        from: Address,
+        since: Option<u64>,
+    ) -> Result<Vec<(B256, B256)>, String> {
+        let latest = self
+            .provider
+            .get_block_number()
+            .await
+            .map_err(|e| e.to_string())?;
+        let filter = alloy_rpc_types_eth::Filter::new()
+            .address(asset)
+            .event_signature(Token::AuthorizationUsed::SIGNATURE_HASH)
+            .topic1(from.into_word())
+            .from_block(since.unwrap_or(latest.saturating_sub(SEARCH_BLOCKS)))
+            .to_block(latest);
+        let logs = self
+            .provider
+            .get_logs(&filter)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(logs
+            .iter()
+            .filter_map(|l| Some((*l.topics().get(2)?, l.transaction_hash?)))
+            .collect())
+    }
+
     /// Does transaction `tx` carry authorization `a`: mined with status 1, the token's
     /// `AuthorizationUsed(from, nonce)` and its `Transfer(from → to, value)`? One receipt read:
     /// the quick check of a seller's receipt (`false` when the transaction is unknown).
