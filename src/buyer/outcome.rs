@@ -26,6 +26,9 @@ pub(super) enum Unanswered {
     InPlay(String),
 }
 
+/// The least time given to a cancellation, even at the call's deadline.
+const MIN_CANCEL_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl Payer {
     /// Decide an authorization that got no answer: charged (written down as `charged_as`,
     /// `paid_no_answer` or `paid_no_delivery`), taken out of play, or left to the watcher.
@@ -88,10 +91,19 @@ impl Payer {
         let domain = typed::requirement_domain(req).map_err(|e| e.to_string())?;
         let sig = typed::sign_cancel(&self.cfg.signer, payment.auth.nonce, &domain)
             .map_err(|e| format!("the cancellation could not be signed: {e}"))?;
-        match chain
-            .cancel_authorization(req.asset, payment.auth.from, payment.auth.nonce, &sig)
-            .await
-        {
+        // Within the call's time (at least a moment): a cancellation mined later is the
+        // watcher's to see.
+        let left = call
+            .deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .max(MIN_CANCEL_WAIT);
+        let cancelled = tokio::time::timeout(
+            left,
+            chain.cancel_authorization(req.asset, payment.auth.from, payment.auth.nonce, &sig),
+        )
+        .await
+        .unwrap_or_else(|_| Err("no receipt within the call's time".into()));
+        match cancelled {
             Ok(tx) => {
                 info!(call_id = call.id, nonce = %payment.auth.nonce, tx = %format!("{tx:#x}"), "authorization cancelled on chain");
                 Ok(())
