@@ -939,11 +939,17 @@ async fn a_seller_answering_500_then_settling_is_cancelled_before_the_next_is_pa
         },
     )
     .await;
+    let asked_at = x402_sidecar::util::now_secs();
     let (status, headers, body) = buy(&w, &b).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(h(&headers, "x-payment-seller"), "node-b");
     assert_eq!(h(&headers, "x-payment-status"), "paid");
     assert!(bad.paid_requests() >= 1, "the rogue got the authorization");
+    // Short lifetimes: the call's 10 s plus a 10 s margin, not the allowed 60 s.
+    for e in b.ledger() {
+        let life = e.valid_before.unwrap() - asked_at;
+        assert!((18..=21).contains(&life), "lives {life} s");
+    }
     // The rogue's settlement comes after the cancellation, and fails.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let t = w.money().assert_paid_once(b.key.address(), 5_000_000).await;
