@@ -140,6 +140,12 @@ fn add_buyer(
     let listen = ob.listen.clone();
     let (sellers, wallet) = (ob.sellers.len(), ob.signer.address());
     let payer = Payer::new(ob.clone(), store, journal.clone()).map_err(failed("outbound"))?;
+    // Every signed authorization followed to its end on chain, also those read back from the
+    // ledger after a restart.
+    server.add_service(pingora_core::services::background::background_service(
+        "buyer watcher",
+        crate::buyer::WatchService(payer.watcher()),
+    ));
     let mut svc = pingora_core::services::listening::Service::new(
         "outbound".to_string(),
         pingora_core::apps::http_app::HttpServer::new_app(payer),

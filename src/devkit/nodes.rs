@@ -460,6 +460,10 @@ pub struct BuyerNode {
     pub store: String,
     pub server: Option<Server>,
     pub otlp: Option<Otlp>,
+    /// `outbound.gas_wallet.key_env`: the buyer's gas key, to cancel authorizations on chain.
+    pub gas_key_env: Option<String>,
+    /// `outbound.watch_interval_ms`.
+    pub watch_interval_ms: Option<u64>,
 }
 
 impl BuyerNode {
@@ -491,6 +495,8 @@ impl BuyerNode {
             store: "memory".into(),
             server: None,
             otlp: None,
+            gas_key_env: None,
+            watch_interval_ms: None,
         }
     }
 
@@ -510,6 +516,13 @@ impl BuyerNode {
             .with("enabled", true)
             .with("listen", listen(self.listen))
             .with("wallet", wallet)
+            .maybe(
+                "gas_wallet",
+                self.gas_key_env
+                    .as_deref()
+                    .map(|k| Map::new().with("key_env", k)),
+            )
+            .maybe("watch_interval_ms", self.watch_interval_ms)
             .with("chains", vec![Value::from(chain)])
             .with(
                 "sellers",

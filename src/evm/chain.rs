@@ -445,6 +445,154 @@ impl Chain {
     }
 }
 
+/// What the chain says of one authorization, by its identity `(from, nonce)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fate {
+    /// Not used, not cancelled: still usable until its `validBefore`.
+    Unused,
+    /// `AuthorizationUsed(from, nonce)` in transaction `tx`; `outcome` is that transaction
+    /// checked like a settlement (status 1 and the token's `Transfer(from → to, value)`).
+    Used { tx: B256, outcome: SettleOutcome },
+    /// `AuthorizationCanceled(from, nonce)`: it can never move money.
+    Canceled { tx: Option<B256> },
+}
+
+impl Chain {
+    /// The fate of authorization `a` on `asset`: its state, then the log that ended it (used
+    /// or cancelled) in the last `SEARCH_BLOCKS` blocks. `Err` when the chain cannot say.
+    pub async fn fate(&self, asset: Address, a: &Authorization) -> Result<Fate, String> {
+        if !self.authorization_used(asset, a.from, a.nonce).await? {
+            return Ok(Fate::Unused);
+        }
+        let latest = self
+            .provider
+            .get_block_number()
+            .await
+            .map_err(|e| e.to_string())?;
+        let filter = alloy_rpc_types_eth::Filter::new()
+            .address(asset)
+            .event_signature(vec![
+                Token::AuthorizationUsed::SIGNATURE_HASH,
+                Token::AuthorizationCanceled::SIGNATURE_HASH,
+            ])
+            .topic1(a.from.into_word())
+            .topic2(a.nonce)
+            .from_block(latest.saturating_sub(SEARCH_BLOCKS))
+            .to_block(latest);
+        let logs = self
+            .provider
+            .get_logs(&filter)
+            .await
+            .map_err(|e| e.to_string())?;
+        for log in &logs {
+            let topic0 = log.topics().first().copied();
+            if topic0 == Some(Token::AuthorizationCanceled::SIGNATURE_HASH) {
+                return Ok(Fate::Canceled {
+                    tx: log.transaction_hash,
+                });
+            }
+            if let Some(tx) = log.transaction_hash {
+                let outcome = match self.provider.get_transaction_receipt(tx).await {
+                    Ok(Some(r)) => check_receipt(&r, asset, a),
+                    _ => SettleOutcome::Pending { tx },
+                };
+                return Ok(Fate::Used { tx, outcome });
+            }
+        }
+        Err(format!(
+            "authorization nonce {} of {} is used on chain, by no transaction found in the last {SEARCH_BLOCKS} blocks",
+            a.nonce, a.from
+        ))
+    }
+
+    /// Every authorization of `from` used on `asset` since block `since` (`None`: the last
+    /// `SEARCH_BLOCKS` blocks): (nonce, transaction), oldest first.
+    pub async fn authorizations_used_by(
+        &self,
+        asset: Address,
+        from: Address,
+        since: Option<u64>,
+    ) -> Result<Vec<(B256, B256)>, String> {
+        let latest = self
+            .provider
+            .get_block_number()
+            .await
+            .map_err(|e| e.to_string())?;
+        let filter = alloy_rpc_types_eth::Filter::new()
+            .address(asset)
+            .event_signature(Token::AuthorizationUsed::SIGNATURE_HASH)
+            .topic1(from.into_word())
+            .from_block(since.unwrap_or(latest.saturating_sub(SEARCH_BLOCKS)))
+            .to_block(latest);
+        let logs = self
+            .provider
+            .get_logs(&filter)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(logs
+            .iter()
+            .filter_map(|l| Some((*l.topics().get(2)?, l.transaction_hash?)))
+            .collect())
+    }
+
+    /// Does transaction `tx` carry authorization `a`: mined with status 1, the token's
+    /// `AuthorizationUsed(from, nonce)` and its `Transfer(from → to, value)`? One receipt read:
+    /// the quick check of a seller's receipt (`false` when the transaction is unknown).
+    pub async fn carries(
+        &self,
+        tx: B256,
+        asset: Address,
+        a: &Authorization,
+    ) -> Result<bool, String> {
+        let Some(r) = self
+            .provider
+            .get_transaction_receipt(tx)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(false);
+        };
+        // The one receipt rule: this payment's AuthorizationUsed and its Transfer, one tx.
+        Ok(check_receipt(&r, asset, a) == SettleOutcome::Settled { tx })
+    }
+
+    /// Submit a signed `cancelAuthorization(authorizer, nonce)` with this chain's key (the
+    /// buyer's gas key) and wait for its receipt: the transaction once mined with status 1.
+    /// A dry run first: a revert (the authorization was used meanwhile) broadcasts nothing.
+    pub async fn cancel_authorization(
+        &self,
+        asset: Address,
+        a: &Authorization,
+        sig: &Signature,
+    ) -> Result<B256, String> {
+        let Some(key) = self.keys.first() else {
+            return Err("this chain access has no key to submit a cancellation".into());
+        };
+        let data = super::typed::cancel_call(a.from, a.nonce, sig).abi_encode();
+        let tx = TransactionRequest::default()
+            .with_from(key.address)
+            .with_to(asset)
+            .with_input(data);
+        let message = |o: SettleOutcome| match o {
+            SettleOutcome::Failed { message, .. } | SettleOutcome::Unknown { message } => message,
+            other => format!("{other:?}"),
+        };
+        self.simulate(tx.clone()).await.map_err(message)?;
+        // Sent like a settlement (the key's nonce lock, again at a fresh nonce while the
+        // authorization is unused); a use of it meanwhile makes the cancellation moot.
+        let hash = self
+            .broadcast(key, tx, asset, a)
+            .await
+            .map_err(message)?
+            .hash;
+        match self.wait_receipt(hash, self.receipt_timeout).await {
+            Some(r) if r.status() => Ok(hash),
+            Some(_) => Err(format!("the cancellation {hash} reverted")),
+            None => Err(format!("no receipt for the cancellation {hash} yet")),
+        }
+    }
+}
+
 /// Status 1 is not enough: the receipt must prove *this* payment, by its own identity. The
 /// token (`asset`) must have emitted `AuthorizationUsed(authorizer = a.from, nonce = a.nonce)`,
 /// and its next log must be the `Transfer(a.from → a.to, a.value)` of that same call (EIP-3009

@@ -11,7 +11,7 @@ pub mod settler;
 pub mod spec;
 pub mod typed;
 
-pub use chain::{Chain, ChainError, SettleOutcome, connect};
+pub use chain::{Chain, ChainError, Fate, SettleOutcome, connect};
 pub use keys::{KeyError, KeySource};
 pub use nonce::NonceLeases;
 pub use rpc::RpcOptions;

@@ -44,6 +44,10 @@ pub struct Metrics {
     pub replays: IntCounterVec,
     /// Buyer spend in atomic units, by asset and seller.
     pub buyer_spend: IntCounterVec,
+    /// Buyer ledger lines by outcome (`pending`, `paid`, `unconfirmed`, `paid_no_answer`, …).
+    pub buyer_payments: IntCounterVec,
+    /// Transfers the buyer's watcher saw only after their call had ended, by seller.
+    pub buyer_late_transfers: IntCounterVec,
     /// Budget left today, atomic units, by asset.
     pub budget_remaining: IntGaugeVec,
     /// Breaker state per seller: 0 closed, 1 half-open, 2 open.
@@ -99,6 +103,16 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "x402_buyer_spend_atomic_total",
         "Buyer spend in atomic units",
         &["asset", "seller"],
+    )?;
+    let buyer_payments = counter(
+        "x402_buyer_payments_total",
+        "Buyer authorizations written down, by outcome",
+        &["outcome"],
+    )?;
+    let buyer_late_transfers = counter(
+        "x402_buyer_late_transfers_total",
+        "Transfers seen only after their call had ended, by seller",
+        &["seller"],
     )?;
     let fallbacks = counter(
         "x402_fallback_answers_total",
@@ -178,6 +192,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         upstream_errors,
         replays,
         buyer_spend,
+        buyer_payments,
+        buyer_late_transfers,
         budget_remaining,
         breaker_state,
         fallbacks,
