@@ -785,7 +785,14 @@ async fn concurrent_payments_from_many_buyers_all_settle_without_nonce_collision
     // Every line of a paid request carries its ids and the caller (JSON logs, span fields).
     for line in logs.lines().filter(|l| l.contains("paid call settled")) {
         let v: Value = serde_json::from_str(line).expect("JSON log line");
-        let span = &v["span"];
+        // Each span once: in `spans`, not repeated as `span`.
+        assert!(v.get("span").is_none(), "{line}");
+        let span = v["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "paid_request")
+            .unwrap();
         assert!(
             span["request_id"].as_str().unwrap().starts_with("req_"),
             "{line}"

@@ -401,6 +401,8 @@ pub struct BuyerNode {
     pub store: String,
     pub server: Option<Server>,
     pub otlp: Option<Otlp>,
+    /// `admin:` on this port (metrics, health, readiness).
+    pub admin: Option<u16>,
 }
 
 impl BuyerNode {
@@ -432,6 +434,7 @@ impl BuyerNode {
             store: "memory".into(),
             server: None,
             otlp: None,
+            admin: None,
         }
     }
 
@@ -488,6 +491,7 @@ impl BuyerNode {
             Map::new()
                 .with("outbound", outbound)
                 .with("store", self.store.as_str())
+                .maybe("admin", self.admin.map(admin))
                 .maybe("server", self.server.map(|s| s.value()))
                 .maybe("otlp", self.otlp.as_ref().map(Otlp::value)),
         )

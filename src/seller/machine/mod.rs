@@ -508,8 +508,22 @@ impl Machine<'_> {
                 warn!(request_id = %ctx.request_id, "settled, but the answer could not be stored: {e}")
             }
         }
-        telemetry::with(|m| m.settlement(SettlementOutcome::Settled));
+        telemetry::with(|m| {
+            m.settlement(SettlementOutcome::Settled);
+            let o = &p.offer;
+            m.revenue(
+                &o.network,
+                &o.asset.to_string(),
+                &o.pay_to.to_string(),
+                u64::try_from(o.amount).unwrap_or(u64::MAX),
+                o.decimals,
+            );
+        });
         observe(Phase::Total, ctx.started);
+        if let Some(id) = body["metadata"]["modelCallId"].as_str() {
+            let _ = ctx.model_call_id.set(id.to_string());
+            tracing::Span::current().record("model_call_id", id);
+        }
         self.journal
             .record(ctx, p, Kind::Settled, Note::tx(tx))
             .await;
