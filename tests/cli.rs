@@ -265,4 +265,30 @@ fn audit_and_ledger_refuse_a_missing_place_and_a_date_that_is_not_one() {
     assert!(err.contains("no ledger at"), "{err}");
     let (code, out, err) = run(&["ledger", "--path", ledger, "--since", "2026-01-01"], &[]);
     assert_eq!(code, 0, "{out}{err}");
+
+/// A route's answer shape is checked with its path, and a key pasted into a field is never
+/// printed back.
+#[test]
+fn check_config_names_a_bad_answer_shape_and_never_prints_a_pasted_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = DEV_KEY_0.trim_start_matches("0x");
+    let text = INCOMPLETE.replace("not-an-address", key).replace(
+        "      price: \"$0.01\"",
+        "      price: \"$0.01\"\n      answer: strategie",
+    );
+    let cfg = write(dir.path(), &text);
+    let (code, out, err) = run(
+        &["check-config", "--config", cfg.to_str().unwrap()],
+        &[("X402_CLI_TEST_KEY", DEV_KEY_0)],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("inbound.routes[0].answer: must be `strategy`"),
+        "{err}"
+    );
+    assert!(err.contains("inbound.routes[0].accepts[0].pay_to"), "{err}");
+    assert!(
+        !err.contains(&key[..16]) && !out.contains(&key[..16]),
+        "{err}"
+    );
 }

@@ -46,6 +46,13 @@ fn load(text: &str) -> (config::Config, config::Resolved) {
     );
     // SAFETY: a test-only variable set before any other thread reads it in this test binary.
     unsafe { std::env::set_var("X402_SETTLER_KEY", key) };
+    // The second key of a settler pool: another random key.
+    let key2 = format!(
+        "0x{}",
+        x402_sidecar::util::hex(&alloy_signer_local::PrivateKeySigner::random().to_bytes()[..])
+    );
+    // SAFETY: as above.
+    unsafe { std::env::set_var("X402_SETTLER_KEY_2", key2) };
     // The shared secret of the built-in advisor (inbound.upstream.secret_env).
     // SAFETY: as above.
     unsafe { std::env::set_var("X402_ADVISOR_SECRET", "a-long-advisor-secret-0123") };
@@ -146,6 +153,30 @@ fn kubernetes_manifests_agree_with_the_sidecar_configuration() {
         .unwrap();
     for k in ["X402_SETTLER_KEY", "X402_CHALLENGE_SECRET"] {
         assert!(secret_keys.contains_key(k), "the Secret provides {k}");
+    }
+    // Every settler key of the configuration comes from the Secret; the replicas share them
+    // safely only through a shared store (the nonce lease is in Redis).
+    let (cfg, _) = load(cm["data"]["sidecar.yaml"].as_str().unwrap());
+    let f = &cfg.facilitators[0];
+    let key_envs: Vec<String> = f
+        .settlers
+        .iter()
+        .chain(std::iter::once(&f.settler))
+        .filter_map(|k| k.key_env.clone())
+        .collect();
+    assert!(!key_envs.is_empty());
+    for k in &key_envs {
+        assert!(
+            secret_keys.contains_key(k.as_str()),
+            "the Secret provides the settler key {k}"
+        );
+    }
+    let replicas = dep["spec"]["replicas"].as_u64().unwrap_or(1);
+    if replicas > 1 {
+        assert!(
+            r.store.to_string().starts_with("redis://"),
+            "{replicas} replicas share the settler keys: their nonces need the Redis lease"
+        );
     }
     // The Service exposes the public port only, and selects the pod.
     let svc = doc("deploy/kubernetes/service.yaml", "Service");

@@ -109,6 +109,10 @@ pub enum Cmd {
             default_value = "sidecar.yaml"
         )]
         config: PathBuf,
+        /// Also ask each chain's RPC: the chain id, and each settler key's gas against its
+        /// floor (`gas_floor_settlements`).
+        #[arg(long)]
+        online: bool,
     },
     /// Pay for one call: POST, read the 402, sign an EIP-3009 authorization, retry; show each step.
     Pay {
@@ -121,12 +125,15 @@ pub enum Cmd {
         /// Environment variable holding the buyer's private key (never pass the key itself).
         #[arg(long, default_value = "X402_BUYER_KEY")]
         key_env: String,
-        /// Refuse to pay more than this ("$0.05" or atomic units).
+        /// Refuse to pay more than this ("$0.05" or atomic units; default $0.10).
         #[arg(long)]
         max_amount: Option<String>,
         /// Pay with x402 v1 (X-PAYMENT) even if the seller speaks v2.
         #[arg(long)]
         v1: bool,
+        /// An RPC of the payment's chain: report what the chain says of the authorization.
+        #[arg(long)]
+        rpc: Option<String>,
     },
     /// Sign a payment for a 402 challenge and print the header line to send (for curl scripts).
     ///
@@ -145,6 +152,9 @@ pub enum Cmd {
         /// Answer with x402 v1 (X-PAYMENT) from the JSON body.
         #[arg(long)]
         v1: bool,
+        /// Refuse to sign for more than this ("$0.05" or atomic units; default $0.10).
+        #[arg(long)]
+        max_amount: Option<String>,
     },
     /// Buy strategy advice through the outbound paying proxy (the Buyer demo): shows the seller
     /// chosen, the price, the payment, the answer and the spend.
@@ -159,13 +169,16 @@ pub enum Cmd {
         #[arg(long)]
         ledger: Option<PathBuf>,
     },
-    /// List the buyer's ledger of paid calls and sum the spend per day and seller.
+    /// List the buyer's ledger (each authorization's state) and sum the spend per day and
+    /// seller; `ledger verify` reconciles every entry with the chain.
     Ledger {
-        #[arg(long, default_value = "x402-ledger.jsonl")]
+        #[arg(long, default_value = "x402-ledger.jsonl", global = true)]
         path: PathBuf,
         /// Only entries on or after this day (YYYY-MM-DD).
         #[arg(long)]
         since: Option<String>,
+        #[command(subcommand)]
+        cmd: Option<buy::LedgerCmd>,
     },
     /// Serve the built-in strategy advisor: the sidecar's upstream (rule engine, optional model).
     ///
@@ -227,22 +240,29 @@ fn dispatch(cli: Cli) -> Outcome {
     }
     match cli.cmd {
         Cmd::Run { config } => run::run(&config, cli.log_format),
-        Cmd::CheckConfig { config } => check_config::check_config(&config),
+        Cmd::CheckConfig { config, online } => check_config::check_config(&config, online),
         Cmd::Pay {
             url,
             body,
             key_env,
             max_amount,
             v1,
-        } => block_on(pay::pay(url, body, key_env, max_amount, v1)),
+            rpc,
+        } => block_on(pay::pay(url, body, key_env, max_amount, v1, rpc)),
         Cmd::Sign {
             challenge,
             body_file,
             key_env,
             v1,
-        } => pay::sign(challenge, body_file, &key_env, v1),
+            max_amount,
+        } => pay::sign(challenge, body_file, &key_env, v1, max_amount),
         Cmd::Buy { body, via, ledger } => block_on(buy::buy(body, via, ledger)),
-        Cmd::Ledger { path, since } => {
+        Cmd::Ledger {
+            path,
+            cmd: Some(buy::LedgerCmd::Verify { rpc, from_block }),
+            ..
+        } => block_on(buy::verify_ledger(path, rpc, from_block)),
+        Cmd::Ledger { path, since, .. } => {
             let since = since_day("--since", since)?;
             buy::show_ledger(&path, since.as_deref())
         }

@@ -162,7 +162,15 @@ impl Config {
                 outbound,
                 facilitator,
             }),
-            _ => Err(problems),
+            // No long hex value in a sentence (a key pasted into the wrong field), whichever
+            // section wrote it.
+            _ => Err(problems
+                .into_iter()
+                .map(|p| Problem {
+                    message: crate::x402::redact::mask_hex(&p.message),
+                    ..p
+                })
+                .collect()),
         }
     }
 }
@@ -210,7 +218,7 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
     let mut v: Value = serde_yaml::from_str(text).map_err(|e| {
         vec![Problem {
             path: "sidecar.yaml".into(),
-            message: format!("not valid YAML: {e}"),
+            message: crate::x402::redact::mask_hex(&format!("not valid YAML: {e}")),
         }]
     })?;
     if v.is_null() {
@@ -355,6 +363,16 @@ facilitators:
         assert_eq!(seller.settlement.local.len(), 1);
         assert_eq!(r.store, StoreSpec::Memory);
         assert!(r.audit.is_some() && r.admin.is_none() && r.otlp.is_none());
+    }
+
+    #[test]
+    fn shape_errors_name_the_field_never_the_value() {
+        let key = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+        let text = format!("inbound:\n  max_body_bytes: \"{key}\"\n");
+        let e = parse(&text, &|_| None).unwrap_err();
+        assert_eq!(e[0].path, "inbound.max_body_bytes", "{e:?}");
+        assert!(!e[0].message.contains("ac0974"), "{e:?}");
+        assert!(e[0].message.contains("whole number"), "{e:?}");
     }
 
     #[test]

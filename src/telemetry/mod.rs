@@ -15,12 +15,12 @@ use http::Response;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use serde_json::json;
 
-use crate::evm::Chain;
+use crate::evm::{Chain, SettlerGas};
 use crate::http::Reply;
 use crate::store::ReplayStore;
 use crate::x402::Reason;
@@ -53,6 +53,10 @@ pub struct Metrics {
     pub replays: IntCounterVec,
     /// Buyer spend in atomic units, by asset and seller.
     pub buyer_spend: IntCounterVec,
+    /// Buyer ledger lines by outcome (`pending`, `paid`, `unconfirmed`, `paid_no_answer`, …).
+    pub buyer_payments: IntCounterVec,
+    /// Transfers the buyer's watcher saw only after their call had ended, by seller.
+    pub buyer_late_transfers: IntCounterVec,
     /// Budget left today, atomic units, by asset.
     pub budget_remaining: IntGaugeVec,
     /// Breaker state per seller: 1 for the state it is in (`closed`, `half_open`, `open`), 0
@@ -65,6 +69,8 @@ pub struct Metrics {
     /// OTLP span batches by outcome (`sent`, `failed`), and the spans in them.
     pub otlp_batches: IntCounterVec,
     pub otlp_spans: IntCounterVec,
+    /// Each settler key's balance in wei, by network and settler address.
+    pub settler_balance: GaugeVec,
     /// Audit records waiting in the spill now (the journal could not write them yet).
     pub audit_spill_pending: IntGauge,
     /// Audit records by what the spill did with them (`spilled`, `journaled`, `dropped`).
@@ -139,6 +145,16 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "Buyer spend in atomic units",
         &["asset", "seller"],
     )?;
+    let buyer_payments = counter(
+        "x402_buyer_payments_total",
+        "Buyer authorizations written down, by outcome",
+        &["outcome"],
+    )?;
+    let buyer_late_transfers = counter(
+        "x402_buyer_late_transfers_total",
+        "Transfers seen only after their call had ended, by seller",
+        &["seller"],
+    )?;
     let fallbacks = counter(
         "x402_fallback_answers_total",
         "Answers given by the buyer's fallback",
@@ -197,6 +213,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["seller", "state"],
     )?;
     registry.register(Box::new(breaker_state.clone()))?;
+    let settler_balance = GaugeVec::new(
+        Opts::new(
+            "x402_settler_balance_wei",
+            "Balance of each settler key (pays the settlements' gas), in wei",
+        ),
+        &["network", "settler"],
+    )?;
+    registry.register(Box::new(settler_balance.clone()))?;
     let build_info = IntGauge::with_opts(
         Opts::new("x402_build_info", "Build information")
             .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -220,12 +244,15 @@ fn build() -> Result<Metrics, prometheus::Error> {
         upstream_errors,
         replays,
         buyer_spend,
+        buyer_payments,
+        buyer_late_transfers,
         budget_remaining,
         breaker_state,
         fallbacks,
         facilitator_requests,
         otlp_batches,
         otlp_spans,
+        settler_balance,
         audit_spill_pending,
         audit_spill_records,
         audit_refusals,
@@ -450,6 +477,14 @@ impl Metrics {
         self.replays.with_label_values(&[kind]).inc();
     }
 
+    /// Record a settler key's balance.
+    pub fn settler_gas(&self, network: &str, g: &SettlerGas) {
+        let wei = u128::try_from(g.balance).map_or(f64::MAX, |w| w as f64);
+        self.settler_balance
+            .with_label_values(&[network, &g.address.to_checksum(None)])
+            .set(wei);
+    }
+
     /// Count one OTLP batch of `spans` spans.
     pub fn export(&self, outcome: ExportOutcome, spans: u64) {
         self.otlp_batches
@@ -549,11 +584,14 @@ impl Readiness {
         }
     }
 
-    /// Each check's result; ready when all pass.
+    /// Each check's result; ready when all pass. The `/readyz` body: `ready`, `checks` (one
+    /// boolean each) and, for a check that fails for a reason worth a sentence (a settler short
+    /// of gas), `reasons`.
     pub async fn check(&self) -> (bool, serde_json::Value) {
         let mut all = true;
         let mut out = serde_json::Map::new();
         let limit = Duration::from_secs(2);
+        let mut reasons = serde_json::Map::new();
         for (network, chain) in &self.chains {
             let ok = matches!(
                 tokio::time::timeout(limit, chain.check_chain_id()).await,
@@ -561,6 +599,16 @@ impl Readiness {
             );
             all &= ok;
             out.insert(format!("rpc:{network}"), json!(ok));
+            if chain.settlers().is_empty() {
+                continue;
+            }
+            let name = format!("settler_gas:{network}");
+            let (ok, why) = gas_check(network, chain, limit).await;
+            all &= ok;
+            out.insert(name.clone(), json!(ok));
+            if let Some(why) = why {
+                reasons.insert(name, json!(why));
+            }
         }
         for (network, probe) in &self.facilitators {
             let ok = probe.reachable().await;
@@ -580,7 +628,77 @@ impl Readiness {
             all &= ok;
             out.insert("upstream".into(), json!(ok));
         }
-        (all, serde_json::Value::Object(out))
+        let mut body = json!({"ready": all, "checks": out});
+        if !reasons.is_empty() {
+            body["reasons"] = serde_json::Value::Object(reasons);
+        }
+        (all, body)
+    }
+}
+
+/// The settler keys' gas on one chain: ready while at least one key holds the floor (the pool
+/// skips the others); the reason names every key short of it. Records the balances.
+async fn gas_check(network: &str, chain: &Chain, limit: Duration) -> (bool, Option<String>) {
+    let read = match tokio::time::timeout(limit, chain.read_gas()).await {
+        Ok(Ok(read)) => read,
+        Ok(Err(e)) => return (false, Some(e)),
+        Err(_) => {
+            return (
+                false,
+                Some(format!(
+                    "the settlers' balances could not be read within {} ms",
+                    limit.as_millis()
+                )),
+            );
+        }
+    };
+    with(|m| read.iter().for_each(|g| m.settler_gas(network, g)));
+    let short: Vec<String> = read
+        .iter()
+        .filter(|g| !g.enough())
+        .map(SettlerGas::describe)
+        .collect();
+    let ok = read.iter().any(SettlerGas::enough);
+    (ok, (!short.is_empty()).then(|| short.join("; ")))
+}
+
+/// Reads every settler key's balance at start and then every `every`: the metric
+/// `x402_settler_balance_wei` stays current, and a key short of gas is logged (and skipped by
+/// its pool) before a paid call finds out.
+pub struct GasWatch {
+    pub chains: Vec<(String, Arc<Chain>)>,
+    pub every: Duration,
+}
+
+impl GasWatch {
+    /// Read once now.
+    pub async fn read_all(&self) {
+        for (network, chain) in &self.chains {
+            match chain.read_gas().await {
+                Ok(read) => {
+                    for g in &read {
+                        with(|m| m.settler_gas(network, g));
+                        if !g.enough() {
+                            tracing::warn!(network = %network, settler = %g.address, "{}", g.describe());
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(network = %network, "settler gas not read: {e}"),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl pingora_core::services::background::BackgroundService for GasWatch {
+    async fn start(&self, mut shutdown: pingora_core::server::ShutdownWatch) {
+        loop {
+            self.read_all().await;
+            tokio::select! {
+                _ = tokio::time::sleep(self.every) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
     }
 }
 
@@ -597,11 +715,8 @@ impl ServeHttp for Admin {
             "/metrics" => Reply::raw(200, "text/plain; version=0.0.4", render()),
             "/healthz" => Reply::json(200, &json!({"alive": true})),
             "/readyz" => {
-                let (ready, checks) = self.readiness.check().await;
-                Reply::json(
-                    if ready { 200 } else { 503 },
-                    &json!({"ready": ready, "checks": checks}),
-                )
+                let (ready, body) = self.readiness.check().await;
+                Reply::json(if ready { 200 } else { 503 }, &body)
             }
             _ => Reply::error(404, "no_such_route", "use /metrics, /healthz or /readyz"),
         };

@@ -56,10 +56,10 @@ fn platform(a: &Map<String, Value>, e: &mut Errs) -> Option<Platform> {
     match a.get("platform").and_then(Value::as_str) {
         Some(p) if p.eq_ignore_ascii_case("hyperliquid") => Some(Platform::Hyperliquid),
         Some(p) if p.eq_ignore_ascii_case("aster") => Some(Platform::Aster),
-        Some(other) => {
+        Some(_) => {
             e.push(
                 "account.platform",
-                format!("`{other}` is not supported; use `hyperliquid` or `aster`"),
+                "is not a supported platform; use `hyperliquid` or `aster`",
             );
             None
         }

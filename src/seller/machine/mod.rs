@@ -258,9 +258,15 @@ impl Machine<'_> {
         match f.answer {
             Err(reply) => {
                 lease.release().await;
-                let note = Note::default()
+                // The reply's code and, for an answer the route does not sell, what was wrong.
+                let said: Value = serde_json::from_slice(&reply.body).unwrap_or_default();
+                let mut note = Note::default()
                     .with("why", "upstream failed; claim released")
-                    .with("status", reply.status);
+                    .with("status", reply.status)
+                    .with("error", said["error"].clone());
+                if let Some(problem) = said["problem"].as_str() {
+                    note = note.with("problem", problem);
+                }
                 self.journal.record(ctx, p, Kind::NotCharged, note).await;
                 Err(Outcome::Reply(reply))
             }
