@@ -241,14 +241,20 @@ fn audit_and_ledger_refuse_a_missing_place_and_a_date_that_is_not_one() {
     let typo = typo.to_str().unwrap();
     let (code, _, err) = run(&["audit", "--dir", typo, "verify"], &[]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("does not exist") && err.contains("audit.dir"), "{err}");
+    assert!(
+        err.contains("does not exist") && err.contains("audit.dir"),
+        "{err}"
+    );
     let dir = journal.to_str().unwrap();
     for since in ["banana", "yesterday", "2026-02-30", "2026-1-05"] {
         let (code, _, err) = run(&["audit", "--dir", dir, "list", "--since", since], &[]);
         assert_eq!(code, 2, "{since}: {err}");
         assert!(err.contains("YYYY-MM-DD"), "{err}");
     }
-    let (code, out, err) = run(&["audit", "--dir", dir, "list", "--since", "2024-02-29"], &[]);
+    let (code, out, err) = run(
+        &["audit", "--dir", dir, "list", "--since", "2024-02-29"],
+        &[],
+    );
     assert_eq!(code, 0, "{out}{err}");
     // An empty journal that exists verifies.
     let (code, out, _) = run(&["audit", "--dir", dir, "verify"], &[]);
@@ -265,6 +271,7 @@ fn audit_and_ledger_refuse_a_missing_place_and_a_date_that_is_not_one() {
     assert!(err.contains("no ledger at"), "{err}");
     let (code, out, err) = run(&["ledger", "--path", ledger, "--since", "2026-01-01"], &[]);
     assert_eq!(code, 0, "{out}{err}");
+}
 
 /// A route's answer shape is checked with its path, and a key pasted into a field is never
 /// printed back.

@@ -152,7 +152,10 @@ async fn metrics_count_challenges_refusals_settlements_and_replays() {
         "{m}"
     );
     assert_eq!(
-        sample(&m, r#"x402_payments_total{outcome="verified",reason="none"}"#),
+        sample(
+            &m,
+            r#"x402_payments_total{outcome="verified",reason="none"}"#
+        ),
         1.0,
         "{m}"
     );

@@ -98,7 +98,9 @@ pub fn check(dir: &Path) -> Result<(Verified, Vec<String>), AuditError> {
                     records: 0,
                     files: 0,
                 },
-                vec![format!("{HEAD_FILE}: {why}: the journal's ends cannot be checked")],
+                vec![format!(
+                    "{HEAD_FILE}: {why}: the journal's ends cannot be checked"
+                )],
             ));
         }
         Err(e) => return Err(e),
@@ -127,9 +129,7 @@ pub fn check(dir: &Path) -> Result<(Verified, Vec<String>), AuditError> {
             let r: Record = match serde_json::from_str(&line) {
                 Ok(r) => r,
                 Err(_) => {
-                    problems.push(format!(
-                        "{at}: not a journal record (a cut or edited line)"
-                    ));
+                    problems.push(format!("{at}: not a journal record (a cut or edited line)"));
                     continue;
                 }
             };
@@ -188,7 +188,10 @@ pub fn check(dir: &Path) -> Result<(Verified, Vec<String>), AuditError> {
                 ));
             }
             for role in kept_roles(&r) {
-                let want = r.details.get(&Body::hash_key(&role)).and_then(|v| v.as_str());
+                let want = r
+                    .details
+                    .get(&Body::hash_key(&role))
+                    .and_then(|v| v.as_str());
                 match bodies.get(&(seq, role.clone())) {
                     None => problems.push(format!(
                         "{at}: the {role} body of record {seq} is missing from bodies-{day}.jsonl"

@@ -729,8 +729,9 @@ fn deleting_the_newest_day_file_fails_verify() {
     std::fs::remove_file(day_path(d.path(), 2)).unwrap();
     let found = problems(d.path());
     assert!(
-        found.iter().any(|p| p.contains("ends at record 6")
-            && p.contains("newest day file was deleted")),
+        found
+            .iter()
+            .any(|p| p.contains("ends at record 6") && p.contains("newest day file was deleted")),
         "{found:?}"
     );
 }
@@ -823,7 +824,11 @@ fn pruning_by_retention_moves_the_base_and_still_verifies() {
     // Day 92: the window keeps days 2..=92, so days 0 and 1 go, with their bodies.
     let removed = j.prune(T0 + 92 * DAY).unwrap();
     assert_eq!(removed.len(), 2);
-    assert!(!d.path().join(format!("bodies-{}.jsonl", &rfc3339(T0)[..10])).exists());
+    assert!(
+        !d.path()
+            .join(format!("bodies-{}.jsonl", &rfc3339(T0)[..10]))
+            .exists()
+    );
     assert!(
         d.path()
             .join(format!("bodies-{}.jsonl", &rfc3339(T0 + 2 * DAY)[..10]))
@@ -861,9 +866,15 @@ fn bodies_are_kept_with_their_sha256_and_an_altered_or_missing_body_fails_verify
     assert_eq!(ans[0].bytes().unwrap(), b"{\"strategy\":0}");
 
     // Altered: the strategy sold is not the one recorded.
-    let bodies = d.path().join(format!("bodies-{}.jsonl", &rfc3339(T0)[..10]));
+    let bodies = d
+        .path()
+        .join(format!("bodies-{}.jsonl", &rfc3339(T0)[..10]));
     let text = std::fs::read_to_string(&bodies).unwrap();
-    std::fs::write(&bodies, text.replace("{\\\"strategy\\\":0}", "{\\\"strategy\\\":1}")).unwrap();
+    std::fs::write(
+        &bodies,
+        text.replace("{\\\"strategy\\\":0}", "{\\\"strategy\\\":1}"),
+    )
+    .unwrap();
     let found = problems(d.path());
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(
@@ -874,7 +885,10 @@ fn bodies_are_kept_with_their_sha256_and_an_altered_or_missing_body_fails_verify
     std::fs::remove_file(&bodies).unwrap();
     let found = problems(d.path());
     assert_eq!(found.len(), 2, "{found:?}");
-    assert!(found.iter().all(|p| p.contains("is missing from bodies-")), "{found:?}");
+    assert!(
+        found.iter().all(|p| p.contains("is missing from bodies-")),
+        "{found:?}"
+    );
 }
 
 #[test]

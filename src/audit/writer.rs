@@ -684,7 +684,10 @@ impl Writer {
             self.file = None;
             return Err(err);
         }
-        let bodies_before = f.bodies.as_ref().map(|b| b.len - staged.bodies.len() as u64);
+        let bodies_before = f
+            .bodies
+            .as_ref()
+            .map(|b| b.len - staged.bodies.len() as u64);
         match f.file.write_all(&staged.buf) {
             Ok(()) => {
                 f.len += staged.buf.len() as u64;

@@ -316,7 +316,9 @@ fn since_day(flag: &str, value: Option<String>) -> Result<Option<String>, Failur
     }
     let num = |r: std::ops::Range<usize>| -> Option<u32> {
         let s = &v[r];
-        s.bytes().all(|c| c.is_ascii_digit()).then(|| s.parse().ok())?
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())?
     };
     let (Some(y), Some(m), Some(d)) = (num(0..4), num(5..7), num(8..10)) else {
         return Err(bad());

@@ -438,7 +438,9 @@ impl Metrics {
     /// Count a settled payment's amount to `pay_to` (atomic units and whole tokens).
     pub fn revenue(&self, network: &str, asset: &str, pay_to: &str, atomic: u64, decimals: u8) {
         let labels = [network, asset, pay_to];
-        self.revenue_atomic.with_label_values(&labels).inc_by(atomic);
+        self.revenue_atomic
+            .with_label_values(&labels)
+            .inc_by(atomic);
         let total = self.revenue_atomic.with_label_values(&labels).get();
         self.revenue
             .with_label_values(&labels)
@@ -501,10 +503,8 @@ pub fn trace_id(headers: &http::HeaderMap) -> Option<String> {
     let v = headers.get("traceparent")?.to_str().ok()?;
     let mut parts = v.split('-');
     let (_version, id) = (parts.next()?, parts.next()?);
-    (id.len() == 32
-        && id.bytes().all(|c| c.is_ascii_hexdigit())
-        && id.bytes().any(|c| c != b'0'))
-    .then(|| id.to_ascii_lowercase())
+    (id.len() == 32 && id.bytes().all(|c| c.is_ascii_hexdigit()) && id.bytes().any(|c| c != b'0'))
+        .then(|| id.to_ascii_lowercase())
 }
 
 /// `"POST /x402"` as `("POST", "/x402")` (labels carry no spaces).
