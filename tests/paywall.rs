@@ -193,7 +193,10 @@ async fn paid_v2_call_moves_the_price_on_chain_and_returns_the_receipt() {
 
     // The audit journal tells the whole life of the request with the ids the client saw.
     let request_id = headers["x-request-id"].to_str().unwrap();
-    let out = audit_cli(&w, &["show", request_id]);
+    let shown = audit_cli(&w, &["show", request_id]);
+    // The records, then (after a blank line) the request and answer they kept.
+    let out = shown.split("\n\n").next().unwrap();
+    assert!(shown.contains("--- answer body of record"), "{shown}");
     let events: Vec<&str> = out
         .lines()
         .map(|l| l.split_whitespace().nth(2).unwrap())
@@ -215,7 +218,10 @@ async fn paid_v2_call_moves_the_price_on_chain_and_returns_the_receipt() {
         "the settled record names the on-chain tx"
     );
     assert_eq!(
-        audit_cli(&w, &["show", tx]).lines().count(),
+        audit_cli(&w, &["show", tx])
+            .lines()
+            .take_while(|l| !l.is_empty())
+            .count(),
         4,
         "found by tx hash too"
     );
@@ -779,7 +785,14 @@ async fn concurrent_payments_from_many_buyers_all_settle_without_nonce_collision
     // Every line of a paid request carries its ids and the caller (JSON logs, span fields).
     for line in logs.lines().filter(|l| l.contains("paid call settled")) {
         let v: Value = serde_json::from_str(line).expect("JSON log line");
-        let span = &v["span"];
+        // Each span once: in `spans`, not repeated as `span`.
+        assert!(v.get("span").is_none(), "{line}");
+        let span = v["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "paid_request")
+            .unwrap();
         assert!(
             span["request_id"].as_str().unwrap().starts_with("req_"),
             "{line}"

@@ -146,12 +146,8 @@ impl Payer {
         let mut map = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
         let b = map.get_mut(name)?;
         let out = f(b);
-        let state = match b.label() {
-            "closed" => 0,
-            "half_open" => 1,
-            _ => 2,
-        };
-        telemetry::with(|m| m.breaker_state.with_label_values(&[name]).set(state));
+        let state = b.label();
+        telemetry::with(|m| m.breaker(name, state));
         Some(out)
     }
 

@@ -97,6 +97,12 @@ pub(super) async fn buy_once(
 }
 
 pub(super) fn show_ledger(path: &Path, since: Option<&str>) -> Outcome {
+    if !path.is_file() {
+        return Err(Failure::usage(format!(
+            "no ledger at {}: the file does not exist (give --path the outbound.ledger_path of sidecar.yaml)",
+            path.display()
+        )));
+    }
     let entries = ledger::read(path).map_err(failed(""))?;
     let entries: Vec<_> = ledger::finals(&entries)
         .into_iter()

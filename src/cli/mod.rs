@@ -262,7 +262,10 @@ fn dispatch(cli: Cli) -> Outcome {
             cmd: Some(buy::LedgerCmd::Verify { rpc, from_block }),
             ..
         } => block_on(buy::verify_ledger(path, rpc, from_block)),
-        Cmd::Ledger { path, since, .. } => buy::show_ledger(&path, since.as_deref()),
+        Cmd::Ledger { path, since, .. } => {
+            let since = since_day("--since", since)?;
+            buy::show_ledger(&path, since.as_deref())
+        }
         Cmd::Advisor(args) => {
             block_on(async { crate::advisor::server::run(args).await.map_err(failed("")) })
         }
@@ -296,6 +299,42 @@ fn resolve(path: &std::path::Path) -> Result<Resolved, Failure> {
         text += &format!("\n  - {p}");
     }
     Err(Failure::new(text))
+}
+
+/// A `--since` day: `YYYY-MM-DD`, a real date (the records' times start with it). Anything
+/// else is a usage error (exit 2) with a sentence, not an empty list.
+fn since_day(flag: &str, value: Option<String>) -> Result<Option<String>, Failure> {
+    let Some(v) = value else { return Ok(None) };
+    let bad = || {
+        Failure::usage(format!(
+            "{flag}: not a date; give a day as YYYY-MM-DD (UTC), e.g. 2026-01-31"
+        ))
+    };
+    let b = v.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return Err(bad());
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        let s = &v[r];
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())?
+    };
+    let (Some(y), Some(m), Some(d)) = (num(0..4), num(5..7), num(8..10)) else {
+        return Err(bad());
+    };
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return Err(bad()),
+    };
+    if d == 0 || d > days {
+        return Err(bad());
+    }
+    Ok(Some(v))
 }
 
 /// A JSON body shown to a person: pretty if it is JSON, as text otherwise.

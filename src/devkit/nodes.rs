@@ -460,6 +460,8 @@ pub struct BuyerNode {
     pub store: String,
     pub server: Option<Server>,
     pub otlp: Option<Otlp>,
+    /// `admin:` on this port (metrics, health, readiness).
+    pub admin: Option<u16>,
     /// `outbound.gas_wallet.key_env`: the buyer's gas key, to cancel authorizations on chain.
     pub gas_key_env: Option<String>,
     /// `outbound.watch_interval_ms`.
@@ -495,6 +497,7 @@ impl BuyerNode {
             store: "memory".into(),
             server: None,
             otlp: None,
+            admin: None,
             gas_key_env: None,
             watch_interval_ms: None,
         }
@@ -560,6 +563,7 @@ impl BuyerNode {
             Map::new()
                 .with("outbound", outbound)
                 .with("store", self.store.as_str())
+                .maybe("admin", self.admin.map(admin))
                 .maybe("server", self.server.map(|s| s.value()))
                 .maybe("otlp", self.otlp.as_ref().map(Otlp::value)),
         )

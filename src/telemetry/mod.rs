@@ -30,8 +30,17 @@ pub use config::{AdminConfig, AdminSpec, OtlpConfig, OtlpSpec};
 /// Every metric the sidecar exports.
 pub struct Metrics {
     pub registry: Registry,
-    /// 402 challenges sent, by route.
+    /// 402 challenges sent, by route (`method`, `path`).
     pub challenges: IntCounterVec,
+    /// Every answer the sidecar's listener gave, by `method`, `path` (a configured route, or
+    /// `unmatched`) and `status` (RED: rate and errors).
+    pub http_requests: IntCounterVec,
+    /// Seconds per answer, by `method` and `path` (RED: duration).
+    pub http_seconds: HistogramVec,
+    /// Revenue settled to a payTo, in the asset's atomic units.
+    pub revenue_atomic: IntCounterVec,
+    /// The same revenue in whole tokens (atomic units over 10^decimals).
+    pub revenue: prometheus::GaugeVec,
     /// Payments by outcome (`verified`, `refused`) and reason code.
     pub payments: IntCounterVec,
     /// Settlements by outcome (`settled`, `failed`, `pending`).
@@ -50,7 +59,8 @@ pub struct Metrics {
     pub buyer_late_transfers: IntCounterVec,
     /// Budget left today, atomic units, by asset.
     pub budget_remaining: IntGaugeVec,
-    /// Breaker state per seller: 0 closed, 1 half-open, 2 open.
+    /// Breaker state per seller: 1 for the state it is in (`closed`, `half_open`, `open`), 0
+    /// for the others.
     pub breaker_state: IntGaugeVec,
     /// Answers given by the buyer's fallback, by mode.
     pub fallbacks: IntCounterVec,
@@ -78,7 +88,38 @@ fn build() -> Result<Metrics, prometheus::Error> {
             registry.register(Box::new(c.clone()))?;
             Ok(c)
         };
-    let challenges = counter("x402_challenges_total", "402 challenges sent", &["route"])?;
+    let challenges = counter(
+        "x402_challenges_total",
+        "402 challenges sent",
+        &["method", "path"],
+    )?;
+    let http_requests = counter(
+        "x402_http_requests_total",
+        "Answers given, by method, route path and status",
+        &["method", "path", "status"],
+    )?;
+    let http_seconds = HistogramVec::new(
+        HistogramOpts::new("x402_http_request_duration_seconds", "Seconds per answer").buckets(
+            vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ],
+        ),
+        &["method", "path"],
+    )?;
+    registry.register(Box::new(http_seconds.clone()))?;
+    let revenue_atomic = counter(
+        "x402_revenue_atomic_total",
+        "Revenue settled, in the asset's atomic units",
+        &["network", "asset", "pay_to"],
+    )?;
+    let revenue = prometheus::GaugeVec::new(
+        Opts::new(
+            "x402_revenue",
+            "Revenue settled since start, in whole tokens (atomic units over 10^decimals)",
+        ),
+        &["network", "asset", "pay_to"],
+    )?;
+    registry.register(Box::new(revenue.clone()))?;
     let payments = counter(
         "x402_payments_total",
         "Payments checked, by outcome and reason",
@@ -165,8 +206,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
     )?;
     registry.register(Box::new(budget_remaining.clone()))?;
     let breaker_state = IntGaugeVec::new(
-        Opts::new("x402_breaker_state", "0 closed, 1 half-open, 2 open"),
-        &["seller"],
+        Opts::new(
+            "x402_breaker_state",
+            "1 for the state each seller's breaker is in, 0 for the others",
+        ),
+        &["seller", "state"],
     )?;
     registry.register(Box::new(breaker_state.clone()))?;
     let settler_balance = GaugeVec::new(
@@ -183,9 +227,17 @@ fn build() -> Result<Metrics, prometheus::Error> {
     )?;
     registry.register(Box::new(build_info.clone()))?;
     build_info.set(1);
+    #[cfg(target_os = "linux")]
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
     Ok(Metrics {
         registry,
         challenges,
+        http_requests,
+        http_seconds,
+        revenue_atomic,
+        revenue,
         payments,
         settlements,
         phase_seconds,
@@ -358,13 +410,50 @@ impl Metrics {
         self.audit_refusals.with_label_values(&[r.label()]).inc();
     }
 
-    /// Count a payment by outcome and reason code (`reason` is empty for a verified one).
+    /// Count a payment by outcome and reason code (`none` for a verified one).
     pub fn payment(&self, outcome: PaymentOutcome) {
         let (label, reason) = match outcome {
-            PaymentOutcome::Verified => ("verified", ""),
+            PaymentOutcome::Verified => ("verified", "none"),
             PaymentOutcome::Refused(r) => ("refused", r.code()),
         };
         self.payments.with_label_values(&[label, reason]).inc();
+    }
+
+    /// Count a 402 sent for the route `METHOD /path`.
+    pub fn challenge(&self, route: &str) {
+        let (method, path) = split_route(route);
+        self.challenges.with_label_values(&[method, path]).inc();
+    }
+
+    /// Count one answer and its duration (`path`: a configured route's, or `unmatched`).
+    pub fn answer(&self, method: &str, path: &str, status: u16, took: Duration) {
+        self.http_requests
+            .with_label_values(&[method, path, &status.to_string()])
+            .inc();
+        self.http_seconds
+            .with_label_values(&[method, path])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Count a settled payment's amount to `pay_to` (atomic units and whole tokens).
+    pub fn revenue(&self, network: &str, asset: &str, pay_to: &str, atomic: u64, decimals: u8) {
+        let labels = [network, asset, pay_to];
+        self.revenue_atomic
+            .with_label_values(&labels)
+            .inc_by(atomic);
+        let total = self.revenue_atomic.with_label_values(&labels).get();
+        self.revenue
+            .with_label_values(&labels)
+            .set(total as f64 / 10f64.powi(i32::from(decimals)));
+    }
+
+    /// Show a seller's breaker in `state` (`closed`, `half_open`, `open`).
+    pub fn breaker(&self, seller: &str, state: &str) {
+        for s in ["closed", "half_open", "open"] {
+            self.breaker_state
+                .with_label_values(&[seller, s])
+                .set(i64::from(s == state));
+        }
     }
 
     /// Count a settlement by outcome.
@@ -407,6 +496,20 @@ impl Metrics {
             .with_label_values(&[outcome.label()])
             .inc_by(spans);
     }
+}
+
+/// The trace id of a W3C `traceparent` header (`00-<trace id>-<span id>-<flags>`), if valid.
+pub fn trace_id(headers: &http::HeaderMap) -> Option<String> {
+    let v = headers.get("traceparent")?.to_str().ok()?;
+    let mut parts = v.split('-');
+    let (_version, id) = (parts.next()?, parts.next()?);
+    (id.len() == 32 && id.bytes().all(|c| c.is_ascii_hexdigit()) && id.bytes().any(|c| c != b'0'))
+        .then(|| id.to_ascii_lowercase())
+}
+
+/// `"POST /x402"` as `("POST", "/x402")` (labels carry no spaces).
+pub fn split_route(route: &str) -> (&str, &str) {
+    route.split_once(' ').unwrap_or(("ANY", route))
 }
 
 static METRICS: OnceLock<Option<Metrics>> = OnceLock::new();
@@ -646,7 +749,7 @@ mod tests {
         });
         let text = render();
         for line in [
-            "x402_payments_total{outcome=\"verified\",reason=\"\"}",
+            "x402_payments_total{outcome=\"verified\",reason=\"none\"}",
             &format!(
                 "x402_payments_total{{outcome=\"refused\",reason=\"{}\"}}",
                 Reason::Signature.code()
@@ -666,12 +769,25 @@ mod tests {
 
     #[test]
     fn the_registry_builds_and_renders_prometheus_text() {
-        with(|m| m.challenges.with_label_values(&["POST /x402"]).inc());
+        with(|m| {
+            m.challenge("POST /x402");
+            m.answer("POST", "/x402", 404, Duration::from_millis(2));
+            m.revenue("eip155:84532", "0xA", "0xB", 25_000, 6);
+            m.breaker("alpha", "open");
+        });
         let text = render();
         assert!(text.contains("x402_build_info{version=\""), "{text}");
-        assert!(
-            text.contains("x402_challenges_total{route=\"POST /x402\"}"),
-            "{text}"
-        );
+        for line in [
+            "x402_challenges_total{method=\"POST\",path=\"/x402\"}",
+            "x402_http_requests_total{method=\"POST\",path=\"/x402\",status=\"404\"}",
+            "x402_revenue_atomic_total{asset=\"0xA\",network=\"eip155:84532\",pay_to=\"0xB\"} 25000",
+            "x402_revenue{asset=\"0xA\",network=\"eip155:84532\",pay_to=\"0xB\"} 0.025",
+            "x402_breaker_state{seller=\"alpha\",state=\"open\"} 1",
+            "x402_breaker_state{seller=\"alpha\",state=\"closed\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        #[cfg(target_os = "linux")]
+        assert!(text.contains("process_resident_memory_bytes"), "{text}");
     }
 }
