@@ -600,3 +600,81 @@ async fn a_settlement_behind_a_nonce_gap_is_sent_again_at_the_gap() {
     money.assert_holds(a.address(), 9 * PRICE).await;
     money.assert_holds(b.address(), 9 * PRICE).await;
 }
+
+/// `check-config --online` reads each paid route's token on its network's RPC: the project's
+/// token as configured passes; a wrong EIP-712 name, wrong decimals, a payTo that is the token
+/// itself or an address without a contract each fail with a sentence naming the accept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_online_compares_each_routes_token_with_the_chain() {
+    let net = devnet().await;
+    let dir = tempfile::tempdir().unwrap();
+    let node = seller_node(free_port(), "http://127.0.0.1:9", &net);
+    let good = node.yaml();
+    let asset = x402_sidecar::devkit::devnet::USDC.to_string();
+    let run = |yaml: &str, name: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, yaml).unwrap();
+        let out = std::process::Command::new(bin())
+            .args(["check-config", "--online", "--config"])
+            .arg(&path)
+            .env(SETTLER_ENV, net.settler_key_hex())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), format!("{stdout}{stderr}"))
+    };
+    let (ok, stdout) = run(&good, "good.yaml");
+    assert!(ok, "{stdout}");
+    assert!(
+        stdout.contains("has 6 decimals and the EIP-712 domain USDC/2, as configured"),
+        "{stdout}"
+    );
+    assert!(good.contains("name: USDC"), "{good}");
+    let cases = [
+        (
+            good.replacen("name: USDC", "name: USD Coin", 1),
+            "\"USD Coin\"",
+        ),
+        (
+            with_decimals(&good, 18),
+            "the token has 6 decimals, the configuration says 18",
+        ),
+        (
+            good.replacen(&node_pay_to(&good), &asset, 1),
+            "pay_to is the token contract itself",
+        ),
+        (
+            good.replace(&asset, "\"0x000000000000000000000000000000000000dEaD\""),
+            "there is no contract at asset",
+        ),
+    ];
+    for (i, (yaml, want)) in cases.iter().enumerate() {
+        let (ok, stdout) = run(yaml, &format!("bad{i}.yaml"));
+        assert!(!ok, "case {i}: {stdout}");
+        assert!(
+            stdout.contains("inbound.routes[0].accepts[0]: PROBLEM:") && stdout.contains(want),
+            "case {i}: {want} missing:\n{stdout}"
+        );
+    }
+}
+
+/// The `pay_to` value written in a node's YAML.
+fn node_pay_to(yaml: &str) -> String {
+    yaml.lines()
+        .find_map(|l| l.trim().strip_prefix("pay_to: "))
+        .unwrap()
+        .trim_matches('\'')
+        .trim_matches('"')
+        .to_string()
+}
+
+/// `yaml` with `decimals: n` beside the first accept's `pay_to`, at its indentation.
+fn with_decimals(yaml: &str, n: u8) -> String {
+    let line = yaml
+        .lines()
+        .find(|l| l.trim().starts_with("pay_to: "))
+        .unwrap();
+    let indent = &line[..line.len() - line.trim_start().len()];
+    yaml.replacen(line, &format!("{indent}decimals: {n}\n{line}"), 1)
+}

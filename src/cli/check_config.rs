@@ -1,11 +1,13 @@
 //! `check-config`: resolve the configuration and summarise what every section will do; with
-//! `--online`, also ask each chain's RPC (chain id, and each settler key's gas against its floor).
+//! `--online`, also ask each chain's RPC (chain id, each settler key's gas against its floor, and
+//! each paid route's token: a contract, its decimals and its EIP-712 domain).
 
 use std::path::Path;
 
 use super::{Failure, Outcome, block_on, resolve};
 use crate::config::Resolved;
-use crate::evm::{Chain, ChainSpec};
+use crate::evm::preflight::check_token;
+use crate::evm::{Chain, ChainSpec, RpcOptions};
 use crate::util::redact_url;
 
 /// `check-config`: every problem at once, or a summary of what each section will do.
@@ -97,6 +99,7 @@ async fn check_online(r: &Resolved) -> Outcome {
             }
         }
     }
+    problems += check_tokens(r, &mut lines).await;
     println!("  online:");
     for l in &lines {
         println!("    {l}");
@@ -107,4 +110,62 @@ async fn check_online(r: &Resolved) -> Outcome {
         )));
     }
     Ok(())
+}
+
+/// Each paid route's token, read on the RPC of its network's facilitator: a contract, with the
+/// configured decimals and EIP-712 domain, not the payTo. The number of problems found.
+async fn check_tokens(r: &Resolved, lines: &mut Vec<String>) -> usize {
+    let Some(seller) = r.inbound.seller() else {
+        return 0;
+    };
+    let s = &seller.settlement;
+    let rpc_of = |chain_id: u64| -> Option<(String, std::time::Duration, RpcOptions)> {
+        s.local
+            .iter()
+            .find(|c| c.chain_id == chain_id)
+            .map(|c| (c.rpc_url.clone(), c.receipt_timeout, c.rpc))
+            .or_else(|| {
+                s.remote
+                    .iter()
+                    .find(|f| f.chain_id == chain_id)
+                    .map(|f| (f.rpc_url.clone(), f.receipt_timeout, f.rpc))
+            })
+    };
+    let mut problems = 0;
+    for (i, route) in seller.routes.iter().enumerate() {
+        for (j, o) in route.offers.iter().enumerate() {
+            let at = format!("inbound.routes[{i}].accepts[{j}]");
+            let Some((url, receipt, rpc)) = rpc_of(o.chain_id) else {
+                continue;
+            };
+            let facts = match Chain::read_only_with(&url, o.chain_id, receipt, rpc) {
+                Ok(chain) => chain.token_facts(o.asset).await,
+                Err(e) => Err(e.to_string()),
+            };
+            match facts {
+                Ok(facts) => {
+                    let found = check_token(o, &facts);
+                    if found.is_empty() {
+                        lines.push(format!(
+                            "{at}: token {} on {} has {} decimals and the EIP-712 domain {}/{}, as configured",
+                            o.asset, o.network, o.decimals, o.eip712_name, o.eip712_version
+                        ));
+                    }
+                    for p in &found {
+                        lines.push(format!("{at}: PROBLEM: {p}"));
+                    }
+                    problems += found.len();
+                }
+                Err(e) => {
+                    lines.push(format!(
+                        "{at}: PROBLEM: the token {} could not be read on {}: {e}",
+                        o.asset,
+                        redact_url(&url)
+                    ));
+                    problems += 1;
+                }
+            }
+        }
+    }
+    problems
 }

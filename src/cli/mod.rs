@@ -109,8 +109,9 @@ pub enum Cmd {
             default_value = "sidecar.yaml"
         )]
         config: PathBuf,
-        /// Also ask each chain's RPC: the chain id, and each settler key's gas against its
-        /// floor (`gas_floor_settlements`).
+        /// Also ask each chain's RPC: the chain id, each settler key's gas against its floor
+        /// (`gas_floor_settlements`), and each paid route's token (a contract at `asset`, its
+        /// decimals and EIP-712 domain as configured, `pay_to` not the token itself).
         #[arg(long)]
         online: bool,
     },

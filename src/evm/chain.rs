@@ -232,6 +232,11 @@ impl Chain {
         C::abi_decode_returns(&out).map_err(|e| e.to_string())
     }
 
+    /// A view call's answer, `None` when the call fails (the contract may not have it).
+    pub(crate) async fn view_of<C: SolCall>(&self, to: Address, call: C) -> Option<C::Return> {
+        self.view(to, call).await.ok()
+    }
+
     /// `authorizationState(from, nonce)`: true once the nonce was used or cancelled.
     pub async fn authorization_used(
         &self,

@@ -6,6 +6,7 @@
 pub mod chain;
 pub mod keys;
 pub mod nonce;
+pub mod preflight;
 pub mod rpc;
 pub mod settler;
 pub mod spec;

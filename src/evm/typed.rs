@@ -23,6 +23,8 @@ sol! {
         function mint(address to, uint256 amount) external;
         function name() external view returns (string);
         function version() external view returns (string);
+        function decimals() external view returns (uint8);
+        function DOMAIN_SEPARATOR() external view returns (bytes32);
         function cancelAuthorization(address authorizer, bytes32 nonce, uint8 v, bytes32 r, bytes32 s) external;
         event Transfer(address indexed from, address indexed to, uint256 value);
         event AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce);
