@@ -394,24 +394,33 @@ impl Chain {
         asset: Address,
         a: &Authorization,
     ) -> Result<Option<B256>, String> {
+        let filter = alloy_rpc_types_eth::Filter::new()
+            .address(asset)
+            .event_signature(Token::AuthorizationUsed::SIGNATURE_HASH)
+            .topic1(a.from.into_word())
+            .topic2(a.nonce);
+        let logs = self.recent_logs(filter, None).await?;
+        Ok(logs.iter().find_map(|l| l.transaction_hash))
+    }
+
+    /// The logs matching `filter` from block `since` (`None`: the last `SEARCH_BLOCKS` blocks)
+    /// to the latest.
+    async fn recent_logs(
+        &self,
+        filter: alloy_rpc_types_eth::Filter,
+        since: Option<u64>,
+    ) -> Result<Vec<alloy_rpc_types_eth::Log>, String> {
         let latest = self
             .provider
             .get_block_number()
             .await
             .map_err(|e| e.to_string())?;
-        let filter = alloy_rpc_types_eth::Filter::new()
-            .address(asset)
-            .event_signature(Token::AuthorizationUsed::SIGNATURE_HASH)
-            .topic1(a.from.into_word())
-            .topic2(a.nonce)
-            .from_block(latest.saturating_sub(SEARCH_BLOCKS))
-            .to_block(latest);
-        let logs = self
-            .provider
+        let from = since.unwrap_or(latest.saturating_sub(SEARCH_BLOCKS));
+        let filter = filter.from_block(from).to_block(latest);
+        self.provider
             .get_logs(&filter)
             .await
-            .map_err(|e| e.to_string())?;
-        Ok(logs.iter().find_map(|l| l.transaction_hash))
+            .map_err(|e| e.to_string())
     }
 
     /// What became of authorization `a`, read from the chain alone: `Ok(None)` while it is
@@ -469,11 +478,6 @@ impl Chain {
         if !self.authorization_used(asset, a.from, a.nonce).await? {
             return Ok(Fate::Unused);
         }
-        let latest = self
-            .provider
-            .get_block_number()
-            .await
-            .map_err(|e| e.to_string())?;
         let filter = alloy_rpc_types_eth::Filter::new()
             .address(asset)
             .event_signature(vec![
@@ -481,14 +485,8 @@ impl Chain {
                 Token::AuthorizationCanceled::SIGNATURE_HASH,
             ])
             .topic1(a.from.into_word())
-            .topic2(a.nonce)
-            .from_block(latest.saturating_sub(SEARCH_BLOCKS))
-            .to_block(latest);
-        let logs = self
-            .provider
-            .get_logs(&filter)
-            .await
-            .map_err(|e| e.to_string())?;
+            .topic2(a.nonce);
+        let logs = self.recent_logs(filter, None).await?;
         for log in &logs {
             let topic0 = log.topics().first().copied();
             if topic0 == Some(Token::AuthorizationCanceled::SIGNATURE_HASH) {
@@ -505,8 +503,8 @@ impl Chain {
             }
         }
         Err(format!(
-            "authorization nonce {} of {} is used on chain, by no transaction found in the last {SEARCH_BLOCKS} blocks",
-            a.nonce, a.from
+            "this authorization of {} is used on chain, by no transaction found in the last {SEARCH_BLOCKS} blocks",
+            a.from
         ))
     }
 
@@ -518,22 +516,11 @@ impl Chain {
         from: Address,
         since: Option<u64>,
     ) -> Result<Vec<(B256, B256)>, String> {
-        let latest = self
-            .provider
-            .get_block_number()
-            .await
-            .map_err(|e| e.to_string())?;
         let filter = alloy_rpc_types_eth::Filter::new()
             .address(asset)
             .event_signature(Token::AuthorizationUsed::SIGNATURE_HASH)
-            .topic1(from.into_word())
-            .from_block(since.unwrap_or(latest.saturating_sub(SEARCH_BLOCKS)))
-            .to_block(latest);
-        let logs = self
-            .provider
-            .get_logs(&filter)
-            .await
-            .map_err(|e| e.to_string())?;
+            .topic1(from.into_word());
+        let logs = self.recent_logs(filter, since).await?;
         Ok(logs
             .iter()
             .filter_map(|l| Some((*l.topics().get(2)?, l.transaction_hash?)))
