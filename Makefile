@@ -6,15 +6,15 @@
 CARGO ?= cargo
 DEVNET_STAMP := devnet/node_modules/.installed
 
-.PHONY: demo test tools tools-test devnet redis llm check-artifact fmt lint build release bench bench-load
+.PHONY: demo test tools tools-test devnet redis llm roma01-venv check-artifact fmt lint build release bench bench-load
 
 demo: tools devnet
 	$(CARGO) run --quiet -- --log-format pretty demo
 
-test: tools-test devnet redis llm check-artifact
+test: tools-test devnet redis llm roma01-venv check-artifact
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	X402_REQUIRE_LLM=1 $(CARGO) test --workspace --all-targets
+	X402_REQUIRE_LLM=1 X402_REQUIRE_ROMA01=1 $(CARGO) test --workspace --all-targets
 
 # System packages a fresh Debian/Ubuntu machine lacks (cmake, node/npm; for the tests also the
 # Python venv module and libgomp): installed with apt-get, only when missing.
@@ -37,6 +37,11 @@ check-artifact: devnet
 # (gitignored; about 130 MB, a few seconds; nothing happens when it is already there).
 llm:
 	scripts/setup-llm.sh
+
+# The roma-01 integration's tests (tests/roma01.rs runs integrations/roma01/tests): pydantic and
+# pytest from PyPI, hash-pinned, in .venv-roma01 (gitignored; about 5 MB).
+roma01-venv:
+	scripts/setup-roma01.sh
 
 # Start a local Redis on 127.0.0.1:6379 if none answers (tests use a real one).
 redis:
