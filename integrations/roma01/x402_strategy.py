@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -207,6 +208,15 @@ class StrategyClient:
         self.timeout = timeout
         #: The agent's `risk_management.max_leverage`, applied again to every open.
         self.max_leverage = max_leverage
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "StrategyClient":
+        """From roma-01's environment: `X402_OUTBOUND_URL` (the sidecar's outbound port,
+        default `DEFAULT_URL`), `REMOTE_TIMEOUT_SECONDS` (roma-01's own setting, default 10;
+        this waits 5 s more, since the sidecar's whole call, fallback included, ends first)."""
+        env = os.environ if env is None else env
+        timeout = _number(env.get("REMOTE_TIMEOUT_SECONDS")) or 10.0
+        return cls(env.get("X402_OUTBOUND_URL") or DEFAULT_URL, timeout=timeout + 5.0)
 
     def decide(self, request: Mapping[str, Any]) -> Advice:
         data = json.dumps(request).encode()

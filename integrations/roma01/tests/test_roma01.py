@@ -117,6 +117,12 @@ def test_closed_rows_are_left_out_and_the_owner_is_optional():
     assert "owner" not in req["account"] and req["account"]["balance"]["asset"] == "USDC"
 
 
+def test_the_client_reads_roma01s_environment():
+    c = StrategyClient.from_env({"REMOTE_TIMEOUT_SECONDS": "20", "X402_OUTBOUND_URL": "http://sidecar:8403/x402"})
+    assert (c.url, c.timeout) == ("http://sidecar:8403/x402", 25.0)
+    assert StrategyClient.from_env({}).url == "http://127.0.0.1:8403/x402"
+
+
 def test_an_unreachable_sidecar_is_no_advice_not_an_exception():
     advice = StrategyClient("http://127.0.0.1:9/x402", timeout=2).decide(_request("aster"))
     assert (advice.source, advice.decisions, advice.paid) == ("none", [], False)
