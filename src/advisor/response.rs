@@ -2,10 +2,10 @@
 //!
 //! `strategy{summary, steps[], riskNotes[], actions[], confidence, analysis}` comes from the
 //! advisor; the paywall adds `payment`, `disclaimer` and the request/payment ids in `metadata`.
-//! `actions` are machine-readable and executable by a roma-01-style engine: one entry per
-//! symbol, `size` in coin units to trade (0 for `hold`), `notionalUsd` = size × the price the
-//! engine used, `leverage` only on opens (never above the request's preference), and stop-loss
-//! / take-profit prices for whatever stays open.
+//! `actions` are the engine's machine-readable trades: one entry per symbol, `size` in coin
+//! units to trade (0 for `hold`), `notionalUsd` = size × the price the engine used, `leverage`
+//! only on opens (never above the request's preference), and stop-loss / take-profit prices for
+//! whatever stays open.
 //!
 //! [`Decision`]s are the same actions in roma-01's own decision format, for its executor.
 //!
