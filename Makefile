@@ -1,20 +1,22 @@
 # x402-sidecar — two commands on a fresh machine:
 #   make demo   the embedded default: local chain, built-in advisor, sidecars, one paid call
 #   make test   formatting, lints, the artifact check and every test (real anvil, real Redis,
-#               a real local model: SmolLM2 on llama.cpp from PyPI, in .venv-llm)
+#               a real local model: SmolLM2 on llama.cpp from PyPI, in .venv-llm; the official
+#               x402 SDKs as peers: Python in .venv-interop, TypeScript in tests/interop/js)
 
 CARGO ?= cargo
 DEVNET_STAMP := devnet/node_modules/.installed
+INTEROP_JS_STAMP := tests/interop/js/node_modules/.installed
 
-.PHONY: demo test tools tools-test devnet redis llm roma01-venv check-artifact fmt lint build release bench bench-load
+.PHONY: demo test tools tools-test devnet redis llm interop roma01-venv check-artifact fmt lint build release bench bench-load
 
 demo: tools devnet
 	$(CARGO) run --quiet -- --log-format pretty demo
 
-test: tools-test devnet redis llm roma01-venv check-artifact
+test: tools-test devnet redis llm interop roma01-venv check-artifact
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	X402_REQUIRE_LLM=1 X402_REQUIRE_ROMA01=1 $(CARGO) test --workspace --all-targets
+	X402_REQUIRE_LLM=1 X402_REQUIRE_INTEROP=1 X402_REQUIRE_ROMA01=1 $(CARGO) test --workspace --all-targets
 
 # System packages a fresh Debian/Ubuntu machine lacks (cmake, node/npm; for the tests also the
 # Python venv module and libgomp): installed with apt-get, only when missing.
@@ -37,6 +39,15 @@ check-artifact: devnet
 # (gitignored; about 130 MB, a few seconds; nothing happens when it is already there).
 llm:
 	scripts/setup-llm.sh
+
+# The interop suite's peers (tests/interop.rs): the official x402 Python SDK, hash-pinned, in
+# .venv-interop (gitignored; about 130 MB, half a minute; nothing happens when it is there), and
+# the official TypeScript SDK, pinned in tests/interop/js/package-lock.json.
+interop: $(INTEROP_JS_STAMP)
+	scripts/setup-interop.sh
+$(INTEROP_JS_STAMP): tests/interop/js/package.json tests/interop/js/package-lock.json
+	cd tests/interop/js && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 # The roma-01 integration's tests (tests/roma01.rs runs integrations/roma01/tests): pydantic and
 # pytest from PyPI, hash-pinned, in .venv-roma01 (gitignored; about 5 MB).

@@ -366,3 +366,22 @@ fn the_protocol_core_depends_on_no_io_crate() {
         "the protocol core must build without I/O crates, but depends on {bad:?}"
     );
 }
+
+/// The paid request's state machine knows no transport: nothing of pingora (nor a `Session`)
+/// in `src/seller/machine/`; the pingora service is glue around it.
+#[test]
+fn the_paid_request_state_machine_knows_no_transport() {
+    let mut files = Vec::new();
+    rust_files(&root().join("src/seller/machine"), &mut files);
+    assert!(!files.is_empty(), "src/seller/machine/ has no Rust file");
+    for f in files {
+        let code = code_only(&std::fs::read_to_string(&f).unwrap());
+        for word in ["pingora", "Session"] {
+            assert!(
+                !code.contains(word),
+                "{} mentions `{word}`: the state machine must know no transport",
+                f.display()
+            );
+        }
+    }
+}

@@ -125,7 +125,7 @@ fn a_complete_config_is_summarised_with_prices() {
         "facilitator: disabled",
         "admin: disabled",
         "otlp: off",
-        "audit: x402-audit (kept 90 days)",
+        "audit: x402-audit (kept 90 days; spill in memory only",
     ] {
         assert!(out.contains(line), "{line}: {out}");
     }

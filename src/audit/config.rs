@@ -19,6 +19,10 @@ pub struct AuditConfig {
     /// Days kept; older day files are deleted (at least 90 is the requirement).
     #[serde(default = "default_retention")]
     pub retention_days: u64,
+    /// Where records the journal cannot write (a full disk) wait until it can: on another
+    /// disk, so they survive a restart. Unset: in memory only.
+    #[serde(default)]
+    pub spill_dir: Option<PathBuf>,
 }
 
 impl Default for AuditConfig {
@@ -27,6 +31,7 @@ impl Default for AuditConfig {
             enabled: true,
             dir: default_dir(),
             retention_days: default_retention(),
+            spill_dir: None,
         }
     }
 }
@@ -46,6 +51,7 @@ fn default_retention() -> u64 {
 pub struct JournalSpec {
     pub dir: PathBuf,
     pub retention_days: u64,
+    pub spill_dir: Option<PathBuf>,
 }
 
 impl AuditConfig {
@@ -61,9 +67,17 @@ impl AuditConfig {
             });
             return None;
         }
+        if self.spill_dir.as_ref() == Some(&self.dir) {
+            problems.push(Problem {
+                path: "audit.spill_dir".into(),
+                message: "must not be audit.dir: the spill keeps what the journal's disk could not take, so it belongs on another disk".into(),
+            });
+            return None;
+        }
         Some(JournalSpec {
             dir: self.dir.clone(),
             retention_days: self.retention_days,
+            spill_dir: self.spill_dir.clone(),
         })
     }
 }
@@ -71,13 +85,21 @@ impl AuditConfig {
 impl JournalSpec {
     /// Open (or create) the journal.
     pub(crate) fn open(&self) -> Result<Journal, AuditError> {
-        Journal::open(&self.dir, self.retention_days)
+        Journal::open_with_spill(&self.dir, self.retention_days, self.spill_dir.as_deref())
     }
 
     /// One line for `check-config`.
     pub(crate) fn describe(spec: Option<&Self>) -> String {
         match spec {
-            Some(s) => format!("{} (kept {} days)", s.dir.display(), s.retention_days),
+            Some(s) => format!(
+                "{} (kept {} days; spill {})",
+                s.dir.display(),
+                s.retention_days,
+                match &s.spill_dir {
+                    Some(d) => d.display().to_string(),
+                    None => "in memory only: set audit.spill_dir on another disk to keep it across a restart".into(),
+                }
+            ),
             None => "disabled".into(),
         }
     }

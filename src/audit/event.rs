@@ -111,14 +111,30 @@ impl Kind {
         }
     }
 
-    /// `payment_verified`, `forwarded` and `settled` ride with the seller's durable `answered`
-    /// (or `not_charged`, `settlement_*`) record of the same call; everything else is written
-    /// through before the caller goes on.
+    /// The kind whose [`name`](Kind::name) is `name`.
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// `payment_verified` rides with the seller's `forwarded`, which is on disk before the
+    /// settlement is sent (the journal fails closed before money moves: the seller does not
+    /// settle what it could not record); `settled` rides with the durable `answered` of the
+    /// same call. Everything else is written through before the caller goes on.
     pub fn durability(self) -> Durability {
         match self {
-            Kind::PaymentVerified | Kind::Forwarded | Kind::Settled => Durability::WithNext,
+            Kind::PaymentVerified | Kind::Settled => Durability::WithNext,
             _ => Durability::Now,
         }
+    }
+
+    /// Whether the record is about money that moved or may have moved (a settlement, its
+    /// answer, a payment by the buyer side): such a record is always kept in the spill, however
+    /// long the journal cannot be written.
+    pub fn documents_money(self) -> bool {
+        !matches!(
+            self,
+            Kind::PaymentVerified | Kind::PaymentRefused | Kind::Forwarded | Kind::NotCharged
+        )
     }
 }
 

@@ -7,12 +7,15 @@
 //!
 //! - [`event`]: what a record says ([`Kind`], [`Event`], [`Record`]);
 //! - [`writer`]: the group-commit writer thread (one fsync for everything queued at once);
-//! - [`read`]: reading the files back — verify the chain, show a request's life, export;
+//! - [`read`]: reading the files back — verify the chain and the gaps, show a request's life,
+//!   export;
+//! - [`spill`]: records the journal could not write (a full disk), kept until it can;
 //! - here: the [`Journal`] handle and its directory lock.
 
 mod config;
 mod event;
 mod read;
+mod spill;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -28,8 +31,10 @@ use crate::util::sha256_hex;
 
 pub use config::{AuditConfig, JournalSpec};
 pub use event::{Durability, Event, Kind, Record};
-pub use read::{Verified, day_files, read_all, show, to_csv, verify};
+pub use read::{Gap, OPEN_GRACE_SECS, Verified, day_files, gaps, read_all, show, to_csv, verify};
+pub use spill::{SPILL_FILE, SpillStats, Spilled, read_spill};
 
+use spill::{Spill, SpillCounters};
 use writer::{Ack, Msg, Writer, prune};
 
 /// Hash of "nothing before": the first record of a journal points at it.
@@ -47,8 +52,12 @@ pub enum AuditError {
     },
     #[error("audit journal: the writer has stopped; the record was not written")]
     Stopped,
-    #[error("audit journal: {records} record(s) could not be written since the last flush: {why}")]
-    Lost { records: u64, why: String },
+    /// The record is not in the journal yet: it waits in the spill (with `records` in all)
+    /// and is written once the journal can be written again.
+    #[error(
+        "audit journal: the record could not be written ({why}); it is kept in the spill ({records} record(s) waiting) and written once the journal can be written again"
+    )]
+    Spilled { records: u64, why: String },
     #[error(
         "audit journal {0} is being written by another process: two writers would break its hash chain; give each sidecar its own audit.dir"
     )]
@@ -69,7 +78,7 @@ impl AuditError {
             },
             AuditError::Stopped => AuditError::Stopped,
             AuditError::Busy(dir) => AuditError::Busy(dir.clone()),
-            AuditError::Lost { records, why } => AuditError::Lost {
+            AuditError::Spilled { records, why } => AuditError::Spilled {
                 records: *records,
                 why: why.clone(),
             },
@@ -97,6 +106,7 @@ pub struct Journal {
     tx: Option<mpsc::Sender<Msg>>,
     writer: Option<std::thread::JoinHandle<()>>,
     syncs: Arc<AtomicU64>,
+    spill: Arc<SpillCounters>,
     /// `.lock` in the directory, held (flock) for as long as this journal is open.
     _lock: std::fs::File,
 }
@@ -124,12 +134,27 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File, AuditError> {
 }
 
 impl Journal {
-    /// Open (or create) a journal directory and start its writer thread. The chain tail is
-    /// read from the files by the first append.
+    /// Open (or create) a journal directory and start its writer thread, with a spill in
+    /// memory only. The chain tail is read from the files by the first append.
     pub fn open(dir: impl Into<PathBuf>, retention_days: u64) -> Result<Self, AuditError> {
+        Self::open_with_spill(dir, retention_days, None)
+    }
+
+    /// [`Journal::open`] with the spill kept in `spill_dir` too (another disk: it survives
+    /// a restart). What an earlier writer left in it is written first.
+    pub fn open_with_spill(
+        dir: impl Into<PathBuf>,
+        retention_days: u64,
+        spill_dir: Option<&Path>,
+    ) -> Result<Self, AuditError> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(|e| AuditError::Io(dir.clone(), e))?;
         let lock = lock_dir(&dir)?;
+        let spill = match spill_dir {
+            Some(s) => Spill::open(s, &dir)?,
+            None => Spill::memory(),
+        };
+        let counters = spill.counters.clone();
         let (tx, rx) = mpsc::channel();
         let syncs = Arc::new(AtomicU64::new(0));
         let writer = Writer {
@@ -138,8 +163,8 @@ impl Journal {
             tail: None,
             rollback: None,
             file: None,
-            lost: 0,
-            lost_why: String::new(),
+            spill,
+            spill_failed_at: None,
             sync_error: None,
             syncs: syncs.clone(),
         };
@@ -158,8 +183,14 @@ impl Journal {
             tx: Some(tx),
             writer: Some(handle),
             syncs,
+            spill: counters,
             _lock: lock,
         })
+    }
+
+    /// What the spill holds and has seen (for `/metrics`).
+    pub fn spill_stats(&self) -> SpillStats {
+        self.spill.snapshot()
     }
 
     pub fn dir(&self) -> &Path {
@@ -192,7 +223,8 @@ impl Journal {
     }
 
     /// Write `e` as its kind requires ([`Kind::durability`]): queued behind the next durable
-    /// record, or on disk before this resolves.
+    /// record, or on disk before this resolves. A record that cannot be written is kept in the
+    /// spill ([`AuditError::Spilled`]) and written later, in order.
     pub async fn record(&self, e: Event, now_secs: u64) -> Result<(), AuditError> {
         match e.kind.durability() {
             Durability::WithNext => self.append_unsynced(e, now_secs),
@@ -215,8 +247,7 @@ impl Journal {
     /// Queue an event without waiting for the disk: for an intermediate step of a request whose
     /// final record is appended (and waited for) before it answers. Records are written in
     /// queue order, so this one is on disk before any later durable append is acknowledged.
-    /// Errors only if the writer has stopped; a failed write of this record is logged and
-    /// reported by the next [`Journal::flush`].
+    /// Errors only if the writer has stopped; a record that cannot be written goes to the spill.
     pub fn append_unsynced(&self, e: Event, now_secs: u64) -> Result<(), AuditError> {
         self.send(Msg::Append {
             event: e,
@@ -226,8 +257,7 @@ impl Journal {
     }
 
     /// Block until everything queued so far is written and fsync'd. Fails if the fsync does,
-    /// or if any record could not be written since the last flush (waiters of durable
-    /// appends heard of it already; this is where unwaited ones are reported).
+    /// or if records are waiting in the spill (they are written once the journal can be).
     pub fn flush(&self) -> Result<(), AuditError> {
         let (tx, rx) = mpsc::sync_channel(1);
         self.send(Msg::Flush(tx))?;

@@ -4,7 +4,9 @@
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
-use super::{AuditError, Record, record_hash};
+use super::spill::{SPILL_FILE, Spilled, read_spill};
+use super::{AuditError, Kind, Record, record_hash};
+use crate::util::rfc3339;
 
 /// `(day, path)` of every journal file, oldest first.
 pub fn day_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, AuditError> {
@@ -15,6 +17,8 @@ pub fn day_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, AuditError> {
     };
     let mut out: Vec<(String, PathBuf)> = rd
         .filter_map(|e| e.ok())
+        // A directory with a day file's name is not one (and cannot be read as one).
+        .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let day = name
@@ -120,6 +124,111 @@ pub fn verify(dir: &Path) -> Result<Verified, AuditError> {
         records,
         files: files.len(),
     })
+}
+
+/// How long a payment may be `forwarded` with no outcome record before `audit verify` calls it
+/// a hole (until then it may still be settling).
+pub const OPEN_GRACE_SECS: u64 = 900;
+
+/// What `audit verify` reports besides a broken chain: records that are not in the journal.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Gap {
+    /// A record the journal could not write, still waiting in the spill.
+    Spilled(Spilled),
+    /// A payment was forwarded (money was about to move) and no record says what came of it:
+    /// its later records were lost (a spill kept only in memory, then a restart).
+    NoOutcome {
+        payment_id: String,
+        request_id: Option<String>,
+        seq: u64,
+        time: String,
+    },
+}
+
+impl std::fmt::Display for Gap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Gap::Spilled(s) => f.write_str(&s.describe()),
+            Gap::NoOutcome {
+                payment_id,
+                request_id,
+                seq,
+                time,
+            } => write!(
+                f,
+                "hole: payment {payment_id} (request {}) was forwarded at {time} (record {seq}) and no record says whether it was settled; look its authorization up on chain",
+                request_id.as_deref().unwrap_or("-")
+            ),
+        }
+    }
+}
+
+/// Whether a record closes a forwarded payment: it says what came of the settlement.
+fn is_outcome(event: &str) -> bool {
+    [
+        Kind::Settled,
+        Kind::SettlementFailed,
+        Kind::SettlementPending,
+        Kind::NotCharged,
+        Kind::PaymentRefused,
+    ]
+    .iter()
+    .any(|k| k.name() == event)
+}
+
+/// The gaps of the journal in `dir`: every record waiting in the spill of `spill_dir`, and
+/// every payment forwarded more than `grace_secs` before `now_secs` with no outcome record
+/// (in the journal or the spill).
+pub fn gaps(
+    dir: &Path,
+    spill_dir: Option<&Path>,
+    now_secs: u64,
+    grace_secs: u64,
+) -> Result<Vec<Gap>, AuditError> {
+    let spilled = match spill_dir {
+        Some(s) => read_spill(&s.join(SPILL_FILE))?,
+        None => Vec::new(),
+    };
+    // payment id → the forwarded record still waiting for its outcome.
+    let mut open: std::collections::BTreeMap<String, (u64, Option<String>, String)> =
+        Default::default();
+    for (_, path) in day_files(dir)? {
+        for r in read_file(&path)? {
+            let Some(pay) = r.payment_id.clone() else {
+                continue;
+            };
+            if r.event == Kind::Forwarded.name() {
+                open.insert(pay, (r.seq, r.request_id.clone(), r.time.clone()));
+            } else if is_outcome(&r.event) {
+                open.remove(&pay);
+            }
+        }
+    }
+    for s in &spilled {
+        if let Some(pay) = &s.payment_id
+            && is_outcome(&s.event)
+        {
+            open.remove(pay);
+        }
+    }
+    let cutoff = rfc3339(now_secs.saturating_sub(grace_secs));
+    let mut holes: Vec<Gap> = open
+        .into_iter()
+        .filter(|(_, (_, _, time))| time.as_str() <= cutoff.as_str())
+        .map(|(payment_id, (seq, request_id, time))| Gap::NoOutcome {
+            payment_id,
+            request_id,
+            seq,
+            time,
+        })
+        .collect();
+    holes.sort_by_key(|g| match g {
+        Gap::NoOutcome { seq, .. } => *seq,
+        Gap::Spilled(_) => 0,
+    });
+    let mut out: Vec<Gap> = spilled.into_iter().map(Gap::Spilled).collect();
+    out.extend(holes);
+    Ok(out)
 }
 
 /// Records about one request id, payment id or tx hash — and everything sharing their

@@ -220,7 +220,11 @@ fn every_kind_has_its_own_name_and_only_the_steps_before_an_answer_queue() {
         .filter(|k| k.durability() == Durability::WithNext)
         .map(|k| k.name())
         .collect();
-    assert_eq!(queued, ["payment_verified", "forwarded", "settled"]);
+    // `forwarded` is the last record before money moves: it is on disk before the settlement.
+    assert_eq!(queued, ["payment_verified", "settled"]);
+    for k in Kind::ALL {
+        assert_eq!(Kind::from_name(k.name()), Some(k));
+    }
 }
 
 #[tokio::test]
@@ -228,7 +232,7 @@ async fn record_queues_a_step_and_writes_through_a_durable_event() {
     let dir = tempfile::tempdir().unwrap();
     let j = journal(dir.path());
     let syncs = j.syncs();
-    j.record(Event::new(Kind::Forwarded).request("req_1"), T0)
+    j.record(Event::new(Kind::PaymentVerified).request("req_1"), T0)
         .await
         .unwrap();
     j.record(Event::new(Kind::Settled).request("req_1"), T0)
@@ -245,7 +249,7 @@ async fn record_queues_a_step_and_writes_through_a_durable_event() {
         .into_iter()
         .map(|r| r.event)
         .collect();
-    assert_eq!(on_disk, ["forwarded", "settled", "answered"]);
+    assert_eq!(on_disk, ["payment_verified", "settled", "answered"]);
     assert_eq!(j.syncs(), syncs + 1);
 }
 
@@ -307,7 +311,7 @@ fn an_unsynced_record_is_on_disk_once_a_later_durable_one_is_acknowledged() {
 }
 
 #[test]
-fn a_day_file_that_cannot_be_opened_fails_the_append_and_the_writer_recovers() {
+fn a_day_file_that_cannot_be_opened_spills_and_the_records_are_written_in_order_once_it_can() {
     let d = tempfile::tempdir().unwrap();
     let j = journal(d.path());
     j.append_blocking(Event::new(Kind::Answered).request("req_1"), T0)
@@ -318,26 +322,191 @@ fn a_day_file_that_cannot_be_opened_fails_the_append_and_the_writer_recovers() {
     j.append_unsynced(Event::new(Kind::Forwarded).request("req_2"), T0 + DAY)
         .unwrap();
     let e = j
-        .append_blocking(Event::new(Kind::Settled).request("req_2"), T0 + DAY)
+        .append_blocking(Event::new(Kind::Settled).request("req_2"), T0 + DAY + 5)
         .unwrap_err();
-    assert!(matches!(e, AuditError::Io(..)), "{e}");
-    // Both failures are reported by the next flush, once.
-    let e = j.flush().unwrap_err();
-    assert!(matches!(e, AuditError::Lost { records: 2, .. }), "{e}");
-    j.flush().unwrap();
-    // Fixed: the writer carries on, the chain has no gap.
+    assert!(matches!(e, AuditError::Spilled { records: 2, .. }), "{e}");
+    // Behind the spill, a newer record waits too, even before a retry: order is kept.
+    let e = j
+        .append_blocking(Event::new(Kind::Answered).request("req_2"), T0 + DAY + 6)
+        .unwrap_err();
+    assert!(matches!(e, AuditError::Spilled { records: 3, .. }), "{e}");
+    assert_eq!(
+        j.spill_stats(),
+        SpillStats {
+            pending: 3,
+            spilled: 3,
+            journaled: 0,
+            dropped: 0
+        }
+    );
+    // A flush says the journal is not complete while records wait.
+    assert!(matches!(
+        j.flush(),
+        Err(AuditError::Spilled { records: 3, .. })
+    ));
+    // The chain alone is intact; the gap is reported by `gaps` only when the spill is on disk:
+    // here it is in memory.
+    assert_eq!(verify(d.path()).unwrap().records, 1);
+    // Fixed: the spilled records go in first, in order, with their own time, then what is new.
     std::fs::remove_dir(&blocker).unwrap();
+    j.flush().unwrap();
     let r = j
-        .append_blocking(Event::new(Kind::Settled).request("req_2"), T0 + DAY)
+        .append_blocking(Event::new(Kind::Replayed).request("req_2"), T0 + DAY + 7)
         .unwrap();
-    assert_eq!(r.seq, 2);
+    assert_eq!(r.seq, 5);
+    let all = read_all(d.path()).unwrap();
+    let got: Vec<(&str, &str)> = all
+        .iter()
+        .map(|r| (r.event.as_str(), r.time.as_str()))
+        .collect();
+    let (t1, t5, t6, t7) = (
+        rfc3339(T0 + DAY),
+        rfc3339(T0 + DAY + 5),
+        rfc3339(T0 + DAY + 6),
+        rfc3339(T0 + DAY + 7),
+    );
+    assert_eq!(
+        got,
+        [
+            ("answered", rfc3339(T0).as_str()),
+            ("forwarded", t1.as_str()),
+            ("settled", t5.as_str()),
+            ("answered", t6.as_str()),
+            ("replayed", t7.as_str()),
+        ]
+    );
+    // The late ones say so.
+    assert!(
+        all[1..4]
+            .iter()
+            .all(|r| r.details.contains_key("spillId") && r.details.contains_key("journaledAt"))
+    );
+    assert!(!all[4].details.contains_key("spillId"));
+    assert_eq!(j.spill_stats().pending, 0);
+    assert_eq!(j.spill_stats().journaled, 3);
     assert_eq!(
         verify(d.path()).unwrap(),
         Verified {
-            records: 2,
+            records: 5,
             files: 2
         }
     );
+}
+
+/// A journal whose day file for `T0 + DAY` cannot be opened, with its spill in `spill`.
+fn blocked(d: &Path, spill: &Path) -> (Journal, PathBuf) {
+    let j = Journal::open_with_spill(d, 90, Some(spill)).unwrap();
+    j.append_blocking(Event::new(Kind::Answered).request("req_1"), T0)
+        .unwrap();
+    let blocker = d.join(file_name(T0 + DAY));
+    std::fs::create_dir(&blocker).unwrap();
+    (j, blocker)
+}
+
+#[test]
+fn a_spill_on_another_disk_survives_a_restart_and_is_written_first_once() {
+    let d = tempfile::tempdir().unwrap();
+    let s = tempfile::tempdir().unwrap();
+    let (j, blocker) = blocked(d.path(), s.path());
+    j.append_unsynced(
+        Event::new(Kind::Settled)
+            .request("req_2")
+            .payment("pay_2")
+            .tx("0xT"),
+        T0 + DAY,
+    )
+    .unwrap();
+    let e = j
+        .append_blocking(
+            Event::new(Kind::Answered).request("req_2").payment("pay_2"),
+            T0 + DAY,
+        )
+        .unwrap_err();
+    assert!(matches!(e, AuditError::Spilled { .. }), "{e}");
+    // On disk in the spill before the waiter heard: `audit verify` sees the gap.
+    let found = gaps(d.path(), Some(s.path()), T0 + DAY, OPEN_GRACE_SECS).unwrap();
+    let lines: Vec<String> = found.iter().map(|g| g.to_string()).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(
+        lines[0].starts_with("spilled, not yet in the journal: settled"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].contains("answered") && lines[1].contains("pay_2"),
+        "{lines:?}"
+    );
+    // The process goes away with the disk still full: the records stay in the spill file.
+    drop(j);
+    assert_eq!(read_spill(&s.path().join(SPILL_FILE)).unwrap().len(), 2);
+    // Restarted with the disk fixed: written first, in order, and the spill is empty.
+    std::fs::remove_dir(&blocker).unwrap();
+    let j = Journal::open_with_spill(d.path(), 90, Some(s.path())).unwrap();
+    assert_eq!(j.spill_stats().pending, 2);
+    let r = j
+        .append_blocking(Event::new(Kind::Replayed).request("req_3"), T0 + DAY + 1)
+        .unwrap();
+    assert_eq!(r.seq, 4);
+    drop(j);
+    let events: Vec<String> = read_all(d.path())
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event)
+        .collect();
+    assert_eq!(events, ["answered", "settled", "answered", "replayed"]);
+    assert!(read_spill(&s.path().join(SPILL_FILE)).unwrap().is_empty());
+    assert!(
+        gaps(d.path(), Some(s.path()), T0 + DAY, 0)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(verify(d.path()).unwrap().records, 4);
+}
+
+#[test]
+fn a_crash_after_journaling_the_spill_and_before_clearing_it_journals_nothing_twice() {
+    let d = tempfile::tempdir().unwrap();
+    let s = tempfile::tempdir().unwrap();
+    let (j, blocker) = blocked(d.path(), s.path());
+    j.append_blocking(Event::new(Kind::Answered).request("req_2"), T0 + DAY)
+        .unwrap_err();
+    let kept = std::fs::read(s.path().join(SPILL_FILE)).unwrap();
+    std::fs::remove_dir(&blocker).unwrap();
+    j.flush().unwrap();
+    drop(j);
+    // As if the process died before the spill file was cleared.
+    std::fs::write(s.path().join(SPILL_FILE), kept).unwrap();
+    let j = Journal::open_with_spill(d.path(), 90, Some(s.path())).unwrap();
+    assert_eq!(j.spill_stats().pending, 0);
+    j.flush().unwrap();
+    drop(j);
+    assert_eq!(verify(d.path()).unwrap().records, 2);
+    assert!(read_spill(&s.path().join(SPILL_FILE)).unwrap().is_empty());
+}
+
+#[test]
+fn a_forwarded_payment_with_no_outcome_is_a_hole_once_past_the_grace() {
+    let d = tempfile::tempdir().unwrap();
+    let j = journal(d.path());
+    for (kind, pay, t) in [
+        (Kind::Forwarded, "pay_1", T0),
+        (Kind::Settled, "pay_1", T0),
+        (Kind::Answered, "pay_1", T0),
+        (Kind::Forwarded, "pay_2", T0),
+        (Kind::Forwarded, "pay_3", T0 + 100),
+        (Kind::SettlementPending, "pay_3", T0 + 100),
+        (Kind::Forwarded, "pay_4", T0 + 1_000),
+    ] {
+        j.append_blocking(Event::new(kind).payment(pay).request(pay), t)
+            .unwrap();
+    }
+    drop(j);
+    // pay_4 may still be settling; pay_2 has been forwarded for too long with no outcome.
+    let g = gaps(d.path(), None, T0 + 1_000, OPEN_GRACE_SECS).unwrap();
+    assert_eq!(g.len(), 1, "{g:?}");
+    let line = g[0].to_string();
+    assert!(line.starts_with("hole: payment pay_2"), "{line}");
+    assert!(line.contains("record 4"), "{line}");
+    assert_eq!(gaps(d.path(), None, T0 + 1_000, 0).unwrap().len(), 2);
 }
 
 /// A write that fails (disk full) leaves no partial line and the chain continues.
@@ -358,11 +527,12 @@ fn a_failed_write_reaches_the_waiter_and_leaves_no_trace() {
         .unwrap_err();
     assert!(e.to_string().contains("No space left"), "{e}");
     std::fs::remove_file(&full).unwrap();
+    j.flush().unwrap();
     let r = j
-        .append_blocking(Event::new(Kind::Settled).request("req_2"), T0 + DAY)
+        .append_blocking(Event::new(Kind::Answered).request("req_2"), T0 + DAY)
         .unwrap();
-    assert_eq!(r.seq, 2);
-    assert_eq!(verify(d.path()).unwrap().records, 2);
+    assert_eq!(r.seq, 3, "the spilled record went in first");
+    assert_eq!(verify(d.path()).unwrap().records, 3);
 }
 
 #[test]
@@ -428,6 +598,7 @@ async fn a_stopped_writer_is_an_error_not_a_hang() {
         tx: Some(tx),
         writer: None,
         syncs: Arc::default(),
+        spill: Arc::default(),
         _lock: lock_dir(d.path()).unwrap(),
     };
     assert!(matches!(

@@ -11,11 +11,16 @@ use std::sync::mpsc;
 use tokio::sync::oneshot;
 
 use super::read::{day_files, last_record};
-use super::{AuditError, Event, GENESIS, Record, record_hash};
-use crate::util::rfc3339;
+use super::spill::Spill;
+use super::{AuditError, Event, GENESIS, Kind, Record, record_hash};
+use crate::util::{now_secs, rfc3339};
 
 /// Most messages one batch takes off the queue; the rest go into the next batch.
 pub(super) const MAX_BATCH: usize = 4096;
+
+/// How often a writer with records in the spill tries the journal again when nothing new
+/// comes.
+pub(super) const SPILL_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Where the answer to a durable append goes.
 pub(super) enum Ack {
@@ -86,11 +91,43 @@ pub(super) struct DayFile {
     pub(super) created: bool,
 }
 
+/// A record staged for the open file, with its time and its waiter.
+pub(super) struct Pending {
+    pub(super) record: Record,
+    pub(super) secs: u64,
+    pub(super) ack: Option<Ack>,
+}
+
 /// Lines built for the open file and not yet written, with the records and waiters they carry.
 #[derive(Default)]
 pub(super) struct Staged {
     pub(super) buf: Vec<u8>,
-    pub(super) records: Vec<(Record, Option<Ack>)>,
+    pub(super) records: Vec<Pending>,
+}
+
+/// A record that did not reach the journal in this batch: it goes to the spill.
+struct Unwritten {
+    event: Event,
+    secs: u64,
+    ack: Option<Ack>,
+}
+
+/// The event a staged record was built from (to spill it).
+fn unstage(p: Pending) -> Option<Unwritten> {
+    let r = p.record;
+    let kind = Kind::from_name(&r.event)?;
+    Some(Unwritten {
+        event: Event {
+            kind,
+            request_id: r.request_id,
+            payment_id: r.payment_id,
+            tx: r.tx,
+            payer: r.payer,
+            details: r.details,
+        },
+        secs: p.secs,
+        ack: p.ack,
+    })
 }
 
 /// The state owned by the writer thread.
@@ -101,9 +138,11 @@ pub(super) struct Writer {
     /// The tail before the first staged record: restored when the staged lines fail to write.
     pub(super) rollback: Option<Tail>,
     pub(super) file: Option<DayFile>,
-    /// Records that failed since the last flush, and the last error.
-    pub(super) lost: u64,
-    pub(super) lost_why: String,
+    /// Records that could not be written yet, in queue order.
+    pub(super) spill: Spill,
+    /// When writing the spill last failed: the next try waits [`SPILL_RETRY`], so a full disk
+    /// is not sent the whole spill with every record.
+    pub(super) spill_failed_at: Option<std::time::Instant>,
     /// An fsync of this batch that failed on a change of day: the batch's waiters get it.
     pub(super) sync_error: Option<AuditError>,
     pub(super) syncs: Arc<AtomicU64>,
@@ -111,9 +150,23 @@ pub(super) struct Writer {
 
 impl Writer {
     pub(super) fn run(mut self, rx: mpsc::Receiver<Msg>) {
-        while let Ok(first) = rx.recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
+        loop {
+            // With records in the spill, try the journal again every SPILL_RETRY even when
+            // nothing new comes: a freed disk takes them without waiting for traffic.
+            let first = if self.spill.is_empty() {
+                match rx.recv() {
+                    Ok(m) => Some(m),
+                    Err(_) => break,
+                }
+            } else {
+                match rx.recv_timeout(SPILL_RETRY) {
+                    Ok(m) => Some(m),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            };
+            let mut batch: Vec<Msg> = first.into_iter().collect();
+            while !batch.is_empty() && batch.len() < MAX_BATCH {
                 match rx.try_recv() {
                     Ok(m) => batch.push(m),
                     Err(_) => break,
@@ -121,19 +174,35 @@ impl Writer {
             }
             self.commit(batch);
         }
-        // Every handle is gone and the queue is empty: what is only in the page cache goes to disk.
+        // Every handle is gone and the queue is empty: one last try for the spill, then what
+        // is only in the page cache goes to disk.
+        self.spill_failed_at = None;
+        self.flush_spill();
         if let Err(e) = self.sync() {
             tracing::error!("audit journal: final fsync failed: {e}");
         }
+        let left = self.spill.entries.len();
+        if left > 0 {
+            if self.spill.has_file() {
+                tracing::error!(
+                    records = left,
+                    "audit journal: records are still in the spill file; the next start writes them to the journal"
+                );
+            } else {
+                tracing::error!(
+                    records = left,
+                    "audit journal: records could not be written and there is no audit.spill_dir: they are lost"
+                );
+            }
+        }
     }
 
-    /// Write one batch, fsync it if anyone waits for it, answer the waiters.
+    /// Write one batch (after whatever waits in the spill), fsync it if anyone waits for it,
+    /// answer the waiters. What cannot be written goes to the spill.
     pub(super) fn commit(&mut self, batch: Vec<Msg>) {
         let mut wait = false;
         let mut flushes = Vec::new();
-        let mut staged = Staged::default();
-        let mut written: Vec<(Record, Option<Ack>)> = Vec::new();
-        let mut failed: Option<AuditError> = None;
+        let mut appends = Vec::new();
         for m in batch {
             match m {
                 Msg::Flush(ack) => {
@@ -146,26 +215,52 @@ impl Writer {
                     ack,
                 } => {
                     wait |= ack.is_some();
-                    if let Some(err) = &failed {
-                        self.fail(ack, err);
-                        continue;
-                    }
-                    if let Err(err) = self.stage(event, now_secs, ack, &mut staged, &mut written) {
-                        failed = Some(err);
-                    }
+                    appends.push(Unwritten {
+                        event,
+                        secs: now_secs,
+                        ack,
+                    });
                 }
             }
         }
-        if failed.is_none()
-            && let Err(err) = self.write_staged(&mut staged, &mut written)
-        {
-            failed = Some(err);
+        if !flushes.is_empty() {
+            // Asked to flush: try the spill now, whenever it failed last.
+            self.spill_failed_at = None;
         }
-        // Whatever is left staged was not written (the batch failed before it got there).
-        if let Some(err) = &failed {
-            tracing::error!("audit journal write failed: {err}");
-            for (_, ack) in std::mem::take(&mut staged.records) {
-                self.fail(ack, err);
+        self.flush_spill();
+        let mut staged = Staged::default();
+        let mut written: Vec<Pending> = Vec::new();
+        let mut unwritten: Vec<Unwritten> = Vec::new();
+        let mut why: Option<String> = None;
+        if !self.spill.is_empty() {
+            // Records keep their order: nothing new is written before the spill is.
+            why = Some("earlier records are still waiting in the spill".into());
+            unwritten = appends;
+        } else {
+            let mut rest = appends.into_iter();
+            for u in rest.by_ref() {
+                if let Err(failed) = self.stage(u, &mut staged, &mut written) {
+                    let (err, u) = *failed;
+                    why = Some(err.to_string());
+                    unwritten.push(u);
+                    break;
+                }
+            }
+            if why.is_none()
+                && let Err(err) = self.write_staged(&mut staged, &mut written)
+            {
+                why = Some(err.to_string());
+            }
+            if let Some(w) = &why {
+                tracing::error!("audit journal write failed: {w}");
+                // Staged and not written: in queue order before the ones not staged yet.
+                let mut back: Vec<Unwritten> = std::mem::take(&mut staged.records)
+                    .into_iter()
+                    .filter_map(unstage)
+                    .collect();
+                back.append(&mut unwritten);
+                back.extend(rest);
+                unwritten = back;
             }
         }
         let synced = match self.sync_error.take() {
@@ -173,10 +268,16 @@ impl Writer {
             None if wait => self.sync(),
             None => Ok(()),
         };
-        for (r, ack) in written {
-            if let Some(ack) = ack {
+        if let Err(e) = &synced {
+            tracing::error!("audit journal fsync failed: {e}");
+        }
+        if let Some(why) = why {
+            self.spill_all(unwritten, &why);
+        }
+        for p in written {
+            if let Some(ack) = p.ack {
                 ack.send(match &synced {
-                    Ok(()) => Ok(r),
+                    Ok(()) => Ok(p.record),
                     Err(e) => Err(e.duplicate()),
                 });
             }
@@ -184,11 +285,17 @@ impl Writer {
         if flushes.is_empty() {
             return;
         }
+        let pending = self.spill.entries.len() as u64;
         let flushed = match synced {
             Err(e) => Err(e),
-            Ok(()) if self.lost > 0 => Err(AuditError::Lost {
-                records: std::mem::take(&mut self.lost),
-                why: std::mem::take(&mut self.lost_why),
+            Ok(()) if pending > 0 => Err(AuditError::Spilled {
+                records: pending,
+                why: self
+                    .spill
+                    .entries
+                    .back()
+                    .map(|s| s.why.clone())
+                    .unwrap_or_default(),
             }),
             Ok(()) => Ok(()),
         };
@@ -197,34 +304,100 @@ impl Writer {
         }
     }
 
-    /// Answer a record's waiter (if any) with `err`, and count it for the next flush.
-    pub(super) fn fail(&mut self, ack: Option<Ack>, err: &AuditError) {
-        if let Some(ack) = ack {
-            ack.send(Err(err.duplicate()));
+    /// Keep records the journal did not take in the spill (durably, if it has a file), then
+    /// tell their waiters.
+    fn spill_all(&mut self, unwritten: Vec<Unwritten>, why: &str) {
+        let mut kept = 0;
+        let mut acks = Vec::new();
+        for u in unwritten {
+            if self.spill.push(u.event, u.secs, why) {
+                kept += 1;
+            }
+            acks.extend(u.ack);
         }
-        self.lost += 1;
-        self.lost_why = err.to_string();
+        self.spill.persist_last(kept);
+        let pending = self.spill.entries.len() as u64;
+        for ack in acks {
+            ack.send(Err(AuditError::Spilled {
+                records: pending,
+                why: why.to_string(),
+            }));
+        }
+    }
+
+    /// Write what waits in the spill to the journal, in order with its original times, and
+    /// fsync it; what was written leaves the spill. Stops at the first failure.
+    pub(super) fn flush_spill(&mut self) {
+        if self.spill.is_empty()
+            || self
+                .spill_failed_at
+                .is_some_and(|t| t.elapsed() < SPILL_RETRY)
+        {
+            return;
+        }
+        let now = now_secs();
+        let events: Vec<Unwritten> = self
+            .spill
+            .entries
+            .iter()
+            .filter_map(|s| {
+                s.event(now).map(|event| Unwritten {
+                    event,
+                    secs: s.secs,
+                    ack: None,
+                })
+            })
+            .collect();
+        let mut staged = Staged::default();
+        let mut written = Vec::new();
+        let mut failed = false;
+        for u in events {
+            if self.stage(u, &mut staged, &mut written).is_err() {
+                failed = true;
+                break;
+            }
+        }
+        if !failed && self.write_staged(&mut staged, &mut written).is_err() {
+            failed = true;
+        }
+        if failed {
+            // Not written: the tail is back where it was; those records stay in the spill.
+            staged.records.clear();
+            self.spill_failed_at = Some(std::time::Instant::now());
+        } else {
+            self.spill_failed_at = None;
+        }
+        let synced = match self.sync_error.take() {
+            Some(e) => Err(e),
+            None => self.sync(),
+        };
+        if let Err(e) = synced {
+            // Written but maybe not durable: journaling them again could duplicate them.
+            tracing::error!("audit journal: fsync after writing spilled records failed: {e}");
+        }
+        if !written.is_empty() {
+            tracing::info!(
+                records = written.len(),
+                left = self.spill.entries.len() - written.len(),
+                "audit journal: spilled records written to the journal"
+            );
+        }
+        self.spill.journaled(written.len());
     }
 
     /// Assign seq, time and hash to one event and add its line to the staged bytes; a change
-    /// of day writes what is staged for the old file first. On error the record has been
-    /// answered and counted.
-    pub(super) fn stage(
+    /// of day writes what is staged for the old file first. On error the event comes back.
+    fn stage(
         &mut self,
-        e: Event,
-        now_secs: u64,
-        ack: Option<Ack>,
+        u: Unwritten,
         staged: &mut Staged,
-        written: &mut Vec<(Record, Option<Ack>)>,
-    ) -> Result<(), AuditError> {
-        let prepared = self.prepare(now_secs, staged, written);
-        let (secs, prev) = match prepared {
+        written: &mut Vec<Pending>,
+    ) -> Result<(), Box<(AuditError, Unwritten)>> {
+        let (secs, prev) = match self.prepare(u.secs, staged, written) {
             Ok(p) => p,
-            Err(err) => {
-                self.fail(ack, &err);
-                return Err(err);
-            }
+            Err(err) => return Err(Box::new((err, u))),
         };
+        let e = u.event;
         let mut r = Record {
             seq: prev.seq + 1,
             time: rfc3339(secs),
@@ -238,10 +411,21 @@ impl Writer {
             hash: String::new(),
         };
         r.hash = record_hash(&r);
+        let line_start = staged.buf.len();
         if let Err(err) = serde_json::to_writer(&mut staged.buf, &r) {
+            staged.buf.truncate(line_start);
+            // The tail was taken by `prepare`: put it back unchanged.
+            self.tail = Some(prev);
             let err = AuditError::Io(self.dir.clone(), std::io::Error::other(err));
-            self.fail(ack, &err);
-            return Err(err);
+            let back = unstage(Pending {
+                record: r,
+                secs: u.secs,
+                ack: u.ack,
+            });
+            return match back {
+                Some(u) => Err(Box::new((err, u))),
+                None => Ok(()),
+            };
         }
         staged.buf.push(b'\n');
         if staged.records.is_empty() {
@@ -253,7 +437,11 @@ impl Writer {
             secs,
             ..prev
         });
-        staged.records.push((r, ack));
+        staged.records.push(Pending {
+            record: r,
+            secs: u.secs,
+            ack: u.ack,
+        });
         Ok(())
     }
 
@@ -262,7 +450,7 @@ impl Writer {
         &mut self,
         now_secs: u64,
         staged: &mut Staged,
-        written: &mut Vec<(Record, Option<Ack>)>,
+        written: &mut Vec<Pending>,
     ) -> Result<(u64, Tail), AuditError> {
         if self.tail.is_none() {
             let (seq, hash) = last_record(&self.dir)?
@@ -329,7 +517,7 @@ impl Writer {
     pub(super) fn write_staged(
         &mut self,
         staged: &mut Staged,
-        written: &mut Vec<(Record, Option<Ack>)>,
+        written: &mut Vec<Pending>,
     ) -> Result<(), AuditError> {
         if staged.records.is_empty() {
             return Ok(());

@@ -11,8 +11,18 @@ use crate::buyer::config::Owners;
 
 #[derive(Subcommand)]
 pub enum AuditCmd {
-    /// Check that no record was edited, inserted or deleted (exit 1 if one was).
-    Verify,
+    /// Check that no record was edited, inserted or deleted, and that none is missing: records
+    /// still waiting in the spill, payments forwarded with no outcome record (exit 1, one line
+    /// per problem).
+    Verify {
+        /// The spill directory (audit.spill_dir in sidecar.yaml), if one is set.
+        #[arg(long)]
+        spill_dir: Option<std::path::PathBuf>,
+        /// A payment forwarded less than this long ago with no outcome yet is still in
+        /// progress, not a hole.
+        #[arg(long, default_value_t = audit::OPEN_GRACE_SECS)]
+        grace_secs: u64,
+    },
     /// Every record about a request id, payment id or transaction hash.
     Show { id: String },
     /// Records since a day, optionally for one payer.
@@ -69,6 +79,32 @@ fn list_records(
     Ok(())
 }
 
+/// `audit verify`: the chain, then the gaps (spilled records, holes), one line per problem.
+fn verify(dir: &Path, spill_dir: Option<&Path>, grace_secs: u64) -> Outcome {
+    let v = audit::verify(dir).map_err(failed(""))?;
+    let gaps =
+        audit::gaps(dir, spill_dir, crate::util::now_secs(), grace_secs).map_err(failed(""))?;
+    if gaps.is_empty() {
+        println!(
+            "{}: OK, {} record(s) in {} file(s), hash chain intact, no record missing",
+            dir.display(),
+            v.records,
+            v.files
+        );
+        return Ok(());
+    }
+    for g in &gaps {
+        println!("{g}");
+    }
+    Err(Failure::new(format!(
+        "{}: the hash chain of {} record(s) in {} file(s) is intact, but {} record(s) or outcome(s) are missing from it (above)",
+        dir.display(),
+        v.records,
+        v.files,
+        gaps.len()
+    )))
+}
+
 /// `audit`: verify, show, list or export the journal.
 pub(super) fn audit(dir: &Path, cmd: AuditCmd) -> Outcome {
     use crate::audit as a;
@@ -88,14 +124,10 @@ pub(super) fn audit(dir: &Path, cmd: AuditCmd) -> Outcome {
         }
     };
     let result = match cmd {
-        AuditCmd::Verify => a::verify(dir).map(|v| {
-            println!(
-                "{}: OK, {} record(s) in {} file(s), hash chain intact",
-                dir.display(),
-                v.records,
-                v.files
-            );
-        }),
+        AuditCmd::Verify {
+            spill_dir,
+            grace_secs,
+        } => return verify(dir, spill_dir.as_deref(), grace_secs),
         AuditCmd::Show { id } => a::show(dir, &id).map(|records| {
             if records.is_empty() {
                 println!("no record mentions {id}");

@@ -273,6 +273,13 @@ fn seller_journal(dir: &Path, ledger: &Path) -> Res<()> {
         .and_then(|l| l.last().and_then(|e| e.remote_payment_id.clone()))
         .unwrap_or_default();
     audit(&seller_audit, AuditCmd::Show { id: payment_id }).map_err(|f| format!("{f:?}"))?;
-    audit(&seller_audit, AuditCmd::Verify).map_err(|f| format!("{f:?}"))?;
+    audit(
+        &seller_audit,
+        AuditCmd::Verify {
+            spill_dir: None,
+            grace_secs: crate::audit::OPEN_GRACE_SECS,
+        },
+    )
+    .map_err(|f| format!("{f:?}"))?;
     Ok(())
 }

@@ -22,6 +22,12 @@ use crate::util::redact_url;
 
 /// `run`: resolve the configuration, start logs (and span export), serve until SIGTERM.
 pub(super) fn run(path: &Path, log_format: LogFormat) -> Outcome {
+    // A file-size limit (`ulimit -f`, a container's) must not kill the sidecar in the middle of
+    // a paid call: with SIGXFSZ ignored, a write past the limit fails with EFBIG, and the audit
+    // journal handles it like a full disk (no settlement it cannot record; records after a
+    // settlement wait in its spill).
+    // SAFETY: called once at start, before any thread is spawned.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     let r = resolve(path)?;
     let export = match &r.otlp {
         Some(spec) => Some(Export::start(spec).map_err(failed("otlp"))?),
@@ -55,7 +61,22 @@ fn serve(path: &Path, r: &Resolved) -> Outcome {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
     let journal = match &r.audit {
-        Some(spec) => Some(Arc::new(spec.open().map_err(failed("audit journal"))?)),
+        Some(spec) => {
+            let j = Arc::new(spec.open().map_err(failed("audit journal"))?);
+            let watched = Arc::downgrade(&j);
+            crate::telemetry::on_render(move |m| {
+                if let Some(j) = watched.upgrade() {
+                    let s = j.spill_stats();
+                    m.audit_spill(crate::telemetry::SpillCounts {
+                        pending: s.pending,
+                        spilled: s.spilled,
+                        journaled: s.journaled,
+                        dropped: s.dropped,
+                    });
+                }
+            });
+            Some(j)
+        }
         None => {
             tracing::warn!("audit.enabled is false: paid requests are not journaled");
             None
@@ -94,6 +115,12 @@ fn add_seller(
 ) -> Result<Readiness, Failure> {
     let paywall = Paywall::new(seller, store, journal.clone()).map_err(failed(""))?;
     let ready = paywall.readiness();
+    // What a crash of this node left unfinished is resolved first thing (a bounded sweep).
+    let recovery = paywall.recovery();
+    server.add_service(pingora_core::services::background::background_service(
+        "inbound recovery",
+        recovery,
+    ));
     let mut svc =
         pingora_proxy::http_proxy_service_with_name(&server.configuration, paywall, "inbound");
     svc.add_tcp(&seller.listen);

@@ -184,6 +184,10 @@ pub struct SellerNode {
     pub admin: Option<u16>,
     /// `audit: { enabled: false }` when false.
     pub audit: bool,
+    /// `audit.dir` (the sidecar's default, relative to its working directory, when `None`).
+    pub audit_dir: Option<String>,
+    /// `audit.spill_dir` (in memory only when `None`).
+    pub audit_spill_dir: Option<String>,
     pub otlp: Option<Otlp>,
 }
 
@@ -209,8 +213,26 @@ impl SellerNode {
             server: None,
             admin: None,
             audit: true,
+            audit_dir: None,
+            audit_spill_dir: None,
             otlp: None,
         }
+    }
+
+    /// The `audit:` section, if it is not the default.
+    fn audit_section(&self) -> Option<Value> {
+        if !self.audit {
+            return Some(audit_off());
+        }
+        if self.audit_dir.is_none() && self.audit_spill_dir.is_none() {
+            return None;
+        }
+        Some(
+            Map::new()
+                .maybe("dir", self.audit_dir.as_deref())
+                .maybe("spill_dir", self.audit_spill_dir.as_deref())
+                .into(),
+        )
     }
 
     /// The node's `sidecar.yaml`.
@@ -256,7 +278,7 @@ impl SellerNode {
                 .with("store", self.store.as_str())
                 .maybe("server", self.server.map(|s| s.value()))
                 .maybe("admin", self.admin.map(admin))
-                .maybe("audit", (!self.audit).then(audit_off))
+                .maybe("audit", self.audit_section())
                 .maybe("otlp", self.otlp.as_ref().map(Otlp::value)),
         )
     }

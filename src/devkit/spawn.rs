@@ -59,7 +59,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SpawnError {
 
 /// Environment variables a child never inherits: every connection between the dev kit's
 /// processes is on loopback, and no proxy may sit in between.
-const PROXY_VARS: [&str; 6] = [
+pub const PROXY_VARS: [&str; 6] = [
     "HTTP_PROXY",
     "http_proxy",
     "HTTPS_PROXY",

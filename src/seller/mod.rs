@@ -14,21 +14,26 @@
 //! same payment again) or keeps the finished answer for a retry, so nobody pays for an answer
 //! they did not get and nobody gets an answer they did not pay for.
 //!
-//! The files, by job: `proxy.rs` (the pingora phases), `ctx.rs` (the per-request context),
-//! `paid.rs` (the step sequence above), `payment.rs` (a verified and a claimed payment),
-//! `claim.rs` (step 6 and what a payment already claimed gets), `forward.rs` (steps 8–9),
-//! `answer.rs` (steps 10–11), `challenge.rs` (the 402 and refusals), `settle.rs` (the settlement
-//! backends behind one trait), `journal.rs` (the audit records), [`config`] (the seller's
-//! sections of `sidecar.yaml`).
+//! Steps 6–11 are a state machine that knows no transport (`machine/`): its states live in the
+//! store under the payment's key, each owned by one process through a lease; a lease whose owner
+//! is gone is taken over by the next request with the same payment, and a recovery sweep on
+//! start resolves what a crash of this node left.
+//!
+//! The files, by job: `proxy.rs` (the pingora phases, and the recovery sweep as a background
+//! service), `ctx.rs` (the per-request context), `paid.rs` (steps 2–5 and the glue to the
+//! machine), `payment.rs` (a verified and a claimed payment), `machine/` (steps 6–11, leases,
+//! recovery), `forward.rs` (steps 8–9, the upstream call), `answer.rs` (what the buyer is sent),
+//! `challenge.rs` (the 402 and refusals), `settle.rs` (the settlement backends behind one trait),
+//! `journal.rs` (the audit records), [`config`] (the seller's sections of `sidecar.yaml`).
 
 pub mod config;
 
 mod answer;
 mod challenge;
-mod claim;
 mod ctx;
 mod forward;
 mod journal;
+mod machine;
 mod paid;
 mod payment;
 mod proxy;
@@ -43,6 +48,7 @@ use tracing::warn;
 
 use crate::audit::Journal;
 use crate::seller::config::{Route, Seller, UnknownRoutes};
+use crate::seller::machine::{LEASE_MARGIN, LeaseSpec, node_id};
 use crate::seller::settle::Backends;
 use crate::store::{ReplayStore, StoreSpec};
 use crate::telemetry;
@@ -66,8 +72,10 @@ pub(crate) struct Paywall {
     upstream: Upstream,
     http: reqwest::Client,
     /// Who verifies and settles on each network (`facilitators:`).
-    backends: Backends,
+    backends: Arc<Backends>,
     store: Arc<dyn ReplayStore>,
+    /// This node's id and how long its leases on payments last.
+    lease: LeaseSpec,
     key: ChallengeKey,
     journal: Option<Arc<Journal>>,
     /// Peers whose `X-Forwarded-For` is believed.
@@ -103,7 +111,7 @@ impl Paywall {
             .ok()
             .and_then(|mut a| a.next())
             .ok_or_else(|| BuildError::Upstream(cfg.upstream.text.clone()))?;
-        let backends = Backends::new(&cfg.settlement)?;
+        let backends = Arc::new(Backends::new(&cfg.settlement)?);
         let store = crate::store::open(store).map_err(|e| BuildError::Store(e.to_string()))?;
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
@@ -133,6 +141,7 @@ impl Paywall {
             http,
             backends,
             store,
+            lease: LeaseSpec::new(node_id(&cfg.listen), cfg.upstream.timeout + LEASE_MARGIN),
             key,
             journal,
             trusted_proxies: cfg.trusted_proxies.clone(),

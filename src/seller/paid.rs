@@ -1,13 +1,15 @@
-//! The paid path, steps 2–11 (the module docs of [`crate::seller`] list them), one method per
-//! step. A step either hands the next one what it needs or stops the request with its answer
-//! ([`Step`]).
+//! The paid path's glue around pingora: steps 2–5 (the module docs of [`crate::seller`] list
+//! them), one method per step, each handing the next what it needs or stopping the request with
+//! its answer ([`Step`]); then the transport-free [`Machine`] runs steps 6–11 with this request's
+//! upstream call and the paywall's store, backend and journal.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_proxy::Session;
-use serde_json::{Value, json};
+use serde_json::json;
 use tracing::{Instrument, info};
 
 use crate::advisor;
@@ -16,6 +18,7 @@ use crate::http::{BodyError, Reply, read_body};
 use crate::seller::Paywall;
 use crate::seller::config::Route;
 use crate::seller::ctx::Ctx;
+use crate::seller::machine::{self, Forwarded, Machine, Note, Outcome, Recorder, Upstream};
 use crate::seller::payment::{ClaimedPayment, VerifiedPayment, payment_header};
 use crate::seller::settle::Settlement;
 use crate::telemetry::{self, PaymentOutcome, Phase};
@@ -37,7 +40,8 @@ impl Paywall {
         }
     }
 
-    /// The steps in order; each one may stop the request with its own answer.
+    /// The steps in order; each one may stop the request with its own answer. Steps 6–11 are
+    /// the transport-free [`Machine`].
     async fn paid_steps(&self, s: &mut Session, route: &Route, ctx: &Ctx) -> Step<Reply> {
         let body = self.request_body(s, route).await?;
         let (raw, v2) = self.payment_or_challenge(s, route, &body)?;
@@ -48,16 +52,28 @@ impl Paywall {
             .record("payment_id", payment.payment_id.as_str())
             .record("payer", payment.authorization().from.to_string().as_str());
         let settlement = self.settlement_for(&payment)?;
-        let settlement = settlement.as_ref();
         let claimed = ClaimedPayment::new(payment, &body, now);
-        self.claim(s, route, ctx, &claimed, settlement).await?;
         observe(Phase::Verify, verify_started);
-        self.verify_with_backend(s, route, ctx, &claimed, settlement)
-            .await?;
-        let answer = self.upstream_answer(s, route, ctx, &claimed, body).await?;
-        Ok(self
-            .settle_and_answer(s, route, ctx, &claimed, settlement, answer)
-            .await)
+        let route_id = route.id();
+        let machine = Machine {
+            store: self.store.as_ref(),
+            backend: settlement.as_ref(),
+            journal: self,
+            lease: &self.lease,
+            disclaimer: &self.disclaimer,
+            route: &route_id,
+        };
+        let mut up = ToUpstream {
+            paywall: self,
+            s,
+            route,
+            body,
+        };
+        match machine.run(ctx, &claimed, &mut up).await {
+            Outcome::Reply(r) => Ok(r),
+            Outcome::Refused(r) => Ok(self.refusal(up.s, route, ctx, &claimed.payment, &r)),
+            Outcome::Gone => Err(None),
+        }
     }
 
     /// Step 2: the body, capped; validated as a `StrategyRequest` before any payment is asked.
@@ -155,92 +171,51 @@ impl Paywall {
             )
         })
     }
+}
 
-    /// Step 7: the backend's checks (nonce unused and balance on chain, or the remote facilitator's
-    /// `/verify`). A refusal releases the claim.
-    async fn verify_with_backend(
-        &self,
-        s: &Session,
-        route: &Route,
-        ctx: &Ctx,
-        c: &ClaimedPayment<'_>,
-        settlement: &dyn Settlement,
-    ) -> Step<()> {
-        let p = &c.payment;
-        let chain_started = Instant::now();
-        let verified = settlement
-            .verify(p)
-            .instrument(settlement.verify_span())
-            .await;
-        observe(Phase::Chain, chain_started);
-        if let Err(r) = verified {
-            self.release(c).await;
-            self.audit(ctx, p, Kind::PaymentRefused, |e| {
-                e.with("reason", r.reason.code())
-            })
-            .await;
-            return Err(Some(self.refusal(s, route, ctx, p, &r)));
-        }
-        telemetry::with(|m| m.payment(PaymentOutcome::Verified));
-        self.audit(ctx, p, Kind::PaymentVerified, |e| {
-            e.with("route", route.id()).with("x402Version", p.version())
-        })
-        .await;
-        Ok(())
-    }
+/// The upstream as the machine calls it: this request's session (to notice the buyer hanging
+/// up), route and body.
+struct ToUpstream<'s> {
+    paywall: &'s Paywall,
+    s: &'s mut Session,
+    route: &'s Route,
+    body: Bytes,
+}
 
-    /// Steps 8–9: forward and check the answer. A failure releases the claim; a buyer who hung up
-    /// meanwhile is not charged and the answer is kept for a retry with the same payment.
-    async fn upstream_answer(
-        &self,
-        s: &mut Session,
-        route: &Route,
-        ctx: &Ctx,
-        c: &ClaimedPayment<'_>,
-        body: Bytes,
-    ) -> Step<Value> {
-        let p = &c.payment;
+#[async_trait]
+impl Upstream for ToUpstream<'_> {
+    async fn answer(&mut self, ctx: &Ctx, p: &VerifiedPayment<'_>) -> Forwarded {
         let (answer, buyer_left) = self
-            .forward(s, route, ctx, p, body)
+            .paywall
+            .forward(self.s, self.route, ctx, p, self.body.clone())
             .instrument(tracing::info_span!("upstream", otel.kind = "client"))
             .await;
-        let answer = match answer {
-            Err(reply) => {
-                self.release(c).await;
-                self.audit(ctx, p, Kind::NotCharged, |e| {
-                    e.with("why", "upstream failed; claim released")
-                        .with("status", reply.status)
-                })
-                .await;
-                return Err(Some(reply));
-            }
-            Ok(a) => a,
-        };
-        if buyer_left {
-            let rec = c.unsettled(ctx, &answer);
-            let kept = self
-                .store
-                .replace(&p.replay_key, &c.token, &rec, c.ttl)
-                .await;
-            self.audit(ctx, p, Kind::NotCharged, |e| {
-                e.with("why", "buyer hung up before settlement; answer kept for a retry with the same payment")
-            }).await;
-            info!(request_id = %ctx.request_id, payment_id = %p.payment_id, kept = kept.unwrap_or(false),
-                "buyer hung up before settlement: not charged; the answer is kept for a retry with the same payment");
-            return Err(None);
-        }
-        self.audit(ctx, p, Kind::Forwarded, |e| {
-            e.with("model", answer["metadata"]["model"].clone())
-                .with("modelCallId", answer["metadata"]["modelCallId"].clone())
-        })
-        .await;
-        Ok(answer)
+        Forwarded { answer, buyer_left }
+    }
+}
+
+/// The journal as the machine writes to it: through [`Paywall::audit`].
+#[async_trait]
+impl Recorder for Paywall {
+    async fn record(&self, ctx: &Ctx, p: &VerifiedPayment<'_>, kind: Kind, note: Note) {
+        self.audit(ctx, p, kind, |e| note.apply(e)).await
+    }
+
+    async fn before_money(
+        &self,
+        ctx: &Ctx,
+        p: &VerifiedPayment<'_>,
+        kind: Kind,
+        note: Note,
+    ) -> Result<(), Reply> {
+        self.audit_before_money(ctx, p, kind, |e| note.apply(e))
+            .await
     }
 }
 
 /// Record how long a phase of the paid path took, from `since`.
 pub(crate) fn observe(phase: Phase, since: Instant) {
-    observe_secs(phase, since.elapsed());
+    machine::observe(phase, since);
 }
 
 /// Record how long a phase of the paid path took.

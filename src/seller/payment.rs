@@ -3,8 +3,11 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use pingora_proxy::Session;
 
+use crate::store::StoredAuth;
+use crate::util::{new_id, sha256_hex};
 use crate::x402::check::Verified;
 use crate::x402::ids::PaymentRef;
 use crate::x402::matching::Offer;
@@ -78,13 +81,24 @@ impl<'a> VerifiedPayment<'a> {
     /// How long the store keeps the claim: until the authorization expires (at most a week),
     /// plus [`KEEP_AFTER_EXPIRY`].
     pub(crate) fn ttl(&self, now: u64) -> Duration {
-        let until: u64 = self
-            .authorization()
-            .valid_before
-            .try_into()
-            .unwrap_or(u64::MAX);
-        Duration::from_secs(until.saturating_sub(now).min(86_400 * 7)) + KEEP_AFTER_EXPIRY
+        record_ttl(self.authorization(), now)
     }
+
+    /// What the payment authorized, as its store record keeps it (no signature).
+    pub(crate) fn stored_auth(&self) -> StoredAuth {
+        StoredAuth {
+            chain_id: self.offer.chain_id,
+            asset: self.offer.asset,
+            authorization: self.authorization().clone(),
+        }
+    }
+}
+
+/// How long the store keeps the record of authorization `a`, from `now`: until it expires (at
+/// most a week), plus [`KEEP_AFTER_EXPIRY`].
+pub(crate) fn record_ttl(a: &Authorization, now: u64) -> Duration {
+    let until: u64 = a.valid_before.try_into().unwrap_or(u64::MAX);
+    Duration::from_secs(until.saturating_sub(now).min(86_400 * 7)) + KEEP_AFTER_EXPIRY
 }
 
 /// A verified payment whose replay claim this request holds: every change to its record is
@@ -97,6 +111,19 @@ pub(crate) struct ClaimedPayment<'a> {
     pub(crate) body_hash: String,
     /// How long the record is kept.
     pub(crate) ttl: Duration,
+}
+
+impl<'a> ClaimedPayment<'a> {
+    /// `payment`, to be claimed for the request with `body`, kept until its authorization
+    /// expires (counted from `now`).
+    pub(crate) fn new(payment: VerifiedPayment<'a>, body: &Bytes, now: u64) -> Self {
+        ClaimedPayment {
+            token: new_id("claim"),
+            body_hash: sha256_hex(body),
+            ttl: payment.ttl(now),
+            payment,
+        }
+    }
 }
 
 /// The payment header, v2 (`PAYMENT-SIGNATURE`) first, then v1 (`X-PAYMENT`): its bytes and

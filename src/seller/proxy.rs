@@ -144,3 +144,43 @@ async fn write(s: &mut Session, reply: Reply, request_id: &str) -> pingora_core:
     s.write_response_header(Box::new(h), false).await?;
     s.write_response_body(Some(reply.body), true).await
 }
+
+/// The recovery sweep of this node's unfinished payments, run once when the server starts
+/// (a pingora background service; see `machine::sweep`).
+pub(crate) struct Recovery {
+    store: std::sync::Arc<dyn crate::store::ReplayStore>,
+    backends: std::sync::Arc<crate::seller::settle::Backends>,
+    lease: crate::seller::machine::LeaseSpec,
+    started_ms: u64,
+}
+
+/// How many unfinished records one sweep looks at.
+const SWEEP_LIMIT: usize = 10_000;
+
+impl Paywall {
+    /// The recovery sweep for this paywall's store and backends.
+    pub(crate) fn recovery(&self) -> Recovery {
+        Recovery {
+            store: self.store.clone(),
+            backends: self.backends.clone(),
+            lease: self.lease.clone(),
+            started_ms: crate::seller::machine::now_ms(),
+        }
+    }
+}
+
+#[async_trait]
+impl pingora_core::services::background::BackgroundService for Recovery {
+    async fn start(&self, _shutdown: pingora_core::server::ShutdownWatch) {
+        let backends = self.backends.clone();
+        let by_chain = move |id: u64| backends.get(id);
+        crate::seller::machine::sweep(
+            self.store.as_ref(),
+            &by_chain,
+            &self.lease,
+            self.started_ms,
+            SWEEP_LIMIT,
+        )
+        .await;
+    }
+}

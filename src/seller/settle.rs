@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alloy_primitives::B256;
+use alloy_primitives::{Address, B256};
 use async_trait::async_trait;
 use serde_json::Value;
 use tracing::{info, warn};
@@ -25,7 +25,7 @@ use crate::seller::config::{BackendSpecs, RemoteFacilitator};
 use crate::seller::payment::VerifiedPayment;
 use crate::telemetry::Probe;
 use crate::x402::reason::{Reason, Rejection};
-use crate::x402::types::{FacilitatorRequest, IncomingPayment, VerifyResponse};
+use crate::x402::types::{Authorization, FacilitatorRequest, IncomingPayment, VerifyResponse};
 
 /// Largest remote facilitator answer read.
 const MAX_ANSWER: usize = 64 * 1024;
@@ -49,25 +49,21 @@ pub(crate) trait Settlement: Send + Sync {
     /// Settle the payment and wait for the chain to confirm it.
     async fn settle(&self, p: &VerifiedPayment<'_>) -> SettleOutcome;
 
-    /// What became of a settlement whose outcome was not known: by its tx hash when there is
-    /// one, else from the authorization on chain, else what [`Settlement::unused`] says.
-    async fn reconcile(&self, p: &VerifiedPayment<'_>, tx: Option<B256>) -> SettleOutcome {
-        let (asset, auth) = (p.offer.asset, p.authorization());
-        if let Some(tx) = tx {
-            return self.chain().reconcile(tx, asset, auth).await;
-        }
-        match self.chain().settlement_of(asset, auth).await {
-            Ok(Some(o)) => o,
-            Ok(None) => self.unused(p).await,
-            Err(e) => SettleOutcome::Unknown {
-                message: format!("the chain could not be read: {e}"),
-            },
-        }
+    /// What the chain shows for authorization `auth` on `asset`, by the payment's own identity
+    /// (`authorizationState`, then the `AuthorizationUsed(from, nonce)` log in a bounded block
+    /// range and its receipt): `Ok(None)` while it is unused.
+    async fn lookup(
+        &self,
+        asset: Address,
+        auth: &Authorization,
+    ) -> Result<Option<SettleOutcome>, String> {
+        self.chain().settlement_of(asset, auth).await
     }
 
-    /// Reconciling, the chain shows the authorization unused: unknown (this sidecar's own
-    /// settlement never landed), or settled again by the remote facilitator.
-    async fn unused(&self, p: &VerifiedPayment<'_>) -> SettleOutcome;
+    /// A broadcast settlement, by its transaction hash: its receipt checked, or `Pending`.
+    async fn by_tx(&self, asset: Address, auth: &Authorization, tx: B256) -> SettleOutcome {
+        self.chain().reconcile(tx, asset, auth).await
+    }
 }
 
 /// The settlement backend of every network of `facilitators:`, built once.
@@ -164,12 +160,6 @@ impl Settlement for LocalSettlement {
             .settle(p.offer.asset, &v.authorization, &v.signature)
             .await
     }
-
-    async fn unused(&self, _p: &VerifiedPayment<'_>) -> SettleOutcome {
-        SettleOutcome::Unknown {
-            message: "no settlement of this authorization is on chain".into(),
-        }
-    }
 }
 
 /// A remote facilitator (`POST /verify`, `POST /settle`, `GET /supported`, `kind: http`)
@@ -264,12 +254,6 @@ impl Settlement for RemoteSettlement {
                 .await
             }
         }
-    }
-
-    /// Still unused on chain: ask the remote facilitator to settle again (the token accepts the
-    /// nonce once, so this never charges twice).
-    async fn unused(&self, p: &VerifiedPayment<'_>) -> SettleOutcome {
-        self.settle(p).await
     }
 }
 

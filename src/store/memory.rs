@@ -7,7 +7,7 @@ use moka::Expiry;
 use moka::ops::compute::{CompResult, Op};
 use moka::sync::Cache;
 
-use super::{BudgetStore, PaymentRecord, ReplayStore, StoreError};
+use super::{BudgetStore, PaymentRecord, PaymentState, ReplayStore, StoreError};
 
 #[derive(Clone)]
 struct Entry {
@@ -146,6 +146,39 @@ impl ReplayStore for MemoryStore {
         Ok(matches!(r, CompResult::Removed(_)))
     }
 
+    async fn take_over(
+        &self,
+        key: &str,
+        token: &str,
+        now_ms: u64,
+        rec: &PaymentRecord,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let r = self
+            .cache
+            .entry(key.to_string())
+            .and_compute_with(|cur| match cur {
+                Some(e) if e.value().rec.token == token && !e.value().rec.leased_at(now_ms) => {
+                    Op::Put(Entry {
+                        rec: rec.clone(),
+                        ttl,
+                    })
+                }
+                _ => Op::Nop,
+            });
+        Ok(matches!(r, CompResult::ReplacedWith(_)))
+    }
+
+    async fn unfinished(&self, limit: usize) -> Result<Vec<(String, PaymentRecord)>, StoreError> {
+        Ok(self
+            .cache
+            .iter()
+            .filter(|(_, e)| e.rec.state != PaymentState::Done)
+            .take(limit)
+            .map(|(k, e)| (k.as_ref().clone(), e.rec))
+            .collect())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
@@ -153,7 +186,7 @@ impl ReplayStore for MemoryStore {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{PaymentState, sample};
+    use super::super::sample;
     use super::*;
 
     #[tokio::test]
@@ -190,6 +223,41 @@ mod tests {
                 .unwrap(),
             None
         );
+    }
+
+    #[tokio::test]
+    async fn a_lease_is_taken_over_only_once_it_ran_out_and_only_once() {
+        let s = MemoryStore::new(100);
+        let ttl = Duration::from_secs(60);
+        let mut a = sample("a", PaymentState::InFlight);
+        a.lease_until = Some(1_000);
+        s.claim("k", &a, ttl).await.unwrap();
+        let b = sample("b", PaymentState::InFlight);
+        assert!(
+            !s.take_over("k", "a", 999, &b, ttl).await.unwrap(),
+            "lease still runs"
+        );
+        assert!(
+            !s.take_over("k", "x", 2_000, &b, ttl).await.unwrap(),
+            "wrong token"
+        );
+        assert!(s.take_over("k", "a", 1_000, &b, ttl).await.unwrap());
+        let c = sample("c", PaymentState::InFlight);
+        assert!(
+            !s.take_over("k", "a", 2_000, &c, ttl).await.unwrap(),
+            "taken already"
+        );
+        assert!(
+            !s.replace("k", "a", &a, ttl).await.unwrap(),
+            "the old owner lost it"
+        );
+        let open = s.unfinished(10).await.unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].1.token, "b");
+        s.replace("k", "b", &sample("b", PaymentState::Done), ttl)
+            .await
+            .unwrap();
+        assert!(s.unfinished(10).await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -13,12 +13,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use alloy_primitives::Address;
+
 use crate::util::Problem;
+use crate::x402::types::Authorization;
 
 pub use memory::MemoryStore;
 pub use redis_store::RedisStore;
 
-/// Where a payment is in its life.
+/// Where a payment is in its life. The states a paid request passes through in memory
+/// (`seller::machine`) are stored at the points a crash must not lose: claimed (`InFlight`), answer
+/// held and not settled (`Unsettled`), settling or broadcast (`Pending`), delivered (`Done`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentState {
@@ -29,7 +34,9 @@ pub enum PaymentState {
     /// and gets it. Stored as `ready`, its name before it was renamed.
     #[serde(rename = "ready")]
     Unsettled,
-    /// Broadcast, outcome unknown: reconcile by tx hash before answering.
+    /// Settling: the settlement is being submitted (`tx` unknown yet) or was broadcast (`tx`)
+    /// and its outcome is not known. Resolved by the transaction hash, else by the payment's
+    /// own identity on chain (`AuthorizationUsed(from, nonce)`), before answering.
     Pending,
     /// Settled; `answer` is the final response, served again to a retry with the same body.
     Done,
@@ -60,6 +67,34 @@ pub struct PaymentRecord {
     /// Request id of the request that claimed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// The node working on it (`host:port`); none once it was handed back for a retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Until when (unix milliseconds) the owner's lease holds; a record whose lease ran out is
+    /// taken over by the next request with the same payment ([`ReplayStore::take_over`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<u64>,
+    /// What the payment authorized (no signature): what a recovery sweep looks up on chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<StoredAuth>,
+}
+
+impl PaymentRecord {
+    /// Is somebody's lease on it still running at `now_ms`?
+    pub fn leased_at(&self, now_ms: u64) -> bool {
+        self.lease_until.is_some_and(|t| t > now_ms)
+    }
+}
+
+/// A payment's authorization as kept with its record: enough to find its settlement on chain
+/// (never the signature).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredAuth {
+    pub chain_id: u64,
+    #[serde(with = "crate::x402::address::eip55")]
+    pub asset: Address,
+    pub authorization: Authorization,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +125,19 @@ pub trait ReplayStore: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// Delete the record if it is still held by `token`; false if it is not.
     async fn release(&self, key: &str, token: &str) -> Result<bool, StoreError>;
+    /// Take the record over: replace it with `rec` if it is still held by `token` **and** its
+    /// lease has run out at `now_ms` (checked atomically, so a heartbeat that came first wins);
+    /// false if not.
+    async fn take_over(
+        &self,
+        key: &str,
+        token: &str,
+        now_ms: u64,
+        rec: &PaymentRecord,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+    /// Records not `Done` yet, at most `limit` of them (a bounded scan, for the recovery sweep).
+    async fn unfinished(&self, limit: usize) -> Result<Vec<(String, PaymentRecord)>, StoreError>;
     /// Is the store reachable?
     async fn ping(&self) -> Result<(), StoreError>;
 }
@@ -182,6 +230,9 @@ pub(crate) fn sample(token: &str, state: PaymentState) -> PaymentRecord {
         answer: None,
         tx: None,
         request_id: None,
+        owner: None,
+        lease_until: None,
+        auth: None,
     }
 }
 

@@ -9,7 +9,7 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use tokio::sync::OnceCell;
 
-use super::{BudgetStore, PaymentRecord, ReplayStore, StoreError};
+use super::{BudgetStore, PaymentRecord, PaymentState, ReplayStore, StoreError};
 
 const KEY_PREFIX: &str = "x402-sidecar:payment:";
 
@@ -26,6 +26,21 @@ else
 end
 return 1
 "#;
+
+/// Replace the record with ARGV[3] (kept ARGV[4] ms) if its token is ARGV[1] and its lease
+/// (`lease_until`, unix ms) has run out at ARGV[2].
+const TAKE_OVER: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local ok, r = pcall(cjson.decode, v)
+if not ok or r.token ~= ARGV[1] then return 0 end
+if type(r.lease_until) == 'number' and r.lease_until > tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+return 1
+"#;
+
+/// How many keys a recovery sweep looks at, at most, whatever `limit` says.
+const SCAN_MAX: usize = 100_000;
 
 /// Reserve ARGV[1] under limit ARGV[2]; key lives ARGV[3] ms.
 const RESERVE: &str = r#"
@@ -51,6 +66,7 @@ pub struct RedisStore {
     client: redis::Client,
     conn: OnceCell<ConnectionManager>,
     cas: Script,
+    take_over: Script,
     reserve: Script,
     release: Script,
 }
@@ -63,6 +79,7 @@ impl RedisStore {
             client,
             conn: OnceCell::new(),
             cas: Script::new(CAS),
+            take_over: Script::new(TAKE_OVER),
             reserve: Script::new(RESERVE),
             release: Script::new(RELEASE),
         })
@@ -168,6 +185,68 @@ impl ReplayStore for RedisStore {
         self.cas(key, token, "", Duration::from_millis(1)).await
     }
 
+    async fn take_over(
+        &self,
+        key: &str,
+        token: &str,
+        now_ms: u64,
+        rec: &PaymentRecord,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.conn().await?;
+        let n: i64 = self
+            .take_over
+            .key(format!("{KEY_PREFIX}{key}"))
+            .arg(token)
+            .arg(now_ms)
+            .arg(Self::encode(rec)?)
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async(&mut c)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(n == 1)
+    }
+
+    /// `SCAN` over the payment keys (at most [`SCAN_MAX`] looked at), keeping those not done.
+    async fn unfinished(&self, limit: usize) -> Result<Vec<(String, PaymentRecord)>, StoreError> {
+        let mut c = self.conn().await?;
+        let unavailable = |e: redis::RedisError| StoreError::Unavailable(e.to_string());
+        let mut cursor: u64 = 0;
+        let (mut seen, mut out) = (0usize, Vec::new());
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{KEY_PREFIX}*"))
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut c)
+                .await
+                .map_err(unavailable)?;
+            seen += keys.len();
+            if !keys.is_empty() {
+                let values: Vec<Option<String>> = redis::cmd("MGET")
+                    .arg(&keys)
+                    .query_async(&mut c)
+                    .await
+                    .map_err(unavailable)?;
+                for (k, v) in keys.iter().zip(values) {
+                    let Some(rec) = v.and_then(|v| serde_json::from_str::<PaymentRecord>(&v).ok())
+                    else {
+                        continue;
+                    };
+                    if rec.state != PaymentState::Done && out.len() < limit {
+                        out.push((k.trim_start_matches(KEY_PREFIX).to_string(), rec));
+                    }
+                }
+            }
+            cursor = next;
+            if cursor == 0 || out.len() >= limit || seen >= SCAN_MAX {
+                return Ok(out);
+            }
+        }
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let mut c = self.conn().await?;
         let _: String = redis::cmd("PING")
@@ -224,7 +303,7 @@ impl BudgetStore for RedisStore {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{PaymentState, sample};
+    use super::super::sample;
     use super::*;
 
     fn url() -> String {
@@ -275,6 +354,42 @@ mod tests {
             None
         );
         s.release(&key, "c").await.unwrap();
+    }
+
+    /// Two replicas race to take over a lapsed lease: one wins; a live lease is never taken;
+    /// the sweep's scan finds the unfinished record.
+    #[tokio::test]
+    async fn a_lapsed_lease_is_taken_over_by_one_replica_only() {
+        let a = std::sync::Arc::new(RedisStore::new(&url()).unwrap());
+        let b = std::sync::Arc::new(RedisStore::new(&url()).unwrap());
+        let key = format!("unit-lease-{}", rand::random::<u64>());
+        let ttl = Duration::from_secs(30);
+        let mut dead = sample("dead", PaymentState::Pending);
+        dead.lease_until = Some(5_000);
+        a.claim(&key, &dead, ttl).await.unwrap();
+        let live = sample("x", PaymentState::InFlight);
+        assert!(!a.take_over(&key, "dead", 4_999, &live, ttl).await.unwrap());
+        let mut handles = Vec::new();
+        for i in 0..10 {
+            let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+            let k = key.clone();
+            handles.push(tokio::spawn(async move {
+                let mine = sample(&format!("t{i}"), PaymentState::Pending);
+                s.take_over(&k, "dead", 6_000, &mine, ttl).await.unwrap()
+            }));
+        }
+        let mut won = 0;
+        for h in handles {
+            won += h.await.unwrap() as usize;
+        }
+        assert_eq!(won, 1);
+        let open = b.unfinished(usize::MAX).await.unwrap();
+        assert!(
+            open.iter()
+                .any(|(k, r)| *k == key && r.token.starts_with('t'))
+        );
+        let (_, r) = open.into_iter().find(|(k, _)| *k == key).unwrap();
+        a.release(&key, &r.token).await.unwrap();
     }
 
     #[tokio::test]

@@ -55,6 +55,12 @@ pub struct Metrics {
     /// OTLP span batches by outcome (`sent`, `failed`), and the spans in them.
     pub otlp_batches: IntCounterVec,
     pub otlp_spans: IntCounterVec,
+    /// Audit records waiting in the spill now (the journal could not write them yet).
+    pub audit_spill_pending: IntGauge,
+    /// Audit records by what the spill did with them (`spilled`, `journaled`, `dropped`).
+    pub audit_spill_records: IntCounterVec,
+    /// Paid calls refused because the journal could not record them, by stage.
+    pub audit_refusals: IntCounterVec,
     pub build_info: IntGauge,
 }
 
@@ -112,6 +118,21 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "Spans in the exported batches, by outcome",
         &["outcome"],
     )?;
+    let audit_spill_records = counter(
+        "x402_audit_spill_records_total",
+        "Audit records the journal could not write, by what became of them",
+        &["outcome"],
+    )?;
+    let audit_refusals = counter(
+        "x402_audit_refusals_total",
+        "Paid calls not settled because the audit journal could not record them",
+        &["stage"],
+    )?;
+    let audit_spill_pending = IntGauge::with_opts(Opts::new(
+        "x402_audit_spill_pending",
+        "Audit records waiting in the spill, not yet in the journal",
+    ))?;
+    registry.register(Box::new(audit_spill_pending.clone()))?;
     let phase_seconds = HistogramVec::new(
         HistogramOpts::new("x402_phase_seconds", "Latency of each phase of a paid call").buckets(
             vec![
@@ -153,6 +174,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
         facilitator_requests,
         otlp_batches,
         otlp_spans,
+        audit_spill_pending,
+        audit_spill_records,
+        audit_refusals,
         build_info,
     })
 }
@@ -238,7 +262,75 @@ impl ExportOutcome {
     }
 }
 
+/// Where the audit journal stopped a paid call (`x402_audit_refusals_total{stage}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JournalRefusal {
+    /// The records before the settlement could not be made durable: not settled (503).
+    BeforeSettlement,
+}
+
+impl JournalRefusal {
+    pub fn label(self) -> &'static str {
+        match self {
+            JournalRefusal::BeforeSettlement => "before_settlement",
+        }
+    }
+}
+
+/// What became of audit records the journal could not write
+/// (`x402_audit_spill_records_total{outcome}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpillOutcome {
+    /// Kept in the spill.
+    Spilled,
+    /// Written to the journal later, in order.
+    Journaled,
+    /// Dropped: a record about no money, past the spill's cap.
+    Dropped,
+}
+
+impl SpillOutcome {
+    pub fn label(self) -> &'static str {
+        match self {
+            SpillOutcome::Spilled => "spilled",
+            SpillOutcome::Journaled => "journaled",
+            SpillOutcome::Dropped => "dropped",
+        }
+    }
+}
+
+/// The journal's spill as `/metrics` shows it: records waiting now, and totals per outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpillCounts {
+    pub pending: u64,
+    pub spilled: u64,
+    pub journaled: u64,
+    pub dropped: u64,
+}
+
 impl Metrics {
+    /// Show the journal's spill: `pending` as the gauge, the totals as the counters (they
+    /// only grow).
+    pub fn audit_spill(&self, c: SpillCounts) {
+        self.audit_spill_pending
+            .set(i64::try_from(c.pending).unwrap_or(i64::MAX));
+        for (outcome, total) in [
+            (SpillOutcome::Spilled, c.spilled),
+            (SpillOutcome::Journaled, c.journaled),
+            (SpillOutcome::Dropped, c.dropped),
+        ] {
+            let counter = self
+                .audit_spill_records
+                .with_label_values(&[outcome.label()]);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+    }
+
+    /// Count a paid call the journal stopped.
+    pub fn journal_refusal(&self, r: JournalRefusal) {
+        self.audit_refusals.with_label_values(&[r.label()]).inc();
+    }
+
     /// Count a payment by outcome and reason code (`reason` is empty for a verified one).
     pub fn payment(&self, outcome: PaymentOutcome) {
         let (label, reason) = match outcome {
@@ -284,6 +376,19 @@ impl Metrics {
 
 static METRICS: OnceLock<Option<Metrics>> = OnceLock::new();
 
+/// A source read when `/metrics` is rendered (for values another part owns, e.g. the
+/// journal's spill).
+type RenderHook = Box<dyn Fn(&Metrics) + Send + Sync>;
+
+static HOOKS: std::sync::Mutex<Vec<RenderHook>> = std::sync::Mutex::new(Vec::new());
+
+/// Run `f` against the metrics each time they are rendered, before the text is made.
+pub fn on_render(f: impl Fn(&Metrics) + Send + Sync + 'static) {
+    if let Ok(mut hooks) = HOOKS.lock() {
+        hooks.push(Box::new(f));
+    }
+}
+
 /// The process's metrics (`None` only if registration failed, which is a programming error
 /// caught by the tests; serving goes on without metrics rather than failing requests).
 pub fn metrics() -> Option<&'static Metrics> {
@@ -302,6 +407,11 @@ pub fn render() -> String {
     let Some(m) = metrics() else {
         return String::new();
     };
+    if let Ok(hooks) = HOOKS.lock() {
+        for h in hooks.iter() {
+            h(m);
+        }
+    }
     let mut buf = Vec::new();
     let _ = TextEncoder::new().encode(&m.registry.gather(), &mut buf);
     String::from_utf8(buf).unwrap_or_default()
@@ -409,6 +519,15 @@ mod tests {
             m.phase(Phase::Upstream, Duration::from_millis(3));
             m.replay(Replay::Resumed);
             m.export(ExportOutcome::Failed, 4);
+            m.journal_refusal(JournalRefusal::BeforeSettlement);
+        });
+        on_render(|m| {
+            m.audit_spill(SpillCounts {
+                pending: 2,
+                spilled: 3,
+                journaled: 1,
+                dropped: 0,
+            })
         });
         let text = render();
         for line in [
@@ -421,6 +540,10 @@ mod tests {
             "x402_phase_seconds_count{phase=\"upstream\"}",
             "x402_replay_rejections_total{kind=\"resumed\"}",
             "x402_otlp_spans_total{outcome=\"failed\"}",
+            "x402_audit_refusals_total{stage=\"before_settlement\"}",
+            "x402_audit_spill_pending 2",
+            "x402_audit_spill_records_total{outcome=\"spilled\"} 3",
+            "x402_audit_spill_records_total{outcome=\"journaled\"} 1",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }

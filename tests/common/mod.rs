@@ -40,6 +40,9 @@ pub enum Mode {
     SlowThen(Duration),
     /// A valid strategy answer of 2 MB.
     Huge,
+    /// A normal answer whose `metadata.modelCallId` is this many characters long (its journal
+    /// records are larger than a page).
+    LongCallId(usize),
 }
 
 /// A well-formed strategy answer of about `bytes` bytes.
@@ -82,6 +85,14 @@ impl Upstream {
                     ),
                     Mode::NotJson => Response::Body(200, "<html>not json</html>".into()),
                     Mode::Huge => Response::Body(200, huge_answer(2 << 20)),
+                    Mode::LongCallId(n) => match ok {
+                        Response::Body(status, text) => {
+                            let mut v: Value = serde_json::from_str(&text).unwrap();
+                            v["metadata"]["modelCallId"] = Value::from("c".repeat(n));
+                            Response::Body(status, v.to_string())
+                        }
+                        other => other,
+                    },
                 }
             })
         });

@@ -66,12 +66,47 @@ pub fn format_decimal(amount: U256, decimals: u8) -> String {
 }
 
 /// A configured price: atomic units (`10000` or `"10000"`) or dollars (`"$0.01"`).
-#[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(untagged)]
 pub enum PriceSpec {
     Units(u64),
     Text(String),
 }
+
+/// Read by hand so that a wrong form gets a sentence a person can act on (a bare `0.01` is a
+/// float in YAML and is refused: dollars are written `"$0.01"`).
+impl<'de> serde::Deserialize<'de> for PriceSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = PriceSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(PRICE_FORMS)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<PriceSpec, E> {
+                Ok(PriceSpec::Units(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<PriceSpec, E> {
+                u64::try_from(v)
+                    .map(PriceSpec::Units)
+                    .map_err(|_| E::custom(format!("a price cannot be negative: {PRICE_FORMS}")))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<PriceSpec, E> {
+                Err(E::custom(format!(
+                    "a bare decimal number is not a price: {PRICE_FORMS}"
+                )))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PriceSpec, E> {
+                Ok(PriceSpec::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// The forms a configured price takes, for messages.
+const PRICE_FORMS: &str =
+    "write dollars in quotes, like \"$0.01\", or a whole number of atomic units, like 10000";
 
 impl PriceSpec {
     /// The price in atomic units of a token with `decimals`.
@@ -111,6 +146,17 @@ pub(crate) mod dec_u256 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_configured_price_is_units_or_quoted_dollars_and_a_bare_decimal_is_refused_in_words() {
+        let read = |t: &str| serde_json::from_str::<PriceSpec>(t);
+        assert_eq!(read("10000").unwrap(), PriceSpec::Units(10_000));
+        assert_eq!(read("\"$0.01\"").unwrap(), PriceSpec::Text("$0.01".into()));
+        for bad in ["0.01", "-5", "true", "{}"] {
+            let e = read(bad).unwrap_err().to_string();
+            assert!(e.contains("\"$0.01\"") && !e.contains("enum"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn parses_dollars_and_atomic_units() {

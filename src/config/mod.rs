@@ -15,6 +15,8 @@
 //!   [`OtlpSpec`].
 //! - `server:` (threads, grace period): here, [`ServerConfig`].
 
+mod explain;
+
 use std::path::Path;
 
 use serde::Deserialize;
@@ -59,6 +61,10 @@ pub struct Config {
     /// resource servers, settling with the `local` entries of `facilitators`.
     #[serde(default)]
     pub facilitator: ServiceConfig,
+    /// Paths inside a disabled section whose `${VAR}` is not set: a disabled section asks for
+    /// nothing, so what is wrong there only because of them is not a problem.
+    #[serde(skip)]
+    unset_while_off: Vec<String>,
 }
 
 /// Process-wide settings (the `server:` section).
@@ -138,6 +144,13 @@ impl Config {
                 .resolve(&settlement.local, settlement.declares_local(), p);
         let inbound = self.inbound.resolve(&settlement, p);
         let outbound = self.outbound.resolve(p);
+        let unset = &self.unset_while_off;
+        problems.retain(|q| !unset.iter().any(|u| under(&q.path, u)));
+        // A disabled paywall whose only problems came from unset variables: nothing to serve.
+        let inbound = inbound.or_else(|| {
+            let clean = !problems.iter().any(|q| under(&q.path, "inbound"));
+            (!self.inbound.enabled && clean).then(|| Inbound::Off { routes: Vec::new() })
+        });
         match (store, inbound) {
             (Some(store), Some(inbound)) if problems.is_empty() => Ok(Resolved {
                 server: self.server.clone(),
@@ -204,24 +217,32 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         v = Value::Mapping(Default::default());
     }
     let mut problems = Vec::new();
-    expand(&mut v, "", env, &mut problems);
+    let mut unset = Vec::new();
+    expand(&mut v, "", env, false, &mut problems, &mut unset);
     if !problems.is_empty() {
         return Err(problems);
     }
     v1_network_names(&mut v);
-    serde_yaml::from_value(v).map_err(|e| {
-        vec![Problem {
-            path: "sidecar.yaml".into(),
-            message: e.to_string(),
-        }]
-    })
+    let mut config: Config = explain::deserialize(text, v).map_err(|p| vec![p])?;
+    config.unset_while_off = unset;
+    Ok(config)
 }
 
+/// Is `path` the field `at` or inside it?
+fn under(path: &str, at: &str) -> bool {
+    path.strip_prefix(at)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+}
+
+/// Expand `${VAR}` in every string under `v`. Inside a mapping with `enabled: false` (`off`)
+/// an unset variable is no problem: the value is left empty and its path noted in `unset`.
 fn expand(
     v: &mut Value,
     path: &str,
     env: &dyn Fn(&str) -> Option<String>,
+    off: bool,
     problems: &mut Vec<Problem>,
+    unset: &mut Vec<String>,
 ) {
     match v {
         Value::String(s) if s.contains("${") => {
@@ -246,6 +267,7 @@ fn expand(
                     .or(default.map(str::to_string))
                 {
                     Some(val) => out.push_str(&val),
+                    None if off => unset.push(path.to_string()),
                     None => problems.push(Problem {
                         path: path.into(),
                         message: format!("environment variable {name} is not set"),
@@ -257,6 +279,7 @@ fn expand(
             *s = out;
         }
         Value::Mapping(m) => {
+            let off = off || m.get("enabled") == Some(&Value::Bool(false));
             for (k, val) in m.iter_mut() {
                 let key = k.as_str().unwrap_or("?");
                 let p = if path.is_empty() {
@@ -264,12 +287,12 @@ fn expand(
                 } else {
                     format!("{path}.{key}")
                 };
-                expand(val, &p, env, problems);
+                expand(val, &p, env, off, problems, unset);
             }
         }
         Value::Sequence(s) => {
             for (i, val) in s.iter_mut().enumerate() {
-                expand(val, &format!("{path}[{i}]"), env, problems);
+                expand(val, &format!("{path}[{i}]"), env, off, problems, unset);
             }
         }
         _ => {}
@@ -408,8 +431,67 @@ facilitators:
     }
 
     #[test]
-    fn unknown_fields_are_refused() {
+    fn unknown_fields_are_refused_with_the_key_they_probably_meant() {
         let e = parse("inbound:\n  enable: true\n", &env).unwrap_err();
-        assert!(e[0].message.contains("enable"), "{e:?}");
+        assert_eq!(e[0].path, "inbound.enable", "{e:?}");
+        assert!(
+            e[0].message.contains("did you mean `enabled`?") && e[0].message.contains("line 2"),
+            "{e:?}"
+        );
+    }
+
+    /// A structural mistake names the key's path, its line and column, and the forms that are
+    /// accepted, in words (no Rust type name, no value repeated).
+    #[test]
+    fn structural_mistakes_name_the_path_and_the_line() {
+        let cases = [
+            (
+                GOOD.replace("price: \"$0.01\"", "price: 0.01"),
+                "inbound.routes[0].price",
+                "\"$0.01\"",
+                "line 8",
+            ),
+            (
+                GOOD.replace("    rpc_url: http://127.0.0.1:8545\n", ""),
+                "facilitators[0].rpc_url",
+                "required here, but missing",
+                "line 15",
+            ),
+            (
+                format!("{GOOD}server: {{ threads: many }}\n"),
+                "server.threads",
+                "expected a whole number",
+                "line 18",
+            ),
+        ];
+        for (text, path, words, line) in cases {
+            let e = parse(&text, &env).unwrap_err();
+            assert_eq!(e[0].path, path, "{e:?}");
+            assert!(e[0].message.contains(words), "{path}: {e:?}");
+            assert!(e[0].message.contains(line), "{path}: {e:?}");
+            assert!(
+                !e[0].message.contains("enum") && !e[0].message.contains("u64"),
+                "{e:?}"
+            );
+        }
+    }
+
+    /// `enabled: false` asks for nothing: its `${VAR}`s may be unset; enabled, they are named.
+    #[test]
+    fn a_disabled_section_asks_for_no_variable() {
+        let off = GOOD
+            .replace("enabled: true\n  listen", "enabled: false\n  listen")
+            .replace("listen: 127.0.0.1:8402", "challenge_secret: ${CHALLENGE}");
+        let r = parse(&off, &|_| None).unwrap().resolve().unwrap();
+        assert!(r.inbound.seller().is_none());
+        let on = off.replace("enabled: false", "enabled: true");
+        let probs = parse(&on, &|_| None).unwrap_err();
+        for var in ["PAY_TO", "CHALLENGE"] {
+            assert!(probs.iter().any(|p| p.message.contains(var)), "{probs:?}");
+        }
+        // What is wrong regardless of the variables is still reported.
+        let bad = off.replace("path: /x402", "path: x402");
+        let probs = parse(&bad, &|_| None).unwrap().resolve().unwrap_err();
+        assert_eq!(probs[0].path, "inbound.routes[0].path", "{probs:?}");
     }
 }
