@@ -38,6 +38,7 @@ mod paid;
 mod payment;
 mod proxy;
 mod settle;
+mod shape;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
