@@ -299,3 +299,48 @@ fn check_config_names_a_bad_answer_shape_and_never_prints_a_pasted_key() {
         "{err}"
     );
 }
+
+/// `check-config --online` asks the store: a Redis that answers passes; one that does not is a
+/// problem named by its URL without the password, and the summary never shows the password.
+#[test]
+fn check_config_online_asks_the_store_and_never_prints_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = write(
+        dir.path(),
+        &format!("store: redis://sidecar:hunter2-secret@127.0.0.1:{port}/0\n"),
+    );
+    let (code, out, err) = run(
+        &[
+            "check-config",
+            "--online",
+            "--config",
+            down.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("store: PROBLEM: the store redis://redacted@127.0.0.1:")
+            && out.contains("store_unavailable"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("hunter2") && !err.contains("hunter2"),
+        "{out}{err}"
+    );
+    let up = write(dir.path(), "store: redis://127.0.0.1:6379/0\n");
+    let (code, out, err) = run(
+        &["check-config", "--online", "--config", up.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("store: redis://127.0.0.1:6379/0 answers"),
+        "{out}"
+    );
+}

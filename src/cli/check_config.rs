@@ -100,6 +100,13 @@ async fn check_online(r: &Resolved) -> Outcome {
         }
     }
     problems += check_tokens(r, &mut lines).await;
+    match crate::store::reachable(&r.store, std::time::Duration::from_secs(2)).await {
+        Ok(()) => lines.push(format!("store: {} answers", r.store)),
+        Err(e) => {
+            lines.push(format!("store: PROBLEM: {e}"));
+            problems += 1;
+        }
+    }
     println!("  online:");
     for l in &lines {
         println!("    {l}");

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use pingora_core::server::Server;
 use pingora_core::server::configuration::ServerConf;
@@ -82,6 +83,16 @@ fn serve(path: &Path, r: &Resolved) -> Outcome {
             None
         }
     };
+    // A store that does not answer at start is said now, by its URL (without credentials),
+    // not at the first paid call; the sidecar still starts (the store may come up later, and
+    // `/readyz` reports it meanwhile).
+    let store_check = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map(|rt| rt.block_on(crate::store::reachable(&r.store, Duration::from_secs(2))));
+    if let Ok(Err(e)) = store_check {
+        tracing::error!("{e}");
+    }
     let mut readiness = Readiness::default();
     if let Some(seller) = r.inbound.seller() {
         readiness.merge(add_seller(&mut server, seller, &r.store, &journal)?);

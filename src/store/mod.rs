@@ -210,9 +210,29 @@ impl std::fmt::Display for StoreSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StoreSpec::Memory => f.write_str("memory"),
-            StoreSpec::Redis(url) => f.write_str(url),
+            StoreSpec::Redis(url) => f.write_str(&crate::util::redact_url(url)),
         }
     }
+}
+
+/// Does the configured store answer within `within`? (Memory always does.) The error is a
+/// sentence naming the store by its URL without credentials.
+pub async fn reachable(spec: &StoreSpec, within: Duration) -> Result<(), String> {
+    let StoreSpec::Redis(_) = spec else {
+        return Ok(());
+    };
+    let why = match open(spec) {
+        Err(e) => e.to_string(),
+        Ok(store) => match tokio::time::timeout(within, store.ping()).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {} ms", within.as_millis()),
+        },
+    };
+    Err(format!(
+        "the store {spec} does not answer ({}); paid calls get 503 store_unavailable until it does",
+        why
+    ))
 }
 
 /// Open the store of the configuration (Redis connects lazily).
