@@ -7,6 +7,8 @@
 //! * [`convert`] — Hyperliquid `clearinghouseState` and Aster balance + positionRisk → request.
 //! * [`engine`] — `rules-v1`: exposure, leverage against the preference, delta per symbol,
 //!   de-risk and hedge sizes, stops; a complete answer with executable actions. Pure.
+//! * [`market`] — today's marks, funding and candles from Hyperliquid's info endpoint and
+//!   Aster's futures REST (timeouts, a breaker, a short shared cache), for the engine's rules 6–9.
 //! * [`response`] — `StrategyResponse`, `Action` and the number formats.
 //! * [`answer`] — the strategy answer contract as a check over any upstream's JSON (what a
 //!   seller may charge for), and the label of the stand-in placeholder.
@@ -31,6 +33,7 @@ pub mod answer;
 pub mod contract;
 pub mod convert;
 pub mod engine;
+pub mod market;
 pub mod model;
 pub mod response;
 pub mod server;

@@ -144,9 +144,18 @@ pub struct SymbolDelta {
     /// Net signed size in coin units.
     pub size: f64,
     pub price: f64,
-    /// `mark` or `entry`.
+    /// `mark` or `entry` (the request's), `venue` (the venue's mark), `none`.
     pub price_source: String,
     pub delta_usd: f64,
+    /// ATR(14) of the venue's candles, when the stop is measured by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub atr: Option<f64>,
+    /// The stop distance (percent) from the ATR, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_loss_pct: Option<f64>,
+    /// The venue's funding rate per hour (fraction; positive: longs pay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub funding_hourly: Option<f64>,
 }
 
 /// The engine's facts.

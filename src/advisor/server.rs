@@ -17,7 +17,8 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use super::contract::{self, StrategyRequest};
-use super::engine::{ENGINE_ID, advise, decisions};
+use super::engine::{ENGINE_ID, advise_with, decisions};
+use super::market::{self, ClientConfig, Market, MarketData};
 use super::model::{self, ModelClient, ModelConfig, StructuredFormat};
 use super::response::{Decision, Metadata, Strategy};
 use crate::http::server::{self, Handler, Request, Response};
@@ -45,16 +46,21 @@ pub enum AdvisorError {
     Extra(String),
     #[error("--model-url `{0}` is not an http(s) URL")]
     ModelUrl(String),
+    #[error("--{0} `{1}` is not an http(s) URL")]
+    MarketUrl(&'static str, String),
+    #[error("market data client: {0}")]
+    Market(#[from] market::MarketError),
     #[error("model client: {0}")]
     Model(#[from] model::ModelError),
     #[error("cannot listen on {0}: {1}")]
     Listen(String, std::io::Error),
 }
 
-/// The advisor: the secret, and the model client when one is configured.
+/// The advisor: the secret, the model client and the market data when configured.
 pub struct Advisor {
     secret: Vec<u8>,
     model: Option<ModelClient>,
+    market: Option<Market>,
 }
 
 /// One answer and how it was made (for the HTTP reply, the logs and the tests).
@@ -80,7 +86,15 @@ impl Advisor {
         Ok(Advisor {
             secret: secret.into_bytes(),
             model,
+            market: None,
         })
+    }
+
+    /// The same advisor, reading the venues' market data (sizes and stops at today's marks,
+    /// ATR stops, funding, opens).
+    pub fn with_market(mut self, market: Market) -> Self {
+        self.market = Some(market);
+        self
     }
 
     /// The rule engine alone (the demo's and the embedded default's advisor).
@@ -91,8 +105,17 @@ impl Advisor {
     /// Engine, then the model step if configured. `metadata.model` names what wrote the texts.
     pub async fn answer(&self, req: &StrategyRequest) -> Answer {
         let call_id = new_id("mc");
+        let tm = Instant::now();
+        let snapshot = match &self.market {
+            Some(m) => m.snapshot(req).await,
+            None => None,
+        };
+        let market_time = self.market.as_ref().map(|_| tm.elapsed());
+        if let Some(s) = snapshot.as_ref().filter(|s| !s.problems.is_empty()) {
+            warn!(venue = %s.venue, problems = %s.problems.join("; "), "market data unavailable; advising without it");
+        }
         let t = Instant::now();
-        let mut strategy = advise(req);
+        let mut strategy = advise_with(req, snapshot.as_ref());
         let engine_time = t.elapsed();
         let mut model_name = ENGINE_ID.to_string();
         let mut fallback = None;
@@ -113,6 +136,15 @@ impl Advisor {
         extra.insert("engineMicros".into(), json!(engine_time.as_micros() as u64));
         if let Some(t) = model_time {
             extra.insert("modelMs".into(), json!(t.as_millis() as u64));
+        }
+        if let Some(s) = &snapshot {
+            extra.insert(
+                "market".into(),
+                json!({"venue": s.venue, "interval": s.interval,
+                    "symbols": s.quotes.keys().collect::<Vec<_>>(),
+                    "available": s.problems.is_empty(),
+                    "ms": market_time.map(|t| t.as_millis() as u64)}),
+            );
         }
         if !req.telemetry.is_empty() {
             extra.insert("telemetry".into(), Value::Object(req.telemetry.clone()));
@@ -253,9 +285,84 @@ pub struct AdvisorArgs {
     /// Seconds the breaker stays open before one probe call.
     #[arg(long, default_value_t = 30)]
     pub breaker_open_secs: u64,
+    /// Market data for Hyperliquid accounts: base URL of Hyperliquid's public info endpoint
+    /// (`https://api.hyperliquid.xyz`; the advisor POSTs to `<url>/info`). Off when not given:
+    /// the advice then comes from the request alone, reproducible and without outbound calls.
+    #[arg(long, env = "X402_ADVISOR_HYPERLIQUID_URL")]
+    pub hyperliquid_url: Option<String>,
+    /// Market data for Aster accounts: base URL of Aster's public futures REST
+    /// (`https://fapi.asterdex.com`; `<url>/fapi/v1/premiumIndex` and `/fapi/v1/klines`). Off
+    /// when not given.
+    #[arg(long, env = "X402_ADVISOR_ASTER_URL")]
+    pub aster_url: Option<String>,
+    /// Timeout of one venue request, and the budget of all of one advice's market fetches;
+    /// past it the advice is made without market data and says so.
+    #[arg(long, env = "X402_ADVISOR_MARKET_TIMEOUT_MS", default_value_t = 1_500)]
+    pub market_timeout_ms: u64,
+    /// How long a venue answer is reused: a burst of paid calls makes one venue request per
+    /// symbol and interval.
+    #[arg(long, env = "X402_ADVISOR_MARKET_CACHE_MS", default_value_t = 5_000)]
+    pub market_cache_ms: u64,
+    /// Candle interval for volatility (ATR) and trend (EMA): 15m, 1h, 4h, 1d, …
+    #[arg(long, default_value = "1h")]
+    pub candle_interval: String,
+    /// Consecutive failed venue requests that open that venue's breaker (then the advice is
+    /// made without market data until a probe succeeds).
+    #[arg(long, default_value_t = 3)]
+    pub market_breaker_failures: u32,
+    /// Seconds a venue's breaker stays open before one probe request.
+    #[arg(long, default_value_t = 30)]
+    pub market_breaker_open_secs: u64,
 }
 
+/// Candles fetched per symbol (ATR(14) and EMA 21 need at least 22).
+pub const CANDLES: usize = 30;
+
 impl AdvisorArgs {
+    /// The market data these flags describe; `None` when no venue URL is given.
+    pub fn market(&self) -> Result<Option<Market>, AdvisorError> {
+        if self.hyperliquid_url.is_none() && self.aster_url.is_none() {
+            return Ok(None);
+        }
+        let timeout = Duration::from_millis(self.market_timeout_ms.max(1));
+        let cfg = |flag: &'static str, url: &str| -> Result<ClientConfig, AdvisorError> {
+            if !matches!(
+                reqwest::Url::parse(url)
+                    .map(|u| u.scheme().to_string())
+                    .as_deref(),
+                Ok("http" | "https")
+            ) {
+                return Err(AdvisorError::MarketUrl(flag, url.to_string()));
+            }
+            let mut c = ClientConfig::new(url);
+            c.timeout = timeout;
+            c.cache_ttl = Duration::from_millis(self.market_cache_ms);
+            c.breaker_failures = self.market_breaker_failures;
+            c.breaker_open = Duration::from_secs(self.market_breaker_open_secs);
+            Ok(c)
+        };
+        let hyperliquid = match &self.hyperliquid_url {
+            Some(u) => Some(Arc::new(market::hyperliquid::Hyperliquid::new(&cfg(
+                "hyperliquid-url",
+                u,
+            )?)?) as Arc<dyn MarketData>),
+            None => None,
+        };
+        let aster =
+            match &self.aster_url {
+                Some(u) => Some(Arc::new(market::aster::Aster::new(&cfg("aster-url", u)?)?)
+                    as Arc<dyn MarketData>),
+                None => None,
+            };
+        Ok(Some(Market {
+            hyperliquid,
+            aster,
+            interval: self.candle_interval.clone(),
+            candles: CANDLES,
+            budget: timeout,
+        }))
+    }
+
     /// The model configuration these flags describe, reading the key from the environment.
     pub(crate) fn model_config(
         &self,
@@ -309,7 +416,17 @@ pub(crate) async fn run(args: AdvisorArgs) -> Result<(), AdvisorError> {
     let model_desc = model
         .as_ref()
         .map(|m| format!("{} at {}", m.config().model, m.config().base_url));
-    let advisor = Arc::new(Advisor::new(secret, model)?);
+    let market = args.market()?;
+    let market_desc = format!(
+        "hyperliquid {}, aster {}",
+        args.hyperliquid_url.as_deref().unwrap_or("off"),
+        args.aster_url.as_deref().unwrap_or("off")
+    );
+    let mut advisor = Advisor::new(secret, model)?;
+    if let Some(m) = market {
+        advisor = advisor.with_market(m);
+    }
+    let advisor = Arc::new(advisor);
     let listener = TcpListener::bind(&args.listen)
         .await
         .map_err(|e| AdvisorError::Listen(args.listen.clone(), e))?;
@@ -321,6 +438,7 @@ pub(crate) async fn run(args: AdvisorArgs) -> Result<(), AdvisorError> {
         listen = %args.listen,
         engine = ENGINE_ID,
         model = model_desc.as_deref().unwrap_or("none (rules only)"),
+        market = %market_desc,
         "strategy advisor listening"
     );
     serve(listener, advisor).await;

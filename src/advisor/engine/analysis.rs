@@ -16,7 +16,17 @@ use super::wording::summary;
 impl Draft {
     /// The finished strategy: the summary, the draft's texts and actions, and the analysis.
     pub(super) fn finish(self, book: &Book, targets: &Targets) -> Strategy {
-        let after = book.exposure(&self.after_sizes);
+        let held = book.exposure(&self.after_sizes);
+        let (gross, net) = super::venue::with_opens(held.gross_usd, held.net_usd, &self.opened);
+        let after = Exposure {
+            gross_usd: gross,
+            net_usd: net,
+            leverage: if book.equity > 0.0 {
+                gross / book.equity
+            } else {
+                held.leverage
+            },
+        };
         Strategy {
             summary: summary(book, targets, &after, &self.actions),
             steps: self.steps,
@@ -34,8 +44,12 @@ impl Draft {
                 after: rounded(after),
                 leverage_cap: book.cap,
                 target_gross_usd: round2(book.target),
-                goal: targets.goal.as_str().into(),
-                per_symbol: per_symbol(book),
+                goal: if targets.deploy {
+                    "deploy".into()
+                } else {
+                    targets.goal.as_str().into()
+                },
+                per_symbol: per_symbol(book, &self.opened),
                 stop_loss_pct: book.stop_pct,
                 take_profit_pct: book.tp_pct,
             }),
@@ -52,18 +66,53 @@ fn confidence(book: &Book) -> f64 {
     if book.equity_assumed() {
         confidence -= 0.1;
     }
+    if book
+        .venue
+        .as_ref()
+        .is_some_and(|v| !v.snap.problems.is_empty())
+    {
+        confidence -= 0.1;
+    }
     round2(confidence.clamp(0.3, 0.9))
 }
 
 /// Net size and delta per symbol, in symbol order.
-fn per_symbol(book: &Book) -> Vec<SymbolDelta> {
+fn per_symbol(book: &Book, opened: &[super::venue::Opened]) -> Vec<SymbolDelta> {
     let mut per_symbol: BTreeMap<&str, SymbolDelta> = BTreeMap::new();
-    for p in book.positions {
+    let marked = |i: usize| book.venue.as_ref().is_some_and(|v| v.marked[i]);
+    let market = |symbol: &str, price: f64| {
+        let (stop, _, atr) = book.stop_for(symbol, price);
+        let q = book.venue.as_ref().and_then(|v| v.quote(symbol));
+        (
+            atr.map(super::round::sig5),
+            atr.map(|_| stop),
+            q.map(|q| q.hourly_funding()),
+        )
+    };
+    for o in opened {
+        let (atr, stop_loss_pct, funding_hourly) = market(&o.symbol, o.price);
+        per_symbol.insert(
+            &o.symbol,
+            SymbolDelta {
+                symbol: o.symbol.clone(),
+                size: super::venue::opened_size(o),
+                price: o.price,
+                price_source: "venue".into(),
+                delta_usd: round2(o.size * o.price),
+                atr,
+                stop_loss_pct,
+                funding_hourly,
+            },
+        );
+    }
+    for (i, p) in book.positions.iter().enumerate() {
         let e = per_symbol.entry(&p.symbol).or_insert_with(|| SymbolDelta {
             symbol: p.symbol.clone(),
             size: 0.0,
             price: p.price(),
-            price_source: if p.mark_price.is_some() {
+            price_source: if marked(i) {
+                "venue"
+            } else if p.mark_price.is_some() {
                 "mark"
             } else if p.entry_price.is_some() {
                 "entry"
@@ -72,7 +121,13 @@ fn per_symbol(book: &Book) -> Vec<SymbolDelta> {
             }
             .into(),
             delta_usd: 0.0,
+            atr: None,
+            stop_loss_pct: None,
+            funding_hourly: None,
         });
+        if book.venue.is_some() {
+            (e.atr, e.stop_loss_pct, e.funding_hourly) = market(&p.symbol, p.price());
+        }
         e.size = round6(e.size + p.size);
         e.delta_usd = round2(e.delta_usd + p.delta());
     }
@@ -82,10 +137,11 @@ fn per_symbol(book: &Book) -> Vec<SymbolDelta> {
 /// Cents and four decimals of leverage (an infinite leverage reads 0).
 fn rounded(x: Exposure) -> Exposure {
     Exposure {
-        gross_usd: round2(x.gross_usd),
-        net_usd: round2(x.net_usd),
+        // `+ 0.0` turns an empty sum's -0.0 into 0.
+        gross_usd: round2(x.gross_usd) + 0.0,
+        net_usd: round2(x.net_usd) + 0.0,
         leverage: if x.leverage.is_finite() {
-            round4(x.leverage)
+            round4(x.leverage) + 0.0
         } else {
             0.0
         },

@@ -7,6 +7,7 @@ use crate::advisor::response::Exposure;
 use crate::advisor::response::fmt::{lev, px, usd};
 
 use super::limits::{Limits, default_leverage, default_stop_pct, utilisation};
+use super::venue::Venue;
 
 /// The account as measured, and the bounds the advice must respect.
 pub(super) struct Book<'a> {
@@ -31,11 +32,25 @@ pub(super) struct Book<'a> {
     pub before: Exposure,
     /// Gross exposure is above the cap.
     pub over: bool,
+    /// The market data, when the advisor has a venue for the account's platform.
+    pub venue: Option<Venue<'a>>,
 }
 
 impl<'a> Book<'a> {
     /// Measures `req`, writing a risk note for each assumption it makes.
     pub(crate) fn measure(req: &'a StrategyRequest, notes: &mut Vec<String>) -> Book<'a> {
+        Self::measure_with(req, None, notes)
+    }
+
+    /// [`Book::measure`] with the market data (`req` already carries the venue's marks).
+    pub(super) fn measure_with(
+        req: &'a StrategyRequest,
+        venue: Option<Venue<'a>>,
+        notes: &mut Vec<String>,
+    ) -> Book<'a> {
+        if let Some(v) = &venue {
+            v.notes(&req.account.positions, notes);
+        }
         let tol = req
             .preferences
             .risk_tolerance
@@ -71,6 +86,7 @@ impl<'a> Book<'a> {
             tp_pct,
             before,
             over,
+            venue,
         }
     }
 

@@ -10,8 +10,9 @@
 //! | `hold`            | `hold` for a position, `wait` for a symbol without one                |
 //!
 //! Symbols become roma-01's internal `BTCUSDT` form. A trade below roma-01's minimum order
-//! quantity ([`MIN_QUANTITY`]) becomes a `hold` that says so. Opens only ever add to a held
-//! position (the engine never opens a new symbol), so the position count never grows.
+//! quantity ([`MIN_QUANTITY`]) becomes a `hold` that says so. An open of a symbol not held (the
+//! engine's rule 9, with market data) is an `open_long`/`open_short` priced at the action's own
+//! notional ÷ size (the venue's mark); the engine keeps those within `max positions`.
 
 use crate::advisor::contract::{Position, Side, StrategyRequest};
 use crate::advisor::response::fmt::qty;
@@ -93,6 +94,9 @@ fn decision(a: &Action, held: Option<&Position>, c: &Clamp) -> Decision {
         (ActionKind::Hold, _) => hold(&reason),
         (ActionKind::CloseLong, _) => base(DecisionAction::CloseLong, reason),
         (ActionKind::CloseShort, _) => base(DecisionAction::CloseShort, reason),
+        (ActionKind::OpenLong | ActionKind::OpenShort, None) if a.size > 0.0 => {
+            open(a, a.notional_usd / a.size, c, reason, base)
+        }
         (ActionKind::Reduce, None) | (ActionKind::OpenLong | ActionKind::OpenShort, None) => hold(
             &format!("{reason} (no position to size it by: nothing done)"),
         ),
@@ -120,7 +124,9 @@ fn decision(a: &Action, held: Option<&Position>, c: &Clamp) -> Decision {
                 )
             }
         }
-        (ActionKind::OpenLong | ActionKind::OpenShort, Some(p)) => open(a, p, c, reason, base),
+        (ActionKind::OpenLong | ActionKind::OpenShort, Some(p)) => {
+            open(a, p.price(), c, reason, base)
+        }
     }
 }
 
@@ -128,7 +134,7 @@ fn decision(a: &Action, held: Option<&Position>, c: &Clamp) -> Decision {
 /// balance), both stops; a hold when it would be under the minimum quantity or lacks stops.
 fn open(
     a: &Action,
-    p: &Position,
+    price: f64,
     c: &Clamp,
     reason: String,
     base: impl Fn(DecisionAction, String) -> Decision,
@@ -147,7 +153,6 @@ fn open(
         margin = margin.min(m);
     }
     let margin = (margin * 100.0).floor() / 100.0;
-    let price = p.price();
     let quantity = if price > 0.0 {
         margin * f64::from(leverage) / price
     } else {

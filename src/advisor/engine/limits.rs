@@ -49,6 +49,23 @@ impl Goal {
     }
 }
 
+/// The objectives ask to put capital to work: "deploy", "allocate", "invest", "put … to work"
+/// (rule 9 opens new positions then).
+pub(super) fn deploys(text: Option<&str>) -> bool {
+    let Some(t) = text else { return false };
+    let lower = t.to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    words.iter().any(|w| {
+        matches!(
+            *w,
+            "deploy" | "deploying" | "allocate" | "allocating" | "invest" | "investing"
+        )
+    }) || (words.contains(&"put") && words.windows(2).any(|w| w == ["to", "work"]))
+}
+
 /// Limits read from the request's constraint strings, e.g. roma-01's
 /// `"Max positions 3 / Max leverage 10x"` and `"Stop loss 2.0% / Take profit 5.0%"`.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -25,6 +25,11 @@
 //!    low 2% / medium 3% / high 5% (or a `stop loss N%` constraint), take-profit at twice that
 //!    (or `take profit N%`), rounded to 5 significant figures (Hyperliquid's price rule).
 //!
+//! With market data ([`advise_with`] and a [`Snapshot`] from [`crate::advisor::market`]), rules
+//! 6–9 add the venue's marks for positions sent without one, stops at a multiple of the ATR,
+//! funding over the time horizon, and sized opens when the objectives ask to deploy capital
+//! (the `venue` step; its header has the rules). Without it, [`advise`] is exactly rules 1–5.
+//!
 //! [`advise`] runs the rules as steps, one file each, passing one `Draft` (notes, steps,
 //! actions, sizes after) along: `book` measures the account (rules 1–2), `targets` sets each
 //! position's target notional against the preference (rule 3), `actions` sizes one trade per
@@ -44,9 +49,11 @@ mod limits;
 mod round;
 mod stops;
 mod targets;
+mod venue;
 mod wording;
 
 use super::contract::StrategyRequest;
+use super::market::Snapshot;
 use super::response::{Action, Strategy};
 
 pub use decisions::{MIN_QUANTITY, decisions, roma_symbol};
@@ -70,18 +77,47 @@ struct Draft {
     actions: Vec<Action>,
     /// Each position's signed size once its action is done.
     after_sizes: Vec<f64>,
+    /// New positions opened (rule 9), after the positions' actions.
+    opened: Vec<venue::Opened>,
+}
+
+/// The coin a symbol trades (`BTC-PERP`, `BTCUSDT`, `BTC/USDC` → `BTC`).
+pub fn coin(symbol: &str) -> String {
+    round::coin_of(symbol)
 }
 
 /// The whole advice for a request.
 pub fn advise(req: &StrategyRequest) -> Strategy {
+    run(req, None)
+}
+
+/// The whole advice for a request with the venue's market data (rules 6–9), or without when
+/// `market` is `None` (then exactly [`advise`]).
+pub fn advise_with(req: &StrategyRequest, market: Option<&Snapshot>) -> Strategy {
+    match market {
+        None => run(req, None),
+        Some(snap) => {
+            let (priced, marked) = venue::fill_marks(req, snap);
+            run(&priced, Some(venue::Venue { snap, marked }))
+        }
+    }
+}
+
+fn run(req: &StrategyRequest, venue: Option<venue::Venue<'_>>) -> Strategy {
     let mut draft = Draft::default();
-    let book = book::Book::measure(req, &mut draft.notes);
-    let targets = targets::Targets::for_book(&book, &mut draft.notes);
+    let book = book::Book::measure_with(req, venue, &mut draft.notes);
+    let mut targets = targets::Targets::for_book(&book, &mut draft.notes);
     draft.trade(&book, &targets);
     let past_liquidation = draft.bracket(&book);
     draft.explain(&book, &targets);
     draft.notes.extend(past_liquidation);
+    let deploy = targets.goal != limits::Goal::Flat && limits::deploys(req.objectives.as_deref());
+    draft.open_new(&book, deploy);
+    if !draft.opened.is_empty() {
+        targets.deploy = true;
+    }
     draft.idle_symbols(&book);
+    draft.market_notes(&book);
     draft.closing_notes(&book, &targets);
     draft.finish(&book, &targets)
 }

@@ -8,7 +8,6 @@ use crate::advisor::response::fmt::px;
 
 use super::Draft;
 use super::book::Book;
-use super::round::sig5;
 
 impl Draft {
     /// Sets leverage on opens and the bracket on what stays open; returns the warnings about
@@ -22,7 +21,8 @@ impl Draft {
             if self.after_sizes[i] == 0.0 || !p.priced() {
                 continue;
             }
-            let (sl, tp) = stops(p.side, p.price(), book.stop_pct, book.tp_pct);
+            let (stop_pct, tp_pct, _) = book.stop_for(&p.symbol, p.price());
+            let (sl, tp) = super::venue::bracket(p.side, p.price(), stop_pct, tp_pct);
             a.stop_loss = Some(sl);
             a.take_profit = Some(tp);
             let beyond = p.liquidation_price.filter(|liq| match p.side {
@@ -39,20 +39,5 @@ impl Draft {
             }
         }
         past_liquidation
-    }
-}
-
-/// Stop-loss and take-profit from the reference price (mark, else entry), at five significant
-/// figures (Hyperliquid's price rule).
-fn stops(side: Side, reference: f64, stop_pct: f64, tp_pct: f64) -> (f64, f64) {
-    match side {
-        Side::Long => (
-            sig5(reference * (1.0 - stop_pct / 100.0)),
-            sig5(reference * (1.0 + tp_pct / 100.0)),
-        ),
-        Side::Short => (
-            sig5(reference * (1.0 + stop_pct / 100.0)),
-            sig5(reference * (1.0 - tp_pct / 100.0)),
-        ),
     }
 }

@@ -17,6 +17,8 @@ pub(super) struct Targets {
     pub wanted: Vec<f64>,
     /// Delta-neutral: the notional each side is sized to.
     pub side_target: Option<f64>,
+    /// New positions were opened to deploy capital (rule 9).
+    pub deploy: bool,
 }
 
 impl Targets {
@@ -57,6 +59,7 @@ impl Targets {
             current,
             wanted,
             side_target,
+            deploy: false,
         }
     }
 }

@@ -34,15 +34,29 @@ impl Draft {
         }
     }
 
-    /// Symbols the buyer trades but holds nothing in: nothing to value, nothing suggested.
+    /// Symbols the buyer trades but holds nothing in (and the engine did not open): nothing
+    /// suggested.
     pub(super) fn idle_symbols(&mut self, book: &Book) {
-        let held: Vec<String> = book.positions.iter().map(|p| coin_of(&p.symbol)).collect();
+        let held: Vec<String> = book
+            .positions
+            .iter()
+            .map(|p| coin_of(&p.symbol))
+            .chain(self.opened.iter().map(|o| coin_of(&o.symbol)))
+            .collect();
+        let priced = |s: &str| book.venue.as_ref().and_then(|v| v.quote(s)).is_some();
         let mut idle = Vec::new();
+        let mut idle_priced = Vec::new();
         for s in &book.req.symbols {
             if !held.contains(&coin_of(s)) {
-                idle.push(s.as_str());
+                let reason = if priced(s) {
+                    idle_priced.push(s.as_str());
+                    "no position; nothing opened"
+                } else {
+                    idle.push(s.as_str());
+                    "no position and no price in the request"
+                };
                 self.actions.push(Action {
-                    reason: "no position and no price in the request".into(),
+                    reason: reason.into(),
                     ..Action::trade(s.clone(), ActionKind::Hold, 0.0, 0.0)
                 });
             }
@@ -51,6 +65,12 @@ impl Draft {
             self.notes.push(format!(
                 "{}: no position and no price in the request, so no trade is suggested.",
                 idle.join(", ")
+            ));
+        }
+        if !idle_priced.is_empty() && self.opened.is_empty() {
+            self.notes.push(format!(
+                "{}: no position; nothing is opened unless the objectives ask to deploy capital.",
+                idle_priced.join(", ")
             ));
         }
     }
@@ -65,7 +85,12 @@ impl Draft {
                 positions.len()
             ));
         }
-        if !positions.is_empty() && targets.goal != Goal::Flat {
+        // The fixed distances, when some position that stays open is bracketed by them (the
+        // others are by the ATR, in their own note).
+        let fixed = positions.iter().enumerate().any(|(i, p)| {
+            self.after_sizes[i] != 0.0 && book.stop_for(&p.symbol, p.price()).2.is_none()
+        });
+        if fixed && targets.goal != Goal::Flat {
             self.notes.push(format!(
                 "Stops are {}% and take-profits {}% from the reference price ({} risk tolerance{}).",
                 dec(book.stop_pct, 2),
@@ -161,8 +186,29 @@ pub(super) fn summary(
     actions: &[Action],
 ) -> String {
     let n = book.positions.len();
+    let opens = actions
+        .iter()
+        .filter(|a| {
+            matches!(a.action, ActionKind::OpenLong | ActionKind::OpenShort)
+                && !book.positions.iter().any(|p| p.symbol == a.symbol)
+        })
+        .count();
+    if n == 0 && opens > 0 {
+        return format!(
+            "No open positions and {} equity against a {} cap: open {opens} position(s) at the venue's marks, gross {} ({}), net {}.",
+            usd(book.equity),
+            lev(book.cap),
+            usd(after.gross_usd),
+            lev(after.leverage),
+            usd(after.net_usd)
+        );
+    }
     if n == 0 {
-        return "No open positions: nothing to de-risk, and without prices no new position is suggested.".into();
+        return if book.venue.is_some() {
+            "No open positions: nothing to de-risk, and no new position is suggested.".into()
+        } else {
+            "No open positions: nothing to de-risk, and without prices no new position is suggested.".into()
+        };
     }
     let before = &book.before;
     let size = if before.leverage.is_finite() {
@@ -186,6 +232,12 @@ pub(super) fn summary(
         .filter(|a| a.action != ActionKind::Hold)
         .count();
     let tail = match targets.goal {
+        _ if targets.deploy => format!(
+            "Deploy: open {opens} new position(s), gross {} ({}), net {}.",
+            usd(after.gross_usd),
+            lev(after.leverage),
+            usd(after.net_usd)
+        ),
         Goal::Flat => format!("Objective is flat: close all {n} position(s)."),
         _ if trades == 0 => "Within the cap: hold, with the stops below.".into(),
         Goal::DeltaNeutral => format!(
