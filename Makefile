@@ -8,15 +8,15 @@ CARGO ?= cargo
 DEVNET_STAMP := devnet/node_modules/.installed
 INTEROP_JS_STAMP := tests/interop/js/node_modules/.installed
 
-.PHONY: demo test tools tools-test devnet redis llm interop check-artifact fmt lint build release bench bench-load
+.PHONY: demo test tools tools-test devnet redis llm interop roma01-venv check-artifact fmt lint build release bench bench-load
 
 demo: tools devnet
 	$(CARGO) run --quiet -- --log-format pretty demo
 
-test: tools-test devnet redis llm interop check-artifact
+test: tools-test devnet redis llm interop roma01-venv check-artifact
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	X402_REQUIRE_LLM=1 X402_REQUIRE_INTEROP=1 $(CARGO) test --workspace --all-targets
+	X402_REQUIRE_LLM=1 X402_REQUIRE_INTEROP=1 X402_REQUIRE_ROMA01=1 $(CARGO) test --workspace --all-targets
 
 # System packages a fresh Debian/Ubuntu machine lacks (cmake, node/npm; for the tests also the
 # Python venv module and libgomp): installed with apt-get, only when missing.
@@ -48,6 +48,11 @@ interop: $(INTEROP_JS_STAMP)
 $(INTEROP_JS_STAMP): tests/interop/js/package.json tests/interop/js/package-lock.json
 	cd tests/interop/js && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# The roma-01 integration's tests (tests/roma01.rs runs integrations/roma01/tests): pydantic and
+# pytest from PyPI, hash-pinned, in .venv-roma01 (gitignored; about 5 MB).
+roma01-venv:
+	scripts/setup-roma01.sh
 
 # Start a local Redis on 127.0.0.1:6379 if none answers (tests use a real one).
 redis:

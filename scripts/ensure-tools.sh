@@ -4,6 +4,7 @@
 #   nodejs, npm      anvil and solc-js, pinned in devnet/package-lock.json
 #   python3-venv     the real-model test's venv (make test only: pass --llm)
 #   libgomp1         llama.cpp's OpenMP runtime (make test only: pass --llm)
+#   openssl          the test CA of the buyer's TLS seller test (make test only)
 # Nothing happens when everything is there. Without apt-get it says what to install and stops.
 set -euo pipefail
 
@@ -14,6 +15,7 @@ command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ "${1:-}" = "--llm" ]; then
   python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3 python3-venv)
   ldconfig -p 2>/dev/null | grep -q 'libgomp\.so\.1' || missing+=(libgomp1)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 

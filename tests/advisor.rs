@@ -111,7 +111,12 @@ async fn a_paid_seed_request_gets_checkable_rule_engine_advice_and_settles() {
     assert!(m["requestId"].as_str().unwrap().starts_with("req_"));
     assert!(m["paymentId"].as_str().unwrap().starts_with("pay_"));
     assert!(v["disclaimer"].as_str().is_some_and(|d| !d.is_empty()));
-    assert_eq!(v["payment"]["amount"], PRICE.to_string());
+    assert_eq!(v["payment"]["amount"], "0.01");
+    assert_eq!(v["payment"]["amountAtomic"], PRICE.to_string());
+    // roma-01's executor format, from the same actions.
+    assert_eq!(v["decisions"][0]["action"], "close_long");
+    assert_eq!(v["decisions"][0]["symbol"], "ETHUSDT");
+    assert_eq!(v["decisions"][0]["close_quantity"], 0.128742);
     // Settled on chain.
     s.money().assert_paid_once(buyer.address(), 1_000_000).await;
 }

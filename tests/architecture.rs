@@ -40,7 +40,8 @@ fn rules() -> Vec<(&'static str, Vec<&'static str>)> {
         ("breaker", vec![]),
         ("http", vec!["util"]),
         ("evm", vec!["x402", "util", "http"]),
-        ("store", vec!["x402", "util"]),
+        // The store implements the settler's nonce lease (`evm::NonceLeases`) on Redis.
+        ("store", vec!["x402", "util", "evm"]),
         ("audit", vec!["x402", "util"]),
         ("telemetry", vec!["x402", "util", "http", "evm", "store"]),
         ("advisor", vec!["x402", "util", "http", "breaker"]),

@@ -231,3 +231,71 @@ outbound:
     assert_eq!(code, 1);
     assert!(err.contains("outbound.budgets"), "{err}");
 }
+
+#[test]
+fn audit_and_ledger_refuse_a_missing_place_and_a_date_that_is_not_one() {
+    let d = tempfile::tempdir().unwrap();
+    let journal = d.path().join("audit");
+    std::fs::create_dir(&journal).unwrap();
+    let typo = d.path().join("typo");
+    let typo = typo.to_str().unwrap();
+    let (code, _, err) = run(&["audit", "--dir", typo, "verify"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("does not exist") && err.contains("audit.dir"),
+        "{err}"
+    );
+    let dir = journal.to_str().unwrap();
+    for since in ["banana", "yesterday", "2026-02-30", "2026-1-05"] {
+        let (code, _, err) = run(&["audit", "--dir", dir, "list", "--since", since], &[]);
+        assert_eq!(code, 2, "{since}: {err}");
+        assert!(err.contains("YYYY-MM-DD"), "{err}");
+    }
+    let (code, out, err) = run(
+        &["audit", "--dir", dir, "list", "--since", "2024-02-29"],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    // An empty journal that exists verifies.
+    let (code, out, _) = run(&["audit", "--dir", dir, "verify"], &[]);
+    assert_eq!(code, 0, "{out}");
+
+    let ledger = d.path().join("ledger.jsonl");
+    std::fs::write(&ledger, "").unwrap();
+    let ledger = ledger.to_str().unwrap();
+    let (code, _, err) = run(&["ledger", "--path", ledger, "--since", "yesterday"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("YYYY-MM-DD"), "{err}");
+    let (code, _, err) = run(&["ledger", "--path", typo, "--since", "2026-01-01"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no ledger at"), "{err}");
+    let (code, out, err) = run(&["ledger", "--path", ledger, "--since", "2026-01-01"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// A route's answer shape is checked with its path, and a key pasted into a field is never
+/// printed back.
+#[test]
+fn check_config_names_a_bad_answer_shape_and_never_prints_a_pasted_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = DEV_KEY_0.trim_start_matches("0x");
+    let text = INCOMPLETE.replace("not-an-address", key).replace(
+        "      price: \"$0.01\"",
+        "      price: \"$0.01\"\n      answer: strategie",
+    );
+    let cfg = write(dir.path(), &text);
+    let (code, out, err) = run(
+        &["check-config", "--config", cfg.to_str().unwrap()],
+        &[("X402_CLI_TEST_KEY", DEV_KEY_0)],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("inbound.routes[0].answer: must be `strategy`"),
+        "{err}"
+    );
+    assert!(err.contains("inbound.routes[0].accepts[0].pay_to"), "{err}");
+    assert!(
+        !err.contains(&key[..16]) && !out.contains(&key[..16]),
+        "{err}"
+    );
+}

@@ -46,6 +46,13 @@ fn load(text: &str) -> (config::Config, config::Resolved) {
     );
     // SAFETY: a test-only variable set before any other thread reads it in this test binary.
     unsafe { std::env::set_var("X402_SETTLER_KEY", key) };
+    // The second key of a settler pool: another random key.
+    let key2 = format!(
+        "0x{}",
+        x402_sidecar::util::hex(&alloy_signer_local::PrivateKeySigner::random().to_bytes()[..])
+    );
+    // SAFETY: as above.
+    unsafe { std::env::set_var("X402_SETTLER_KEY_2", key2) };
     // The shared secret of the built-in advisor (inbound.upstream.secret_env).
     // SAFETY: as above.
     unsafe { std::env::set_var("X402_ADVISOR_SECRET", "a-long-advisor-secret-0123") };
@@ -80,7 +87,34 @@ fn kubernetes_manifests_agree_with_the_sidecar_configuration() {
         .expect("the sidecar container");
     assert!(
         containers.len() >= 2,
-        "the sidecar runs beside roma-01 in the same pod"
+        "the sidecar runs beside its strategy endpoint in the same pod"
+    );
+    // The strategy endpoint is the built-in advisor (a stand-in answer is never sold), and it
+    // gets the secret the sidecar sends it.
+    let advisor = containers
+        .iter()
+        .find(|c| c["args"][0] == "advisor")
+        .expect("the advisor container");
+    let listen = advisor["args"][2].as_str().unwrap();
+    assert_eq!(
+        port_of(listen),
+        u64::from(seller.upstream.url.port().unwrap()),
+        "the advisor listens where inbound.upstream.url points"
+    );
+    let (cfg, _) = load(cm["data"]["sidecar.yaml"].as_str().unwrap());
+    let secret_env = cfg
+        .inbound
+        .upstream
+        .secret_env
+        .clone()
+        .expect("upstream.secret_env");
+    assert!(
+        advisor["env"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == secret_env.as_str()),
+        "the advisor reads {secret_env}"
     );
     let port = |name: &str| {
         sidecar["ports"]
@@ -144,8 +178,36 @@ fn kubernetes_manifests_agree_with_the_sidecar_configuration() {
         .as_mapping()
         .or(secret["data"].as_mapping())
         .unwrap();
-    for k in ["X402_SETTLER_KEY", "X402_CHALLENGE_SECRET"] {
+    for k in [
+        "X402_SETTLER_KEY",
+        "X402_CHALLENGE_SECRET",
+        "X402_ADVISOR_SECRET",
+    ] {
         assert!(secret_keys.contains_key(k), "the Secret provides {k}");
+    }
+    // Every settler key of the configuration comes from the Secret; the replicas share them
+    // safely only through a shared store (the nonce lease is in Redis).
+    let (cfg, _) = load(cm["data"]["sidecar.yaml"].as_str().unwrap());
+    let f = &cfg.facilitators[0];
+    let key_envs: Vec<String> = f
+        .settlers
+        .iter()
+        .chain(std::iter::once(&f.settler))
+        .filter_map(|k| k.key_env.clone())
+        .collect();
+    assert!(!key_envs.is_empty());
+    for k in &key_envs {
+        assert!(
+            secret_keys.contains_key(k.as_str()),
+            "the Secret provides the settler key {k}"
+        );
+    }
+    let replicas = dep["spec"]["replicas"].as_u64().unwrap_or(1);
+    if replicas > 1 {
+        assert!(
+            r.store.to_string().starts_with("redis://"),
+            "{replicas} replicas share the settler keys: their nonces need the Redis lease"
+        );
     }
     // The Service exposes the public port only, and selects the pod.
     let svc = doc("deploy/kubernetes/service.yaml", "Service");
@@ -230,10 +292,10 @@ fn the_compose_file_agrees_with_its_sidecar_configuration() {
             .any(|p| p.ends_with(&format!(":{inbound}"))),
         "{published:?} publishes inbound.listen"
     );
-    // The upstream is the roma01 service, on the port it listens on.
+    // The upstream is the built-in advisor service, on the port it listens on.
     let up = &seller.upstream.url;
-    assert_eq!(up.host_str(), Some("roma01"));
-    let roma_cmd: Vec<&str> = services["roma01"]["command"]
+    assert_eq!(up.host_str(), Some("advisor"));
+    let roma_cmd: Vec<&str> = services["advisor"]["command"]
         .as_sequence()
         .unwrap()
         .iter()
@@ -318,4 +380,110 @@ fn the_sample_configuration_is_complete_and_valid() {
             .any(|route| !route.offers.is_empty()),
         "a paid route"
     );
+}
+
+/// roma-01's own settings (its backend/.env names), as a roma-01 operator has them, plus the
+/// few the sidecar adds.
+fn roma01_env(k: &str) -> Option<String> {
+    Some(
+        match k {
+            "X402_PAY_TO_ADDRESS" => "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+            "X402_PRICE_USDC" => "5.0",
+            "X402_NETWORK" => "base-sepolia",
+            "X402_FACILITATOR_URL" => "https://facilitator.example/x402",
+            "REMOTE_X402_ENDPOINT" => "https://seller.example/x402",
+            "REMOTE_X402_PRICE_CAP" => "0.05",
+            "REMOTE_FALLBACK_MODE" => "wait",
+            "X402_SELLER_PAY_TO" => "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC",
+            "X402_CHALLENGE_SECRET" => "a-long-shared-challenge-secret",
+            _ => return None,
+        }
+        .to_string(),
+    )
+}
+
+fn roma01_file(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("deploy/roma01")
+            .join(name),
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_roma01_example_reads_roma01s_own_settings() {
+    // SAFETY: test-only variables (keys are read from the process environment).
+    unsafe {
+        std::env::set_var(
+            "REMOTE_X402_PRIVATE_KEY",
+            format!(
+                "0x{}",
+                x402_sidecar::util::hex(
+                    &alloy_signer_local::PrivateKeySigner::random().to_bytes()[..]
+                )
+            ),
+        );
+        std::env::set_var("X402_ADVISOR_SECRET", "a-long-advisor-secret-0123");
+        std::env::set_var("X402_OWNER_HASH_KEY", "a-long-owner-hash-key-0123");
+    }
+    let seller = config::parse(&roma01_file("seller.yaml"), &roma01_env)
+        .unwrap_or_else(|p| panic!("{p:?}"))
+        .resolve()
+        .unwrap_or_else(|p| panic!("{p:#?}"));
+    let s = seller.inbound.seller().expect("inbound is enabled");
+    let offer = &s.routes[0].offers[0];
+    // X402_PRICE_USDC=5.0 is 5 USDC; X402_NETWORK=base-sepolia is eip155:84532.
+    assert_eq!(offer.amount, alloy_primitives::U256::from(5_000_000u64));
+    assert_eq!(offer.network, "eip155:84532");
+    assert_eq!(
+        offer.pay_to.to_string(),
+        "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+    );
+    assert_eq!(offer.max_timeout_seconds, 120);
+    assert_eq!(offer.facilitator, "https://facilitator.example/x402");
+    let buyer = config::parse(&roma01_file("buyer.yaml"), &roma01_env)
+        .unwrap_or_else(|p| panic!("{p:?}"))
+        .resolve()
+        .unwrap_or_else(|p| panic!("{p:#?}"));
+    assert!(buyer.outbound.is_some() && buyer.inbound.seller().is_none());
+    // roma-01 has no price cap by default; the sidecar pays nothing without one.
+    let no_cap = |k: &str| {
+        (k != "REMOTE_X402_PRICE_CAP")
+            .then(|| roma01_env(k))
+            .flatten()
+    };
+    let p = config::parse(&roma01_file("buyer.yaml"), &no_cap).unwrap_err();
+    assert!(
+        p.iter()
+            .any(|p| p.message.contains("REMOTE_X402_PRICE_CAP")),
+        "{p:?}"
+    );
+    // Every variable the files read is in the example .env, and the compose file mounts them.
+    let example = roma01_file(".env.example");
+    for file in ["seller.yaml", "buyer.yaml"] {
+        let text = roma01_file(file);
+        for var in text.split("${").skip(1) {
+            let name = var.split([':', '}']).next().unwrap();
+            assert!(
+                example.contains(name),
+                "{file} reads {name}, not in .env.example"
+            );
+        }
+        for key_env in ["REMOTE_X402_PRIVATE_KEY", "X402_ADVISOR_SECRET"] {
+            assert!(example.contains(key_env));
+        }
+    }
+    let compose = &yaml_docs("deploy/roma01/compose.yaml")[0];
+    for (svc, file) in [
+        ("sidecar-sell", "seller.yaml"),
+        ("sidecar-buy", "buyer.yaml"),
+    ] {
+        let vols = compose["services"][svc]["volumes"].as_sequence().unwrap();
+        assert!(
+            vols.iter()
+                .any(|v| v.as_str().unwrap().starts_with(&format!("./{file}:"))),
+            "{svc}"
+        );
+    }
 }

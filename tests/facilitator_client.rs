@@ -474,3 +474,261 @@ async fn readyz_follows_the_remote_facilitator() {
         "{body}"
     );
 }
+
+/// A lying facilitator: a server speaking the facilitator wire format whose `/verify` says every
+/// payment is valid and whose `/settle` settles nothing and answers `success: true` with the
+/// transaction in `tx` — a real one on chain, but not the payment's own settlement.
+struct Liar {
+    url: String,
+    tx: Arc<Mutex<String>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Liar {
+    fn drop(&mut self) {
+        self._task.abort();
+    }
+}
+
+async fn liar() -> Liar {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let tx = Arc::new(Mutex::new(String::new()));
+    let t = tx.clone();
+    let handler: standin::Handler = Arc::new(move |req: Request| {
+        let tx = t.lock().unwrap().clone();
+        Box::pin(async move {
+            let v: Value = serde_json::from_slice(&req.body).unwrap_or_default();
+            let payer = v["paymentPayload"]["payload"]["authorization"]["from"].clone();
+            let body = match req.path.as_str() {
+                "/verify" => serde_json::json!({"isValid": true, "payer": payer}),
+                "/settle" => serde_json::json!({"success": true, "transaction": tx,
+                    "network": devnet::NETWORK, "payer": payer}),
+                _ => serde_json::json!({"kinds": [{"x402Version": 2, "scheme": "exact",
+                    "network": devnet::NETWORK}]}),
+            };
+            Response::Body(200, body.to_string())
+        })
+    });
+    let task = tokio::spawn(standin::serve(listener, handler));
+    Liar {
+        url,
+        tx,
+        _task: task,
+    }
+}
+
+/// A transaction that reverted on the devnet: an owner transfer of more than it holds.
+async fn reverted_tx(net: &Devnet) -> alloy_primitives::B256 {
+    use alloy_network::TransactionBuilder;
+    use alloy_provider::Provider;
+    use alloy_sol_types::SolCall;
+    let call = x402_sidecar::evm::typed::IEip3009Token::transferCall {
+        to: net.pay_to,
+        value: U256::from(u64::MAX),
+    };
+    let tx = alloy_rpc_types_eth::TransactionRequest::default()
+        .with_to(devnet::USDC)
+        .with_input(call.abi_encode())
+        .with_gas_limit(100_000);
+    let r = net
+        .provider()
+        .send_transaction(tx)
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    assert!(!r.status(), "the transaction was meant to revert");
+    r.transaction_hash
+}
+
+/// `buyer`'s signed authorization of 10 000 units to `to`.
+fn signed_to(
+    buyer: &PrivateKeySigner,
+    to: alloy_primitives::Address,
+) -> x402_sidecar::x402::types::ExactEvmPayload {
+    let req = x402_sidecar::x402::types::PaymentRequirements {
+        scheme: "exact".into(),
+        network: devnet::NETWORK.into(),
+        amount: U256::from(PRICE),
+        asset: devnet::USDC,
+        pay_to: to,
+        max_timeout_seconds: 120,
+        extra: Some(serde_json::json!({"name": "USDC", "version": "2"})),
+    };
+    let auth =
+        x402_sidecar::buyer::client::authorization(buyer, &req, x402_sidecar::util::now_secs());
+    x402_sidecar::buyer::client::sign(buyer, &req, auth).unwrap()
+}
+
+/// Submit `payload` as a third party would (the devnet's settler key, outside any sidecar).
+async fn submit(
+    net: &Devnet,
+    payload: &x402_sidecar::x402::types::ExactEvmPayload,
+) -> alloy_primitives::B256 {
+    let chain = x402_sidecar::evm::Chain::new(
+        &net.rpc_url,
+        devnet::CHAIN_ID,
+        net.settler.clone(),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let sig = alloy_primitives::Signature::from_raw(&payload.signature).unwrap();
+    match chain
+        .settle(devnet::USDC, &payload.authorization, &sig)
+        .await
+    {
+        x402_sidecar::evm::SettleOutcome::Settled { tx } => tx,
+        other => panic!("the genuine settlement failed: {other:?}"),
+    }
+}
+
+/// `buyer` pays `to` 10 000 units with a genuine settlement of its own (another authorization
+/// than any the seller sees): the hash of that real transfer.
+async fn settled_elsewhere(
+    net: &Devnet,
+    buyer: &PrivateKeySigner,
+    to: alloy_primitives::Address,
+) -> alloy_primitives::B256 {
+    submit(net, &signed_to(buyer, to)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chain_finds_a_payments_settlement_by_its_own_identity() {
+    use x402_sidecar::evm::SettleOutcome;
+    let net = devnet().await;
+    let chain =
+        x402_sidecar::evm::Chain::read_only(&net.rpc_url, devnet::CHAIN_ID, Duration::from_secs(5))
+            .unwrap();
+    let buyer = net.new_buyer(U256::from(FUNDED)).await.unwrap();
+    // Unused: nothing to find.
+    let unused = signed_to(&buyer, net.pay_to);
+    assert_eq!(
+        chain
+            .settlement_of(devnet::USDC, &unused.authorization)
+            .await
+            .unwrap(),
+        None
+    );
+    // Front-run: a third party submits the payment to the seller's payTo first. The chain shows
+    // it settled, by its AuthorizationUsed and Transfer, in the front-runner's transaction.
+    let front_run = submit(&net, &unused).await;
+    assert_eq!(
+        chain
+            .settlement_of(devnet::USDC, &unused.authorization)
+            .await
+            .unwrap(),
+        Some(SettleOutcome::Settled { tx: front_run })
+    );
+    assert_eq!(
+        chain
+            .reconcile(front_run, devnet::USDC, &unused.authorization)
+            .await,
+        SettleOutcome::Settled { tx: front_run }
+    );
+    // Another payment's transaction, though of the same payer, amount and payTo, is not it.
+    let later = signed_to(&buyer, net.pay_to);
+    match chain
+        .reconcile(front_run, devnet::USDC, &later.authorization)
+        .await
+    {
+        SettleOutcome::Failed {
+            reason, message, ..
+        } => {
+            assert_eq!(reason, x402_sidecar::x402::Reason::ReceiptMismatch);
+            assert!(message.contains("other_nonce"), "{message}");
+        }
+        other => panic!("another payment's transaction was taken for this one: {other:?}"),
+    }
+    Money::new(&net, PRICE)
+        .assert_paid_once(buyer.address(), FUNDED)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_facilitator_reporting_a_transaction_that_is_not_this_payment_gets_no_answer() {
+    let s = setup().await;
+    // Real transactions to lie with: the payer's own earlier paid call (same amount, same
+    // payTo, another nonce), another payer's paid call, a reverted transaction, and the payer's
+    // genuine payment to another address.
+    let honest = seller(&s, "honest", &s.facilitator_url).await;
+    let payer = s.buyer().await;
+    let other_payer = s.buyer().await;
+    let mut old = Vec::new();
+    for b in [&payer, &other_payer] {
+        let pay = payment(&s, &honest, b).await;
+        let (status, _, body) = send(&s, &honest, &pay).await;
+        assert_eq!(status, 200, "{body}");
+        old.push(body["payment"]["transaction"].as_str().unwrap().to_string());
+    }
+    let elsewhere = alloy_primitives::Address::repeat_byte(0x5e);
+    let to_elsewhere = settled_elsewhere(&s.net, &payer, elsewhere).await;
+    let reverted = reverted_tx(&s.net).await;
+    let cases = [
+        ("the payer's older payment", old[0].clone(), "other_nonce"),
+        (
+            "another payer's payment",
+            old[1].clone(),
+            "no_authorization_used",
+        ),
+        (
+            "a reverted transaction",
+            format!("{reverted:#x}"),
+            "reverted",
+        ),
+        (
+            "the payer's payment to another payTo",
+            format!("{to_elsewhere:#x}"),
+            "other_nonce",
+        ),
+    ];
+    let lie = liar().await;
+    let seller = seller(&s, "lied-to", &lie.url).await;
+    for (what, tx, why) in &cases {
+        *lie.tx.lock().unwrap() = tx.clone();
+        let pay = payment(&s, &seller, &payer).await;
+        let (status, _, body) = send(&s, &seller, &pay).await;
+        assert_ne!(status, 200, "{what}: {body}");
+        assert!(
+            body.get("strategy").is_none(),
+            "{what}: the advice is withheld: {body}"
+        );
+        // Sent again, the same payment is still not answered.
+        let (status, _, body) = send(&s, &seller, &pay).await;
+        assert_ne!(status, 200, "{what}, retried: {body}");
+        let records = x402_sidecar::audit::read_all(&seller.audit_dir()).unwrap();
+        let failed: Vec<String> = records
+            .iter()
+            .filter(|r| r.event == "settlement_failed")
+            .map(|r| serde_json::to_string(r).unwrap())
+            .collect();
+        assert!(
+            failed.iter().any(|r| r.contains(why)),
+            "{what}: the journal names the mismatch `{why}`: {failed:#?}"
+        );
+    }
+    let records = x402_sidecar::audit::read_all(&seller.audit_dir()).unwrap();
+    assert!(
+        !records
+            .iter()
+            .any(|r| r.event == "settled" || r.event == "answered"),
+        "nothing was settled or answered by the lied-to seller"
+    );
+    let honest_records = x402_sidecar::audit::read_all(&honest.audit_dir()).unwrap();
+    for event in ["settled", "answered"] {
+        assert_eq!(
+            honest_records.iter().filter(|r| r.event == event).count(),
+            2,
+            "the honest seller's {event} records match its transfers"
+        );
+    }
+    // On chain: the two honest calls and the payment elsewhere, nothing more.
+    let to_seller = s.money().assert_transfers(2).await;
+    assert_eq!(to_seller[0].from, payer.address());
+    assert_eq!(to_seller[1].from, other_payer.address());
+    s.money()
+        .assert_holds(payer.address(), FUNDED - 2 * PRICE)
+        .await;
+    s.money().assert_holds(elsewhere, PRICE).await;
+}

@@ -326,9 +326,9 @@ async fn buy(http: &reqwest::Client, buyer: &Sidecar, payer: &PrivateKeySigner) 
         .unwrap_or_else(|_| panic!("no X-Payment-Tx: {headers:?}"))
 }
 
-/// The buyer's ledger: one `paid` entry, for `tx`, of the price.
+/// The buyer's ledger: one authorization, `paid`, for `tx`, of the price.
 fn assert_ledger(path: &Path, tx: B256) {
-    let l = ledger::read(path).unwrap();
+    let l = ledger::finals(&ledger::read(path).unwrap());
     assert_eq!(l.len(), 1, "{l:?}");
     assert_eq!(l[0].outcome, "paid");
     assert_eq!(l[0].amount, PRICE.to_string());
@@ -433,17 +433,20 @@ async fn our_buyer_pays_official_python_and_express_sellers_settled_by_the_offic
         );
         let attempt = &body["attempts"][0];
         assert_eq!(attempt["outcome"], "payment_refused", "{body}");
-        assert_eq!(
-            attempt["detail"],
-            "the seller refused the payment: invalid_exact_evm_insufficient_balance",
+        assert!(
+            attempt["detail"].as_str().unwrap_or_default().starts_with(
+                "the seller refused the payment: invalid_exact_evm_insufficient_balance;"
+            ),
             "the official facilitator's reason, as the seller put it: {body}"
         );
         Money::new(&net, PRICE)
             .assert_holds(poor.address(), PRICE - 1)
             .await;
         assert!(
-            ledger::read(&ledger).unwrap().is_empty(),
-            "nothing paid, nothing in the ledger"
+            ledger::finals(&ledger::read(&ledger).unwrap())
+                .iter()
+                .all(|e| !e.charged() && e.tx.is_none()),
+            "nothing paid, nothing charged in the ledger"
         );
     }
     Money::new(&net, PRICE).assert_transfers(2).await;

@@ -420,3 +420,150 @@ async fn a_spill_on_another_disk_survives_a_kill_and_the_restarted_seller_writes
     assert_money_invariant(&w, &disk, 1).await;
     terminate(&mut again).await;
 }
+
+/// `x402-sidecar audit --dir <dir> <args>`: its exit code and what it printed.
+fn audit_at(dir: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(bin())
+        .arg("audit")
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A copy of the journal in `dir`, under `root/name`, to tamper with.
+fn copy_journal(dir: &Path, root: &Path, name: &str) -> PathBuf {
+    let to = root.join(name);
+    std::fs::create_dir_all(&to).unwrap();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+    to
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paying_sellers_journal_keeps_what_was_sold_and_fails_verify_once_cut_deleted_or_reordered()
+ {
+    let w = World::start().await;
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let buyer = w.buyer(1_000_000).await;
+        let (name, header) = signed_payment(&w.http, &w.paid_url(), &buyer).await;
+        let (status, headers, body) =
+            post_json(&w.http, &w.paid_url(), seed_body(), &[(name, &header)]).await;
+        assert_eq!(status, 200, "{body}");
+        // Each buyer paid the price once (10000 units of 6-decimal USDC: $0.01).
+        w.money().assert_holds(buyer.address(), 990_000).await;
+        answers.push((headers["x-request-id"].to_str().unwrap().to_string(), body));
+    }
+    let dir = w.seller.audit_dir();
+    assert_money_invariant_at(&w, &dir, 2).await;
+
+    // What was sold is kept: the request body and the answer as delivered, with their sha256.
+    let all = read_all(&dir).unwrap();
+    for (request_id, body) in &answers {
+        let of = |event: &str| {
+            all.iter()
+                .find(|r| r.event == event && r.request_id.as_deref() == Some(request_id))
+                .unwrap()
+                .clone()
+        };
+        let (fwd, ans) = (of("forwarded"), of("answered"));
+        let sha = x402_sidecar::util::sha256_hex(seed_body().as_bytes());
+        assert_eq!(fwd.details["requestSha256"], sha.as_str());
+        assert_eq!(ans.details["requestSha256"], sha.as_str());
+        let kept = x402_sidecar::audit::bodies_of(&dir, &ans).unwrap();
+        let delivered: Value = serde_json::from_slice(&kept[0].bytes().unwrap()).unwrap();
+        assert_eq!(&delivered, body, "the answer kept is the one delivered");
+        assert_eq!(ans.details["answerSha256"], kept[0].sha256.as_str());
+        let (code, shown) = audit_at(&dir, &["show", request_id]);
+        assert_eq!(code, 0, "{shown}");
+        assert!(shown.contains("--- request body of record"), "{shown}");
+        assert!(shown.contains("--- answer body of record"), "{shown}");
+        assert!(
+            shown.contains(body["metadata"]["paymentId"].as_str().unwrap()),
+            "{shown}"
+        );
+    }
+    let (code, text) = audit_at(&dir, &["verify"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("hash chain intact"), "{text}");
+
+    let root = tempfile::tempdir().unwrap();
+    let day_file = |d: &Path| x402_sidecar::audit::day_files(d).unwrap().pop().unwrap().1;
+    let lines = |p: &Path| -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let write = |p: &Path, l: &[String]| std::fs::write(p, l.join("\n") + "\n").unwrap();
+
+    // The last records cut off.
+    let cut = copy_journal(&dir, root.path(), "cut");
+    let f = day_file(&cut);
+    let l = lines(&f);
+    write(&f, &l[..l.len() - 2]);
+    let (code, text) = audit_at(&cut, &["verify"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("the last 2 record(s) were cut off"), "{text}");
+
+    // The (only, so newest and oldest) day file deleted.
+    let gone = copy_journal(&dir, root.path(), "gone");
+    std::fs::remove_file(day_file(&gone)).unwrap();
+    let (code, text) = audit_at(&gone, &["verify"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("newest day file was deleted"), "{text}");
+
+    // Two records swapped.
+    let swapped = copy_journal(&dir, root.path(), "swapped");
+    let f = day_file(&swapped);
+    let mut l = lines(&f);
+    l.swap(1, 2);
+    write(&f, &l);
+    let (code, text) = audit_at(&swapped, &["verify"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("out of order"), "{text}");
+    let problems = text.lines().filter(|l| l.contains("line ")).count();
+    assert!(problems >= 2, "one line per problem: {text}");
+
+    // The answer sold altered.
+    let altered = copy_journal(&dir, root.path(), "altered");
+    let bodies = std::fs::read_dir(&altered)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("bodies-"))
+        .unwrap();
+    let text = std::fs::read_to_string(&bodies).unwrap();
+    std::fs::write(&bodies, text.replacen("strategy", "strategz", 1)).unwrap();
+    let (code, text) = audit_at(&altered, &["verify"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("was altered"), "{text}");
+
+    // A directory that does not exist is a usage error, not "OK, 0 records".
+    let (code, text) = audit_at(&root.path().join("typo"), &["verify"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("does not exist"), "{text}");
+}
+
+/// [`assert_money_invariant`] on a journal directory of the world's seller.
+async fn assert_money_invariant_at(w: &World, dir: &Path, delivered: usize) {
+    w.money().assert_transfers(delivered).await;
+    let all = read_all(dir).unwrap();
+    let count = |e: &str| all.iter().filter(|r| r.event == e).count();
+    assert_eq!(count("settled"), delivered, "settled records");
+    assert_eq!(count("answered"), delivered, "answered records");
+}

@@ -139,7 +139,7 @@ async fn metrics_count_challenges_refusals_settlements_and_replays() {
     let (status, m) = get(&metrics_url).await;
     assert_eq!(status, 200);
     assert_eq!(
-        sample(&m, r#"x402_challenges_total{route="POST /x402"}"#),
+        sample(&m, r#"x402_challenges_total{method="POST",path="/x402"}"#),
         2.0,
         "the unpaid call and the refusal each carried a challenge\n{m}"
     );
@@ -152,7 +152,10 @@ async fn metrics_count_challenges_refusals_settlements_and_replays() {
         "{m}"
     );
     assert_eq!(
-        sample(&m, r#"x402_payments_total{outcome="verified",reason=""}"#),
+        sample(
+            &m,
+            r#"x402_payments_total{outcome="verified",reason="none"}"#
+        ),
         1.0,
         "{m}"
     );

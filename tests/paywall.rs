@@ -151,7 +151,9 @@ async fn paid_v2_call_moves_the_price_on_chain_and_returns_the_receipt() {
         "the receipt names the transfer on chain"
     );
     assert_eq!(body["payment"]["receiptId"], tx);
-    assert_eq!(body["payment"]["amount"], PRICE.to_string());
+    // Token units as the seed and roma-01 write it; the atomic integer under its own name.
+    assert_eq!(body["payment"]["amount"], "0.01");
+    assert_eq!(body["payment"]["amountAtomic"], PRICE.to_string());
     assert_eq!(
         body["payment"]["payer"]
             .as_str()
@@ -193,7 +195,10 @@ async fn paid_v2_call_moves_the_price_on_chain_and_returns_the_receipt() {
 
     // The audit journal tells the whole life of the request with the ids the client saw.
     let request_id = headers["x-request-id"].to_str().unwrap();
-    let out = audit_cli(&w, &["show", request_id]);
+    let shown = audit_cli(&w, &["show", request_id]);
+    // The records, then (after a blank line) the request and answer they kept.
+    let out = shown.split("\n\n").next().unwrap();
+    assert!(shown.contains("--- answer body of record"), "{shown}");
     let events: Vec<&str> = out
         .lines()
         .map(|l| l.split_whitespace().nth(2).unwrap())
@@ -215,7 +220,10 @@ async fn paid_v2_call_moves_the_price_on_chain_and_returns_the_receipt() {
         "the settled record names the on-chain tx"
     );
     assert_eq!(
-        audit_cli(&w, &["show", tx]).lines().count(),
+        audit_cli(&w, &["show", tx])
+            .lines()
+            .take_while(|l| !l.is_empty())
+            .count(),
         4,
         "found by tx hash too"
     );
@@ -779,7 +787,14 @@ async fn concurrent_payments_from_many_buyers_all_settle_without_nonce_collision
     // Every line of a paid request carries its ids and the caller (JSON logs, span fields).
     for line in logs.lines().filter(|l| l.contains("paid call settled")) {
         let v: Value = serde_json::from_str(line).expect("JSON log line");
-        let span = &v["span"];
+        // Each span once: in `spans`, not repeated as `span`.
+        assert!(v.get("span").is_none(), "{line}");
+        let span = v["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "paid_request")
+            .unwrap();
         assert!(
             span["request_id"].as_str().unwrap().starts_with("req_"),
             "{line}"
@@ -844,4 +859,258 @@ async fn every_address_on_the_wire_is_eip55() {
     let checksummed = buyer.address().to_checksum(None);
     assert!(out.contains(&checksummed), "{out}");
     assert!(!out.contains(&checksummed.to_lowercase()), "{out}");
+}
+
+/// The 402's options as offered (v2 header), each with its requirement.
+async fn offers(w: &World) -> Vec<(Value, PaymentRequirements)> {
+    let (status, headers, _) = post(w, &w.paid_url(), seed_body(), None).await;
+    assert_eq!(status, 402);
+    let v2 = b64json(headers["payment-required"].to_str().unwrap());
+    v2["accepts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|raw| (raw.clone(), serde_json::from_value(raw.clone()).unwrap()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_price_tier_of_a_route_is_payable_and_settled_at_its_price() {
+    use x402_sidecar::devkit::nodes::Tier;
+    use x402_sidecar::x402::money::PriceSpec;
+    let elsewhere = Address::repeat_byte(0x7e);
+    let w = World::start_with(|n| {
+        n.tiers = vec![
+            // Dearer, to the same payTo; and the base price to another payTo.
+            Tier {
+                price: PriceSpec::Units(25_000),
+                pay_to: n.pay_to,
+            },
+            Tier {
+                price: PriceSpec::Units(PRICE),
+                pay_to: elsewhere,
+            },
+        ];
+    })
+    .await;
+    let tiers = offers(&w).await;
+    assert_eq!(tiers.len(), 3);
+    let funded = 1_000_000;
+    let mut paid_by = Vec::new();
+    // Tiers 1 and 2 with v2, the elsewhere tier also with v1 (which echoes nothing).
+    for (i, v1) in [(0, false), (1, false), (2, false), (2, true)] {
+        let (raw, req) = &tiers[i];
+        let buyer = w.buyer(funded).await;
+        let auth = client::authorization(&buyer, req, now_secs());
+        let payload = client::sign(&buyer, req, auth).unwrap();
+        let (name, header) = if v1 {
+            ("X-PAYMENT", client::v1_header(&req.network, &payload))
+        } else {
+            ("PAYMENT-SIGNATURE", client::v2_header(raw, &payload, None))
+        };
+        let (status, _, body) = post(&w, &w.paid_url(), seed_body(), Some((name, &header))).await;
+        assert_eq!(status, 200, "tier {i} (v1: {v1}): {body}");
+        assert_eq!(body["payment"]["amount"], req.amount.to_string(), "{body}");
+        assert_eq!(
+            body["payment"]["payTo"],
+            req.pay_to.to_checksum(None),
+            "{body}"
+        );
+        w.money()
+            .assert_holds(buyer.address(), funded - req.amount.to::<u64>())
+            .await;
+        paid_by.push((buyer.address(), req.amount, req.pay_to));
+    }
+    // On chain: each buyer paid its tier's amount to its tier's payTo, once.
+    let to_seller = w.net.transfers_to(w.net.pay_to).await.unwrap();
+    let got: Vec<_> = to_seller.iter().map(|t| (t.from, t.value)).collect();
+    assert_eq!(
+        got,
+        vec![(paid_by[0].0, paid_by[0].1), (paid_by[1].0, paid_by[1].1)]
+    );
+    w.money().assert_holds(w.net.pay_to, PRICE + 25_000).await;
+    let to_elsewhere = x402_sidecar::devkit::world::Money::at(&w.net, elsewhere, PRICE)
+        .assert_transfers(2)
+        .await;
+    assert_eq!(to_elsewhere[0].from, paid_by[2].0);
+    assert_eq!(to_elsewhere[1].from, paid_by[3].0);
+    let records = x402_sidecar::audit::read_all(&w.seller.audit_dir()).unwrap();
+    assert_eq!(records.iter().filter(|r| r.event == "settled").count(), 4);
+    assert_eq!(records.iter().filter(|r| r.event == "answered").count(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_payments_are_refused_without_echoing_the_signature() {
+    let w = World::start().await;
+    let buyer = w.buyer(1_000_000).await;
+    let offer = challenge(&w).await;
+    let auth = client::authorization(&buyer, &offer.requirement, now_secs());
+    let payload = client::sign(&buyer, &offer.requirement, auth).unwrap();
+    let signature = x402_sidecar::util::hex(&payload.signature);
+    let exact = serde_json::to_value(&payload).unwrap();
+    let good = json!({"x402Version": 2, "accepted": offer.raw, "payload": exact});
+    let b64 = |v: &Value| base64::engine::general_purpose::STANDARD.encode(v.to_string());
+    let long_hex_key = format!("0x{}", "ee".repeat(40));
+    let mut cases: Vec<(&str, &str, String)> = Vec::new();
+    let refused_for = |what: &str| {
+        if what == "hex scheme" {
+            "unsupported_scheme"
+        } else {
+            "invalid_payload"
+        }
+    };
+    // The known case: `payload` as a JSON string, signature and all.
+    let mut v = good.clone();
+    v["payload"] = json!(exact.to_string());
+    cases.push(("string payload", "PAYMENT-SIGNATURE", b64(&v)));
+    let mut v = good.clone();
+    v["payload"]["authorization"]["value"] = json!(format!("0x{signature}"));
+    cases.push(("signature as the value", "PAYMENT-SIGNATURE", b64(&v)));
+    let mut v = good.clone();
+    v["payload"]["authorization"][long_hex_key.as_str()] = json!(signature);
+    cases.push(("unknown hex key", "PAYMENT-SIGNATURE", b64(&v)));
+    let mut v = good.clone();
+    v["accepted"] = json!(exact.to_string());
+    cases.push(("string accepted", "PAYMENT-SIGNATURE", b64(&v)));
+    let mut v = good.clone();
+    v["accepted"]["scheme"] = json!(format!("0x{signature}"));
+    cases.push(("hex scheme", "PAYMENT-SIGNATURE", b64(&v)));
+    let v1 = json!({"x402Version": 1, "scheme": "exact", "network": "base-sepolia",
+        "payload": exact.to_string()});
+    cases.push(("v1 string payload", "X-PAYMENT", b64(&v1)));
+    cases.push(("not base64", "PAYMENT-SIGNATURE", format!("%{signature}")));
+    cases.push((
+        "not JSON",
+        "PAYMENT-SIGNATURE",
+        base64::engine::general_purpose::STANDARD.encode(format!("{{\"sig\": \"{signature}")),
+    ));
+    for (what, name, header) in &cases {
+        let (status, headers, body) =
+            post(&w, &w.paid_url(), seed_body(), Some((name, header))).await;
+        assert_eq!(status, 402, "{what}: {body}");
+        assert_eq!(reason(&body), refused_for(what), "{what}: {body}");
+        let text = body.to_string();
+        assert!(
+            !text.contains(&signature[..24]),
+            "{what}: the 402 echoes the signature: {text}"
+        );
+        assert!(
+            !x402_sidecar::x402::redact::has_long_hex(&text),
+            "{what}: a long hex run in the 402: {text}"
+        );
+        let required = headers["payment-required"].to_str().unwrap();
+        assert!(!x402_sidecar::x402::redact::has_long_hex(
+            &b64json(required).to_string()
+        ));
+    }
+    // The string payload's refusal names the field.
+    let (_, _, body) = post(
+        &w,
+        &w.paid_url(),
+        seed_body(),
+        Some((cases[0].1, &cases[0].2)),
+    )
+    .await;
+    assert!(
+        body["message"].as_str().unwrap().contains("`payload`"),
+        "{body}"
+    );
+    let logs = w.seller.logs();
+    assert!(logs.contains("payment refused"), "the refusals are logged");
+    assert!(
+        !logs.contains(&signature[..24]),
+        "the log echoes the signature"
+    );
+    assert!(
+        !x402_sidecar::x402::redact::has_long_hex(&logs),
+        "a long hex run in the log:\n{logs}"
+    );
+    assert_eq!(w.upstream.calls(), 0);
+    w.money()
+        .assert_not_charged(buyer.address(), 1_000_000)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_is_not_advice_is_not_charged() {
+    let w = World::start().await;
+    let buyer = w.buyer(1_000_000).await;
+    let offer = challenge(&w).await;
+    let header = v2_payment(&buyer, &offer, |_| {}, |_| {});
+    let cases = [
+        (r#"{"strategy":{}}"#, "empty_summary"),
+        (r#"{"strategy":{"summary":"Hold.","steps":[]}}"#, "no_steps"),
+        (
+            r#"{"strategy":{"summary":"Hold.","steps":[""]}}"#,
+            "bad_steps",
+        ),
+        (
+            r#"{"strategy":{"summary":"Hold.","steps":["Hold."],"actions":[{"symbol":"BTC-PERP","action":"yolo","size":1,"notionalUsd":1,"reason":"r"}]}}"#,
+            "bad_actions",
+        ),
+        (
+            r#"{"strategy":{"summary":"Hold.","steps":["Hold."],"riskNotes":"none"}}"#,
+            "bad_risk_notes",
+        ),
+        (r#"{"strategy":"hold"}"#, "no_strategy"),
+    ];
+    for (answer, problem) in cases {
+        w.upstream.set(Mode::Answer(answer.into()));
+        // The same payment each time: a refused answer releases the claim.
+        let (status, headers, body) = paid(&w, &header).await;
+        assert_eq!(status, 502, "{answer}: {body}");
+        assert_eq!(reason(&body), "answer_not_chargeable", "{body}");
+        assert_eq!(body["problem"], problem, "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("not charged"),
+            "{body}"
+        );
+        assert!(headers.contains_key("retry-after"));
+        w.money()
+            .assert_not_charged(buyer.address(), 1_000_000)
+            .await;
+    }
+    // The claim was released each time: the same payment buys the advice once it is real.
+    w.upstream.set(Mode::Normal);
+    let (status, _, body) = paid(&w, &header).await;
+    assert_eq!(status, 200, "{body}");
+    w.money().assert_paid_once(buyer.address(), 1_000_000).await;
+    let records = x402_sidecar::audit::read_all(&w.seller.audit_dir()).unwrap();
+    assert_eq!(records.iter().filter(|r| r.event == "settled").count(), 1);
+    assert_eq!(
+        records.iter().filter(|r| r.event == "not_charged").count(),
+        cases.len()
+    );
+    // Each not_charged record says what was wrong with the answer.
+    for (_, problem) in cases {
+        assert!(
+            records
+                .iter()
+                .any(|r| r.event == "not_charged" && r.details["problem"] == problem),
+            "{problem}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_labelled_stand_in_is_not_sold_unless_the_route_says_so() {
+    let w = World::start_with(|n| n.charge_standin = false).await;
+    let buyer = w.buyer(1_000_000).await;
+    let offer = challenge(&w).await;
+    let header = v2_payment(&buyer, &offer, |_| {}, |_| {});
+    let (status, _, body) = paid(&w, &header).await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(reason(&body), "answer_not_chargeable", "{body}");
+    assert_eq!(body["problem"], "standin", "{body}");
+    assert_eq!(w.upstream.calls(), 1);
+    w.money()
+        .assert_not_charged(buyer.address(), 1_000_000)
+        .await;
+    let records = x402_sidecar::audit::read_all(&w.seller.audit_dir()).unwrap();
+    assert!(
+        !records
+            .iter()
+            .any(|r| r.event == "settled" || r.event == "answered")
+    );
+    assert!(records.iter().any(|r| r.event == "not_charged"));
 }

@@ -8,6 +8,8 @@
 //! * [`engine`] — `rules-v1`: exposure, leverage against the preference, delta per symbol,
 //!   de-risk and hedge sizes, stops; a complete answer with executable actions. Pure.
 //! * [`response`] — `StrategyResponse`, `Action` and the number formats.
+//! * [`answer`] — the strategy answer contract as a check over any upstream's JSON (what a
+//!   seller may charge for), and the label of the stand-in placeholder.
 //! * [`model`] — optional wording by an OpenAI-compatible model, checked, with fallback.
 //! * [`server`] — the HTTP upstream (`x402-sidecar advisor`, and the demo's), guarded by a
 //!   shared secret ([`SECRET_HEADER`], which the seller sends).
@@ -25,6 +27,7 @@
 //! assert!(advice.analysis.unwrap().after.leverage <= 3.0);
 //! ```
 
+pub mod answer;
 pub mod contract;
 pub mod convert;
 pub mod engine;

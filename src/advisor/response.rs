@@ -2,13 +2,15 @@
 //!
 //! `strategy{summary, steps[], riskNotes[], actions[], confidence, analysis}` comes from the
 //! advisor; the paywall adds `payment`, `disclaimer` and the request/payment ids in `metadata`.
-//! `actions` are machine-readable and executable by a roma-01-style engine: one entry per
-//! symbol, `size` in coin units to trade (0 for `hold`), `notionalUsd` = size × the price the
-//! engine used, `leverage` only on opens (never above the request's preference), and stop-loss
-//! / take-profit prices for whatever stays open.
+//! `actions` are the engine's machine-readable trades: one entry per symbol, `size` in coin
+//! units to trade (0 for `hold`), `notionalUsd` = size × the price the engine used, `leverage`
+//! only on opens (never above the request's preference), and stop-loss / take-profit prices for
+//! whatever stays open.
 //!
-//! The engine builds the [`Strategy`], the model step may reword its texts, the advisor server
-//! serves it with [`Metadata`]; [`StrategyResponse`] is the whole answer as a buyer
+//! [`Decision`]s are the same actions in roma-01's own decision format, for its executor.
+//!
+//! The engine builds the [`Strategy`] and its decisions, the model step may reword its texts,
+//! the advisor server serves them with [`Metadata`]; [`StrategyResponse`] is the whole answer as a buyer
 //! deserialises it. `fmt` is shared by the engine's texts and the model's grounding check.
 
 use serde::{Deserialize, Serialize};
@@ -67,6 +69,44 @@ impl Action {
             reason: String::new(),
         }
     }
+}
+
+/// What roma-01's executor runs (its decision format): the six action names it knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionAction {
+    OpenLong,
+    OpenShort,
+    CloseLong,
+    CloseShort,
+    /// Keep a position as it is.
+    Hold,
+    /// No position and nothing to enter.
+    Wait,
+}
+
+/// One decision in roma-01's format, ready for its executor: `BTCUSDT`-style symbol; on opens
+/// an integer `leverage`, `position_size_usd` as **margin** (the executor trades margin ×
+/// leverage ÷ price) and absolute `stop_loss`/`take_profit`; on partial closes
+/// `close_quantity` in coin units (none: the whole position). Clamped to the request's limits,
+/// which roma-01's executor does not enforce itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub action: DecisionAction,
+    pub symbol: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leverage: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position_size_usd: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub take_profit: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_quantity: Option<f64>,
+    /// 0–1, the strategy's confidence.
+    pub confidence: f64,
+    pub reasoning: String,
 }
 
 /// The advice itself.
@@ -159,6 +199,9 @@ pub struct StrategyResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment: Option<Value>,
     pub metadata: Metadata,
+    /// The actions in roma-01's decision format (the built-in advisor writes them).
+    #[serde(default)]
+    pub decisions: Vec<Decision>,
 }
 
 /// Number formats shared by the engine's texts and the model's grounding check.

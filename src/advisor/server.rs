@@ -2,7 +2,7 @@
 //!
 //! `POST <any path>` with a `StrategyRequest` body and the shared secret in
 //! [`SECRET_HEADER`] → the rule engine's answer, worded by the model when one is configured and
-//! its words pass the checks. Without the secret: 401, so nobody reaches the engine or the
+//! its words pass the checks, with the actions also in roma-01's decision format (`decisions`). Without the secret: 401, so nobody reaches the engine or the
 //! model without going through the paywall (and paying). `GET /healthz` answers without it.
 //!
 //! Started by `x402-sidecar advisor` (loopback by default) and by `x402-sidecar demo`. Serves
@@ -17,9 +17,9 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use super::contract::{self, StrategyRequest};
-use super::engine::{ENGINE_ID, advise};
+use super::engine::{ENGINE_ID, advise, decisions};
 use super::model::{self, ModelClient, ModelConfig, StructuredFormat};
-use super::response::{Metadata, Strategy};
+use super::response::{Decision, Metadata, Strategy};
 use crate::http::server::{self, Handler, Request, Response};
 use crate::util::{new_id, now_secs, rfc3339};
 
@@ -62,6 +62,8 @@ pub struct Advisor {
 pub struct Answer {
     pub strategy: Strategy,
     pub metadata: Metadata,
+    /// The actions in roma-01's decision format.
+    pub decisions: Vec<Decision>,
     pub engine_time: Duration,
     pub model_time: Option<Duration>,
 }
@@ -115,8 +117,10 @@ impl Advisor {
         if !req.telemetry.is_empty() {
             extra.insert("telemetry".into(), Value::Object(req.telemetry.clone()));
         }
+        let decisions = decisions(&strategy, req);
         Answer {
             strategy,
+            decisions,
             metadata: Metadata {
                 model: model_name,
                 model_call_id: Some(call_id),
@@ -176,7 +180,10 @@ impl Advisor {
             actions = a.strategy.actions.len(),
             "advice served"
         );
-        reply(200, json!({"strategy": a.strategy, "metadata": a.metadata}))
+        reply(
+            200,
+            json!({"strategy": a.strategy, "decisions": a.decisions, "metadata": a.metadata}),
+        )
     }
 
     /// The advisor as a [`server::Handler`].

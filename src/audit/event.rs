@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::anchor::Body;
+
 /// One lifecycle event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -153,6 +155,8 @@ pub struct Event {
     pub tx: Option<String>,
     pub payer: Option<String>,
     pub details: Map<String, Value>,
+    /// Bodies kept with the record in the day's bodies file (the record gets their sha256).
+    pub bodies: Vec<Body>,
 }
 
 impl Event {
@@ -164,7 +168,16 @@ impl Event {
             tx: None,
             payer: None,
             details: Map::new(),
+            bodies: Vec::new(),
         }
+    }
+    /// Keep `bytes` with the record, as its `role` body (`request`, `answer`).
+    pub fn body(mut self, role: &str, bytes: impl Into<bytes::Bytes>) -> Self {
+        self.bodies.push(Body {
+            role: role.into(),
+            bytes: bytes.into(),
+        });
+        self
     }
     pub fn request(mut self, id: &str) -> Self {
         self.request_id = Some(id.into());

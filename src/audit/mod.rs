@@ -1,7 +1,11 @@
 //! The audit journal: append-only JSON-lines files, one per UTC day, each record one lifecycle
-//! event of a paid request, chained by hash so an edited, inserted or deleted line is found by
-//! `x402-sidecar audit verify`. Records of settled payments are flushed to disk before the
-//! answer leaves. Files older than the retention window (90 days by default) are pruned.
+//! event of a paid request, chained by hash across the day files (a day's first record points
+//! at the previous day's last), and anchored at both ends by a head file, so an edited,
+//! inserted, deleted or moved line, cut-off last records and a deleted day file are found by
+//! `x402-sidecar audit verify`. The request body and the delivered answer of a paid call are
+//! kept beside the day files, their sha256 in the records. Records of settled payments are
+//! flushed to disk before the answer leaves. Files older than the retention window (90 days by
+//! default) are pruned.
 //!
 //! The journal is separate from Redis on purpose: it survives the loss of the store.
 //!
@@ -9,9 +13,11 @@
 //! - [`writer`]: the group-commit writer thread (one fsync for everything queued at once);
 //! - [`read`]: reading the files back — verify the chain and the gaps, show a request's life,
 //!   export;
+//! - [`anchor`]: the head file and the bodies files;
 //! - [`spill`]: records the journal could not write (a full disk), kept until it can;
 //! - here: the [`Journal`] handle and its directory lock.
 
+mod anchor;
 mod config;
 mod event;
 mod read;
@@ -29,13 +35,17 @@ use tokio::sync::oneshot;
 
 use crate::util::sha256_hex;
 
+pub use anchor::{Body, BodyLine, HEAD_FILE, Head, read_bodies, read_head};
 pub use config::{AuditConfig, JournalSpec};
 pub use event::{Durability, Event, Kind, Record};
-pub use read::{Gap, OPEN_GRACE_SECS, Verified, day_files, gaps, read_all, show, to_csv, verify};
+pub use read::{
+    Gap, OPEN_GRACE_SECS, Verified, bodies_of, check, day_files, gaps, read_all, show, to_csv,
+    verify,
+};
 pub use spill::{SPILL_FILE, SpillStats, Spilled, read_spill};
 
 use spill::{Spill, SpillCounters};
-use writer::{Ack, Msg, Writer, prune};
+use writer::{Ack, Msg, Writer};
 
 /// Hash of "nothing before": the first record of a journal points at it.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -62,6 +72,9 @@ pub enum AuditError {
         "audit journal {0} is being written by another process: two writers would break its hash chain; give each sidecar its own audit.dir"
     )]
     Busy(PathBuf),
+    /// `verify` found these problems (one sentence each).
+    #[error("audit journal: {}", .0.join("; "))]
+    Tampered(Vec<String>),
 }
 
 impl AuditError {
@@ -78,6 +91,7 @@ impl AuditError {
             },
             AuditError::Stopped => AuditError::Stopped,
             AuditError::Busy(dir) => AuditError::Busy(dir.clone()),
+            AuditError::Tampered(p) => AuditError::Tampered(p.clone()),
             AuditError::Spilled { records, why } => AuditError::Spilled {
                 records: *records,
                 why: why.clone(),
@@ -102,7 +116,6 @@ fn record_hash(r: &Record) -> String {
 /// fsyncs, and sequence numbers and hashes follow the queue order.
 pub struct Journal {
     dir: PathBuf,
-    retention_days: u64,
     tx: Option<mpsc::Sender<Msg>>,
     writer: Option<std::thread::JoinHandle<()>>,
     syncs: Arc<AtomicU64>,
@@ -167,6 +180,7 @@ impl Journal {
             spill_failed_at: None,
             sync_error: None,
             syncs: syncs.clone(),
+            head: None,
         };
         let handle = std::thread::Builder::new()
             .name("audit-writer".into())
@@ -179,7 +193,6 @@ impl Journal {
             })?;
         Ok(Journal {
             dir,
-            retention_days,
             tx: Some(tx),
             writer: Some(handle),
             syncs,
@@ -278,7 +291,9 @@ impl Journal {
 
     /// Delete day files older than the retention window; returns the names removed.
     pub fn prune(&self, now_secs: u64) -> Result<Vec<String>, AuditError> {
-        prune(&self.dir, self.retention_days, now_secs)
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.send(Msg::Prune(now_secs, tx))?;
+        rx.recv().map_err(|_| AuditError::Stopped)?
     }
 }
 

@@ -1,12 +1,13 @@
 //! Reading the journal back: its day files, every record, the chain check (`audit verify`),
-//! one request's whole life (`audit show`) and the accounting export.
+//! one request's whole life and the bodies it kept (`audit show`) and the accounting export.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
+use super::anchor::{Body, BodyLine, HEAD_FILE, read_bodies, read_head};
 use super::spill::{SPILL_FILE, Spilled, read_spill};
-use super::{AuditError, Kind, Record, record_hash};
-use crate::util::rfc3339;
+use super::{AuditError, GENESIS, Kind, Record, record_hash};
+use crate::util::{rfc3339, sha256_hex};
 
 /// `(day, path)` of every journal file, oldest first.
 pub fn day_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, AuditError> {
@@ -75,55 +76,190 @@ pub struct Verified {
     pub files: usize,
 }
 
-/// Walk the chain across all files. The first file may start after pruned ones: its first
-/// record's `prevHash` is taken as given; everything after must link up.
+/// [`check`], failing with every problem found ([`AuditError::Tampered`]).
 pub fn verify(dir: &Path) -> Result<Verified, AuditError> {
+    let (v, problems) = check(dir)?;
+    if problems.is_empty() {
+        Ok(v)
+    } else {
+        Err(AuditError::Tampered(problems))
+    }
+}
+
+/// Walk the chain across all day files, from the head's base (where retention cut) to the
+/// head (the last record on disk), and check every record's hash, its place in the chain, its
+/// day file and its kept bodies. Returns what was read and one sentence per problem found.
+pub fn check(dir: &Path) -> Result<(Verified, Vec<String>), AuditError> {
+    let head = match read_head(dir) {
+        Ok(h) => h,
+        Err(AuditError::Broken { why, .. }) => {
+            return Ok((
+                Verified {
+                    records: 0,
+                    files: 0,
+                },
+                vec![format!(
+                    "{HEAD_FILE}: {why}: the journal's ends cannot be checked"
+                )],
+            ));
+        }
+        Err(e) => return Err(e),
+    };
+    let (base_seq, base_hash) = head
+        .as_ref()
+        .map(|h| (h.base_seq, h.base_hash.clone()))
+        .unwrap_or((0, GENESIS.to_string()));
     let files = day_files(dir)?;
-    let mut prev: Option<(String, u64)> = None;
+    let mut problems = Vec::new();
+    let mut prev: Option<(u64, String)> = None;
     let mut records = 0;
-    for (_, path) in &files {
+    for (day, path) in &files {
+        let bodies = read_bodies(dir, day)?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let f = std::fs::File::open(path).map_err(|e| AuditError::Io(path.clone(), e))?;
         for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
             let line = line.map_err(|e| AuditError::Io(path.clone(), e))?;
             if line.trim().is_empty() {
                 continue;
             }
-            let broken = |why: String| AuditError::Broken {
-                file: path.clone(),
-                line: i + 1,
-                why,
+            let at = format!("{name} line {}", i + 1);
+            let r: Record = match serde_json::from_str(&line) {
+                Ok(r) => r,
+                Err(_) => {
+                    problems.push(format!("{at}: not a journal record (a cut or edited line)"));
+                    continue;
+                }
             };
-            let r: Record = serde_json::from_str(&line)
-                .map_err(|e| broken(format!("not a journal record: {e}")))?;
+            let seq = r.seq;
             if record_hash(&r) != r.hash {
-                return Err(broken(format!(
-                    "record {} was altered: its hash does not match its content",
-                    r.seq
-                )));
+                problems.push(format!(
+                    "{at}: record {seq} was altered: its hash does not match its content"
+                ));
             }
-            if let Some((h, seq)) = &prev {
-                if &r.prev_hash != h {
-                    return Err(broken(format!(
-                        "record {} does not follow record {seq}: a record before it was removed or replaced",
-                        r.seq
-                    )));
+            if r.time.get(..10) != Some(day.as_str()) {
+                problems.push(format!(
+                    "{at}: record {seq} is dated {} but is in the day file of {day}: records were moved between day files or a file was renamed",
+                    r.time.get(..10).unwrap_or("-")
+                ));
+            }
+            match &prev {
+                None if seq <= base_seq => {}
+                None if seq == base_seq + 1 => {
+                    if r.prev_hash != base_hash {
+                        problems.push(format!(
+                            "{at}: record {seq}, the first of the journal, does not follow where the journal starts (record {base_seq}): it was replaced"
+                        ));
+                    }
                 }
-                if r.seq != seq + 1 {
-                    return Err(broken(format!(
-                        "record {} follows record {seq}: {} record(s) missing",
-                        r.seq,
-                        r.seq.saturating_sub(seq + 1)
-                    )));
+                None => problems.push(format!(
+                    "{at}: the journal starts at record {seq}, but only records up to {base_seq} were pruned by retention: record(s) {} to {} are missing (the oldest day file was deleted?)",
+                    base_seq + 1,
+                    seq - 1
+                )),
+                Some((p, _)) if seq <= *p => problems.push(format!(
+                    "{at}: record {seq} comes after record {p}: the records are out of order"
+                )),
+                Some((p, _)) if seq != p + 1 => problems.push(format!(
+                    "{at}: record {seq} follows record {p}: {} record(s) missing (lines cut or a day file deleted)",
+                    seq - p - 1
+                )),
+                Some((p, h)) => {
+                    if &r.prev_hash != h {
+                        problems.push(format!(
+                            "{at}: record {seq} does not follow record {p}: a record before it was removed or replaced"
+                        ));
+                    }
                 }
             }
-            prev = Some((r.hash.clone(), r.seq));
+            if base_seq > 0 && seq == base_seq && r.hash != base_hash {
+                problems.push(format!(
+                    "{at}: record {seq} is not the record the journal's head says retention cut at"
+                ));
+            }
+            if let Some(h) = &head
+                && seq == h.seq
+                && r.hash != h.hash
+            {
+                problems.push(format!(
+                    "{at}: record {seq} is not the record the head names as the last written: it was replaced"
+                ));
+            }
+            for role in kept_roles(&r) {
+                let want = r
+                    .details
+                    .get(&Body::hash_key(&role))
+                    .and_then(|v| v.as_str());
+                match bodies.get(&(seq, role.clone())) {
+                    None => problems.push(format!(
+                        "{at}: the {role} body of record {seq} is missing from bodies-{day}.jsonl"
+                    )),
+                    Some(b) => {
+                        let got = b.bytes().map(|x| sha256_hex(&x));
+                        if got.as_deref() != want {
+                            problems.push(format!(
+                                "{at}: the {role} body of record {seq} in bodies-{day}.jsonl was altered: its sha256 is not the record's"
+                            ));
+                        }
+                    }
+                }
+            }
+            if prev.as_ref().is_none_or(|(p, _)| seq > *p) {
+                prev = Some((seq, r.hash.clone()));
+            }
             records += 1;
         }
     }
-    Ok(Verified {
-        records,
-        files: files.len(),
-    })
+    let last = prev.as_ref().map_or(base_seq, |(s, _)| *s);
+    match &head {
+        None if records > 0 => problems.push(format!(
+            "{HEAD_FILE} is missing: the end of the journal cannot be checked (its last records may have been cut off); the sidecar writes it again with its next record"
+        )),
+        Some(h) if h.seq > last => problems.push(format!(
+            "the journal ends at record {last}, but its head says record {} was written: the last {} record(s) were cut off or the newest day file was deleted",
+            h.seq,
+            h.seq - last
+        )),
+        _ => {}
+    }
+    Ok((
+        Verified {
+            records,
+            files: files.len(),
+        },
+        problems,
+    ))
+}
+
+/// The roles of the bodies a record keeps in its day's bodies file.
+fn kept_roles(r: &Record) -> Vec<String> {
+    r.details
+        .get("bodies")
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The bodies record `r` keeps (request, answer), as they are in its day's bodies file.
+pub fn bodies_of(dir: &Path, r: &Record) -> Result<Vec<BodyLine>, AuditError> {
+    let roles = kept_roles(r);
+    if roles.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(day) = r.time.get(..10) else {
+        return Ok(Vec::new());
+    };
+    let mut all = read_bodies(dir, day)?;
+    Ok(roles
+        .into_iter()
+        .filter_map(|role| all.remove(&(r.seq, role)))
+        .collect())
 }
 
 /// How long a payment may be `forwarded` with no outcome record before `audit verify` calls it

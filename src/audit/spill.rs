@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::anchor::{Body, BodyLine};
 use super::read::{day_files, read_file};
 use super::{AuditError, Event, Kind};
 use crate::util::{new_id, rfc3339};
@@ -50,6 +51,9 @@ pub struct Spilled {
     pub payer: Option<String>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub details: Map<String, Value>,
+    /// The bodies to keep with the record (their `seq` is set when it is journaled).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bodies: Vec<BodyLine>,
     /// Why the journal could not take it.
     pub why: String,
 }
@@ -65,6 +69,7 @@ impl Spilled {
             tx: e.tx,
             payer: e.payer,
             details: e.details,
+            bodies: e.bodies.iter().map(|b| BodyLine::new(0, b)).collect(),
             why: why.to_string(),
         }
     }
@@ -83,6 +88,16 @@ impl Spilled {
             tx: self.tx.clone(),
             payer: self.payer.clone(),
             details,
+            bodies: self
+                .bodies
+                .iter()
+                .filter_map(|b| {
+                    Some(Body {
+                        role: b.role.clone(),
+                        bytes: b.bytes()?.into(),
+                    })
+                })
+                .collect(),
         })
     }
 

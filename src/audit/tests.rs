@@ -3,7 +3,7 @@
 use super::read::read_file;
 use super::writer::file_name;
 use super::*;
-use crate::util::rfc3339;
+use crate::util::{rfc3339, sha256_hex};
 
 const DAY: u64 = 86_400;
 const T0: u64 = 1_790_000_000;
@@ -95,7 +95,7 @@ fn a_deleted_line_is_detected() {
         .collect();
     std::fs::write(&path, kept.join("\n") + "\n").unwrap();
     let e = verify(d.path()).unwrap_err().to_string();
-    assert!(e.contains("removed"), "{e}");
+    assert!(e.contains("record(s) missing"), "{e}");
 }
 
 #[test]
@@ -594,7 +594,6 @@ async fn a_stopped_writer_is_an_error_not_a_hang() {
     drop(rx);
     let j = Journal {
         dir: d.path().into(),
-        retention_days: 90,
         tx: Some(tx),
         writer: None,
         syncs: Arc::default(),
@@ -625,4 +624,311 @@ fn dropping_the_journal_writes_what_is_queued() {
     }
     drop(j);
     assert_all_once_in_order(&appended(d.path()), 1, 100);
+}
+
+// ---- The anchored journal: every tamper case fails `verify`, with one line per problem. ----
+
+/// Three days of a paid call each (verified, forwarded with the request body, answered with
+/// the answer body): records 1-3 on day 0, 4-6 on day 1, 7-9 on day 2.
+fn three_days(dir: &Path) {
+    let j = journal(dir);
+    for day in 0..3u64 {
+        let (req, t) = (format!("req_{day}"), T0 + day * DAY);
+        j.append_unsynced(Event::new(Kind::PaymentVerified).request(&req), t)
+            .unwrap();
+        j.append_blocking(
+            Event::new(Kind::Forwarded)
+                .request(&req)
+                .body("request", format!("{{\"ask\":{day}}}").into_bytes()),
+            t,
+        )
+        .unwrap();
+        j.append_blocking(
+            Event::new(Kind::Answered)
+                .request(&req)
+                .body("answer", format!("{{\"strategy\":{day}}}").into_bytes()),
+            t,
+        )
+        .unwrap();
+    }
+}
+
+fn problems(dir: &Path) -> Vec<String> {
+    check(dir).unwrap().1
+}
+
+fn day_path(dir: &Path, day: u64) -> PathBuf {
+    dir.join(file_name(T0 + day * DAY))
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn write_lines(path: &Path, lines: &[String]) {
+    std::fs::write(path, lines.join("\n") + "\n").unwrap();
+}
+
+#[test]
+fn an_untouched_anchored_journal_verifies_with_its_head_and_bodies() {
+    let d = tempfile::tempdir().unwrap();
+    three_days(d.path());
+    assert_eq!(problems(d.path()), Vec::<String>::new());
+    let head = read_head(d.path()).unwrap().unwrap();
+    assert_eq!((head.seq, head.base_seq), (9, 0));
+    let all = read_all(d.path()).unwrap();
+    assert_eq!(head.hash, all[8].hash);
+    // Each day's first record carries the previous day's last hash.
+    assert_eq!(all[3].prev_hash, all[2].hash);
+    assert_eq!(all[6].prev_hash, all[5].hash);
+}
+
+#[test]
+fn cutting_the_last_records_fails_verify() {
+    let d = tempfile::tempdir().unwrap();
+    three_days(d.path());
+    let p = day_path(d.path(), 2);
+    let l = lines(&p);
+    write_lines(&p, &l[..1]);
+    let found = problems(d.path());
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains("ends at record 7") && found[0].contains("last 2 record(s) were cut off"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn a_cut_journal_goes_on_from_its_head_so_the_cut_stays_visible() {
+    let d = tempfile::tempdir().unwrap();
+    three_days(d.path());
+    let p = day_path(d.path(), 2);
+    let l = lines(&p);
+    write_lines(&p, &l[..1]);
+    // A restarted writer does not paper over the cut by chaining on from record 7.
+    let r = journal(d.path())
+        .append_blocking(Event::new(Kind::Answered), T0 + 2 * DAY + 5)
+        .unwrap();
+    assert_eq!(r.seq, 10);
+    let found = problems(d.path());
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains("record 10 follows record 7: 2 record(s) missing"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn deleting_the_newest_day_file_fails_verify() {
+    let d = tempfile::tempdir().unwrap();
+    three_days(d.path());
+    std::fs::remove_file(day_path(d.path(), 2)).unwrap();
+    let found = problems(d.path());
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("ends at record 6") && p.contains("newest day file was deleted")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn deleting_the_oldest_day_file_fails_verify() {
+    let d = tempfile::tempdir().unwrap();
+    three_days(d.path());
+    std::fs::remove_file(day_path(d.path(), 0)).unwrap();
+    let found = problems(d.path());
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains("starts at record 4")
+            && found[0].contains("record(s) 1 to 3 are missing"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn deleting_a_day_file_in_the_middle_fails_verify() {
+    let d = tempfile::tempdir().unwrap();
+    three_days(d.path());
+    std::fs::remove_file(day_path(d.path(), 1)).unwrap();
+    let found = problems(d.path());
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains("record 7 follows record 3: 3 record(s) missing"),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn reordering_records_fails_verify() {
+    let d = tempfile::tempdir().unwrap();
+    three_days(d.path());
+    let p = day_path(d.path(), 1);
+    let mut l = lines(&p);
+    l.swap(0, 1);
+    write_lines(&p, &l);
+    let found = problems(d.path());
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("record 5 follows record 3: 1 record(s) missing")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("record 4 comes after record 5: the records are out of order")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn renaming_day_files_fails_verify() {
+    let d = tempfile::tempdir().unwrap();
+    three_days(d.path());
+    // Day 0 and day 2 trade names.
+    let (a, c) = (day_path(d.path(), 0), day_path(d.path(), 2));
+    let tmp = d.path().join("swap");
+    std::fs::rename(&a, &tmp).unwrap();
+    std::fs::rename(&c, &a).unwrap();
+    std::fs::rename(&tmp, &c).unwrap();
+    let found = problems(d.path());
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("is in the day file of") && p.contains("renamed")),
+        "{found:?}"
+    );
+    assert!(found.len() >= 3, "one line per problem: {found:?}");
+}
+
+#[test]
+fn a_deleted_head_file_fails_verify() {
+    let d = tempfile::tempdir().unwrap();
+    three_days(d.path());
+    std::fs::remove_file(d.path().join(HEAD_FILE)).unwrap();
+    let found = problems(d.path());
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("head.json is missing"), "{found:?}");
+}
+
+#[test]
+fn pruning_by_retention_moves_the_base_and_still_verifies() {
+    let d = tempfile::tempdir().unwrap();
+    three_days(d.path());
+    let j = journal(d.path());
+    // Day 92: the window keeps days 2..=92, so days 0 and 1 go, with their bodies.
+    let removed = j.prune(T0 + 92 * DAY).unwrap();
+    assert_eq!(removed.len(), 2);
+    assert!(
+        !d.path()
+            .join(format!("bodies-{}.jsonl", &rfc3339(T0)[..10]))
+            .exists()
+    );
+    assert!(
+        d.path()
+            .join(format!("bodies-{}.jsonl", &rfc3339(T0 + 2 * DAY)[..10]))
+            .exists()
+    );
+    let head = read_head(d.path()).unwrap().unwrap();
+    assert_eq!((head.base_seq, head.seq), (6, 9));
+    assert_eq!(problems(d.path()), Vec::<String>::new());
+    // Deleting what retention kept is still found.
+    drop(j);
+    std::fs::remove_file(day_path(d.path(), 2)).unwrap();
+    let found = problems(d.path());
+    assert!(
+        found.iter().any(|p| p.contains("ends at record 6")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn bodies_are_kept_with_their_sha256_and_an_altered_or_missing_body_fails_verify() {
+    let d = tempfile::tempdir().unwrap();
+    three_days(d.path());
+    let all = read_all(d.path()).unwrap();
+    let fwd = &all[1];
+    assert_eq!(fwd.details["bodies"], serde_json::json!(["request"]));
+    assert_eq!(
+        fwd.details["requestSha256"].as_str().unwrap(),
+        sha256_hex(b"{\"ask\":0}")
+    );
+    let kept = bodies_of(d.path(), fwd).unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].bytes().unwrap(), b"{\"ask\":0}");
+    let ans = bodies_of(d.path(), &all[2]).unwrap();
+    assert_eq!(ans[0].role, "answer");
+    assert_eq!(ans[0].bytes().unwrap(), b"{\"strategy\":0}");
+
+    // Altered: the strategy sold is not the one recorded.
+    let bodies = d
+        .path()
+        .join(format!("bodies-{}.jsonl", &rfc3339(T0)[..10]));
+    let text = std::fs::read_to_string(&bodies).unwrap();
+    std::fs::write(
+        &bodies,
+        text.replace("{\\\"strategy\\\":0}", "{\\\"strategy\\\":1}"),
+    )
+    .unwrap();
+    let found = problems(d.path());
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains("the answer body of record 3") && found[0].contains("was altered"),
+        "{found:?}"
+    );
+    // Gone: both bodies of the day are missing.
+    std::fs::remove_file(&bodies).unwrap();
+    let found = problems(d.path());
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(
+        found.iter().all(|p| p.contains("is missing from bodies-")),
+        "{found:?}"
+    );
+}
+
+#[test]
+fn a_body_that_is_not_text_is_kept_exactly() {
+    let d = tempfile::tempdir().unwrap();
+    let j = journal(d.path());
+    let raw = vec![0xff, 0x00, 0xfe, b'x'];
+    let r = j
+        .append_blocking(Event::new(Kind::Forwarded).body("request", raw.clone()), T0)
+        .unwrap();
+    let kept = bodies_of(d.path(), &r).unwrap();
+    assert_eq!(kept[0].encoding.as_deref(), Some("base64"));
+    assert_eq!(kept[0].bytes().unwrap(), raw);
+    assert_eq!(problems(d.path()), Vec::<String>::new());
+}
+
+#[test]
+fn a_spilled_record_keeps_its_body_until_it_is_journaled() {
+    let d = tempfile::tempdir().unwrap();
+    let s = tempfile::tempdir().unwrap();
+    let (j, blocker) = blocked(d.path(), s.path());
+    let e = j
+        .append_blocking(
+            Event::new(Kind::Forwarded)
+                .request("req_2")
+                .body("request", b"{\"ask\":2}".to_vec()),
+            T0 + DAY,
+        )
+        .unwrap_err();
+    assert!(matches!(e, AuditError::Spilled { records: 1, .. }), "{e}");
+    // The spill file holds the body too: it survives a restart.
+    let spilled = read_spill(&s.path().join(SPILL_FILE)).unwrap();
+    assert_eq!(spilled[0].bodies[0].body, "{\"ask\":2}");
+    std::fs::remove_dir(&blocker).unwrap();
+    j.flush().unwrap();
+    let r = read_all(d.path()).unwrap().pop().unwrap();
+    assert_eq!(r.event, "forwarded");
+    assert_eq!(
+        bodies_of(d.path(), &r).unwrap()[0].bytes().unwrap(),
+        b"{\"ask\":2}"
+    );
+    assert_eq!(problems(d.path()), Vec::<String>::new());
 }

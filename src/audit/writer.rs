@@ -10,7 +10,8 @@ use std::sync::mpsc;
 
 use tokio::sync::oneshot;
 
-use super::read::{day_files, last_record};
+use super::anchor::{Body, BodyLine, Head, bodies_path, read_head, write_head};
+use super::read::{day_files, last_record, read_file};
 use super::spill::Spill;
 use super::{AuditError, Event, GENESIS, Kind, Record, record_hash};
 use crate::util::{now_secs, rfc3339};
@@ -47,21 +48,55 @@ pub(super) enum Msg {
     },
     /// Everything queued before is written and fsync'd, then this is answered.
     Flush(mpsc::SyncSender<Result<(), AuditError>>),
+    /// Delete the day files older than the retention window at this time.
+    Prune(u64, mpsc::SyncSender<Result<Vec<String>, AuditError>>),
 }
 
+/// Delete the day files (and their bodies) older than the retention window, after moving the
+/// head's base to the last record they hold: what is left starts where retention cut, so a
+/// file deleted by hand is still found by `verify`. `base` is the writer's (kept in step).
 pub(super) fn prune(
     dir: &Path,
     retention_days: u64,
     now_secs: u64,
+    head: &mut Head,
 ) -> Result<Vec<String>, AuditError> {
     let cutoff = rfc3339(now_secs.saturating_sub(retention_days * 86_400));
     let cutoff_day = &cutoff[..10];
-    let mut removed = Vec::new();
-    for (day, path) in day_files(dir)? {
-        if day.as_str() < cutoff_day {
-            std::fs::remove_file(&path).map_err(|e| AuditError::Io(path.clone(), e))?;
-            removed.push(day);
+    let old: Vec<(String, PathBuf)> = day_files(dir)?
+        .into_iter()
+        .filter(|(day, _)| day.as_str() < cutoff_day)
+        .collect();
+    let mut last = None;
+    for (_, path) in old.iter().rev() {
+        if let Some(r) = read_file(path)?.pop() {
+            last = Some(r);
+            break;
         }
+    }
+    if let Some(r) = last
+        && r.seq > head.base_seq
+    {
+        head.base_seq = r.seq;
+        head.base_hash = r.hash;
+        if head.seq < r.seq {
+            head.seq = r.seq;
+            head.hash = head.base_hash.clone();
+        }
+        // The base moves before the files go: a crash in between leaves files the base
+        // already covers, which `verify` accepts.
+        write_head(dir, head)?;
+    }
+    let mut removed = Vec::new();
+    for (day, path) in old {
+        std::fs::remove_file(&path).map_err(|e| AuditError::Io(path.clone(), e))?;
+        let bodies = bodies_path(dir, &day);
+        match std::fs::remove_file(&bodies) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(AuditError::Io(bodies, e)),
+        }
+        removed.push(day);
     }
     Ok(removed)
 }
@@ -89,6 +124,17 @@ pub(super) struct DayFile {
     pub(super) dirty: bool,
     /// Created by this writer and its directory entry not yet fsync'd.
     pub(super) created: bool,
+    /// The day's bodies file, opened with the first body.
+    pub(super) bodies: Option<BodiesFile>,
+}
+
+/// The open day's bodies file.
+pub(super) struct BodiesFile {
+    pub(super) path: PathBuf,
+    pub(super) file: std::fs::File,
+    pub(super) len: u64,
+    pub(super) dirty: bool,
+    pub(super) created: bool,
 }
 
 /// A record staged for the open file, with its time and its waiter.
@@ -96,12 +142,15 @@ pub(super) struct Pending {
     pub(super) record: Record,
     pub(super) secs: u64,
     pub(super) ack: Option<Ack>,
+    pub(super) bodies: Vec<Body>,
 }
 
 /// Lines built for the open file and not yet written, with the records and waiters they carry.
 #[derive(Default)]
 pub(super) struct Staged {
     pub(super) buf: Vec<u8>,
+    /// Lines for the day's bodies file.
+    pub(super) bodies: Vec<u8>,
     pub(super) records: Vec<Pending>,
 }
 
@@ -124,6 +173,7 @@ fn unstage(p: Pending) -> Option<Unwritten> {
             tx: r.tx,
             payer: r.payer,
             details: r.details,
+            bodies: p.bodies,
         },
         secs: p.secs,
         ack: p.ack,
@@ -146,10 +196,16 @@ pub(super) struct Writer {
     /// An fsync of this batch that failed on a change of day: the batch's waiters get it.
     pub(super) sync_error: Option<AuditError>,
     pub(super) syncs: Arc<AtomicU64>,
+    /// The head as last written (its base moves with retention); `None` until the tail is read.
+    pub(super) head: Option<Head>,
 }
 
 impl Writer {
     pub(super) fn run(mut self, rx: mpsc::Receiver<Msg>) {
+        // Anchor at once: a journal written before heads existed gets one now.
+        if let Err(e) = self.load_tail() {
+            tracing::warn!("audit journal: the chain's tail could not be read yet: {e}");
+        }
         loop {
             // With records in the spill, try the journal again every SPILL_RETRY even when
             // nothing new comes: a freed disk takes them without waiting for traffic.
@@ -208,6 +264,9 @@ impl Writer {
                 Msg::Flush(ack) => {
                     wait = true;
                     flushes.push(ack);
+                }
+                Msg::Prune(now, ack) => {
+                    let _ = ack.send(self.load_tail().and_then(|()| self.prune(now)));
                 }
                 Msg::Append {
                     event,
@@ -397,7 +456,22 @@ impl Writer {
             Ok(p) => p,
             Err(err) => return Err(Box::new((err, u))),
         };
-        let e = u.event;
+        let mut e = u.event;
+        let bodies = std::mem::take(&mut e.bodies);
+        let body_start = staged.bodies.len();
+        if !bodies.is_empty() {
+            let mut roles = Vec::new();
+            for b in &bodies {
+                let line = BodyLine::new(prev.seq + 1, b);
+                e.details
+                    .insert(Body::hash_key(&b.role), line.sha256.clone().into());
+                roles.push(serde_json::Value::from(b.role.clone()));
+                if serde_json::to_writer(&mut staged.bodies, &line).is_ok() {
+                    staged.bodies.push(b'\n');
+                }
+            }
+            e.details.insert("bodies".into(), roles.into());
+        }
         let mut r = Record {
             seq: prev.seq + 1,
             time: rfc3339(secs),
@@ -414,6 +488,7 @@ impl Writer {
         let line_start = staged.buf.len();
         if let Err(err) = serde_json::to_writer(&mut staged.buf, &r) {
             staged.buf.truncate(line_start);
+            staged.bodies.truncate(body_start);
             // The tail was taken by `prepare`: put it back unchanged.
             self.tail = Some(prev);
             let err = AuditError::Io(self.dir.clone(), std::io::Error::other(err));
@@ -421,6 +496,7 @@ impl Writer {
                 record: r,
                 secs: u.secs,
                 ack: u.ack,
+                bodies,
             });
             return match back {
                 Some(u) => Err(Box::new((err, u))),
@@ -441,6 +517,7 @@ impl Writer {
             record: r,
             secs: u.secs,
             ack: u.ack,
+            bodies,
         });
         Ok(())
     }
@@ -452,17 +529,7 @@ impl Writer {
         staged: &mut Staged,
         written: &mut Vec<Pending>,
     ) -> Result<(u64, Tail), AuditError> {
-        if self.tail.is_none() {
-            let (seq, hash) = last_record(&self.dir)?
-                .map(|r| (r.seq, r.hash))
-                .unwrap_or((0, GENESIS.into()));
-            self.tail = Some(Tail {
-                seq,
-                hash,
-                swept: String::new(),
-                secs: 0,
-            });
-        }
+        self.load_tail()?;
         let secs = self
             .tail
             .as_ref()
@@ -477,12 +544,95 @@ impl Writer {
         };
         if tail.swept != day {
             // After the switch: the file just left is written and fsync'd before it may go.
-            if let Err(e) = prune(&self.dir, self.retention_days, secs) {
+            if let Err(e) = self.prune(secs) {
                 tracing::warn!("audit retention sweep failed: {e}");
             }
             tail.swept = day;
         }
         Ok((secs, tail))
+    }
+
+    /// Read the chain's tail from the files and the head, once. A head ahead of the files
+    /// (their last records were cut off, or the newest file deleted) wins: the chain goes on
+    /// from the head, so the cut stays visible to `verify` as missing records.
+    pub(super) fn load_tail(&mut self) -> Result<(), AuditError> {
+        if self.tail.is_some() {
+            return Ok(());
+        }
+        let last = last_record(&self.dir)?;
+        let head = read_head(&self.dir)?;
+        let (seq, hash) = last
+            .as_ref()
+            .map(|r| (r.seq, r.hash.clone()))
+            .unwrap_or((0, GENESIS.into()));
+        let mut h = match head {
+            Some(h) => h,
+            None => {
+                // No head yet (a new journal, or one written before heads): it starts where its
+                // oldest record says.
+                let first = day_files(&self.dir)?
+                    .into_iter()
+                    .find_map(|(_, p)| read_file(&p).ok().and_then(|v| v.into_iter().next()));
+                let mut h = Head::default();
+                if let Some(f) = first {
+                    h.base_seq = f.seq.saturating_sub(1);
+                    h.base_hash = f.prev_hash;
+                }
+                h.seq = seq;
+                h.hash = hash.clone();
+                if last.is_some()
+                    && let Err(e) = write_head(&self.dir, &h)
+                {
+                    tracing::warn!("audit journal: head file not written: {e}");
+                }
+                h
+            }
+        };
+        let (seq, hash) = if h.seq > seq {
+            tracing::error!(
+                head = h.seq,
+                last = seq,
+                "audit journal: the files end before the record the head names: records were cut off or a day file deleted; the chain goes on from the head"
+            );
+            (h.seq, h.hash.clone())
+        } else {
+            h.seq = seq;
+            h.hash = hash.clone();
+            (seq, hash)
+        };
+        self.head = Some(h);
+        self.tail = Some(Tail {
+            seq,
+            hash,
+            swept: String::new(),
+            secs: 0,
+        });
+        Ok(())
+    }
+
+    /// The retention sweep, keeping the head's base in step.
+    /// The head must be loaded ([`Writer::load_tail`]); the tail may be taken meanwhile.
+    fn prune(&mut self, now_secs: u64) -> Result<Vec<String>, AuditError> {
+        let mut head = self.head.clone().unwrap_or_default();
+        let removed = prune(&self.dir, self.retention_days, now_secs, &mut head)?;
+        self.head = Some(head);
+        Ok(removed)
+    }
+
+    /// After an fsync: the head names the last record on disk.
+    fn write_head(&mut self) {
+        let (Some(tail), Some(head)) = (self.tail.as_ref(), self.head.as_mut()) else {
+            return;
+        };
+        if head.seq == tail.seq && head.hash == tail.hash {
+            return;
+        }
+        head.seq = tail.seq;
+        head.hash = tail.hash.clone();
+        if let Err(e) = write_head(&self.dir, head) {
+            // The records are on disk; only the check of the journal's end lags.
+            tracing::warn!("audit journal: head file not written: {e}");
+        }
     }
 
     /// Fsync the open file if it has unsynced writes, then open the day file for `day`.
@@ -507,6 +657,7 @@ impl Writer {
             len,
             dirty: false,
             created: len == 0,
+            bodies: None,
         });
         Ok(())
     }
@@ -525,17 +676,35 @@ impl Writer {
         let Some(f) = self.file.as_mut() else {
             return Err(AuditError::Stopped);
         };
+        // The bodies first: a record on disk always has its bodies beside it.
+        if !staged.bodies.is_empty()
+            && let Err(err) = write_bodies(&self.dir, f, &staged.bodies)
+        {
+            self.tail = self.rollback.take();
+            self.file = None;
+            return Err(err);
+        }
+        let bodies_before = f
+            .bodies
+            .as_ref()
+            .map(|b| b.len - staged.bodies.len() as u64);
         match f.file.write_all(&staged.buf) {
             Ok(()) => {
                 f.len += staged.buf.len() as u64;
                 f.dirty = true;
                 staged.buf.clear();
+                staged.bodies.clear();
                 written.append(&mut staged.records);
                 self.rollback = None;
                 Ok(())
             }
             Err(e) => {
                 let err = AuditError::Io(f.path.clone(), e);
+                if let (Some(b), Some(before)) = (f.bodies.as_mut(), bodies_before)
+                    && b.file.set_len(before).is_ok()
+                {
+                    b.len = before;
+                }
                 if f.file.set_len(f.len).is_ok() {
                     self.tail = self.rollback.take();
                 } else {
@@ -556,6 +725,19 @@ impl Writer {
         if !f.dirty {
             return Ok(());
         }
+        if let Some(b) = f.bodies.as_mut()
+            && b.dirty
+        {
+            b.file
+                .sync_data()
+                .map_err(|e| AuditError::Io(b.path.clone(), e))?;
+            b.dirty = false;
+            if b.created {
+                // The directory entry goes with the day file's (below, or now).
+                f.created = true;
+                b.created = false;
+            }
+        }
         f.file
             .sync_data()
             .map_err(|e| AuditError::Io(f.path.clone(), e))?;
@@ -567,7 +749,47 @@ impl Writer {
                 .map_err(|e| AuditError::Io(self.dir.clone(), e))?;
             f.created = false;
         }
+        self.write_head();
         Ok(())
+    }
+}
+
+/// Append `buf` to the open day's bodies file (opened on first use); a failed write is cut
+/// back.
+fn write_bodies(dir: &Path, f: &mut DayFile, buf: &[u8]) -> Result<(), AuditError> {
+    if f.bodies.is_none() {
+        let path = bodies_path(dir, &f.day);
+        let io = |e| AuditError::Io(path.clone(), e);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        f.bodies = Some(BodiesFile {
+            path: path.clone(),
+            file,
+            len,
+            dirty: false,
+            created: len == 0,
+        });
+    }
+    let Some(b) = f.bodies.as_mut() else {
+        return Err(AuditError::Stopped);
+    };
+    match b.file.write_all(buf) {
+        Ok(()) => {
+            b.len += buf.len() as u64;
+            b.dirty = true;
+            Ok(())
+        }
+        Err(e) => {
+            let err = AuditError::Io(b.path.clone(), e);
+            if b.file.set_len(b.len).is_err() {
+                f.bodies = None;
+            }
+            Err(err)
+        }
     }
 }
 

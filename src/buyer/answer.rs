@@ -1,5 +1,6 @@
 //! The answers to roma-01: a strategy (a seller's or the local fallback's body, unchanged, with
-//! `X-Strategy-Source`, `X-Payment-*` and `X-Attempts`), and the error JSON.
+//! `X-Strategy-Source`, `X-Payment-Status`, `X-Payment-*`, the receipt as `X-PAYMENT-RESPONSE`
+//! and `X-Attempts`), and the error JSON.
 
 use alloy_primitives::{Address, U256};
 use bytes::Bytes;
@@ -9,15 +10,40 @@ use serde_json::{Value, json};
 use super::Payer;
 use super::call::Attempt;
 use crate::http::Reply;
+use crate::x402::types::SettleResponse;
+use crate::x402::{HEADER_PAYMENT_RESPONSE, HEADER_X_PAYMENT_RESPONSE, codec, networks};
+
+/// What roma-01 is told of the call's payment (`X-Payment-Status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PaymentStatus {
+    /// The chain shows this answer's transfer.
+    Paid,
+    /// The seller answered as paid; the chain does not show the transfer (yet).
+    Unconfirmed,
+    /// The seller did not ask for payment.
+    Free,
+}
+
+impl PaymentStatus {
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            PaymentStatus::Paid => "paid",
+            PaymentStatus::Unconfirmed => "unconfirmed",
+            PaymentStatus::Free => "free",
+        }
+    }
+}
 
 /// A successful answer from a seller.
 pub(super) struct Answer {
     pub(super) seller: String,
     pub(super) body: Bytes,
-    /// The seller's settlement receipt header, passed on as it came.
-    pub(super) receipt_header: Option<(&'static str, String)>,
+    /// The settlement receipt as the chain confirms it (or says it does not), passed on to
+    /// roma-01 under the v1 name whatever the seller's version.
+    pub(super) receipt: Option<SettleResponse>,
     /// What the answer cost; `None` when the seller did not ask for payment.
     pub(super) charge: Option<Charge>,
+    pub(super) status: PaymentStatus,
 }
 
 /// What one answer cost: the amount moved to whom, and the transaction (empty when unknown).
@@ -26,7 +52,6 @@ pub(super) struct Charge {
     pub(super) amount: U256,
     pub(super) asset: Address,
     pub(super) network: String,
-    pub(super) pay_to: Address,
 }
 
 impl Payer {
@@ -38,7 +63,10 @@ impl Payer {
         call_id: &str,
         attempts: &[Attempt],
     ) -> Response<Vec<u8>> {
-        let mut headers = vec![("X-Payment-Seller", a.seller)];
+        let mut headers = vec![
+            ("X-Payment-Seller", a.seller),
+            ("X-Payment-Status", a.status.label().to_string()),
+        ];
         if let Some(c) = &a.charge {
             headers.extend([
                 ("X-Payment-Tx", c.tx.clone()),
@@ -48,7 +76,15 @@ impl Payer {
                 ("X-Payment-Payer", self.cfg.signer.address().to_string()),
             ]);
         }
-        headers.extend(a.receipt_header);
+        if let Some(r) = a.receipt {
+            // v1's header for roma-01 (v1 network names), and v2's for v2 clients.
+            let v1 = SettleResponse {
+                network: networks::to_v1(&r.network).to_string(),
+                ..r.clone()
+            };
+            headers.push((HEADER_X_PAYMENT_RESPONSE, codec::encode(&v1)));
+            headers.push((HEADER_PAYMENT_RESPONSE, codec::encode(&r)));
+        }
         if !attempts.is_empty() {
             headers.push(("X-Attempts", summary(attempts)));
         }
@@ -101,6 +137,7 @@ pub(super) fn plain(status: u16, message: &str) -> Response<Vec<u8>> {
         400 => "bad_request",
         403 => "seller_not_configured",
         404 => "no_such_route",
+        405 => "connect_not_supported",
         413 => "body_too_large",
         _ => "error",
     };
@@ -139,7 +176,8 @@ pub(super) fn error_json(
     }
     let reply = Reply::json(status, &body)
         .with("X-Call-Id", call_id)
-        .with("X-Strategy-Source", "none");
+        .with("X-Strategy-Source", "none")
+        .with("X-Payment-Status", "none");
     match retry {
         Some(s) => reply.retry_after(s),
         None => reply,

@@ -1,6 +1,8 @@
 //! One seller's attempt, step by step: ask without payment → read the 402 → keep the quotes
 //! the spend policy allows → reserve budget → sign ONE authorization → send it, resending the
-//! same one after network trouble → decide from the answer, or from the chain when there is none.
+//! same one after network trouble → decide by the chain: a delivered answer is `paid` only when
+//! the chain shows its transfer; without an answer, the authorization is charged, taken out of
+//! play (cancelled) or left in play, and only out of play may the call pay someone else.
 
 use std::time::Duration;
 
@@ -8,17 +10,23 @@ use alloy_primitives::Address;
 use bytes::Bytes;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
-use tracing::info;
+use tracing::{info, warn};
 
-use super::answer::{Answer, Charge};
+use super::answer::{Answer, Charge, PaymentStatus};
 use super::call::{Attempt, Call};
 use super::client::Quote;
 use super::config::Seller;
+use super::outcome::Unanswered;
 use super::send::Delivery;
+use super::watch::{Verdict, budget_key};
 use super::{Payer, client, policy};
 use crate::telemetry;
 use crate::util::{now_secs, rfc3339};
-use crate::x402::types::Authorization;
+use crate::x402::types::{Authorization, SettleResponse};
+
+/// Added to the call's whole timeout for an authorization's lifetime: the seller settles within
+/// the call, so an authorization outlives it by this much at most.
+const AUTHORIZATION_MARGIN: Duration = Duration::from_secs(10);
 
 /// How long a day's budget reservation lives in the store.
 const BUDGET_TTL: Duration = Duration::from_secs(2 * 86_400);
@@ -30,6 +38,9 @@ pub(super) struct Miss {
     pub(super) detail: String,
     /// The seller failed us (counts against its breaker); `false` when we declined.
     pub(super) trips: bool,
+    /// No other seller may be paid in this call (an authorization is still in play, or this
+    /// one was charged without an answer): why.
+    pub(super) blocks: Option<String>,
 }
 
 impl Miss {
@@ -39,6 +50,7 @@ impl Miss {
             outcome,
             detail: detail.into(),
             trips: true,
+            blocks: None,
         }
     }
 
@@ -48,6 +60,7 @@ impl Miss {
             outcome,
             detail: detail.into(),
             trips: false,
+            blocks: None,
         }
     }
 
@@ -57,6 +70,7 @@ impl Miss {
             seller: seller.name.clone(),
             outcome: self.outcome,
             detail: self.detail,
+            blocks: self.blocks,
         }
     }
 }
@@ -79,7 +93,7 @@ pub(super) struct Payment {
 /// What the unpaid ask came to.
 enum Asked {
     /// The seller answered without asking for payment.
-    Free(Answer),
+    Free(Box<Answer>),
     /// A 402: every option it offers.
     Quotes(Vec<Quote>),
 }
@@ -88,7 +102,7 @@ impl Payer {
     /// Ask one seller, paying if it asks and the policy allows.
     pub(super) async fn attempt(&self, seller: &Seller, call: &Call<'_>) -> Result<Answer, Miss> {
         let quotes = match self.ask(seller, call).await? {
-            Asked::Free(answer) => return Ok(answer),
+            Asked::Free(answer) => return Ok(*answer),
             Asked::Quotes(quotes) => quotes,
         };
         let quote = policy::choose(seller, &quotes).map_err(|r| Miss::ours(r.code, r.message))?;
@@ -105,12 +119,13 @@ impl Payer {
         let status = sent.status;
         if (200..300).contains(&status) {
             return match serde_json::from_slice::<Value>(&sent.body) {
-                Ok(v) if v.is_object() => Ok(Asked::Free(Answer {
+                Ok(v) if v.is_object() => Ok(Asked::Free(Box::new(Answer {
                     seller: seller.name.clone(),
                     body: sent.body,
-                    receipt_header: None,
+                    receipt: None,
                     charge: None,
-                })),
+                    status: PaymentStatus::Free,
+                }))),
                 _ => Err(Miss::seller(
                     "bad_answer",
                     "the seller answered without asking for payment, but not with JSON",
@@ -180,13 +195,15 @@ impl Payer {
     /// store share the budget.
     fn budget_key(&self, network: &str, asset: Address) -> String {
         let day = rfc3339(now_secs());
-        format!(
-            "{:#x}:{}:{:#x}:{}",
-            self.cfg.signer.address(),
-            network,
-            asset,
-            &day[..10]
-        )
+        budget_key(self.cfg.signer.address(), network, asset, &day[..10])
+    }
+
+    /// How long an authorization lives: the whole call plus [`AUTHORIZATION_MARGIN`], at most
+    /// `outbound.max_authorization_seconds` (and at most what the seller asks).
+    fn authorization_lifetime(&self) -> u64 {
+        (self.cfg.timeout + AUTHORIZATION_MARGIN)
+            .as_secs()
+            .min(self.cfg.max_authorization.as_secs())
     }
 
     /// The `budget_remaining` gauge for `asset`, when the store can say what is spent.
@@ -201,8 +218,9 @@ impl Payer {
         }
     }
 
-    /// Sign the one authorization for `quote` (its lifetime clamped to
-    /// `outbound.max_authorization_seconds`); the reservation goes back if signing fails.
+    /// Sign the one authorization for `quote` (its lifetime short: see
+    /// [`authorization_lifetime`](Self::authorization_lifetime)) and write it down as `pending`
+    /// before it leaves; the reservation goes back if signing fails.
     async fn sign(
         &self,
         seller: &Seller,
@@ -210,11 +228,7 @@ impl Payer {
         quote: Quote,
         reservation: Reservation,
     ) -> Result<Payment, Miss> {
-        let signed = client::payment_with(
-            &self.cfg.signer,
-            &quote,
-            self.cfg.max_authorization.as_secs(),
-        );
+        let signed = client::payment_with(&self.cfg.signer, &quote, self.authorization_lifetime());
         let (name, value, auth) = match signed {
             Ok(x) => x,
             Err(e) => {
@@ -224,16 +238,24 @@ impl Payer {
         };
         let req = &quote.requirement;
         info!(call_id = call.id, seller = %seller.name, amount = %req.amount, network = %req.network, pay_to = %req.pay_to, nonce = %auth.nonce, "paying");
-        Ok(Payment {
+        let payment = Payment {
             quote,
             header: (name, value),
             auth,
             reservation,
-        })
+        };
+        self.write(
+            self.entry(seller, call, "pending", &payment, None),
+            &payment,
+            call,
+        )
+        .await;
+        Ok(payment)
     }
 
-    /// What the payment came to: a delivered answer is paid; a refusal or no answer is
-    /// decided by the chain (charged or not) and counts against the seller.
+    /// What the payment came to: a delivered answer, `paid` or `unconfirmed` as the chain
+    /// says; a refusal or no answer is decided by the chain (charged, out of play, in play) and
+    /// counts against the seller.
     async fn decide(
         &self,
         seller: &Seller,
@@ -241,30 +263,52 @@ impl Payer {
         payment: Payment,
         delivery: Delivery,
     ) -> Result<Answer, Miss> {
-        // (outcome if the chain shows a charge, outcome if not), and what happened.
-        let (outcomes, detail) = match delivery {
+        let (charged_as, detail) = match delivery {
             Delivery::Answered { headers, body } => {
                 return Ok(self.delivered(seller, call, &payment, &headers, body).await);
             }
             Delivery::Refused { why } => (
-                ("paid_no_delivery", "payment_refused"),
+                "paid_no_delivery",
                 format!("the seller refused the payment: {why}"),
             ),
-            // Outcome unknown: the chain decides whether we paid.
             Delivery::Lost { last } => (
-                ("paid_no_answer", "failed"),
+                "paid_no_answer",
                 format!("no usable answer after the payment was sent: {last}"),
             ),
         };
-        let charged = self.charged_on_chain(&payment, seller, call).await;
-        Err(Miss::seller(
-            if charged { outcomes.0 } else { outcomes.1 },
-            detail,
-        ))
+        let refused = charged_as == "paid_no_delivery";
+        let miss = match self.unanswered(&payment, seller, call, charged_as).await {
+            Unanswered::Charged { tx } => Miss {
+                blocks: Some(format!(
+                    "{} was paid without an answer (transaction {tx})",
+                    seller.name
+                )),
+                ..Miss::seller(
+                    charged_as,
+                    format!("{detail}; the chain shows the transfer {tx}"),
+                )
+            },
+            Unanswered::OutOfPlay(how) => Miss::seller(
+                if refused { "payment_refused" } else { "failed" },
+                format!("{detail}; the authorization is {how}, nothing was paid"),
+            ),
+            Unanswered::InPlay(why) => Miss {
+                blocks: Some(format!(
+                    "the authorization sent to {} may still be used ({why})",
+                    seller.name
+                )),
+                ..Miss::seller(
+                    if refused { "payment_refused" } else { "failed" },
+                    format!("{detail}; the authorization is still in play: {why}"),
+                )
+            },
+        };
+        Err(miss)
     }
 
-    /// A delivered answer: what it cost (the receipt's transaction, else the body's
-    /// `payment.receiptId`), written down as `paid`.
+    /// A delivered answer: `paid` with the chain's transaction when the chain shows this
+    /// authorization's transfer to the pinned payTo, else `unconfirmed` (the seller's claimed
+    /// transaction kept apart) and handed to the watcher.
     async fn delivered(
         &self,
         seller: &Seller,
@@ -273,17 +317,12 @@ impl Payer {
         headers: &HeaderMap,
         body: Bytes,
     ) -> Answer {
-        let receipt = client::RECEIPT_HEADERS.iter().find_map(|h| {
-            headers
-                .get(*h)
-                .and_then(|v| v.to_str().ok())
-                .map(|v| (*h, v.to_string()))
-        });
-        let settled = receipt
-            .as_ref()
-            .and_then(|(_, v)| client::settlement(v.as_bytes()));
+        let seller_receipt = client::RECEIPT_HEADERS
+            .iter()
+            .find_map(|h| headers.get(*h))
+            .and_then(|v| client::settlement(v.as_bytes()));
         let body_json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let tx = settled
+        let claimed = seller_receipt
             .as_ref()
             .filter(|s| s.success)
             .map(|s| s.transaction.clone())
@@ -292,29 +331,56 @@ impl Payer {
                     .as_str()
                     .map(str::to_string)
             })
-            .unwrap_or_default();
+            .filter(|t| !t.is_empty());
         let req = &payment.quote.requirement;
-        let charge = Charge {
-            tx,
-            amount: req.amount,
-            asset: req.asset,
-            network: req.network.clone(),
-            pay_to: req.pay_to,
+        let verdict = self
+            .watcher
+            .confirm(claimed.as_deref(), &req.network, req.asset, &payment.auth)
+            .await;
+        let (status, tx) = match verdict {
+            Verdict::Charged(tx) => (PaymentStatus::Paid, tx),
+            other => {
+                warn!(call_id = call.id, seller = %seller.name, claimed_tx = claimed.as_deref().unwrap_or(""),
+                    "the seller answered, but the chain does not show this payment ({other:?}): unconfirmed");
+                (PaymentStatus::Unconfirmed, String::new())
+            }
         };
-        self.record(
-            seller,
-            call,
-            "paid",
-            &charge,
-            &payment.auth,
-            Some(&body_json),
-        )
-        .await;
+        if status == PaymentStatus::Paid
+            && let Some(c) = claimed.as_deref()
+            && !c.eq_ignore_ascii_case(&tx)
+        {
+            warn!(call_id = call.id, seller = %seller.name, claimed_tx = c, %tx,
+                "the seller's receipt names another transaction than the one that used the authorization");
+        }
+        let mut e = self.entry(seller, call, status.label(), payment, Some(&body_json));
+        e.tx = (!tx.is_empty()).then(|| tx.clone());
+        e.claimed_tx = claimed.filter(|c| !c.eq_ignore_ascii_case(&tx));
+        self.write(e, payment, call).await;
+        if status == PaymentStatus::Unconfirmed {
+            self.watcher.hand_over(payment.auth.nonce);
+        }
+        let receipt = SettleResponse {
+            success: status == PaymentStatus::Paid,
+            error_reason: (status != PaymentStatus::Paid).then(|| "unconfirmed_on_chain".into()),
+            payer: Some(payment.auth.from),
+            transaction: tx.clone(),
+            network: req.network.clone(),
+            amount: Some(payment.auth.value.to_string()),
+            error_message: (status != PaymentStatus::Paid).then(|| {
+                "the seller's receipt is not confirmed by the chain yet; the buyer's watcher decides".into()
+            }),
+        };
         Answer {
             seller: seller.name.clone(),
             body,
-            receipt_header: receipt.map(|(n, v)| (crate::x402::receipt_name(n), v)),
-            charge: Some(charge),
+            receipt: Some(receipt),
+            charge: Some(Charge {
+                tx,
+                amount: payment.auth.value,
+                asset: req.asset,
+                network: req.network.clone(),
+            }),
+            status,
         }
     }
 }

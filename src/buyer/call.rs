@@ -1,6 +1,8 @@
 //! One logical call over the sellers: try each in priority order, skipping a seller when time
 //! is up or its breaker is open, keep what each attempt came to, and end with the first answer
-//! or the fallback. One seller's attempt is in `attempt.rs`.
+//! or the fallback. Once an authorization is in play without an answer (or was charged
+//! without one), no other seller is paid: the call ends with the fallback, never with a second
+//! transfer. One seller's attempt is in `attempt.rs`.
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +24,8 @@ pub(super) struct Attempt {
     pub(super) seller: String,
     pub(super) outcome: &'static str,
     pub(super) detail: String,
+    /// Why no other seller may be paid after this attempt, if so.
+    pub(super) blocks: Option<String>,
 }
 
 /// One logical call from roma-01: what every step of it reads.
@@ -49,14 +53,27 @@ impl Payer {
     ) -> Response<Vec<u8>> {
         let call = self.begin(call_id, owner, body);
         let mut attempts: Vec<Attempt> = Vec::new();
+        let mut blocked: Option<String> = None;
         for seller in sellers {
+            if let Some(why) = &blocked {
+                attempts.push(Attempt {
+                    seller: seller.name.clone(),
+                    outcome: "not_paid_twice",
+                    detail: format!("not asked: {why}; one call is never two transfers"),
+                    blocks: None,
+                });
+                continue;
+            }
             if let Some(skipped) = self.skip(seller, &call) {
                 attempts.push(skipped);
                 continue;
             }
             match self.try_seller(seller, &call).await {
                 Ok(answer) => return self.answer(answer, call.id, &attempts),
-                Err(a) => attempts.push(a),
+                Err(a) => {
+                    blocked = a.blocks.clone();
+                    attempts.push(a);
+                }
             }
         }
         self.fallback(&call, attempts).await
@@ -95,6 +112,7 @@ impl Payer {
             seller: seller.name.clone(),
             outcome,
             detail: detail.into(),
+            blocks: None,
         })
     }
 

@@ -20,7 +20,9 @@ pub enum PayError {
     Http(String),
     #[error("the 402 carries no payment requirements this client understands: {0}")]
     BadChallenge(String),
-    #[error("the price {price} is above the limit {limit} (atomic units); not paid")]
+    #[error(
+        "the price {price} is above the limit {limit} (atomic units); not paid (raise it with --max-amount)"
+    )]
     TooExpensive { price: U256, limit: U256 },
     #[error("signing failed: {0}")]
     Sign(String),
@@ -208,6 +210,8 @@ pub struct Paid {
     pub receipt: Option<SettleResponse>,
     /// The option paid; `None` when the seller did not ask for payment.
     pub quote: Option<Quote>,
+    /// The authorization sent; `None` when the seller did not ask for payment.
+    pub auth: Option<Authorization>,
 }
 
 /// The settlement receipt headers a seller may answer with, v2's first.
@@ -240,6 +244,7 @@ pub async fn pay(
             body: bytes,
             receipt: None,
             quote: None,
+            auth: None,
         });
     }
     let header = headers
@@ -275,13 +280,22 @@ pub async fn pay(
             "{status}: settlement failed: {}",
             r.error_reason.as_deref().unwrap_or("?")
         ),
-        None => format!("{status}: no settlement receipt"),
+        None if (200..300).contains(&status) => {
+            format!("{status}: answered without a settlement receipt")
+        }
+        None => format!(
+            "{status}: the seller did not deliver, and its answer does not say whether it settled; the authorization (nonce {}) stays usable until {} (unix {}): check the chain before paying again",
+            auth.nonce,
+            crate::util::rfc3339(u64::try_from(auth.valid_before).unwrap_or(u64::MAX)),
+            auth.valid_before
+        ),
     });
     Ok(Paid {
         status,
         body: bytes,
         receipt,
         quote: Some(quote),
+        auth: Some(auth),
     })
 }
 

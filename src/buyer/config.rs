@@ -26,7 +26,14 @@ pub struct OutboundConfig {
     pub(crate) listen: String,
     #[serde(default)]
     pub(crate) wallet: WalletConfig,
-    /// RPC per network, to read `authorizationState` when an outcome is ambiguous.
+    /// An optional key of the buyer's holding gas (ETH), to cancel on chain an authorization
+    /// whose outcome is unknown before another seller is paid. Never the paying wallet's key.
+    #[serde(default)]
+    pub(crate) gas_wallet: Option<WalletConfig>,
+    /// How often the watcher reads the chain for the authorizations still open.
+    #[serde(default = "default_watch_interval")]
+    pub(crate) watch_interval_ms: u64,
+    /// RPC per network: every paid answer is checked on it, and every authorization followed.
     #[serde(default)]
     pub(crate) chains: Vec<ChainConfig>,
     #[serde(default)]
@@ -164,6 +171,8 @@ impl Default for OutboundConfig {
             enabled: false,
             listen: default_listen(),
             wallet: WalletConfig::default(),
+            gas_wallet: None,
+            watch_interval_ms: default_watch_interval(),
             chains: Vec::new(),
             sellers: Vec::new(),
             budgets: Vec::new(),
@@ -329,6 +338,9 @@ fn default_listen() -> String {
 fn default_max_auth() -> u64 {
     120
 }
+fn default_watch_interval() -> u64 {
+    1_000
+}
 fn default_timeout() -> u64 {
     10_000
 }
@@ -374,6 +386,9 @@ pub(crate) struct Seller {
 pub struct Outbound {
     pub(crate) listen: String,
     pub(crate) signer: PrivateKeySigner,
+    /// Submits the buyer's cancellations (`gas_wallet`), if configured.
+    pub(crate) gas_key: Option<PrivateKeySigner>,
+    pub(crate) watch_interval: Duration,
     pub(crate) chains: HashMap<String, String>,
     /// Sorted by priority.
     pub(crate) sellers: Vec<Seller>,
@@ -432,10 +447,12 @@ impl OutboundConfig {
         self.check_limits(p);
         let chains = self.resolve_chains(p);
         let (sellers, all_networks) = self.resolve_sellers(p);
+        self.check_rpcs(&chains, p);
         let budgets = self.resolve_budgets(p);
         let fallback_url = self.fallback.resolve_url(p);
         let fallback_secret = self.fallback.resolve_secret(p);
         let signer = self.wallet.resolve(&all_networks, p);
+        let gas_key = self.resolve_gas_key(&all_networks, p);
         let owners = self.owners.resolve(p);
         if problems.len() > start {
             return None;
@@ -443,6 +460,8 @@ impl OutboundConfig {
         Some(Outbound {
             listen: self.listen.clone(),
             signer: signer?,
+            gas_key,
+            watch_interval: Duration::from_millis(self.watch_interval_ms.max(50)),
             chains,
             sellers,
             budgets,
@@ -462,10 +481,7 @@ impl OutboundConfig {
     /// longest authorization.
     fn check_limits(&self, p: &mut Problems<'_>) {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            p.add(
-                "outbound.listen",
-                format!("`{}` is not an address like 127.0.0.1:8403", self.listen),
-            );
+            p.add("outbound.listen", "is not an address like 127.0.0.1:8403");
         }
         if self.sellers.is_empty() && self.fallback.mode != FallbackMode::Local {
             p.add(
@@ -484,6 +500,51 @@ impl OutboundConfig {
         }
     }
 
+    /// The gas key, when `gas_wallet` is given: loaded like the wallet (development keys only
+    /// on a devnet), and never the paying key itself.
+    fn resolve_gas_key(
+        &self,
+        networks: &BTreeSet<String>,
+        p: &mut Problems<'_>,
+    ) -> Option<PrivateKeySigner> {
+        let g = self.gas_wallet.as_ref()?;
+        let src = g.key_source();
+        if !src.is_configured() {
+            p.add(
+                "outbound.gas_wallet",
+                "set `key_env` (environment variable) or `keystore` (encrypted file)",
+            );
+            return None;
+        }
+        let check_id = networks
+            .iter()
+            .filter_map(|n| networks::chain_id(n))
+            .find(|id| !crate::evm::keys::DEVNET_CHAIN_IDS.contains(id))
+            .unwrap_or(84532);
+        match src.load(check_id) {
+            Ok(k) => {
+                if self.wallet.key_env.is_some() && self.wallet.key_env == g.key_env {
+                    p.add(
+                        "outbound.gas_wallet.key_env",
+                        "must not be the paying wallet's key: use a separate key holding only gas",
+                    );
+                    return None;
+                }
+                if self.chains.is_empty() {
+                    p.add(
+                        "outbound.chains",
+                        "a gas wallet needs the RPC of each network to submit cancellations",
+                    );
+                }
+                Some(k)
+            }
+            Err(e) => {
+                p.add("outbound.gas_wallet", e.to_string());
+                None
+            }
+        }
+    }
+
     /// network → RPC URL.
     fn resolve_chains(&self, p: &mut Problems<'_>) -> HashMap<String, String> {
         let mut chains = HashMap::new();
@@ -491,18 +552,30 @@ impl OutboundConfig {
             if networks::chain_id(&c.network).is_none() {
                 p.add(
                     format!("outbound.chains[{i}].network"),
-                    format!("`{}` is not a CAIP-2 EVM network", c.network),
+                    "is not a CAIP-2 EVM network",
                 );
             }
             if reqwest::Url::parse(&c.rpc_url).is_err() {
-                p.add(
-                    format!("outbound.chains[{i}].rpc_url"),
-                    format!("`{}` is not a URL", c.rpc_url),
-                );
+                p.add(format!("outbound.chains[{i}].rpc_url"), "is not a URL");
             }
             chains.insert(c.network.clone(), c.rpc_url.clone());
         }
         chains
+    }
+
+    /// Every seller network has an RPC: each paid answer is checked on chain, and every
+    /// authorization followed there to its end.
+    fn check_rpcs(&self, chains: &HashMap<String, String>, p: &mut Problems<'_>) {
+        for (i, s) in self.sellers.iter().enumerate() {
+            for (j, n) in s.networks.iter().enumerate() {
+                if networks::chain_id(n).is_some() && !chains.contains_key(n) {
+                    p.add(
+                        format!("outbound.sellers[{i}].networks[{j}]"),
+                        format!("no RPC for {n} in outbound.chains: the buyer checks every payment on chain (an answer is `paid` only when the chain shows its transfer)"),
+                    );
+                }
+            }
+        }
     }
 
     /// The sellers that resolved, sorted by priority, and every network any seller names
@@ -529,9 +602,9 @@ impl OutboundConfig {
             match &asset {
                 Err(AddressError::Malformed) => p.add(
                     format!("{at}.asset"),
-                    format!("`{}` is not a token address", b.asset),
+                    "is not a token address (0x + 40 hex digits)",
                 ),
-                Err(e) => p.add(format!("{at}.asset"), format!("`{}` {e}", b.asset)),
+                Err(e) => p.add(format!("{at}.asset"), e.to_string()),
                 Ok(_) => {}
             }
             let limit = b
@@ -564,10 +637,7 @@ impl SellerConfig {
         let url = match reqwest::Url::parse(&self.url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
             _ => {
-                p.add(
-                    format!("{at}.url"),
-                    format!("`{}` is not an http(s) URL", self.url),
-                );
+                p.add(format!("{at}.url"), "is not an http(s) URL");
                 None
             }
         };
@@ -581,10 +651,7 @@ impl SellerConfig {
         let assets = addresses(&self.assets, &format!("{at}.assets"), "a token address", p);
         for (j, n) in self.networks.iter().enumerate() {
             if networks::chain_id(n).is_none() {
-                p.add(
-                    format!("{at}.networks[{j}]"),
-                    format!("`{n}` is not a CAIP-2 EVM network"),
-                );
+                p.add(format!("{at}.networks[{j}]"), "is not a CAIP-2 EVM network");
             }
         }
         if self.networks.is_empty() || self.assets.is_empty() {
@@ -618,10 +685,8 @@ fn addresses(list: &[String], at: &str, what: &str, p: &mut Problems<'_>) -> BTr
             Ok(addr) => {
                 out.insert(addr);
             }
-            Err(AddressError::Malformed) => {
-                p.add(format!("{at}[{j}]"), format!("`{a}` is not {what}"))
-            }
-            Err(e) => p.add(format!("{at}[{j}]"), format!("`{a}` {e}")),
+            Err(AddressError::Malformed) => p.add(format!("{at}[{j}]"), format!("is not {what}")),
+            Err(e) => p.add(format!("{at}[{j}]"), e.to_string()),
         }
     }
     out
@@ -641,7 +706,7 @@ impl FallbackConfig {
             (_, Some(u)) => match reqwest::Url::parse(u) {
                 Ok(u) => Some(u),
                 Err(_) => {
-                    p.add("outbound.fallback.url", format!("`{u}` is not a URL"));
+                    p.add("outbound.fallback.url", "is not a URL");
                     None
                 }
             },
@@ -707,9 +772,9 @@ impl WalletConfig {
                 ),
                 Err(AddressError::Malformed) => p.add(
                     "outbound.wallet.address",
-                    format!("`{want}` is not an address"),
+                    "is not an address (0x + 40 hex digits)",
                 ),
-                Err(e) => p.add("outbound.wallet.address", format!("`{want}` {e}")),
+                Err(e) => p.add("outbound.wallet.address", e.to_string()),
             }
         }
         Some(signer)

@@ -109,7 +109,10 @@ impl Payer {
         strategy(
             call_id,
             "fallback",
-            vec![("X-Attempts", summary(attempts))],
+            vec![
+                ("X-Payment-Status", "fallback".to_string()),
+                ("X-Attempts", summary(attempts)),
+            ],
             body,
         )
     }

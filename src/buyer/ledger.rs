@@ -1,5 +1,10 @@
-//! The buyer's ledger: one JSON line per paid call, appended and flushed before the answer
-//! goes back to roma-01. `x402-sidecar ledger` lists it and sums spend per day and seller.
+//! The buyer's ledger: JSON lines, appended and flushed to disk. Every signed authorization gets
+//! a `pending` line before it leaves, then its truth as the chain tells it: `paid` (the seller's
+//! answer arrived and the chain shows the transfer), `unconfirmed` (an answer arrived, the chain
+//! does not show the transfer yet), `paid_no_answer` / `paid_no_delivery` (the chain shows the
+//! transfer, the answer was lost / refused), `cancelled` or `unused` (it can no longer move
+//! money). The last line of a nonce is its state ([`finals`]); `x402-sidecar ledger` lists the
+//! states and sums what was charged per day and seller, `ledger verify` checks them on chain.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -16,7 +21,8 @@ pub struct Entry {
     pub call_id: String,
     pub seller: String,
     pub url: String,
-    /// `paid`, `paid_no_delivery` (charged, answer refused) or `paid_no_answer` (charged, answer lost).
+    /// `pending`, `unconfirmed`, `paid`, `paid_no_delivery` (charged, answer refused),
+    /// `paid_no_answer` (charged, answer lost), `cancelled` or `unused`.
     pub outcome: String,
     pub amount: String,
     pub asset: String,
@@ -24,8 +30,18 @@ pub struct Entry {
     pub payer: String,
     pub pay_to: String,
     pub nonce: String,
+    /// The authorization's `validBefore` (unix seconds): until then it may still move money.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_before: Option<u64>,
+    /// The transaction the chain shows for this authorization (never a seller's word).
     #[serde(default)]
     pub tx: Option<String>,
+    /// The transaction the seller's receipt named, when the chain did not confirm it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_tx: Option<String>,
+    /// The authorization's transfer was seen only after the call had ended without it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub late: bool,
     #[serde(default)]
     pub remote_request_id: Option<String>,
     #[serde(default)]
@@ -58,6 +74,11 @@ impl Ledger {
             path: path.into(),
             lock: Mutex::new(()),
         }
+    }
+
+    /// The ledger file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Append one entry and flush it to disk.
@@ -97,10 +118,47 @@ pub fn read(path: &Path) -> Result<Vec<Entry>, LedgerError> {
     Ok(out)
 }
 
-/// Spend per (day, seller, asset), in atomic units, with the number of calls.
+/// Outcomes whose money moved (the chain showed the transfer).
+pub const CHARGED: [&str; 3] = ["paid", "paid_no_answer", "paid_no_delivery"];
+
+/// Outcomes still open: the authorization may yet move money, the watcher follows it.
+pub const OPEN: [&str; 2] = ["pending", "unconfirmed"];
+
+impl Entry {
+    /// The chain showed this entry's transfer.
+    pub fn charged(&self) -> bool {
+        CHARGED.contains(&self.outcome.as_str())
+    }
+
+    /// The entry's authorization is not settled yet.
+    pub fn open(&self) -> bool {
+        OPEN.contains(&self.outcome.as_str())
+    }
+}
+
+/// The state of every authorization: the last line written for each (payer, nonce), in the
+/// order the authorizations were first written.
+pub fn finals(entries: &[Entry]) -> Vec<Entry> {
+    let mut order: Vec<(String, String)> = Vec::new();
+    let mut last: std::collections::HashMap<(String, String), &Entry> =
+        std::collections::HashMap::new();
+    for e in entries {
+        let k = (e.payer.to_lowercase(), e.nonce.to_lowercase());
+        if last.insert(k.clone(), e).is_none() {
+            order.push(k);
+        }
+    }
+    order
+        .iter()
+        .filter_map(|k| last.get(k).map(|e| (*e).clone()))
+        .collect()
+}
+
+/// Spend per (day, seller, asset), in atomic units, with the number of calls: what was
+/// charged, by each authorization's final state.
 pub(crate) fn totals(entries: &[Entry]) -> BTreeMap<(String, String, String), (u128, usize)> {
     let mut t = BTreeMap::new();
-    for e in entries {
+    for e in finals(entries).iter().filter(|e| e.charged()) {
         let day = e.time.get(..10).unwrap_or("?").to_string();
         let amount: u128 = e.amount.parse().unwrap_or(0);
         let slot = t
@@ -128,8 +186,11 @@ mod tests {
             network: "eip155:84532".into(),
             payer: "0xP".into(),
             pay_to: "0xT".into(),
-            nonce: "0xN".into(),
+            nonce: format!("0x{time}"),
+            valid_before: None,
             tx: Some("0x1".into()),
+            claimed_tx: None,
+            late: false,
             remote_request_id: None,
             remote_payment_id: None,
             disclaimer: None,
@@ -159,6 +220,30 @@ mod tests {
         assert_eq!(
             t[&("2026-11-25".into(), "b".into(), "0xA".into())],
             (5_000, 1)
+        );
+    }
+
+    #[test]
+    fn the_last_line_of_a_nonce_is_its_state_and_only_charged_states_are_spend() {
+        let mut pending = entry("a", "2026-11-24T10:00:00Z", "10000");
+        pending.outcome = "pending".into();
+        pending.tx = None;
+        let mut paid = pending.clone();
+        paid.outcome = "paid".into();
+        let mut other = entry("a", "2026-11-24T11:00:00Z", "10000");
+        other.outcome = "pending".into();
+        let mut unused = other.clone();
+        unused.outcome = "unused".into();
+        let all = [pending, other, paid, unused];
+        let f = finals(&all);
+        assert_eq!(
+            f.iter().map(|e| e.outcome.as_str()).collect::<Vec<_>>(),
+            ["paid", "unused"]
+        );
+        let t = totals(&all);
+        assert_eq!(
+            t[&("2026-11-24".into(), "a".into(), "0xA".into())],
+            (10_000, 1)
         );
     }
 }

@@ -4,15 +4,19 @@
 //!
 //! One logical call, top to bottom: pick sellers by priority (skipping open breakers) → ask →
 //! on 402 keep the options the spend policy allows → reserve budget → sign ONE authorization →
-//! send it, resending the same one on network trouble (never a second signature) → commit the
-//! budget on a settled answer, release it only when the chain proves nothing was paid → ledger →
-//! answer roma-01 with the seller's body unchanged plus `X-Payment-*` headers; or the next
-//! seller; or the fallback.
+//! write it down (`pending`) → send it, resending the same one on network trouble (never a
+//! second signature) → `paid` only when the chain shows the transfer (`unconfirmed` otherwise,
+//! for the watcher to settle) → answer roma-01 with the seller's body unchanged plus
+//! `X-Payment-*` headers and the receipt as `X-PAYMENT-RESPONSE`. Without an answer the next
+//! seller is paid only once the first authorization is out of play (cancelled on chain, or
+//! dead); otherwise the fallback, so that one call is never two transfers.
 //!
 //! Where each part lives: `service.rs` (the `ServeHttp` app and routing), `call.rs` (the call
 //! over the sellers), `attempt.rs` (one seller, step by step), `send.rs` (one POST, the paid
-//! resend loop), `outcome.rs` (what the chain says of an authorization), `record.rs` (ledger,
-//! journal, spend metric), `fallback.rs`, `answer.rs` (the answers to roma-01); `policy.rs`
+//! resend loop), `outcome.rs` (an authorization without an answer: charged, cancelled or still
+//! in play), `record.rs` (the ledger lines of a call), `watch.rs` (every authorization followed
+//! to its end on chain, also after a restart), `fallback.rs`, `answer.rs` (the answers to
+//! roma-01); `policy.rs`
 //! (the spend policy), `config.rs` (the `outbound:` section), `ledger.rs` (the ledger file),
 //! `client.rs` (paying a 402, also used by `pay`, the demo and the tests).
 
@@ -29,6 +33,10 @@ mod outcome;
 mod record;
 mod send;
 mod service;
+mod watch;
+
+pub(crate) use watch::WatchService;
+pub(crate) use watch::authorization_of as watch_authorization;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -39,6 +47,7 @@ use tracing::warn;
 use self::attempt::Reservation;
 use self::config::Outbound;
 use self::ledger::Ledger;
+use self::watch::Watcher;
 use crate::audit::{Event, Journal};
 use crate::breaker::Breaker;
 use crate::evm::Chain;
@@ -55,11 +64,12 @@ pub(crate) struct Payer {
     cfg: Outbound,
     http: reqwest::Client,
     store: Arc<dyn BudgetStore>,
-    /// Read-only chain access per network, to ask `authorizationState` when an outcome is
-    /// ambiguous.
-    chains: HashMap<String, Arc<Chain>>,
+    /// Chain access with the buyer's gas key per network, to cancel an authorization whose
+    /// outcome is unknown (`outbound.gas_wallet`); empty without one.
+    cancellers: HashMap<String, Arc<Chain>>,
     breakers: Mutex<HashMap<String, Breaker>>,
-    ledger: Arc<Ledger>,
+    /// The ledger, the journal and the chain reads, shared with the background watcher.
+    watcher: Arc<Watcher>,
     journal: Option<Arc<Journal>>,
 }
 
@@ -90,6 +100,10 @@ impl Payer {
             .build()
             .map_err(|e| BuildError::Http(e.to_string()))?;
         let chains = readers(&cfg.chains)?;
+        let cancellers = match &cfg.gas_key {
+            Some(key) => writers(&cfg.chains, key)?,
+            None => HashMap::new(),
+        };
         let breakers = cfg
             .sellers
             .iter()
@@ -104,27 +118,36 @@ impl Payer {
             })
             .collect();
         let ledger = Arc::new(Ledger::new(cfg.ledger_path.clone()));
+        let store = store as Arc<dyn BudgetStore>;
+        let watcher = Arc::new(Watcher::new(
+            ledger,
+            journal.clone(),
+            store.clone(),
+            chains,
+            cfg.watch_interval,
+        ));
         Ok(Payer {
             cfg,
             http,
-            store: store as Arc<dyn BudgetStore>,
-            chains,
+            store,
+            cancellers,
             breakers: Mutex::new(breakers),
-            ledger,
+            watcher,
             journal,
         })
+    }
+
+    /// The watcher, to run as a background service next to the proxy.
+    pub(crate) fn watcher(&self) -> Arc<Watcher> {
+        self.watcher.clone()
     }
 
     fn breaker<T>(&self, name: &str, f: impl FnOnce(&mut Breaker) -> T) -> Option<T> {
         let mut map = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
         let b = map.get_mut(name)?;
         let out = f(b);
-        let state = match b.label() {
-            "closed" => 0,
-            "half_open" => 1,
-            _ => 2,
-        };
-        telemetry::with(|m| m.breaker_state.with_label_values(&[name]).set(state));
+        let state = b.label();
+        telemetry::with(|m| m.breaker(name, state));
         Some(out)
     }
 
@@ -142,14 +165,32 @@ impl Payer {
     }
 
     async fn release(&self, r: &Reservation) {
-        if let Err(e) = self.store.unreserve(&r.key, r.amount).await {
-            warn!("budget not released: {e}");
-        }
+        self.watcher.release(&r.key, r.amount).await;
     }
 }
 
-/// Read-only access to each configured chain (no request is made until first use). The buyer
-/// only reads `authorizationState`, so it never waits for a receipt.
+/// How long the buyer waits for its own cancellation to be mined.
+const CANCEL_RECEIPT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Access to each configured chain with the buyer's gas key, to submit cancellations.
+fn writers(
+    chains: &HashMap<String, String>,
+    key: &alloy_signer_local::PrivateKeySigner,
+) -> Result<HashMap<String, Arc<Chain>>, BuildError> {
+    chains
+        .iter()
+        .map(|(network, url)| {
+            let chain_id =
+                networks::chain_id(network).ok_or_else(|| BuildError::Network(network.clone()))?;
+            let chain = Chain::new(url, chain_id, key.clone(), CANCEL_RECEIPT_TIMEOUT)
+                .map_err(|_| BuildError::Rpc(url.clone()))?;
+            Ok((network.clone(), Arc::new(chain)))
+        })
+        .collect()
+}
+
+/// Read-only access to each configured chain (no request is made until first use): the
+/// authorization's state, its logs and the receipt of the transaction that used it.
 fn readers(chains: &HashMap<String, String>) -> Result<HashMap<String, Arc<Chain>>, BuildError> {
     chains
         .iter()

@@ -14,6 +14,9 @@ use super::config::Seller;
 use crate::http::{BodyError, read_body};
 use crate::util::new_id;
 
+/// The answer to a `CONNECT`: a tunnel would hide the exchange the proxy has to pay for.
+const CONNECT_REFUSED: &str = "this proxy pays for the exchanges it sees, so it does not tunnel (CONNECT): configure the seller with its https:// URL in outbound.sellers and send plain HTTP to this sidecar (POST http://<sidecar>/x402, or the seller's URL as http://… through this proxy); the sidecar speaks TLS to the seller";
+
 /// Most bytes of a request body roma-01 may send.
 const MAX_BODY: usize = 64 * 1024;
 
@@ -38,6 +41,9 @@ impl ServeHttp for Payer {
 
 impl Payer {
     async fn respond(&self, s: &mut ServerSession) -> Response<Vec<u8>> {
+        if s.req_header().method == http::Method::CONNECT {
+            return *boxed(405, CONNECT_REFUSED);
+        }
         let call_id = new_id("call");
         let raw = String::from_utf8_lossy(s.req_header().raw_path()).into_owned();
         let path = s.req_header().uri.path().to_string();
@@ -94,11 +100,24 @@ impl Payer {
         if raw_path.starts_with("http://") || raw_path.starts_with("https://") {
             let target = reqwest::Url::parse(raw_path)
                 .map_err(|_| boxed(400, "not a valid absolute URL"))?;
+            // An `http://` URL also names the same seller configured as `https://`: roma-01
+            // speaks plain HTTP to this proxy, the sidecar speaks TLS to the seller.
+            let as_https = (target.scheme() == "http")
+                .then(|| {
+                    let mut u = target.clone();
+                    u.set_scheme("https").ok().map(|_| u)
+                })
+                .flatten();
             return self
                 .cfg
                 .sellers
                 .iter()
                 .find(|s| s.url == target)
+                .or_else(|| {
+                    as_https
+                        .as_ref()
+                        .and_then(|u| self.cfg.sellers.iter().find(|s| &s.url == u))
+                })
                 .map(|s| vec![s])
                 .ok_or_else(|| boxed(403, "that URL is not a configured seller; only sellers named in the configuration are paid"));
         }

@@ -5,15 +5,16 @@ use std::path::Path;
 
 use clap::{Subcommand, ValueEnum};
 
-use super::{Failure, Outcome, failed};
+use super::{Failure, Outcome, failed, pretty};
 use crate::audit;
 use crate::buyer::config::Owners;
 
 #[derive(Subcommand)]
 pub enum AuditCmd {
-    /// Check that no record was edited, inserted or deleted, and that none is missing: records
-    /// still waiting in the spill, payments forwarded with no outcome record (exit 1, one line
-    /// per problem).
+    /// Check that no record was edited, inserted, deleted, moved or cut off, that no day file
+    /// was deleted or renamed, that the kept bodies match their records, and that none is
+    /// missing: records still waiting in the spill, payments forwarded with no outcome record
+    /// (exit 1, one line per problem).
     Verify {
         /// The spill directory (audit.spill_dir in sidecar.yaml), if one is set.
         #[arg(long)]
@@ -23,7 +24,8 @@ pub enum AuditCmd {
         #[arg(long, default_value_t = audit::OPEN_GRACE_SECS)]
         grace_secs: u64,
     },
-    /// Every record about a request id, payment id or transaction hash.
+    /// Every record about a request id, payment id or transaction hash, with the request body
+    /// and the answer it kept.
     Show { id: String },
     /// Records since a day, optionally for one payer.
     List {
@@ -81,7 +83,25 @@ fn list_records(
 
 /// `audit verify`: the chain, then the gaps (spilled records, holes), one line per problem.
 fn verify(dir: &Path, spill_dir: Option<&Path>, grace_secs: u64) -> Outcome {
-    let v = audit::verify(dir).map_err(failed(""))?;
+    let (v, problems) = audit::check(dir).map_err(failed(""))?;
+    if !problems.is_empty() {
+        for p in &problems {
+            println!("{p}");
+        }
+        // The gaps too, where the files can still be read.
+        if let Ok(gaps) = audit::gaps(dir, spill_dir, crate::util::now_secs(), grace_secs) {
+            for g in &gaps {
+                println!("{g}");
+            }
+        }
+        return Err(Failure::new(format!(
+            "{}: the journal of {} record(s) in {} file(s) is not intact: {} problem(s) (above)",
+            dir.display(),
+            v.records,
+            v.files,
+            problems.len()
+        )));
+    }
     let gaps =
         audit::gaps(dir, spill_dir, crate::util::now_secs(), grace_secs).map_err(failed(""))?;
     if gaps.is_empty() {
@@ -105,9 +125,53 @@ fn verify(dir: &Path, spill_dir: Option<&Path>, grace_secs: u64) -> Outcome {
     )))
 }
 
+/// `audit show`: the records, then the bodies they kept (pretty if JSON).
+fn show(dir: &Path, id: &str, print: impl Fn(&[audit::Record])) -> Result<(), audit::AuditError> {
+    let records = audit::show(dir, id)?;
+    if records.is_empty() {
+        println!("no record mentions {id}");
+        return Ok(());
+    }
+    print(&records);
+    for r in &records {
+        for b in audit::bodies_of(dir, r)? {
+            let text = match b.bytes() {
+                Some(bytes) => {
+                    let same = crate::util::sha256_hex(&bytes) == b.sha256;
+                    format!(
+                        "{}{}",
+                        pretty(&bytes),
+                        if same {
+                            ""
+                        } else {
+                            "\n(altered: its sha256 is not the one recorded; see `audit verify`)"
+                        }
+                    )
+                }
+                None => "(unreadable)".into(),
+            };
+            println!(
+                "\n--- {} body of record #{} ({}, request {}, sha256 {}):\n{text}",
+                b.role,
+                r.seq,
+                r.event,
+                r.request_id.as_deref().unwrap_or("-"),
+                b.sha256
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `audit`: verify, show, list or export the journal.
 pub(super) fn audit(dir: &Path, cmd: AuditCmd) -> Outcome {
     use crate::audit as a;
+    if !dir.is_dir() {
+        return Err(Failure::usage(format!(
+            "no audit journal at {}: the directory does not exist (give --dir the audit.dir of sidecar.yaml)",
+            dir.display()
+        )));
+    }
     let print = |records: &[a::Record]| {
         for r in records {
             println!(
@@ -128,12 +192,7 @@ pub(super) fn audit(dir: &Path, cmd: AuditCmd) -> Outcome {
             spill_dir,
             grace_secs,
         } => return verify(dir, spill_dir.as_deref(), grace_secs),
-        AuditCmd::Show { id } => a::show(dir, &id).map(|records| {
-            if records.is_empty() {
-                println!("no record mentions {id}");
-            }
-            print(&records);
-        }),
+        AuditCmd::Show { id } => show(dir, &id, print),
         AuditCmd::List {
             since,
             payer,
@@ -141,6 +200,7 @@ pub(super) fn audit(dir: &Path, cmd: AuditCmd) -> Outcome {
             hash_owner,
             key_env,
         } => {
+            let since = super::since_day("--since", since)?;
             let owner = match (owner, hash_owner) {
                 (Some(o), true) => {
                     let key = std::env::var(&key_env).unwrap_or_default();

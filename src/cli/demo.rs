@@ -147,6 +147,8 @@ async fn seller_node(
         "X402_DEMO_SETTLER_KEY",
     );
     node.upstream_secret_env = Some("X402_DEMO_ADVISOR_SECRET".into());
+    // The built-in advisor's answers meet the strategy contract; a placeholder would not be sold.
+    node.charge_standin = false;
     node.price = PriceSpec::Text("$0.01".into());
     let seller = Launch::current_exe(dir, "seller")
         .map_err(not_started)?

@@ -109,6 +109,11 @@ pub enum Cmd {
             default_value = "sidecar.yaml"
         )]
         config: PathBuf,
+        /// Also ask each chain's RPC: the chain id, each settler key's gas against its floor
+        /// (`gas_floor_settlements`), and each paid route's token (a contract at `asset`, its
+        /// decimals and EIP-712 domain as configured, `pay_to` not the token itself).
+        #[arg(long)]
+        online: bool,
     },
     /// Pay for one call: POST, read the 402, sign an EIP-3009 authorization, retry; show each step.
     Pay {
@@ -121,12 +126,15 @@ pub enum Cmd {
         /// Environment variable holding the buyer's private key (never pass the key itself).
         #[arg(long, default_value = "X402_BUYER_KEY")]
         key_env: String,
-        /// Refuse to pay more than this ("$0.05" or atomic units).
+        /// Refuse to pay more than this ("$0.05" or atomic units; default $0.10).
         #[arg(long)]
         max_amount: Option<String>,
         /// Pay with x402 v1 (X-PAYMENT) even if the seller speaks v2.
         #[arg(long)]
         v1: bool,
+        /// An RPC of the payment's chain: report what the chain says of the authorization.
+        #[arg(long)]
+        rpc: Option<String>,
     },
     /// Sign a payment for a 402 challenge and print the header line to send (for curl scripts).
     ///
@@ -145,6 +153,9 @@ pub enum Cmd {
         /// Answer with x402 v1 (X-PAYMENT) from the JSON body.
         #[arg(long)]
         v1: bool,
+        /// Refuse to sign for more than this ("$0.05" or atomic units; default $0.10).
+        #[arg(long)]
+        max_amount: Option<String>,
     },
     /// Buy strategy advice through the outbound paying proxy (the Buyer demo): shows the seller
     /// chosen, the price, the payment, the answer and the spend.
@@ -159,13 +170,16 @@ pub enum Cmd {
         #[arg(long)]
         ledger: Option<PathBuf>,
     },
-    /// List the buyer's ledger of paid calls and sum the spend per day and seller.
+    /// List the buyer's ledger (each authorization's state) and sum the spend per day and
+    /// seller; `ledger verify` reconciles every entry with the chain.
     Ledger {
-        #[arg(long, default_value = "x402-ledger.jsonl")]
+        #[arg(long, default_value = "x402-ledger.jsonl", global = true)]
         path: PathBuf,
         /// Only entries on or after this day (YYYY-MM-DD).
         #[arg(long)]
         since: Option<String>,
+        #[command(subcommand)]
+        cmd: Option<buy::LedgerCmd>,
     },
     /// Serve the built-in strategy advisor: the sidecar's upstream (rule engine, optional model).
     ///
@@ -227,22 +241,32 @@ fn dispatch(cli: Cli) -> Outcome {
     }
     match cli.cmd {
         Cmd::Run { config } => run::run(&config, cli.log_format),
-        Cmd::CheckConfig { config } => check_config::check_config(&config),
+        Cmd::CheckConfig { config, online } => check_config::check_config(&config, online),
         Cmd::Pay {
             url,
             body,
             key_env,
             max_amount,
             v1,
-        } => block_on(pay::pay(url, body, key_env, max_amount, v1)),
+            rpc,
+        } => block_on(pay::pay(url, body, key_env, max_amount, v1, rpc)),
         Cmd::Sign {
             challenge,
             body_file,
             key_env,
             v1,
-        } => pay::sign(challenge, body_file, &key_env, v1),
+            max_amount,
+        } => pay::sign(challenge, body_file, &key_env, v1, max_amount),
         Cmd::Buy { body, via, ledger } => block_on(buy::buy(body, via, ledger)),
-        Cmd::Ledger { path, since } => buy::show_ledger(&path, since.as_deref()),
+        Cmd::Ledger {
+            path,
+            cmd: Some(buy::LedgerCmd::Verify { rpc, from_block }),
+            ..
+        } => block_on(buy::verify_ledger(path, rpc, from_block)),
+        Cmd::Ledger { path, since, .. } => {
+            let since = since_day("--since", since)?;
+            buy::show_ledger(&path, since.as_deref())
+        }
         Cmd::Advisor(args) => {
             block_on(async { crate::advisor::server::run(args).await.map_err(failed("")) })
         }
@@ -276,6 +300,42 @@ fn resolve(path: &std::path::Path) -> Result<Resolved, Failure> {
         text += &format!("\n  - {p}");
     }
     Err(Failure::new(text))
+}
+
+/// A `--since` day: `YYYY-MM-DD`, a real date (the records' times start with it). Anything
+/// else is a usage error (exit 2) with a sentence, not an empty list.
+fn since_day(flag: &str, value: Option<String>) -> Result<Option<String>, Failure> {
+    let Some(v) = value else { return Ok(None) };
+    let bad = || {
+        Failure::usage(format!(
+            "{flag}: not a date; give a day as YYYY-MM-DD (UTC), e.g. 2026-01-31"
+        ))
+    };
+    let b = v.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return Err(bad());
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        let s = &v[r];
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())?
+    };
+    let (Some(y), Some(m), Some(d)) = (num(0..4), num(5..7), num(8..10)) else {
+        return Err(bad());
+    };
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return Err(bad()),
+    };
+    if d == 0 || d > days {
+        return Err(bad());
+    }
+    Ok(Some(v))
 }
 
 /// A JSON body shown to a person: pretty if it is JSON, as text otherwise.

@@ -17,7 +17,7 @@ use crate::seller::Paywall;
 use crate::seller::config::Seller;
 use crate::store::StoreSpec;
 use crate::telemetry::otlp::Export;
-use crate::telemetry::{Admin, AdminSpec, Readiness, logs};
+use crate::telemetry::{Admin, AdminSpec, GasWatch, Readiness, logs};
 use crate::util::redact_url;
 
 /// `run`: resolve the configuration, start logs (and span export), serve until SIGTERM.
@@ -90,8 +90,9 @@ fn serve(path: &Path, r: &Resolved) -> Outcome {
         add_buyer(&mut server, ob, &r.store, &journal)?;
     }
     if let Some(service) = &r.facilitator {
-        readiness.merge(add_facilitator(&mut server, service, &journal)?);
+        readiness.merge(add_facilitator(&mut server, service, &r.store, &journal)?);
     }
+    add_gas_watch(&mut server, &readiness);
     if let Some(spec) = &r.admin {
         add_admin(&mut server, spec, readiness);
     }
@@ -139,6 +140,12 @@ fn add_buyer(
     let listen = ob.listen.clone();
     let (sellers, wallet) = (ob.sellers.len(), ob.signer.address());
     let payer = Payer::new(ob.clone(), store, journal.clone()).map_err(failed("outbound"))?;
+    // Every signed authorization followed to its end on chain, also those read back from the
+    // ledger after a restart.
+    server.add_service(pingora_core::services::background::background_service(
+        "buyer watcher",
+        crate::buyer::WatchService(payer.watcher()),
+    ));
     let mut svc = pingora_core::services::listening::Service::new(
         "outbound".to_string(),
         pingora_core::apps::http_app::HttpServer::new_app(payer),
@@ -153,9 +160,10 @@ fn add_buyer(
 fn add_facilitator(
     server: &mut Server,
     service: &facilitator::config::Service,
+    store: &StoreSpec,
     journal: &Option<Arc<Journal>>,
 ) -> Result<Readiness, Failure> {
-    let app = FacilitatorApp::new(service)
+    let app = FacilitatorApp::with_leases(service, crate::store::nonce_leases(store))
         .map_err(failed("facilitator"))?
         .with_journal(journal.clone());
     let ready = Readiness {
@@ -171,6 +179,27 @@ fn add_facilitator(
     server.add_service(svc);
     tracing::info!(listen = %service.listen, %networks, "facilitator listening: GET /supported, POST /verify, POST /settle");
     Ok(ready)
+}
+
+/// The settler keys' balances, read at start and every 30 s (one reader per network).
+fn add_gas_watch(server: &mut Server, readiness: &Readiness) {
+    let mut chains: Vec<(String, Arc<crate::evm::Chain>)> = Vec::new();
+    for (network, chain) in &readiness.chains {
+        if !chain.settlers().is_empty() && !chains.iter().any(|(n, _)| n == network) {
+            chains.push((network.clone(), chain.clone()));
+        }
+    }
+    if chains.is_empty() {
+        return;
+    }
+    let watch = GasWatch {
+        chains,
+        every: std::time::Duration::from_secs(30),
+    };
+    server.add_service(pingora_core::services::background::background_service(
+        "settler gas",
+        watch,
+    ));
 }
 
 /// `/metrics`, `/healthz` and `/readyz` (over every service's checks) on `admin.listen`.

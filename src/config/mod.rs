@@ -162,7 +162,15 @@ impl Config {
                 outbound,
                 facilitator,
             }),
-            _ => Err(problems),
+            // No long hex value in a sentence (a key pasted into the wrong field), whichever
+            // section wrote it.
+            _ => Err(problems
+                .into_iter()
+                .map(|p| Problem {
+                    message: crate::x402::redact::mask_hex(&p.message),
+                    ..p
+                })
+                .collect()),
         }
     }
 }
@@ -210,7 +218,7 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
     let mut v: Value = serde_yaml::from_str(text).map_err(|e| {
         vec![Problem {
             path: "sidecar.yaml".into(),
-            message: format!("not valid YAML: {e}"),
+            message: crate::x402::redact::mask_hex(&format!("not valid YAML: {e}")),
         }]
     })?;
     if v.is_null() {
@@ -222,6 +230,7 @@ pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
     if !problems.is_empty() {
         return Err(problems);
     }
+    v1_network_names(&mut v);
     let mut config: Config = explain::deserialize(text, v).map_err(|p| vec![p])?;
     config.unset_while_off = unset;
     Ok(config)
@@ -298,9 +307,58 @@ fn expand(
     }
 }
 
+/// `network:` and `networks:` values may use the x402 v1 names (`base-sepolia`, `base`, …, what
+/// roma-01's `X402_NETWORK` holds); they are read as their CAIP-2 ids (`eip155:84532`).
+fn v1_network_names(v: &mut Value) {
+    let caip2 = |s: &mut String| {
+        let id = crate::x402::networks::from_v1(s);
+        if id.starts_with("eip155:") {
+            *s = id;
+        }
+    };
+    match v {
+        Value::Mapping(m) => {
+            for (k, val) in m.iter_mut() {
+                match (k.as_str(), val) {
+                    (Some("network"), Value::String(s)) => caip2(s),
+                    (Some("networks"), Value::Sequence(items)) => {
+                        for item in items {
+                            if let Value::String(s) = item {
+                                caip2(s);
+                            }
+                        }
+                    }
+                    (_, val) => v1_network_names(val),
+                }
+            }
+        }
+        Value::Sequence(items) => items.iter_mut().for_each(v1_network_names),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn v1_network_names_are_read_as_caip2() {
+        let mut v: Value = serde_yaml::from_str(
+            "inbound:\n  routes:\n    - accepts:\n        - network: base-sepolia\nfacilitators:\n  - network: eip155:8453\noutbound:\n  sellers:\n    - networks: [base, solana]\n",
+        )
+        .unwrap();
+        v1_network_names(&mut v);
+        assert_eq!(
+            v["inbound"]["routes"][0]["accepts"][0]["network"],
+            "eip155:84532"
+        );
+        assert_eq!(v["facilitators"][0]["network"], "eip155:8453");
+        let sellers = &v["outbound"]["sellers"][0]["networks"];
+        assert_eq!(
+            (&sellers[0], &sellers[1]),
+            (&Value::from("eip155:8453"), &Value::from("solana"))
+        );
+    }
 
     const DEV0: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 
@@ -355,6 +413,16 @@ facilitators:
         assert_eq!(seller.settlement.local.len(), 1);
         assert_eq!(r.store, StoreSpec::Memory);
         assert!(r.audit.is_some() && r.admin.is_none() && r.otlp.is_none());
+    }
+
+    #[test]
+    fn shape_errors_name_the_field_never_the_value() {
+        let key = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+        let text = format!("inbound:\n  max_body_bytes: \"{key}\"\n");
+        let e = parse(&text, &|_| None).unwrap_err();
+        assert_eq!(e[0].path, "inbound.max_body_bytes", "{e:?}");
+        assert!(!e[0].message.contains("ac0974"), "{e:?}");
+        assert!(e[0].message.contains("whole number"), "{e:?}");
     }
 
     #[test]

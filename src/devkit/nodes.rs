@@ -112,6 +112,8 @@ impl Otlp {
 pub enum SettledBy {
     /// `settler: { key_env }`: this node holds the settler key (in that variable).
     Key { key_env: String },
+    /// `settlers: [{ key_env }, …]`: a pool of settler keys, one variable each.
+    Pool { key_envs: Vec<String> },
     /// `kind: http`: a facilitator server at `url` verifies and settles.
     Remote { url: String, timeout_ms: u64 },
 }
@@ -123,6 +125,12 @@ pub struct Settlement {
     pub rpc_url: String,
     pub by: SettledBy,
     pub receipt_timeout_ms: Option<u64>,
+    /// `rpc_timeout_ms`: the deadline of one RPC call.
+    pub rpc_timeout_ms: Option<u64>,
+    /// `gas_floor_settlements`: `/readyz` wants this much gas per settler key.
+    pub gas_floor_settlements: Option<u64>,
+    /// `replace_after_ms`: a settlement not mined by then is replaced with higher fees.
+    pub replace_after_ms: Option<u64>,
 }
 
 impl Settlement {
@@ -135,6 +143,9 @@ impl Settlement {
                 key_env: key_env.into(),
             },
             receipt_timeout_ms: None,
+            rpc_timeout_ms: None,
+            gas_floor_settlements: None,
+            replace_after_ms: None,
         }
     }
 
@@ -146,14 +157,33 @@ impl Settlement {
             SettledBy::Key { key_env } => {
                 m.with("settler", Map::new().with("key_env", key_env.as_str()))
             }
+            SettledBy::Pool { key_envs } => m.with(
+                "settlers",
+                Value::Sequence(
+                    key_envs
+                        .iter()
+                        .map(|k| Map::new().with("key_env", k.as_str()).into())
+                        .collect(),
+                ),
+            ),
             SettledBy::Remote { url, timeout_ms } => m
                 .with("kind", "http")
                 .with("url", url.as_str())
                 .with("timeout_ms", *timeout_ms),
         };
         m.maybe("receipt_timeout_ms", self.receipt_timeout_ms)
+            .maybe("rpc_timeout_ms", self.rpc_timeout_ms)
+            .maybe("gas_floor_settlements", self.gas_floor_settlements)
+            .maybe("replace_after_ms", self.replace_after_ms)
             .into()
     }
+}
+
+/// One more way to pay a seller node's route: its own price and payTo.
+#[derive(Debug, Clone)]
+pub struct Tier {
+    pub price: PriceSpec,
+    pub pay_to: Address,
 }
 
 /// A seller node: the inbound paywall in front of a strategy endpoint, with one paid route
@@ -174,6 +204,14 @@ pub struct SellerNode {
     pub asset: Address,
     pub pay_to: Address,
     pub max_timeout_seconds: Option<u64>,
+    /// Further ways to pay the route on the same network and asset: price tiers (each its own
+    /// `accepts` entry with its price and payTo).
+    pub tiers: Vec<Tier>,
+    /// `answer:` of the paid route (`strategy`, `json`, `any`; the sidecar's default if `None`).
+    pub answer: Option<String>,
+    /// `charge_standin:` of the paid route. True by default here: the dev kit's test upstream
+    /// is the labelled stand-in.
+    pub charge_standin: bool,
     /// Also a free route, `GET /free`.
     pub free_route: bool,
     pub settlement: Settlement,
@@ -234,6 +272,9 @@ impl SellerNode {
             asset: devnet::USDC,
             pay_to: net.pay_to,
             max_timeout_seconds: None,
+            tiers: Vec::new(),
+            answer: None,
+            charge_standin: true,
             free_route: false,
             settlement: Settlement::with_key(net, key_env),
             store: "memory".into(),
@@ -280,12 +321,30 @@ impl SellerNode {
                 Map::new().with("name", "USDC").with("version", "2"),
             )
             .maybe("max_timeout_seconds", self.max_timeout_seconds);
+        let mut accepts = vec![Value::from(accept)];
+        for t in &self.tiers {
+            accepts.push(
+                Map::new()
+                    .with("network", self.network.as_str())
+                    .with("asset", addr(self.asset))
+                    .with("pay_to", addr(t.pay_to))
+                    .with("price", price(&t.price))
+                    .with(
+                        "eip712",
+                        Map::new().with("name", "USDC").with("version", "2"),
+                    )
+                    .maybe("max_timeout_seconds", self.max_timeout_seconds)
+                    .into(),
+            );
+        }
         let mut routes = vec![Value::from(
             Map::new()
                 .with("path", "/x402")
                 .with("description", "Trading strategy advice")
                 .with("price", price(&self.price))
-                .with("accepts", vec![Value::from(accept)]),
+                .maybe("answer", self.answer.as_deref())
+                .maybe("charge_standin", self.charge_standin.then_some(true))
+                .with("accepts", accepts),
         )];
         if self.free_route {
             routes.push(
@@ -438,6 +497,12 @@ pub struct BuyerNode {
     pub store: String,
     pub server: Option<Server>,
     pub otlp: Option<Otlp>,
+    /// `admin:` on this port (metrics, health, readiness).
+    pub admin: Option<u16>,
+    /// `outbound.gas_wallet.key_env`: the buyer's gas key, to cancel authorizations on chain.
+    pub gas_key_env: Option<String>,
+    /// `outbound.watch_interval_ms`.
+    pub watch_interval_ms: Option<u64>,
 }
 
 impl BuyerNode {
@@ -469,6 +534,9 @@ impl BuyerNode {
             store: "memory".into(),
             server: None,
             otlp: None,
+            admin: None,
+            gas_key_env: None,
+            watch_interval_ms: None,
         }
     }
 
@@ -488,6 +556,13 @@ impl BuyerNode {
             .with("enabled", true)
             .with("listen", listen(self.listen))
             .with("wallet", wallet)
+            .maybe(
+                "gas_wallet",
+                self.gas_key_env
+                    .as_deref()
+                    .map(|k| Map::new().with("key_env", k)),
+            )
+            .maybe("watch_interval_ms", self.watch_interval_ms)
             .with("chains", vec![Value::from(chain)])
             .with(
                 "sellers",
@@ -525,6 +600,7 @@ impl BuyerNode {
             Map::new()
                 .with("outbound", outbound)
                 .with("store", self.store.as_str())
+                .maybe("admin", self.admin.map(admin))
                 .maybe("server", self.server.map(|s| s.value()))
                 .maybe("otlp", self.otlp.as_ref().map(Otlp::value)),
         )

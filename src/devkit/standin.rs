@@ -1,5 +1,7 @@
 //! The labelled stand-in strategy endpoint: a fixed "hold" answer, no model, no analysis (the
-//! demo buyer's last fallback and the default upstream of the tests). It runs on the small
+//! demo buyer's last fallback and the default upstream of the tests). Its label,
+//! `metadata.model: standin-fixed-v0`, keeps a seller from charging for it unless the route
+//! says `charge_standin: true`. It runs on the small
 //! server of [`crate::http::server`], whose types it re-exports for the tests.
 
 use std::sync::Arc;
@@ -27,13 +29,13 @@ pub fn standin_answer(req: &Request) -> Response {
     let answer = json!({
         "strategy": {
             "summary": format!("STAND-IN ANSWER (no model, no analysis): received {positions} position(s); the built-in advisor replaces this endpoint."),
-            "steps": symbols.iter().map(|s| format!("Review {s}: hold until real advice is available")).collect::<Vec<_>>(),
+            "steps": symbols.iter().map(|s| format!("Review {s}: hold until real advice is available")).chain(std::iter::once("Replace this stand-in with a real strategy endpoint before relying on it.".to_string())).collect::<Vec<_>>(),
             "riskNotes": ["This is a fixed placeholder produced by the x402-sidecar stand-in upstream, not trading advice."],
             "actions": symbols.iter().map(|s| json!({"symbol": s, "action": "hold", "size": 0, "notionalUsd": 0, "reason": "stand-in"})).collect::<Vec<_>>(),
             "confidence": 0.0,
         },
         "metadata": {
-            "model": "standin-fixed-v0",
+            "model": crate::advisor::answer::STANDIN_MODEL,
             "modelCallId": null,
             "upstreamId": new_id("standin"),
             "generatedAt": rfc3339(now_secs()),

@@ -45,6 +45,15 @@ impl<'a> Money<'a> {
         }
     }
 
+    /// Payments of `price` atomic units to `pay_to` (another tier's receiving address).
+    pub fn at(net: &'a Devnet, pay_to: Address, price: u64) -> Money<'a> {
+        Money {
+            net,
+            pay_to,
+            price: U256::from(price),
+        }
+    }
+
     /// Every transfer into `payTo` so far, oldest first.
     pub async fn transfers(&self) -> Result<Vec<Transfer>, DevnetError> {
         self.net.transfers_to(self.pay_to).await

@@ -1,10 +1,15 @@
 //! Chain access for the local facilitator: the reads verification needs (nonce state, balance,
 //! a dry run of the transfer) and the settler, which submits `transferWithAuthorization`.
 //!
-//! Settlements are pipelined: the settler's own tx nonce is assigned under a short lock that
-//! covers only "pick nonce + broadcast"; receipts are awaited outside it, so concurrent
-//! settlements neither collide on a nonce nor wait for each other's blocks.
+//! Settlements are pipelined: a settler key's tx nonce is assigned under a short lock that
+//! covers only "pick nonce + broadcast" (shared with other replicas through the store's lease,
+//! see [`super::nonce`]); receipts are awaited outside it, so concurrent settlements neither
+//! collide on a nonce nor wait for each other's blocks. The pipeline itself (key pool, fees,
+//! nonce errors, resuming a lost outcome, gas) is [`super::settler`]; every RPC call has a
+//! deadline ([`super::rpc`]).
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use alloy_network::{Ethereum, EthereumWallet, TransactionBuilder};
@@ -14,8 +19,10 @@ use alloy_provider::{DynProvider, Provider, ProviderBuilder};
 use alloy_rpc_types_eth::{TransactionReceipt, TransactionRequest};
 use alloy_signer_local::PrivateKeySigner;
 use alloy_sol_types::{Revert, SolCall, SolError, SolEvent};
-use tokio::sync::Mutex;
 
+use super::nonce::NonceLeases;
+use super::rpc::{RpcOptions, connect_with};
+use super::settler::{FeeCache, SettlerKey};
 use super::typed::{IEip3009Token as Token, transfer_call};
 use crate::x402::reason::{Reason, Rejection};
 use crate::x402::types::Authorization;
@@ -25,7 +32,7 @@ use crate::x402::types::Authorization;
 const SEARCH_BLOCKS: u64 = 10_000;
 
 /// Gas limit for `transferWithAuthorization` (~86k used); fixed so no estimate is needed.
-const SETTLE_GAS: u64 = 200_000;
+pub(crate) const SETTLE_GAS: u64 = 200_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChainError {
@@ -54,34 +61,41 @@ pub enum SettleOutcome {
     Unknown { message: String },
 }
 
-/// The one way an RPC provider is built: HTTP to `rpc_url`, none of alloy's recommended fillers
-/// (every field of our transactions is set by hand), signing with `wallet` when given. Lazy:
-/// no request is made until first use.
+/// A provider for `rpc_url` with the default RPC deadlines (see [`super::rpc`]), none of
+/// alloy's recommended fillers, signing with `wallet` when given. Lazy: no request is made
+/// until first use. (The settler signs its own transactions: it needs no wallet here.)
 pub fn connect(
     rpc_url: &str,
     wallet: Option<PrivateKeySigner>,
 ) -> Result<DynProvider<Ethereum>, ChainError> {
-    let url = rpc_url
-        .parse()
-        .map_err(|_| ChainError::BadUrl(rpc_url.to_string()))?;
-    let builder = ProviderBuilder::new().disable_recommended_fillers();
-    Ok(match wallet {
-        Some(w) => builder
-            .wallet(EthereumWallet::from(w))
-            .connect_http(url)
-            .erased(),
-        None => builder.connect_http(url).erased(),
-    })
+    let Some(w) = wallet else {
+        return connect_with(rpc_url, RpcOptions::default());
+    };
+    let (url, http) = super::rpc::client(rpc_url, RpcOptions::default())?;
+    Ok(ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .wallet(EthereumWallet::from(w))
+        .connect_reqwest(http, url)
+        .erased())
 }
 
-/// One chain, one RPC endpoint, one settler key.
+/// One chain, one RPC endpoint, and the settler keys (none for read-only access; several
+/// are used round robin, each with its own nonce).
 pub struct Chain {
     provider: DynProvider<Ethereum>,
-    /// `None` for read-only access (a remote facilitator settles).
-    settler: Option<Address>,
-    chain_id: u64,
-    next_nonce: Mutex<Option<u64>>,
-    receipt_timeout: Duration,
+    pub(super) chain_id: u64,
+    pub(super) keys: Vec<SettlerKey>,
+    /// Whose turn it is in the key pool.
+    pub(super) turn: AtomicUsize,
+    /// The replicas' lease on a key's nonce (the store's), when the key is shared.
+    pub(super) leases: Option<Arc<dyn NonceLeases>>,
+    pub(super) rpc: RpcOptions,
+    /// `/readyz` wants each key to hold gas for this many settlements (0: no floor).
+    pub(super) gas_floor_settlements: u64,
+    pub(super) fees: FeeCache,
+    /// A broadcast not mined within this is sent again at the same nonce with higher fees.
+    pub(super) replace_after: Option<Duration>,
+    pub(super) receipt_timeout: Duration,
 }
 
 impl Chain {
@@ -92,7 +106,24 @@ impl Chain {
         settler: PrivateKeySigner,
         receipt_timeout: Duration,
     ) -> Result<Self, ChainError> {
-        Chain::build(rpc_url, chain_id, Some(settler), receipt_timeout)
+        Chain::build(
+            rpc_url,
+            chain_id,
+            vec![settler],
+            receipt_timeout,
+            RpcOptions::default(),
+        )
+    }
+
+    /// Connect with a pool of settler keys, used round robin, and these RPC deadlines.
+    pub fn pool(
+        rpc_url: &str,
+        chain_id: u64,
+        settlers: Vec<PrivateKeySigner>,
+        receipt_timeout: Duration,
+        rpc: RpcOptions,
+    ) -> Result<Self, ChainError> {
+        Chain::build(rpc_url, chain_id, settlers, receipt_timeout, rpc)
     }
 
     /// Reads only (no key): what a seller whose facilitator is remote, or a buyer, needs to
@@ -102,28 +133,74 @@ impl Chain {
         chain_id: u64,
         receipt_timeout: Duration,
     ) -> Result<Self, ChainError> {
-        Chain::build(rpc_url, chain_id, None, receipt_timeout)
+        Chain::read_only_with(rpc_url, chain_id, receipt_timeout, RpcOptions::default())
+    }
+
+    /// [`Chain::read_only`] with these RPC deadlines.
+    pub fn read_only_with(
+        rpc_url: &str,
+        chain_id: u64,
+        receipt_timeout: Duration,
+        rpc: RpcOptions,
+    ) -> Result<Self, ChainError> {
+        Chain::build(rpc_url, chain_id, Vec::new(), receipt_timeout, rpc)
     }
 
     fn build(
         rpc_url: &str,
         chain_id: u64,
-        settler: Option<PrivateKeySigner>,
+        settlers: Vec<PrivateKeySigner>,
         receipt_timeout: Duration,
+        rpc: RpcOptions,
     ) -> Result<Self, ChainError> {
-        let address = settler.as_ref().map(PrivateKeySigner::address);
         Ok(Chain {
-            provider: connect(rpc_url, settler)?,
-            settler: address,
+            provider: connect_with(rpc_url, rpc)?,
             chain_id,
-            next_nonce: Mutex::new(None),
+            keys: settlers
+                .into_iter()
+                .map(|s| SettlerKey::new(rpc_url, s))
+                .collect(),
+            turn: AtomicUsize::new(0),
+            leases: None,
+            rpc,
+            gas_floor_settlements: 0,
+            fees: FeeCache::default(),
+            replace_after: None,
             receipt_timeout,
         })
     }
 
-    /// The settler's address (`Address::ZERO` for read-only access).
+    /// Replace a broadcast not mined within `after` (same nonce, fees up by an eighth).
+    pub fn with_replace_after(mut self, after: Option<Duration>) -> Self {
+        self.replace_after = after.filter(|d| !d.is_zero());
+        self
+    }
+
+    /// Share the keys' nonces with the other replicas through `leases` (the store's).
+    pub fn with_leases(mut self, leases: Option<Arc<dyn NonceLeases>>) -> Self {
+        self.leases = leases;
+        self
+    }
+
+    /// Each key should hold gas for `n` settlements (`/readyz`, `check-config --online`).
+    pub fn with_gas_floor(mut self, n: u64) -> Self {
+        self.gas_floor_settlements = n;
+        self
+    }
+
+    /// The first settler's address (`Address::ZERO` for read-only access).
     pub fn settler(&self) -> Address {
-        self.settler.unwrap_or_default()
+        self.keys.first().map(|k| k.address).unwrap_or_default()
+    }
+
+    /// Every settler key's address, in pool order.
+    pub fn settlers(&self) -> Vec<Address> {
+        self.keys.iter().map(|k| k.address).collect()
+    }
+
+    /// The chain id this access is configured for.
+    pub fn chain_id(&self) -> u64 {
+        self.chain_id
     }
 
     pub fn provider(&self) -> &DynProvider<Ethereum> {
@@ -155,6 +232,11 @@ impl Chain {
         C::abi_decode_returns(&out).map_err(|e| e.to_string())
     }
 
+    /// A view call's answer, `None` when the call fails (the contract may not have it).
+    pub(crate) async fn view_of<C: SolCall>(&self, to: Address, call: C) -> Option<C::Return> {
+        self.view(to, call).await.ok()
+    }
+
     /// `authorizationState(from, nonce)`: true once the nonce was used or cancelled.
     pub async fn authorization_used(
         &self,
@@ -175,67 +257,95 @@ impl Chain {
             .await
     }
 
-    /// The chain checks of verification: nonce unused and balance ≥ value (read in parallel).
+    /// `authorizationState(from, nonce)` and `balanceOf(from)` in one JSON-RPC batch: one
+    /// round trip for the two reads of verification.
+    pub async fn verify_reads(
+        &self,
+        asset: Address,
+        a: &Authorization,
+    ) -> Result<(bool, U256), String> {
+        let call = |data: Vec<u8>| {
+            let tx = TransactionRequest::default()
+                .with_to(asset)
+                .with_input(data);
+            // The pending state, as every other read of this module (alloy's `eth_call`
+            // default): an authorization in a transaction not yet mined counts as used.
+            (tx, alloy_rpc_types_eth::BlockNumberOrTag::Pending)
+        };
+        let state = Token::authorizationStateCall {
+            authorizer: a.from,
+            nonce: a.nonce,
+        };
+        let balance = Token::balanceOfCall { account: a.from };
+        let client = self.provider.client();
+        let mut batch = alloy_rpc_client::BatchRequest::new(client);
+        let used = batch
+            .add_call::<_, alloy_primitives::Bytes>("eth_call", &call(state.abi_encode()))
+            .map_err(|e| e.to_string())?;
+        let bal = batch
+            .add_call::<_, alloy_primitives::Bytes>("eth_call", &call(balance.abi_encode()))
+            .map_err(|e| e.to_string())?;
+        batch.send().await.map_err(|e| e.to_string())?;
+        let used = used.await.map_err(|e| e.to_string())?;
+        let bal = bal.await.map_err(|e| e.to_string())?;
+        Ok((
+            Token::authorizationStateCall::abi_decode_returns(&used).map_err(|e| e.to_string())?,
+            Token::balanceOfCall::abi_decode_returns(&bal).map_err(|e| e.to_string())?,
+        ))
+    }
+
+    /// The chain checks of verification: nonce unused and balance ≥ value (one round trip).
     pub async fn verify_onchain(&self, asset: Address, a: &Authorization) -> Result<(), Rejection> {
-        let (used, bal) = tokio::join!(
-            self.authorization_used(asset, a.from, a.nonce),
-            self.balance(asset, a.from)
-        );
         let unexpected = |e: String| {
             Rejection::new(
                 Reason::UnexpectedVerifyError,
                 format!("the chain could not be read: {e}"),
             )
         };
-        if used.map_err(unexpected)? {
+        let (used, bal) = self.verify_reads(asset, a).await.map_err(unexpected)?;
+        if used {
             return Err(Rejection::new(
                 Reason::NonceUsed,
-                format!(
-                    "authorization nonce {} of {} was already used on chain",
-                    a.nonce, a.from
-                ),
+                "this authorization's nonce was already used on chain: sign a new authorization",
             ));
         }
-        let bal = bal.map_err(unexpected)?;
         if bal < a.value {
             return Err(Rejection::new(
                 Reason::InsufficientBalance,
                 format!(
-                    "the payer {} holds {bal} atomic units, less than the {} required",
-                    a.from, a.value
+                    "the payer holds {bal} atomic units, less than the {} required",
+                    a.value
                 ),
             ));
         }
         Ok(())
     }
 
-    /// Submit `transferWithAuthorization` and wait for its receipt.
+    /// Submit `transferWithAuthorization` with the next key of the pool and wait for its
+    /// receipt (within `receipt_timeout`).
     pub async fn settle(
         &self,
         asset: Address,
         a: &Authorization,
         sig: &Signature,
     ) -> SettleOutcome {
-        let Some(settler) = self.settler else {
+        let Some(key) = self.pick_key() else {
             return failed("this chain access is read-only: it has no settler key".into());
         };
         let data = transfer_call(a, sig).abi_encode();
         let tx = TransactionRequest::default()
-            .with_from(settler)
+            .with_from(key.address)
             .with_to(asset)
             .with_input(data);
         // Dry run first: a revert here means nothing is broadcast and the outcome is certain.
         if let Err(outcome) = self.simulate(tx.clone()).await {
             return outcome;
         }
-        let tx = match self.broadcast(settler, tx).await {
-            Ok(tx) => tx,
+        let sent = match self.broadcast(key, tx, asset, a).await {
+            Ok(sent) => sent,
             Err(outcome) => return outcome,
         };
-        match self.wait_receipt(tx, self.receipt_timeout).await {
-            Some(r) => check_receipt(&r, asset, a),
-            None => SettleOutcome::Pending { tx },
-        }
+        self.until_mined(key, sent, asset, a).await
     }
 
     /// `eth_call` the settlement: a revert is a certain failure, with the token's reason.
@@ -243,7 +353,8 @@ impl Chain {
         let Err(e) = self.provider.call(tx).await else {
             return Ok(());
         };
-        let msg = e.to_string();
+        // The node's message may carry the call's data: no long hex in our sentences.
+        let msg = crate::x402::redact::mask_hex(&e.to_string());
         Err(match classify_revert(&e) {
             Some(reason) => SettleOutcome::Failed {
                 reason,
@@ -254,58 +365,19 @@ impl Chain {
         })
     }
 
-    /// Fees, then the settler's next nonce and the broadcast under one short lock; the
-    /// transaction's hash once the node accepted it.
-    async fn broadcast(
-        &self,
-        settler: Address,
-        tx: TransactionRequest,
-    ) -> Result<B256, SettleOutcome> {
-        let fees = self
-            .provider
-            .estimate_eip1559_fees()
-            .await
-            .map_err(|e| failed(format!("gas fees could not be read: {e}")))?;
-        let mut next = self.next_nonce.lock().await;
-        let nonce = match *next {
-            Some(n) => n,
-            None => self
-                .provider
-                .get_transaction_count(settler)
-                .pending()
-                .await
-                .map_err(|e| failed(format!("the settler nonce could not be read: {e}")))?,
-        };
-        let tx = tx
-            .with_chain_id(self.chain_id)
-            .with_nonce(nonce)
-            .with_gas_limit(SETTLE_GAS)
-            .with_max_fee_per_gas(fees.max_fee_per_gas)
-            .with_max_priority_fee_per_gas(fees.max_priority_fee_per_gas);
-        match self.provider.send_transaction(tx).await {
-            Ok(pending) => {
-                *next = Some(nonce + 1);
-                Ok(*pending.tx_hash())
-            }
-            Err(e) => {
-                // Unknown whether the node kept the nonce: read it again next time.
-                *next = None;
-                Err(failed(format!(
-                    "the settlement transaction was not accepted by the node: {e}"
-                )))
-            }
-        }
-    }
-
-    /// Poll for a receipt until `timeout`.
+    /// Poll for a receipt until `timeout`, which bounds the whole wait (a poll that gets no
+    /// answer is cut off at the deadline).
     pub async fn wait_receipt(&self, tx: B256, timeout: Duration) -> Option<TransactionReceipt> {
         let deadline = tokio::time::Instant::now() + timeout;
         // A local node mines right after answering the send: the first empty poll is common,
         // so retry soon (0.5 ms) and back off from there.
         let mut pause = Duration::from_micros(500);
         loop {
-            if let Ok(Some(r)) = self.provider.get_transaction_receipt(tx).await {
-                return Some(r);
+            let poll = self.provider.get_transaction_receipt(tx);
+            match tokio::time::timeout_at(deadline, poll).await {
+                Ok(Ok(Some(r))) => return Some(r),
+                Err(_) => return None,
+                Ok(_) => {}
             }
             if tokio::time::Instant::now() + pause > deadline {
                 return None;
@@ -322,24 +394,33 @@ impl Chain {
         asset: Address,
         a: &Authorization,
     ) -> Result<Option<B256>, String> {
+        let filter = alloy_rpc_types_eth::Filter::new()
+            .address(asset)
+            .event_signature(Token::AuthorizationUsed::SIGNATURE_HASH)
+            .topic1(a.from.into_word())
+            .topic2(a.nonce);
+        let logs = self.recent_logs(filter, None).await?;
+        Ok(logs.iter().find_map(|l| l.transaction_hash))
+    }
+
+    /// The logs matching `filter` from block `since` (`None`: the last `SEARCH_BLOCKS` blocks)
+    /// to the latest.
+    async fn recent_logs(
+        &self,
+        filter: alloy_rpc_types_eth::Filter,
+        since: Option<u64>,
+    ) -> Result<Vec<alloy_rpc_types_eth::Log>, String> {
         let latest = self
             .provider
             .get_block_number()
             .await
             .map_err(|e| e.to_string())?;
-        let filter = alloy_rpc_types_eth::Filter::new()
-            .address(asset)
-            .event_signature(Token::AuthorizationUsed::SIGNATURE_HASH)
-            .topic1(a.from.into_word())
-            .topic2(a.nonce)
-            .from_block(latest.saturating_sub(SEARCH_BLOCKS))
-            .to_block(latest);
-        let logs = self
-            .provider
+        let from = since.unwrap_or(latest.saturating_sub(SEARCH_BLOCKS));
+        let filter = filter.from_block(from).to_block(latest);
+        self.provider
             .get_logs(&filter)
             .await
-            .map_err(|e| e.to_string())?;
-        Ok(logs.iter().find_map(|l| l.transaction_hash))
+            .map_err(|e| e.to_string())
     }
 
     /// What became of authorization `a`, read from the chain alone: `Ok(None)` while it is
@@ -356,8 +437,7 @@ impl Chain {
             return Ok(Some(SettleOutcome::Failed {
                 reason: Reason::NonceUsed,
                 message: format!(
-                    "authorization nonce {} of {} is used on chain, by no transaction found in the last {SEARCH_BLOCKS} blocks",
-                    a.nonce, a.from
+                    "this authorization's nonce is used on chain (cancelled, or settled more than {SEARCH_BLOCKS} blocks ago)"
                 ),
                 tx: None,
             }));
@@ -379,38 +459,248 @@ impl Chain {
     }
 }
 
-/// Status 1 is not enough: the receipt must carry `Transfer(from → to, value)` from the token.
+/// What the chain says of one authorization, by its identity `(from, nonce)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fate {
+    /// Not used, not cancelled: still usable until its `validBefore`.
+    Unused,
+    /// `AuthorizationUsed(from, nonce)` in transaction `tx`; `outcome` is that transaction
+    /// checked like a settlement (status 1 and the token's `Transfer(from → to, value)`).
+    Used { tx: B256, outcome: SettleOutcome },
+    /// `AuthorizationCanceled(from, nonce)`: it can never move money.
+    Canceled { tx: Option<B256> },
+}
+
+impl Chain {
+    /// The fate of authorization `a` on `asset`: its state, then the log that ended it (used
+    /// or cancelled) in the last `SEARCH_BLOCKS` blocks. `Err` when the chain cannot say.
+    pub async fn fate(&self, asset: Address, a: &Authorization) -> Result<Fate, String> {
+        if !self.authorization_used(asset, a.from, a.nonce).await? {
+            return Ok(Fate::Unused);
+        }
+        let filter = alloy_rpc_types_eth::Filter::new()
+            .address(asset)
+            .event_signature(vec![
+                Token::AuthorizationUsed::SIGNATURE_HASH,
+                Token::AuthorizationCanceled::SIGNATURE_HASH,
+            ])
+            .topic1(a.from.into_word())
+            .topic2(a.nonce);
+        let logs = self.recent_logs(filter, None).await?;
+        for log in &logs {
+            let topic0 = log.topics().first().copied();
+            if topic0 == Some(Token::AuthorizationCanceled::SIGNATURE_HASH) {
+                return Ok(Fate::Canceled {
+                    tx: log.transaction_hash,
+                });
+            }
+            if let Some(tx) = log.transaction_hash {
+                let outcome = match self.provider.get_transaction_receipt(tx).await {
+                    Ok(Some(r)) => check_receipt(&r, asset, a),
+                    _ => SettleOutcome::Pending { tx },
+                };
+                return Ok(Fate::Used { tx, outcome });
+            }
+        }
+        Err(format!(
+            "this authorization of {} is used on chain, by no transaction found in the last {SEARCH_BLOCKS} blocks",
+            a.from
+        ))
+    }
+
+    /// Every authorization of `from` used on `asset` since block `since` (`None`: the last
+    /// `SEARCH_BLOCKS` blocks): (nonce, transaction), oldest first.
+    pub async fn authorizations_used_by(
+        &self,
+        asset: Address,
+        from: Address,
+        since: Option<u64>,
+    ) -> Result<Vec<(B256, B256)>, String> {
+        let filter = alloy_rpc_types_eth::Filter::new()
+            .address(asset)
+            .event_signature(Token::AuthorizationUsed::SIGNATURE_HASH)
+            .topic1(from.into_word());
+        let logs = self.recent_logs(filter, since).await?;
+        Ok(logs
+            .iter()
+            .filter_map(|l| Some((*l.topics().get(2)?, l.transaction_hash?)))
+            .collect())
+    }
+
+    /// Does transaction `tx` carry authorization `a`: mined with status 1, the token's
+    /// `AuthorizationUsed(from, nonce)` and its `Transfer(from → to, value)`? One receipt read:
+    /// the quick check of a seller's receipt (`false` when the transaction is unknown).
+    pub async fn carries(
+        &self,
+        tx: B256,
+        asset: Address,
+        a: &Authorization,
+    ) -> Result<bool, String> {
+        let Some(r) = self
+            .provider
+            .get_transaction_receipt(tx)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(false);
+        };
+        // The one receipt rule: this payment's AuthorizationUsed and its Transfer, one tx.
+        Ok(check_receipt(&r, asset, a) == SettleOutcome::Settled { tx })
+    }
+
+    /// Submit a signed `cancelAuthorization(authorizer, nonce)` with this chain's key (the
+    /// buyer's gas key) and wait for its receipt: the transaction once mined with status 1.
+    /// A dry run first: a revert (the authorization was used meanwhile) broadcasts nothing.
+    pub async fn cancel_authorization(
+        &self,
+        asset: Address,
+        a: &Authorization,
+        sig: &Signature,
+    ) -> Result<B256, String> {
+        let Some(key) = self.keys.first() else {
+            return Err("this chain access has no key to submit a cancellation".into());
+        };
+        let data = super::typed::cancel_call(a.from, a.nonce, sig).abi_encode();
+        let tx = TransactionRequest::default()
+            .with_from(key.address)
+            .with_to(asset)
+            .with_input(data);
+        let message = |o: SettleOutcome| match o {
+            SettleOutcome::Failed { message, .. } | SettleOutcome::Unknown { message } => message,
+            other => format!("{other:?}"),
+        };
+        self.simulate(tx.clone()).await.map_err(message)?;
+        // Sent like a settlement (the key's nonce lock, again at a fresh nonce while the
+        // authorization is unused); a use of it meanwhile makes the cancellation moot.
+        let hash = self
+            .broadcast(key, tx, asset, a)
+            .await
+            .map_err(message)?
+            .hash;
+        match self.wait_receipt(hash, self.receipt_timeout).await {
+            Some(r) if r.status() => Ok(hash),
+            Some(_) => Err(format!("the cancellation {hash} reverted")),
+            None => Err(format!("no receipt for the cancellation {hash} yet")),
+        }
+    }
+}
+
+/// Status 1 is not enough: the receipt must prove *this* payment, by its own identity. The
+/// token (`asset`) must have emitted `AuthorizationUsed(authorizer = a.from, nonce = a.nonce)`,
+/// and its next log must be the `Transfer(a.from → a.to, a.value)` of that same call (EIP-3009
+/// tokens mark the authorization used, then transfer). `a.to` is the payTo the payment was
+/// matched against. Anything else, however genuine (an older transfer of the same payer, another
+/// nonce, a look-alike event from another contract), is not this payment's settlement.
 pub fn check_receipt(r: &TransactionReceipt, asset: Address, a: &Authorization) -> SettleOutcome {
     let tx = r.transaction_hash;
     if !r.status() {
         return SettleOutcome::Failed {
             reason: Reason::TransactionFailed,
-            message: format!("the settlement transaction {tx} reverted"),
+            message: format!(
+                "the settlement transaction {} reverted",
+                crate::x402::redact::mask_hex(&format!("{tx:#x}"))
+            ),
             tx: Some(tx),
         };
     }
-    let paid = r.inner.logs().iter().any(|log| {
-        log.address() == asset
-            && Token::Transfer::decode_log_data(log.data())
-                .map(|t| t.from == a.from && t.to == a.to && t.value == a.value)
-                .unwrap_or(false)
-    });
-    if paid {
-        SettleOutcome::Settled { tx }
-    } else {
-        SettleOutcome::Failed {
-            reason: Reason::TransactionFailed,
-            message: format!("transaction {tx} succeeded but moved no funds to the seller"),
+    match proves_payment(r.inner.logs().iter().map(|l| &l.inner), asset, a) {
+        Ok(()) => SettleOutcome::Settled { tx },
+        Err(m) => SettleOutcome::Failed {
+            reason: Reason::ReceiptMismatch,
+            message: format!(
+                "transaction {} is not this payment's settlement ({}): {}",
+                crate::x402::redact::mask_hex(&format!("{tx:#x}")),
+                m.code(),
+                m
+            ),
             tx: Some(tx),
+        },
+    }
+}
+
+/// Why a successful transaction's logs do not prove a payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiptMismatch {
+    #[error("it carries no AuthorizationUsed of this payer from the token")]
+    NoAuthorizationUsed,
+    #[error("it used another authorization of this payer (another nonce), not this payment's")]
+    OtherNonce,
+    #[error("this payment's AuthorizationUsed was emitted by another contract, not the token")]
+    OtherContract,
+    #[error("no Transfer of the token follows this payment's AuthorizationUsed")]
+    NoTransfer,
+    #[error("its Transfer is from another address than the payer")]
+    OtherPayer,
+    #[error("its Transfer pays another address than this payment's payTo")]
+    OtherPayTo,
+    #[error("its Transfer moves another amount than this payment's value")]
+    OtherAmount,
+}
+
+impl ReceiptMismatch {
+    /// A short machine-readable name, carried in messages and the journal.
+    pub fn code(self) -> &'static str {
+        match self {
+            ReceiptMismatch::NoAuthorizationUsed => "no_authorization_used",
+            ReceiptMismatch::OtherNonce => "other_nonce",
+            ReceiptMismatch::OtherContract => "other_contract",
+            ReceiptMismatch::NoTransfer => "no_transfer",
+            ReceiptMismatch::OtherPayer => "other_payer",
+            ReceiptMismatch::OtherPayTo => "other_pay_to",
+            ReceiptMismatch::OtherAmount => "other_amount",
         }
     }
 }
 
+/// The rule of [`check_receipt`] over a successful transaction's logs, in order.
+pub fn proves_payment<'a>(
+    logs: impl IntoIterator<Item = &'a alloy_primitives::Log>,
+    asset: Address,
+    a: &Authorization,
+) -> Result<(), ReceiptMismatch> {
+    let logs: Vec<&alloy_primitives::Log> = logs.into_iter().collect();
+    let used = |l: &alloy_primitives::Log| Token::AuthorizationUsed::decode_log_data(&l.data).ok();
+    let ours = logs.iter().position(|l| {
+        l.address == asset && used(l).is_some_and(|u| u.authorizer == a.from && u.nonce == a.nonce)
+    });
+    let Some(at) = ours else {
+        // Say what is there instead, most telling first.
+        let elsewhere = logs.iter().any(|l| {
+            l.address != asset
+                && used(l).is_some_and(|u| u.authorizer == a.from && u.nonce == a.nonce)
+        });
+        let other_nonce = logs
+            .iter()
+            .any(|l| l.address == asset && used(l).is_some_and(|u| u.authorizer == a.from));
+        return Err(if elsewhere {
+            ReceiptMismatch::OtherContract
+        } else if other_nonce {
+            ReceiptMismatch::OtherNonce
+        } else {
+            ReceiptMismatch::NoAuthorizationUsed
+        });
+    };
+    let transfer = logs[at + 1..]
+        .iter()
+        .find(|l| l.address == asset)
+        .and_then(|l| Token::Transfer::decode_log_data(&l.data).ok())
+        .ok_or(ReceiptMismatch::NoTransfer)?;
+    if transfer.from != a.from {
+        Err(ReceiptMismatch::OtherPayer)
+    } else if transfer.to != a.to {
+        Err(ReceiptMismatch::OtherPayTo)
+    } else if transfer.value != a.value {
+        Err(ReceiptMismatch::OtherAmount)
+    } else {
+        Ok(())
+    }
+}
+
 /// A settlement that certainly did not happen, for a reason that is not the payer's fault.
-fn failed(message: String) -> SettleOutcome {
+pub(super) fn failed(message: String) -> SettleOutcome {
     SettleOutcome::Failed {
         reason: Reason::UnexpectedSettleError,
-        message,
+        message: crate::x402::redact::mask_hex(&message),
         tx: None,
     }
 }
@@ -508,5 +798,205 @@ mod tests {
         let e = reverted("execution reverted: FiatTokenV2: invalid signature", None);
         assert_eq!(classify_revert(&e), Some(Reason::Signature));
         assert_eq!(classify_revert(&reverted("nonce too low", None)), None);
+    }
+
+    mod receipts {
+        use super::super::*;
+        use alloy_primitives::{Log, LogData};
+        use serde_json::json;
+
+        const TOKEN: Address = Address::repeat_byte(0xaa);
+
+        fn auth() -> Authorization {
+            Authorization {
+                from: Address::repeat_byte(1),
+                to: Address::repeat_byte(2),
+                value: U256::from(10_000),
+                valid_after: U256::ZERO,
+                valid_before: U256::from(u64::MAX),
+                nonce: B256::repeat_byte(7),
+            }
+        }
+
+        fn used(at: Address, authorizer: Address, nonce: B256) -> Log {
+            let data: LogData = Token::AuthorizationUsed { authorizer, nonce }.encode_log_data();
+            Log { address: at, data }
+        }
+
+        fn transfer(at: Address, from: Address, to: Address, value: u64) -> Log {
+            let data = Token::Transfer {
+                from,
+                to,
+                value: U256::from(value),
+            }
+            .encode_log_data();
+            Log { address: at, data }
+        }
+
+        /// This payment's two logs, as the token emits them.
+        fn genuine() -> Vec<Log> {
+            let a = auth();
+            vec![
+                used(TOKEN, a.from, a.nonce),
+                transfer(TOKEN, a.from, a.to, 10_000),
+            ]
+        }
+
+        fn judged(logs: &[Log]) -> Result<(), ReceiptMismatch> {
+            proves_payment(logs.iter(), TOKEN, &auth())
+        }
+
+        /// A receipt as a node returns it, with `logs` and `status`.
+        fn receipt(status: bool, logs: &[Log]) -> TransactionReceipt {
+            let logs: Vec<serde_json::Value> = logs
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    json!({
+                        "address": l.address,
+                        "topics": l.data.topics(),
+                        "data": l.data.data,
+                        "blockHash": B256::repeat_byte(9),
+                        "blockNumber": "0x1",
+                        "transactionHash": B256::repeat_byte(8),
+                        "transactionIndex": "0x0",
+                        "logIndex": format!("{i:#x}"),
+                        "removed": false,
+                    })
+                })
+                .collect();
+            serde_json::from_value(json!({
+                "type": "0x2",
+                "status": if status { "0x1" } else { "0x0" },
+                "cumulativeGasUsed": "0x1",
+                "logs": logs,
+                "logsBloom": format!("0x{}", "00".repeat(256)),
+                "transactionHash": B256::repeat_byte(8),
+                "transactionIndex": "0x0",
+                "blockHash": B256::repeat_byte(9),
+                "blockNumber": "0x1",
+                "gasUsed": "0x1",
+                "effectiveGasPrice": "0x1",
+                "from": Address::repeat_byte(3),
+                "to": TOKEN,
+                "contractAddress": null,
+            }))
+            .unwrap()
+        }
+
+        #[test]
+        fn the_payments_own_authorization_and_transfer_settle_it() {
+            assert_eq!(judged(&genuine()), Ok(()));
+            let r = receipt(true, &genuine());
+            assert_eq!(
+                check_receipt(&r, TOKEN, &auth()),
+                SettleOutcome::Settled {
+                    tx: B256::repeat_byte(8)
+                }
+            );
+        }
+
+        #[test]
+        fn a_reverted_transaction_settles_nothing() {
+            let r = receipt(false, &[]);
+            let SettleOutcome::Failed {
+                reason,
+                message,
+                tx,
+            } = check_receipt(&r, TOKEN, &auth())
+            else {
+                panic!("a reverted receipt is a failure")
+            };
+            assert_eq!(reason, Reason::TransactionFailed);
+            assert_eq!(tx, Some(B256::repeat_byte(8)));
+            assert!(!crate::x402::redact::has_long_hex(&message), "{message}");
+        }
+
+        #[test]
+        fn a_transfer_without_this_authorization_is_not_this_payment() {
+            let a = auth();
+            // The old genuine transfer of the same payer, same amount, same payTo: it is
+            // another authorization's.
+            let old = vec![
+                used(TOKEN, a.from, B256::repeat_byte(6)),
+                transfer(TOKEN, a.from, a.to, 10_000),
+            ];
+            assert_eq!(judged(&old), Err(ReceiptMismatch::OtherNonce));
+            let bare = vec![transfer(TOKEN, a.from, a.to, 10_000)];
+            assert_eq!(judged(&bare), Err(ReceiptMismatch::NoAuthorizationUsed));
+            // The event, but emitted by a look-alike contract.
+            let foreign = vec![
+                used(Address::repeat_byte(0xbb), a.from, a.nonce),
+                transfer(TOKEN, a.from, a.to, 10_000),
+            ];
+            assert_eq!(judged(&foreign), Err(ReceiptMismatch::OtherContract));
+            // Another payer's authorization with the same nonce.
+            let other_payer = vec![
+                used(TOKEN, Address::repeat_byte(4), a.nonce),
+                transfer(TOKEN, a.from, a.to, 10_000),
+            ];
+            assert_eq!(
+                judged(&other_payer),
+                Err(ReceiptMismatch::NoAuthorizationUsed)
+            );
+            let r = receipt(true, &old);
+            let SettleOutcome::Failed {
+                reason, message, ..
+            } = check_receipt(&r, TOKEN, &auth())
+            else {
+                panic!("not this payment")
+            };
+            assert_eq!(reason, Reason::ReceiptMismatch);
+            assert!(message.contains("other_nonce"), "{message}");
+            assert!(!reason.is_payer_fault());
+        }
+
+        #[test]
+        fn this_authorization_must_pay_the_payto_the_amount() {
+            let a = auth();
+            let case = |t: Log| vec![used(TOKEN, a.from, a.nonce), t];
+            assert_eq!(
+                judged(&case(transfer(
+                    TOKEN,
+                    a.from,
+                    Address::repeat_byte(5),
+                    10_000
+                ))),
+                Err(ReceiptMismatch::OtherPayTo)
+            );
+            assert_eq!(
+                judged(&case(transfer(TOKEN, a.from, a.to, 9_999))),
+                Err(ReceiptMismatch::OtherAmount)
+            );
+            assert_eq!(
+                judged(&case(transfer(
+                    TOKEN,
+                    Address::repeat_byte(4),
+                    a.to,
+                    10_000
+                ))),
+                Err(ReceiptMismatch::OtherPayer)
+            );
+            // A Transfer from another contract is not the token's.
+            assert_eq!(
+                judged(&case(transfer(
+                    Address::repeat_byte(0xbb),
+                    a.from,
+                    a.to,
+                    10_000
+                ))),
+                Err(ReceiptMismatch::NoTransfer)
+            );
+            assert_eq!(
+                judged(&[used(TOKEN, a.from, a.nonce)]),
+                Err(ReceiptMismatch::NoTransfer)
+            );
+            // The right transfer, but before the authorization (another call's): not paired.
+            let swapped = vec![
+                transfer(TOKEN, a.from, a.to, 10_000),
+                used(TOKEN, a.from, a.nonce),
+            ];
+            assert_eq!(judged(&swapped), Err(ReceiptMismatch::NoTransfer));
+        }
     }
 }

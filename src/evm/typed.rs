@@ -23,9 +23,64 @@ sol! {
         function mint(address to, uint256 amount) external;
         function name() external view returns (string);
         function version() external view returns (string);
+        function decimals() external view returns (uint8);
+        function DOMAIN_SEPARATOR() external view returns (bytes32);
+        function cancelAuthorization(address authorizer, bytes32 nonce, uint8 v, bytes32 r, bytes32 s) external;
         event Transfer(address indexed from, address indexed to, uint256 value);
         event AuthorizationUsed(address indexed authorizer, bytes32 indexed nonce);
+        event AuthorizationCanceled(address indexed authorizer, bytes32 indexed nonce);
     }
+
+    /// The EIP-3009 cancellation the payer signs: once submitted, the nonce can never transfer.
+    struct CancelAuthorization {
+        address authorizer;
+        bytes32 nonce;
+    }
+}
+
+/// Sign the cancellation of `authorizer`'s authorization `nonce` in `domain` (the buyer, to take
+/// an authorization whose outcome is unknown out of play before paying anyone else).
+pub fn sign_cancel(
+    signer: &PrivateKeySigner,
+    nonce: B256,
+    domain: &Eip712Domain,
+) -> Result<Signature, alloy_signer::Error> {
+    use alloy_sol_types::SolStruct;
+    let msg = CancelAuthorization {
+        authorizer: signer.address(),
+        nonce,
+    };
+    signer.sign_hash_sync(&msg.eip712_signing_hash(domain))
+}
+
+/// The `cancelAuthorization` call for a signed cancellation.
+pub fn cancel_call(
+    authorizer: alloy_primitives::Address,
+    nonce: B256,
+    sig: &Signature,
+) -> IEip3009Token::cancelAuthorizationCall {
+    IEip3009Token::cancelAuthorizationCall {
+        authorizer,
+        nonce,
+        v: 27 + sig.v() as u8,
+        r: sig.r().into(),
+        s: sig.s().into(),
+    }
+}
+
+/// The EIP-712 domain a requirement names (`extra.name`/`extra.version`, USDC / 2 when it names
+/// none) on the requirement's chain.
+pub fn requirement_domain(req: &PaymentRequirements) -> Result<Eip712Domain, SignError> {
+    let extra = req.extra.as_ref();
+    let field = |name: &str| extra.and_then(|e| e.get(name)).and_then(Value::as_str);
+    let chain_id =
+        networks::chain_id(&req.network).ok_or_else(|| SignError::Network(req.network.clone()))?;
+    Ok(domain(
+        field("name").unwrap_or("USDC"),
+        field("version").unwrap_or("2"),
+        chain_id,
+        req.asset,
+    ))
 }
 
 /// The `transferWithAuthorization` call that settles `a`: the signed message's fields
@@ -97,16 +152,7 @@ pub fn sign_payment(
     req: &PaymentRequirements,
     auth: Authorization,
 ) -> Result<ExactEvmPayload, SignError> {
-    let extra = req.extra.as_ref();
-    let field = |name: &str| extra.and_then(|e| e.get(name)).and_then(Value::as_str);
-    let chain_id =
-        networks::chain_id(&req.network).ok_or_else(|| SignError::Network(req.network.clone()))?;
-    let domain = domain(
-        field("name").unwrap_or("USDC"),
-        field("version").unwrap_or("2"),
-        chain_id,
-        req.asset,
-    );
+    let domain = requirement_domain(req)?;
     let sig = sign(signer, &auth, &domain)?;
     Ok(ExactEvmPayload {
         signature: sig.as_bytes().to_vec().into(),

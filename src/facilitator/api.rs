@@ -53,7 +53,7 @@ pub(super) fn parse_request(body: &[u8]) -> Result<FacilitatorRequest, RequestEr
     if body.len() > MAX_BODY {
         return Err(RequestError::TooLarge);
     }
-    serde_json::from_slice(body).map_err(|e| RequestError::BadJson(e.to_string()))
+    crate::x402::redact::from_slice(body).map_err(RequestError::BadJson)
 }
 
 /// The `/verify` answer for a verdict.

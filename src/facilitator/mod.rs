@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use crate::audit::Journal;
-use crate::evm::Chain;
+use crate::evm::{Chain, NonceLeases};
 use crate::http::limit::Limiter;
 use crate::x402::ids::PaymentRef;
 use crate::x402::networks;
@@ -69,9 +69,18 @@ pub struct FacilitatorApp {
 impl FacilitatorApp {
     /// One chain per `kind: local` facilitator of the configuration (no request is made yet).
     pub fn new(cfg: &config::Service) -> Result<Self, BuildError> {
+        FacilitatorApp::with_leases(cfg, None)
+    }
+
+    /// [`FacilitatorApp::new`], the settler keys' nonces shared with other replicas (and other
+    /// processes using the same keys) through `leases`.
+    pub fn with_leases(
+        cfg: &config::Service,
+        leases: Option<Arc<dyn NonceLeases>>,
+    ) -> Result<Self, BuildError> {
         let mut chains = BTreeMap::new();
         for f in &cfg.chains {
-            let chain = Chain::from_spec(f).map_err(|why| BuildError::Chain {
+            let chain = Chain::from_spec(f, leases.clone()).map_err(|why| BuildError::Chain {
                 network: f.network.clone(),
                 why,
             })?;
@@ -131,9 +140,11 @@ impl FacilitatorApp {
                 network: s.network.clone(),
                 extra: None,
             });
-            let addr = s.chain.settler().to_checksum(None);
-            if !signers.contains(&addr) {
-                signers.push(addr);
+            for addr in s.chain.settlers() {
+                let addr = addr.to_checksum(None);
+                if !signers.contains(&addr) {
+                    signers.push(addr);
+                }
             }
         }
         SupportedResponse {

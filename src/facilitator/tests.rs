@@ -187,9 +187,20 @@ fn decode_errors_do_not_quote_signatures() {
     assert!(!got.rejection.message.contains(&sig[2..]));
     let nonce = format!("0x{}", "cd".repeat(32));
     assert_eq!(
-        redact_long_hex(&format!("nonce {nonce}, sig \"{sig}\"")),
-        format!("nonce {nonce}, sig \"0xabababab…\"")
+        crate::x402::redact::mask_hex(&format!("nonce {nonce}, sig \"{sig}\"")),
+        "nonce 0xcdcd…cdcd, sig \"0xabab…abab\""
     );
+    // A string where the payload object belongs: named, not echoed.
+    let mut r = v2_request(&signer);
+    let inner = r.payment_payload["payload"].to_string();
+    r.payment_payload["payload"] = json!(inner);
+    let got = check(&r, &served, NOW).unwrap_err();
+    assert!(
+        got.rejection.message.contains("`payload`"),
+        "{}",
+        got.rejection.message
+    );
+    assert!(!crate::x402::redact::has_long_hex(&got.rejection.message));
 }
 
 #[test]

@@ -10,6 +10,7 @@ use crate::x402::check::{Verified, check as check_payment};
 use crate::x402::ids::PaymentRef;
 use crate::x402::networks;
 use crate::x402::reason::{Reason, Rejection};
+use crate::x402::redact;
 use crate::x402::types::*;
 
 /// A payment that passed every check that needs no chain.
@@ -99,7 +100,7 @@ pub(super) fn check(
     // 2. Scheme.
     check_scheme(&requirements, &payload).map_err(&invalid)?;
     // 3. Network: one served here, and the same in the payload.
-    check_network(&requirements, &payload, &network, served).map_err(&invalid)?;
+    check_network(&requirements, &payload, served).map_err(&invalid)?;
     // 4. v2: what the client accepted is what the resource server requires.
     if let Some(acc) = &payload.accepted {
         crate::x402::check::same_terms(acc, &requirements).map_err(&invalid)?;
@@ -116,19 +117,17 @@ pub(super) fn check(
 /// The payment payload in the request's `x402Version`, which it must repeat.
 fn decode_payload(req: &FacilitatorRequest) -> Result<Payload, Rejection> {
     let version = req.x402_version;
-    let shape = |e: serde_json::Error| {
+    // Named field and problem, never the value (serde's own messages quote it).
+    let shape = |why: String| {
         Rejection::new(
             Reason::InvalidPayload,
-            format!(
-                "paymentPayload is not an x402 v{version} `exact` EVM payload: {}",
-                redact_long_hex(&e.to_string())
-            ),
+            format!("paymentPayload is not an x402 v{version} `exact` EVM payload: {why}"),
         )
     };
     let (payload, inner) = match version {
         2 => {
             let p: PaymentPayload =
-                serde_json::from_value(req.payment_payload.clone()).map_err(shape)?;
+                redact::from_value(req.payment_payload.clone()).map_err(shape)?;
             let payload = Payload {
                 scheme: p.accepted.scheme.clone(),
                 network: p.accepted.network.clone(),
@@ -139,7 +138,7 @@ fn decode_payload(req: &FacilitatorRequest) -> Result<Payload, Rejection> {
         }
         1 => {
             let p: PaymentPayloadV1 =
-                serde_json::from_value(req.payment_payload.clone()).map_err(shape)?;
+                redact::from_value(req.payment_payload.clone()).map_err(shape)?;
             let payload = Payload {
                 network: networks::from_v1(&p.network),
                 scheme: p.scheme,
@@ -171,13 +170,13 @@ fn parse_requirements(version: u8, raw: &Value) -> Result<PaymentRequirements, S
     {
         return Ok(r.into());
     }
-    serde_json::from_value::<PaymentRequirements>(raw.clone()).map_err(|e| {
+    redact::from_value::<PaymentRequirements>(raw.clone()).map_err(|why| {
         let shape = if version == 1 {
             "x402 v1 requirements (maxAmountRequired, resource, description, mimeType, payTo, maxTimeoutSeconds, asset)"
         } else {
             "x402 v2 requirements (scheme, network, amount, asset, payTo, maxTimeoutSeconds, extra)"
         };
-        format!("paymentRequirements are not {shape}: {e}")
+        format!("paymentRequirements are not {shape}: {why}")
     })
 }
 
@@ -189,62 +188,34 @@ fn check_scheme(requirements: &PaymentRequirements, payload: &Payload) -> Result
         if scheme != "exact" {
             return Err(Rejection::new(
                 Reason::UnsupportedScheme,
-                format!("{whose} names scheme `{scheme}`; this facilitator handles `exact`"),
+                format!(
+                    "{whose} names a scheme other than `exact`, the one this facilitator handles"
+                ),
             ));
         }
     }
     Ok(())
 }
 
-/// `named` is the network as the requirements name it.
+/// A network this facilitator settles, the same in the payload and the requirements.
 fn check_network(
     requirements: &PaymentRequirements,
     payload: &Payload,
-    named: &str,
     served: &dyn Fn(&str) -> bool,
 ) -> Result<(), Rejection> {
     if networks::chain_id(&requirements.network).is_none() || !served(&requirements.network) {
         return Err(Rejection::new(
             Reason::NetworkMismatch,
-            format!("network `{named}` is not settled by this facilitator; see GET /supported"),
+            "the requirements' network is not one this facilitator settles; see GET /supported",
         ));
     }
     if payload.network != requirements.network {
         return Err(Rejection::new(
             Reason::NetworkMismatch,
-            format!(
-                "the payment is for network `{}`, the requirements for `{}`",
-                payload.network, requirements.network
-            ),
+            "the payment names another network than the requirements",
         ));
     }
     Ok(())
-}
-
-/// Decode errors may quote the offending value: hex longer than a nonce (a signature) is cut,
-/// so neither the answer nor the log carries one.
-pub(super) fn redact_long_hex(msg: &str) -> String {
-    let mut out = String::with_capacity(msg.len());
-    let mut run = String::new();
-    let flush = |run: &mut String, out: &mut String| {
-        if run.len() > 66 {
-            out.push_str(&run[..10]);
-            out.push('…');
-        } else {
-            out.push_str(run);
-        }
-        run.clear();
-    };
-    for ch in msg.chars() {
-        if ch.is_ascii_hexdigit() || (ch == 'x' && run == "0") {
-            run.push(ch);
-        } else {
-            flush(&mut run, &mut out);
-            out.push(ch);
-        }
-    }
-    flush(&mut run, &mut out);
-    out
 }
 
 impl FacilitatorApp {

@@ -1,5 +1,6 @@
 //! What the buyer is sent, transport-free: the paid answer (the upstream's JSON merged with
-//! `payment`, `metadata` and the disclaimer, plus the receipt header), a stored answer sent again,
+//! `payment`, `metadata` and the disclaimer in both key sets (`shape.rs`), plus the receipt
+//! header), a stored answer sent again,
 //! and the 503 of a settlement whose outcome is not known yet.
 
 use alloy_primitives::B256;
@@ -8,10 +9,9 @@ use serde_json::{Value, json};
 use crate::http::Reply;
 use crate::seller::ctx::Ctx;
 use crate::seller::payment::VerifiedPayment;
+use crate::seller::shape;
 use crate::store::StoredAnswer;
-use crate::util::{now_secs, rfc3339};
 use crate::x402::codec;
-use crate::x402::money;
 use crate::x402::reason::Reason;
 use crate::x402::types::SettleResponse;
 
@@ -61,64 +61,27 @@ pub(crate) fn pending(tx: Option<B256>) -> Reply {
     Reply::json(503, &body).retry_after(5)
 }
 
-/// The upstream answer plus `payment`, `metadata` and the disclaimer.
-fn merge(
-    mut answer: Value,
-    disclaimer: &str,
-    ctx: &Ctx,
-    p: &VerifiedPayment<'_>,
-    tx: B256,
-) -> Value {
-    let Some(obj) = answer.as_object_mut() else {
-        return answer;
-    };
-    obj.insert("payment".into(), payment_block(p, tx));
-    let up = obj
-        .get("metadata")
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    let mut meta = up.clone();
-    meta.insert("requestId".into(), json!(ctx.request_id));
-    meta.insert("paymentId".into(), json!(p.payment_id));
-    meta.insert(
-        "modelCallId".into(),
-        up.get("modelCallId").cloned().unwrap_or(Value::Null),
-    );
-    meta.insert(
-        "model".into(),
-        up.get("model").cloned().unwrap_or(json!("unknown")),
-    );
-    meta.insert(
-        "generatedAt".into(),
-        up.get("generatedAt")
-            .cloned()
-            .unwrap_or_else(|| json!(rfc3339(now_secs()))),
-    );
-    meta.insert("x402Version".into(), json!(p.version()));
-    obj.insert("metadata".into(), Value::Object(meta));
-    if obj
-        .get("disclaimer")
-        .is_none_or(|d| d.as_str().is_none_or(str::is_empty))
-    {
-        obj.insert("disclaimer".into(), json!(disclaimer));
-    }
-    answer
+/// The upstream answer plus `payment`, `metadata` and the disclaimer, in the seed's and
+/// roma-01's key sets ([`shape`]).
+fn merge(answer: Value, disclaimer: &str, ctx: &Ctx, p: &VerifiedPayment<'_>, tx: B256) -> Value {
+    shape::merge(answer, &paid(ctx, p, tx), disclaimer)
 }
 
-/// The answer's `payment` object: what was paid, by whom, to whom, in which transaction.
-fn payment_block(p: &VerifiedPayment<'_>, tx: B256) -> Value {
+/// What the answer says of the settled payment `p` in `tx`.
+fn paid(ctx: &Ctx, p: &VerifiedPayment<'_>, tx: B256) -> shape::Paid {
     let o = p.offer;
-    json!({
-        "receiptId": format!("{tx:#x}"),
-        "transaction": format!("{tx:#x}"),
-        "amount": o.amount.to_string(),
-        "amountDisplay": money::format_decimal(o.amount, o.decimals),
-        "decimals": o.decimals,
-        "asset": o.asset.to_string(),
-        "network": p.network_name(),
-        "payer": p.authorization().from.to_string(),
-        "payTo": o.pay_to.to_string(),
-        "paymentId": p.payment_id,
-    })
+    shape::Paid {
+        tx: format!("{tx:#x}"),
+        amount_atomic: o.amount.to_string(),
+        amount: shape::Paid::amount_of(o.amount, o.decimals),
+        decimals: o.decimals,
+        asset: o.asset.to_string(),
+        network: p.network_name(),
+        payer: p.authorization().from.to_string(),
+        pay_to: o.pay_to.to_string(),
+        deadline_seconds: o.max_timeout_seconds,
+        payment_id: p.payment_id.clone(),
+        request_id: ctx.request_id.clone(),
+        x402_version: p.version(),
+    }
 }

@@ -22,7 +22,7 @@ use crate::x402::{HEADER_PAYMENT_REQUIRED, codec, money};
 impl Paywall {
     /// The 402: v2 `PAYMENT-REQUIRED` header plus a v1 JSON body, both with fresh challenges.
     pub(crate) fn challenge(&self, s: &Session, route: &Route, why: &Rejection) -> Reply {
-        telemetry::with(|m| m.challenges.with_label_values(&[&route.id()]).inc());
+        telemetry::with(|m| m.challenge(&route.id()));
         let now = now_secs();
         let url = resource_url(s);
         let accepts: Vec<PaymentRequirements> = route

@@ -161,8 +161,46 @@ pub struct RouteConfig {
     /// Validate the body as a `StrategyRequest` before asking for payment.
     #[serde(default = "yes")]
     pub strategy_request: bool,
+    /// The shape an upstream answer must have to be charged: `strategy` (the strategy answer
+    /// contract; the default when `strategy_request` is true), `json` (a JSON object; the
+    /// default otherwise) or `any` (any JSON document).
+    #[serde(default)]
+    pub answer: Option<String>,
+    /// Charge for the labelled stand-in answer (`metadata.model: standin-fixed-v0`) too. Off:
+    /// a placeholder is never sold unless a route says so.
+    #[serde(default)]
+    pub charge_standin: bool,
     #[serde(default)]
     pub accepts: Vec<AcceptConfig>,
+}
+
+/// What an upstream answer must be for the route to charge for it (`answer:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerShape {
+    /// The strategy answer contract: a `strategy` with a summary, steps, well-formed actions
+    /// and risk notes ([`crate::advisor::answer`]).
+    Strategy,
+    /// A JSON object.
+    Json,
+    /// Any JSON document.
+    Any,
+}
+
+impl AnswerShape {
+    /// The word used in `sidecar.yaml`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AnswerShape::Strategy => "strategy",
+            AnswerShape::Json => "json",
+            AnswerShape::Any => "any",
+        }
+    }
+
+    fn parse(text: &str) -> Option<AnswerShape> {
+        [AnswerShape::Strategy, AnswerShape::Json, AnswerShape::Any]
+            .into_iter()
+            .find(|a| a.name() == text.trim())
+    }
 }
 
 /// One way to pay a route.
@@ -230,6 +268,10 @@ pub struct Route {
     pub path: String,
     pub description: String,
     pub strategy_request: bool,
+    /// What an upstream answer must be to be charged.
+    pub answer: AnswerShape,
+    /// Whether the labelled stand-in answer may be charged.
+    pub charge_standin: bool,
     /// Empty for a free route.
     pub offers: Vec<Offer>,
 }
@@ -245,7 +287,8 @@ impl Route {
         if self.offers.is_empty() {
             return vec![format!("{} (free)", self.id())];
         }
-        self.offers
+        let mut lines: Vec<String> = self
+            .offers
             .iter()
             .map(|o| {
                 format!(
@@ -259,7 +302,18 @@ impl Route {
                     o.facilitator
                 )
             })
-            .collect()
+            .collect();
+        lines.push(format!(
+            "{} charges only for a `{}` answer{}",
+            self.id(),
+            self.answer.name(),
+            if self.charge_standin {
+                ", the labelled stand-in included"
+            } else {
+                ""
+            }
+        ));
+        lines
     }
 }
 
@@ -404,7 +458,7 @@ impl InboundConfig {
         if listen.is_none() {
             p(
                 "inbound.listen",
-                format!("`{}` is not an address like 0.0.0.0:8402", self.listen),
+                "is not an address like 0.0.0.0:8402".into(),
             );
         }
         let upstream = self.upstream.resolve(&mut p);
@@ -427,7 +481,7 @@ impl InboundConfig {
                 Ok(ip) => trusted_proxies.push(ip),
                 Err(_) => p(
                     &format!("inbound.trusted_proxies[{i}]"),
-                    format!("`{t}` is not an IP address"),
+                    "is not an IP address".into(),
                 ),
             }
         }
@@ -458,14 +512,11 @@ impl InboundConfig {
         if !matches!(method.as_str(), "GET" | "POST" | "PUT" | "PATCH" | "DELETE") {
             p(
                 format!("{at}.method"),
-                format!("`{}` is not an HTTP method", r.method),
+                "is not an HTTP method (GET, POST, PUT, PATCH or DELETE)".into(),
             );
         }
         if !r.path.starts_with('/') {
-            p(
-                format!("{at}.path"),
-                format!("`{}` must start with /", r.path),
-            );
+            p(format!("{at}.path"), "must start with /".into());
         }
         if self.routes[..ri]
             .iter()
@@ -479,17 +530,48 @@ impl InboundConfig {
         if r.accepts.is_empty() && r.price.is_some() {
             p(format!("{at}.accepts"), "the route has a price but no way to pay it: add an accepts entry (network, asset, pay_to, eip712)".into());
         }
+        let default_answer = if r.strategy_request {
+            AnswerShape::Strategy
+        } else {
+            AnswerShape::Json
+        };
+        let answer = match r.answer.as_deref() {
+            None => default_answer,
+            Some(text) => AnswerShape::parse(text).unwrap_or_else(|| {
+                p(
+                    format!("{at}.answer"),
+                    "must be `strategy` (the strategy answer contract), `json` (a JSON object) or `any` (any JSON document)".into(),
+                );
+                default_answer
+            }),
+        };
         let offers = r
             .accepts
             .iter()
             .enumerate()
             .filter_map(|(ai, a)| a.offer(&format!("{at}.accepts[{ai}]"), r, settlement, problems))
-            .collect();
+            .collect::<Vec<Offer>>();
+        // Tiers must differ: a payment names the one it pays by its terms.
+        if offers.len() == r.accepts.len() {
+            for (j, o) in offers.iter().enumerate() {
+                if let Some(i) = offers[..j]
+                    .iter()
+                    .position(|e| e.base_requirement() == o.base_requirement())
+                {
+                    problems.push(Problem {
+                        path: format!("{at}.accepts[{j}]"),
+                        message: format!("offers the same terms as accepts[{i}] (network, asset, pay_to, price, window, domain): remove one, or make the tiers differ"),
+                    });
+                }
+            }
+        }
         Route {
             method,
             path: r.path.clone(),
             description: r.description.clone(),
             strategy_request: r.strategy_request,
+            answer,
+            charge_standin: r.charge_standin,
             offers,
         }
     }
@@ -503,7 +585,7 @@ impl UpstreamConfig {
             _ => {
                 p(
                     "inbound.upstream.url",
-                    format!("`{}` is not an http(s) URL", self.url),
+                    "is not an http(s) URL with a host".into(),
                 );
                 None
             }
@@ -554,27 +636,21 @@ impl AcceptConfig {
         if chain_id.is_none() {
             p(
                 "network",
-                format!(
-                    "`{}` is not a CAIP-2 EVM network like `eip155:84532`",
-                    self.network
-                ),
+                "is not a CAIP-2 EVM network like `eip155:84532`".into(),
             );
         }
         let asset = address::parse(&self.asset);
         match &asset {
             Err(AddressError::Malformed) => p(
                 "asset",
-                format!(
-                    "`{}` is not a token address (0x + 40 hex digits)",
-                    self.asset
-                ),
+                "is not a token address (0x + 40 hex digits)".into(),
             ),
-            Err(e) => p("asset", format!("`{}` {e}", self.asset)),
+            Err(e) => p("asset", e.to_string()),
             Ok(_) => {}
         }
         let pay_to = address::parse(&self.pay_to);
         match &pay_to {
-            Err(e) => p("pay_to", format!("`{}` {e}", self.pay_to)),
+            Err(e) => p("pay_to", e.to_string()),
             Ok(addr) if addr.is_zero() => {
                 p("pay_to", "the zero address would burn every payment".into())
             }
@@ -769,6 +845,67 @@ facilitators:
         );
         let off = GOOD.replace("  routes:", "  limits: { enabled: false }\n  routes:");
         assert!(resolve(&off).unwrap().seller().unwrap().limits.is_none());
+    }
+
+    #[test]
+    fn a_route_declares_the_answer_it_charges_for() {
+        let r = resolve(GOOD).unwrap();
+        assert_eq!(
+            r.routes()[0].answer,
+            AnswerShape::Strategy,
+            "strategy routes default to the contract"
+        );
+        assert!(
+            !r.routes()[0].charge_standin,
+            "the stand-in is not sold by default"
+        );
+        let json = GOOD.replace(
+            "      price: \"$0.01\"",
+            "      price: \"$0.01\"\n      answer: json\n      charge_standin: true",
+        );
+        let r = resolve(&json).unwrap();
+        assert_eq!(r.routes()[0].answer, AnswerShape::Json);
+        assert!(r.routes()[0].charge_standin);
+        let plain = GOOD.replace(
+            "      price: \"$0.01\"",
+            "      price: \"$0.01\"\n      strategy_request: false",
+        );
+        assert_eq!(
+            resolve(&plain).unwrap().routes()[0].answer,
+            AnswerShape::Json
+        );
+        let bad = GOOD.replace(
+            "      price: \"$0.01\"",
+            "      price: \"$0.01\"\n      answer: 0xdeadbeefsecret",
+        );
+        let probs = resolve(&bad).unwrap_err();
+        assert_eq!(probs[0].path, "inbound.routes[0].answer", "{probs:#?}");
+        assert!(!probs[0].message.contains("deadbeef"), "{probs:#?}");
+    }
+
+    #[test]
+    fn two_tiers_must_differ() {
+        let tiers = GOOD.replace(
+            "          eip712: { name: USDC, version: \"2\" }\n",
+            "          eip712: { name: USDC, version: \"2\" }\n        - network: eip155:84532\n          asset: \"0x036CbD53842c5426634e7929541eC2318f3dCF7e\"\n          pay_to: \"0x70997970C51812dc3A010C7d01b50e0d17dc79C8\"\n          price: \"$0.05\"\n          eip712: { name: USDC, version: \"2\" }\n",
+        );
+        let r = resolve(&tiers).unwrap();
+        assert_eq!(r.routes()[0].offers.len(), 2);
+        let same = tiers.replace("          price: \"$0.05\"\n", "");
+        let probs = resolve(&same).unwrap_err();
+        assert_eq!(probs[0].path, "inbound.routes[0].accepts[1]", "{probs:#?}");
+    }
+
+    #[test]
+    fn problems_name_the_field_not_the_value() {
+        let key = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+        let bad = GOOD.replace("0x70997970C51812dc3A010C7d01b50e0d17dc79C8", key);
+        let probs = resolve(&bad).unwrap_err();
+        assert_eq!(
+            probs[0].path, "inbound.routes[0].accepts[0].pay_to",
+            "{probs:#?}"
+        );
+        assert!(!probs[0].message.contains(&key[..16]), "{probs:#?}");
     }
 
     #[test]

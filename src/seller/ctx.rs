@@ -11,6 +11,8 @@ pub(crate) struct Ctx {
     pub(crate) request_id: String,
     /// When the request arrived: the paid call's `total` phase and its `ms` log field.
     pub(crate) started: Instant,
+    /// The paid answer's `modelCallId`, once it is known: on the request's access-log line.
+    pub(crate) model_call_id: std::sync::OnceLock<String>,
 }
 
 impl Ctx {
@@ -18,6 +20,7 @@ impl Ctx {
         Ctx {
             request_id: new_id("req"),
             started: Instant::now(),
+            model_call_id: std::sync::OnceLock::new(),
         }
     }
 }

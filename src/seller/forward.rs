@@ -5,13 +5,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pingora_proxy::Session;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tracing::warn;
 
 use crate::advisor;
 use crate::http::{ReadError, Reply};
 use crate::seller::Paywall;
-use crate::seller::config::Route;
+use crate::seller::config::{AnswerShape, Route};
 use crate::seller::ctx::Ctx;
 use crate::seller::paid::observe_secs;
 use crate::seller::payment::VerifiedPayment;
@@ -142,36 +142,80 @@ impl Paywall {
                 format!("the strategy service answered {status}; you were not charged"),
             )
             .retry_after(2)),
-            Ok((_, bytes)) => check_answer(&bytes, route.strategy_request).map_err(|why| {
-                Reply::error(
-                    502,
-                    "upstream_bad_answer",
-                    format!("the strategy service's answer {why}; you were not charged"),
-                )
-                .retry_after(2)
-            }),
+            Ok((_, bytes)) => check_answer(&bytes, route).map_err(refused_answer),
         }
     }
 }
 
 /// Count and log an upstream failure by its reply's `error` code.
 fn upstream_failed(r: &Reply, ctx: &Ctx, p: &VerifiedPayment<'_>, took: Duration) {
-    let kind = serde_json::from_slice::<Value>(&r.body)
-        .ok()
-        .and_then(|v| v["error"].as_str().map(str::to_string))
-        .unwrap_or_default();
-    telemetry::with(|m| m.upstream_errors.with_label_values(&[&kind]).inc());
-    warn!(request_id = %ctx.request_id, payment_id = %p.payment_id, status = r.status, ms = took.as_millis() as u64, "upstream failed: not settling, claim released");
+    let body = serde_json::from_slice::<Value>(&r.body).unwrap_or_default();
+    let kind = body["error"].as_str().unwrap_or_default();
+    let problem = body["problem"].as_str().unwrap_or("-");
+    telemetry::with(|m| m.upstream_errors.with_label_values(&[kind]).inc());
+    warn!(request_id = %ctx.request_id, payment_id = %p.payment_id, status = r.status, error = kind, problem, ms = took.as_millis() as u64, "upstream failed: not settling, claim released");
 }
 
-/// Is this the answer we sell? A JSON object, with a `strategy` object on strategy routes.
-pub(crate) fn check_answer(bytes: &[u8], strategy_route: bool) -> Result<Value, String> {
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("is not JSON ({e})"))?;
-    let Some(obj) = v.as_object() else {
-        return Err("is not a JSON object".into());
-    };
-    if strategy_route && !obj.get("strategy").is_some_and(Value::is_object) {
-        return Err("has no `strategy` object".into());
+/// Why an upstream answer is not charged: a machine-readable code (`upstream_bad_answer` for
+/// what is not a complete JSON document of the route's kind, `answer_not_chargeable` for one that
+/// does not meet the route's answer contract), the contract's problem and field, and a sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refused {
+    pub(crate) error: &'static str,
+    pub(crate) problem: &'static str,
+    pub(crate) field: Option<String>,
+    pub(crate) message: String,
+}
+
+impl Refused {
+    fn bad(problem: &'static str, message: &str) -> Refused {
+        Refused {
+            error: "upstream_bad_answer",
+            problem,
+            field: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// The 502 for an answer that is not charged: the buyer may send the same payment again.
+fn refused_answer(r: Refused) -> Reply {
+    Reply::json(
+        502,
+        &json!({
+            "error": r.error,
+            "problem": r.problem,
+            "field": r.field,
+            "message": format!("the strategy service's answer {}; you were not charged", r.message),
+        }),
+    )
+    .retry_after(2)
+}
+
+/// Is this the answer we sell on `route`? Its `answer:` shape: `strategy` (the strategy answer
+/// contract of [`advisor::answer`]), `json` (a JSON object) or `any` (any JSON document); the
+/// labelled stand-in only where the route charges for it.
+pub(crate) fn check_answer(bytes: &[u8], route: &Route) -> Result<Value, Refused> {
+    let v: Value = serde_json::from_slice(bytes)
+        .map_err(|_| Refused::bad("not_json", "is not a complete JSON document"))?;
+    if route.answer != AnswerShape::Any && !v.is_object() {
+        return Err(Refused::bad("not_object", "is not a JSON object"));
+    }
+    if !route.charge_standin && advisor::answer::is_standin(&v) {
+        return Err(Refused {
+            error: "answer_not_chargeable",
+            problem: "standin",
+            field: Some("metadata.model".into()),
+            message: "is the labelled stand-in placeholder, not advice".into(),
+        });
+    }
+    if route.answer == AnswerShape::Strategy {
+        advisor::answer::check_strategy_answer(&v, route.charge_standin).map_err(|p| Refused {
+            error: "answer_not_chargeable",
+            problem: p.code,
+            field: Some(p.field),
+            message: p.message,
+        })?;
     }
     Ok(v)
 }
@@ -180,13 +224,55 @@ pub(crate) fn check_answer(bytes: &[u8], strategy_route: bool) -> Result<Value, 
 mod tests {
     use super::*;
 
+    fn route(answer: AnswerShape, charge_standin: bool) -> Route {
+        Route {
+            method: "POST".into(),
+            path: "/x402".into(),
+            description: String::new(),
+            strategy_request: true,
+            answer,
+            charge_standin,
+            offers: Vec::new(),
+        }
+    }
+
+    const ADVICE: &[u8] = br#"{"strategy":{"summary":"Cut.","steps":["Reduce ETH-PERP."]}}"#;
+
     #[test]
-    fn answers_must_be_json_objects_with_a_strategy() {
-        assert!(check_answer(br#"{"strategy":{"summary":"x"}}"#, true).is_ok());
-        assert!(check_answer(br#"{"strategy":{"summ"#, true).is_err());
-        assert!(check_answer(b"<html>", true).is_err());
-        assert!(check_answer(br#"{"advice":"x"}"#, true).is_err());
-        assert!(check_answer(br#"{"advice":"x"}"#, false).is_ok());
-        assert!(check_answer(b"[]", false).is_err());
+    fn a_strategy_route_sells_only_advice() {
+        let r = route(AnswerShape::Strategy, false);
+        assert!(check_answer(ADVICE, &r).is_ok());
+        for (body, problem) in [
+            (&br#"{"strategy":{}}"#[..], "empty_summary"),
+            (br#"{"strategy":{"summ"#, "not_json"),
+            (b"<html>", "not_json"),
+            (br#"{"advice":"x"}"#, "no_strategy"),
+            (br#"{"strategy":{"summary":"s","steps":[]}}"#, "no_steps"),
+            (b"[]", "not_object"),
+        ] {
+            let got = check_answer(body, &r).unwrap_err();
+            assert_eq!(got.problem, problem, "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn the_standin_is_sold_only_where_the_route_says_so() {
+        let standin = br#"{"strategy":{"summary":"STAND-IN","steps":["hold"]},"metadata":{"model":"standin-fixed-v0"}}"#;
+        for shape in [AnswerShape::Strategy, AnswerShape::Json, AnswerShape::Any] {
+            let got = check_answer(standin, &route(shape, false)).unwrap_err();
+            assert_eq!(
+                (got.error, got.problem),
+                ("answer_not_chargeable", "standin")
+            );
+            assert!(check_answer(standin, &route(shape, true)).is_ok());
+        }
+    }
+
+    #[test]
+    fn json_and_any_routes_take_what_they_say() {
+        assert!(check_answer(br#"{"advice":"x"}"#, &route(AnswerShape::Json, false)).is_ok());
+        assert!(check_answer(b"[]", &route(AnswerShape::Json, false)).is_err());
+        assert!(check_answer(b"[1]", &route(AnswerShape::Any, false)).is_ok());
+        assert!(check_answer(b"[1", &route(AnswerShape::Any, false)).is_err());
     }
 }

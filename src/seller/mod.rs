@@ -38,6 +38,7 @@ mod paid;
 mod payment;
 mod proxy;
 mod settle;
+mod shape;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -118,7 +119,10 @@ impl Paywall {
             .ok()
             .and_then(|mut a| a.next())
             .ok_or_else(|| BuildError::Upstream(cfg.upstream.text.clone()))?;
-        let backends = Arc::new(Backends::new(&cfg.settlement)?);
+        let backends = Arc::new(Backends::new(
+            &cfg.settlement,
+            crate::store::nonce_leases(store),
+        )?);
         let store = crate::store::open(store).map_err(|e| BuildError::Store(e.to_string()))?;
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(64)

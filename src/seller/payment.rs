@@ -109,6 +109,8 @@ pub(crate) struct ClaimedPayment<'a> {
     pub(crate) token: String,
     /// SHA-256 of the request body the payment is used with.
     pub(crate) body_hash: String,
+    /// That body (kept in the journal with the `forwarded` record).
+    pub(crate) body: Bytes,
     /// How long the record is kept.
     pub(crate) ttl: Duration,
 }
@@ -120,6 +122,7 @@ impl<'a> ClaimedPayment<'a> {
         ClaimedPayment {
             token: new_id("claim"),
             body_hash: sha256_hex(body),
+            body: body.clone(),
             ttl: payment.ttl(now),
             payment,
         }

@@ -48,6 +48,33 @@ impl ProxyHttp for Paywall {
         Ok(true)
     }
 
+    /// Runs last, once per request, answered or proxied: one access-log line and the RED
+    /// counters (`x402_http_requests_total`, `x402_http_request_duration_seconds`). The path
+    /// label is the configured route's, or `unmatched` (no label per unknown URL).
+    async fn logging(&self, s: &mut Session, e: Option<&pingora_core::Error>, ctx: &mut Ctx) {
+        let req = s.req_header();
+        let method = req.method.as_str().to_string();
+        let path = req.uri.path().to_string();
+        let route = self
+            .route(&method, &path)
+            .map_or("unmatched".to_string(), |r| r.path.clone());
+        let status = s.response_written().map_or(0, |h| h.status.as_u16());
+        let took = ctx.started.elapsed();
+        crate::telemetry::with(|m| m.answer(&method, &route, status, took));
+        let trace_id = crate::telemetry::trace_id(&s.req_header().headers);
+        info!(
+            request_id = %ctx.request_id,
+            method = %method,
+            path = %path,
+            status,
+            ms = took.as_millis() as u64,
+            trace_id = trace_id.as_deref().unwrap_or("-"),
+            model_call_id = ctx.model_call_id.get().map_or("-", String::as_str),
+            error = e.map(|e| e.to_string()).as_deref().unwrap_or("-"),
+            "access"
+        );
+    }
+
     /// Runs for a proxied (free) request only: the upstream it goes to.
     async fn upstream_peer(
         &self,
@@ -89,8 +116,13 @@ impl Paywall {
             route = %route.id(),
             payment_id = tracing::field::Empty,
             payer = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            model_call_id = tracing::field::Empty,
             http.response.status_code = tracing::field::Empty,
         );
+        if let Some(t) = crate::telemetry::trace_id(&s.req_header().headers) {
+            span.record("trace_id", t.as_str());
+        }
         crate::telemetry::otlp::adopt_parent(&span, &s.req_header().headers);
         let headers = &s.req_header().headers;
         let unpaid = !headers.contains_key(HEADER_PAYMENT_SIGNATURE)

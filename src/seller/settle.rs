@@ -4,8 +4,9 @@
 //! API). Both take the one [`VerifiedPayment`] and build what they need from it.
 //!
 //! A remote facilitator is trusted to do the work, not to report it: a claimed settlement is
-//! accepted only once this sidecar's own RPC shows its receipt with the `Transfer` to the
-//! seller, and when the facilitator gives no usable answer the chain decides (the token's
+//! accepted only once this sidecar's own RPC shows its receipt proving this payment (the
+//! token's `AuthorizationUsed(payer, nonce)` and its `Transfer` to the seller, see
+//! [`check_receipt`]), and when the facilitator gives no usable answer the chain decides (the token's
 //! `authorizationState` and `AuthorizationUsed` log). Settling the same authorization twice
 //! can never charge twice (the token accepts each EIP-3009 nonce once), so a settlement whose
 //! answer was lost is asked for again only while the chain shows the authorization unused.
@@ -19,6 +20,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tracing::{info, warn};
 
+use crate::evm::NonceLeases;
 use crate::evm::chain::{Chain, SettleOutcome, check_receipt};
 use crate::seller::BuildError;
 use crate::seller::config::{BackendSpecs, RemoteFacilitator};
@@ -74,14 +76,19 @@ pub(crate) struct Backends {
 }
 
 impl Backends {
-    /// Connect (lazily) to every chain and remote facilitator of the resolved section.
-    pub(crate) fn new(specs: &BackendSpecs) -> Result<Self, BuildError> {
+    /// Connect (lazily) to every chain and remote facilitator of the resolved section; the
+    /// settler keys' nonces are shared with the other replicas through `leases` when given.
+    pub(crate) fn new(
+        specs: &BackendSpecs,
+        leases: Option<Arc<dyn NonceLeases>>,
+    ) -> Result<Self, BuildError> {
         let mut by_chain: HashMap<u64, Arc<dyn Settlement>> = HashMap::new();
         for spec in &specs.local {
-            let chain = Chain::from_spec(spec).map_err(|why| BuildError::Backend {
-                network: spec.network.clone(),
-                why,
-            })?;
+            let chain =
+                Chain::from_spec(spec, leases.clone()).map_err(|why| BuildError::Backend {
+                    network: spec.network.clone(),
+                    why,
+                })?;
             let local = LocalSettlement {
                 chain: Arc::new(chain),
             };
@@ -159,6 +166,13 @@ impl Settlement for LocalSettlement {
         self.chain
             .settle(p.offer.asset, &v.authorization, &v.signature)
             .await
+    }
+
+    /// By its hash; a transaction the node does not know (its broadcast was lost, or the node
+    /// dropped it) is not pending: the payment's identity on chain decides, and the
+    /// settlement is submitted again while it is unused (which cannot charge twice).
+    async fn by_tx(&self, asset: Address, auth: &Authorization, tx: B256) -> SettleOutcome {
+        self.chain.by_tx(tx, asset, auth).await
     }
 }
 
@@ -259,7 +273,7 @@ impl Settlement for RemoteSettlement {
 
 impl RemoteSettlement {
     pub(crate) fn new(f: &RemoteFacilitator, http: reqwest::Client) -> Result<Self, String> {
-        let chain = Chain::read_only(&f.rpc_url, f.chain_id, f.receipt_timeout)
+        let chain = Chain::read_only_with(&f.rpc_url, f.chain_id, f.receipt_timeout, f.rpc)
             .map_err(|e| e.to_string())?;
         let mut headers = reqwest::header::HeaderMap::new();
         for (k, v) in &f.headers {
@@ -329,17 +343,36 @@ impl RemoteSettlement {
             } else {
                 reason
             },
-            message: format!("the facilitator did not settle ({code}): {why}"),
+            // The facilitator's words may quote the payment: no long hex in ours.
+            message: crate::x402::redact::mask_hex(&format!(
+                "the facilitator did not settle ({code}): {why}"
+            )),
             tx,
         }
     }
 
-    /// A reported settlement counts once its receipt shows the transfer to the seller.
+    /// A reported settlement counts once its receipt proves this payment: status 1, the token's
+    /// `AuthorizationUsed(payer, nonce)` and its `Transfer` to payTo of the amount
+    /// ([`check_receipt`]). A receipt that does not (an older transfer of the same payer,
+    /// another nonce, a reverted or foreign transaction) is not believed; the chain is then
+    /// asked whether this authorization was used by another transaction that paid.
     async fn confirm(&self, tx: B256, p: &VerifiedPayment<'_>) -> SettleOutcome {
-        match self.chain.wait_receipt(tx, self.receipt_timeout).await {
-            Some(r) => check_receipt(&r, p.offer.asset, p.authorization()),
-            None => SettleOutcome::Pending { tx },
+        let Some(r) = self.chain.wait_receipt(tx, self.receipt_timeout).await else {
+            return SettleOutcome::Pending { tx };
+        };
+        let (asset, auth) = (p.offer.asset, p.authorization());
+        let outcome = check_receipt(&r, asset, auth);
+        if matches!(outcome, SettleOutcome::Settled { .. }) {
+            return outcome;
         }
+        if let Ok(Some(o @ SettleOutcome::Settled { .. })) =
+            self.chain.settlement_of(asset, auth).await
+        {
+            warn!(facilitator = %self.shown, "the facilitator reported a transaction that is not this payment's settlement, but another one settled it");
+            return o;
+        }
+        warn!(facilitator = %self.shown, "the facilitator reported a settlement the chain does not show for this payment");
+        outcome
     }
 
     /// No usable answer: what the chain shows, else unknown (never a guess).

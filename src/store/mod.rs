@@ -4,6 +4,7 @@
 //! Two implementations behind [`ReplayStore`]: [`MemoryStore`] (moka, one node) and
 //! [`RedisStore`] (many replicas; compare-and-set in Lua so ownership is checked atomically).
 
+mod leases;
 mod memory;
 mod redis_store;
 
@@ -18,6 +19,7 @@ use alloy_primitives::Address;
 use crate::util::Problem;
 use crate::x402::types::Authorization;
 
+pub use leases::RedisLeases;
 pub use memory::MemoryStore;
 pub use redis_store::RedisStore;
 
@@ -187,7 +189,7 @@ impl StoreConfig {
         } else {
             problems.push(Problem {
                 path: "store".into(),
-                message: format!("`{spec}` is not a store: use `memory` or `redis://host:6379/0`"),
+                message: "is not a store: use `memory` or `redis://host:6379/0`".into(),
             });
             None
         }
@@ -218,6 +220,22 @@ pub fn open(spec: &StoreSpec) -> Result<Arc<dyn Store>, StoreError> {
     match spec {
         StoreSpec::Memory => Ok(Arc::new(MemoryStore::new(1_000_000))),
         StoreSpec::Redis(url) => Ok(Arc::new(RedisStore::new(url)?)),
+    }
+}
+
+/// The settler keys' nonce leases of the configured store: Redis shares them with the other
+/// replicas; `memory` needs none (one process: its keys' nonce locks are process-wide).
+pub fn nonce_leases(spec: &StoreSpec) -> Option<Arc<dyn crate::evm::NonceLeases>> {
+    match spec {
+        StoreSpec::Memory => None,
+        StoreSpec::Redis(url) => match RedisLeases::new(url) {
+            Ok(l) => Some(Arc::new(l)),
+            // Not reached: the same URL opened the replay store already.
+            Err(e) => {
+                tracing::warn!("nonce leases unavailable: {e}");
+                None
+            }
+        },
     }
 }
 

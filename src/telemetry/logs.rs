@@ -14,7 +14,13 @@ pub fn init(json: bool, export: Option<&Export>) {
     });
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = if json {
-        fmt.json().flatten_event(true).boxed()
+        // Every span the line is in, once (`spans`, outermost first), and not the current one a
+        // second time (`span`): a request's fields appear once per line.
+        fmt.json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .boxed()
     } else {
         fmt.boxed()
     };

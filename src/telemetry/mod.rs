@@ -15,12 +15,12 @@ use http::Response;
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use serde_json::json;
 
-use crate::evm::Chain;
+use crate::evm::{Chain, SettlerGas};
 use crate::http::Reply;
 use crate::store::ReplayStore;
 use crate::x402::Reason;
@@ -30,8 +30,17 @@ pub use config::{AdminConfig, AdminSpec, OtlpConfig, OtlpSpec};
 /// Every metric the sidecar exports.
 pub struct Metrics {
     pub registry: Registry,
-    /// 402 challenges sent, by route.
+    /// 402 challenges sent, by route (`method`, `path`).
     pub challenges: IntCounterVec,
+    /// Every answer the sidecar's listener gave, by `method`, `path` (a configured route, or
+    /// `unmatched`) and `status` (RED: rate and errors).
+    pub http_requests: IntCounterVec,
+    /// Seconds per answer, by `method` and `path` (RED: duration).
+    pub http_seconds: HistogramVec,
+    /// Revenue settled to a payTo, in the asset's atomic units.
+    pub revenue_atomic: IntCounterVec,
+    /// The same revenue in whole tokens (atomic units over 10^decimals).
+    pub revenue: prometheus::GaugeVec,
     /// Payments by outcome (`verified`, `refused`) and reason code.
     pub payments: IntCounterVec,
     /// Settlements by outcome (`settled`, `failed`, `pending`).
@@ -44,9 +53,14 @@ pub struct Metrics {
     pub replays: IntCounterVec,
     /// Buyer spend in atomic units, by asset and seller.
     pub buyer_spend: IntCounterVec,
+    /// Buyer ledger lines by outcome (`pending`, `paid`, `unconfirmed`, `paid_no_answer`, …).
+    pub buyer_payments: IntCounterVec,
+    /// Transfers the buyer's watcher saw only after their call had ended, by seller.
+    pub buyer_late_transfers: IntCounterVec,
     /// Budget left today, atomic units, by asset.
     pub budget_remaining: IntGaugeVec,
-    /// Breaker state per seller: 0 closed, 1 half-open, 2 open.
+    /// Breaker state per seller: 1 for the state it is in (`closed`, `half_open`, `open`), 0
+    /// for the others.
     pub breaker_state: IntGaugeVec,
     /// Answers given by the buyer's fallback, by mode.
     pub fallbacks: IntCounterVec,
@@ -55,6 +69,8 @@ pub struct Metrics {
     /// OTLP span batches by outcome (`sent`, `failed`), and the spans in them.
     pub otlp_batches: IntCounterVec,
     pub otlp_spans: IntCounterVec,
+    /// Each settler key's balance in wei, by network and settler address.
+    pub settler_balance: GaugeVec,
     /// Audit records waiting in the spill now (the journal could not write them yet).
     pub audit_spill_pending: IntGauge,
     /// Audit records by what the spill did with them (`spilled`, `journaled`, `dropped`).
@@ -74,7 +90,38 @@ fn build() -> Result<Metrics, prometheus::Error> {
             registry.register(Box::new(c.clone()))?;
             Ok(c)
         };
-    let challenges = counter("x402_challenges_total", "402 challenges sent", &["route"])?;
+    let challenges = counter(
+        "x402_challenges_total",
+        "402 challenges sent",
+        &["method", "path"],
+    )?;
+    let http_requests = counter(
+        "x402_http_requests_total",
+        "Answers given, by method, route path and status",
+        &["method", "path", "status"],
+    )?;
+    let http_seconds = HistogramVec::new(
+        HistogramOpts::new("x402_http_request_duration_seconds", "Seconds per answer").buckets(
+            vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ],
+        ),
+        &["method", "path"],
+    )?;
+    registry.register(Box::new(http_seconds.clone()))?;
+    let revenue_atomic = counter(
+        "x402_revenue_atomic_total",
+        "Revenue settled, in the asset's atomic units",
+        &["network", "asset", "pay_to"],
+    )?;
+    let revenue = prometheus::GaugeVec::new(
+        Opts::new(
+            "x402_revenue",
+            "Revenue settled since start, in whole tokens (atomic units over 10^decimals)",
+        ),
+        &["network", "asset", "pay_to"],
+    )?;
+    registry.register(Box::new(revenue.clone()))?;
     let payments = counter(
         "x402_payments_total",
         "Payments checked, by outcome and reason",
@@ -99,6 +146,16 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "x402_buyer_spend_atomic_total",
         "Buyer spend in atomic units",
         &["asset", "seller"],
+    )?;
+    let buyer_payments = counter(
+        "x402_buyer_payments_total",
+        "Buyer authorizations written down, by outcome",
+        &["outcome"],
+    )?;
+    let buyer_late_transfers = counter(
+        "x402_buyer_late_transfers_total",
+        "Transfers seen only after their call had ended, by seller",
+        &["seller"],
     )?;
     let fallbacks = counter(
         "x402_fallback_answers_total",
@@ -156,31 +213,53 @@ fn build() -> Result<Metrics, prometheus::Error> {
     )?;
     registry.register(Box::new(budget_remaining.clone()))?;
     let breaker_state = IntGaugeVec::new(
-        Opts::new("x402_breaker_state", "0 closed, 1 half-open, 2 open"),
-        &["seller"],
+        Opts::new(
+            "x402_breaker_state",
+            "1 for the state each seller's breaker is in, 0 for the others",
+        ),
+        &["seller", "state"],
     )?;
     registry.register(Box::new(breaker_state.clone()))?;
+    let settler_balance = GaugeVec::new(
+        Opts::new(
+            "x402_settler_balance_wei",
+            "Balance of each settler key (pays the settlements' gas), in wei",
+        ),
+        &["network", "settler"],
+    )?;
+    registry.register(Box::new(settler_balance.clone()))?;
     let build_info = IntGauge::with_opts(
         Opts::new("x402_build_info", "Build information")
             .const_label("version", env!("CARGO_PKG_VERSION")),
     )?;
     registry.register(Box::new(build_info.clone()))?;
     build_info.set(1);
+    #[cfg(target_os = "linux")]
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
     Ok(Metrics {
         registry,
         challenges,
+        http_requests,
+        http_seconds,
+        revenue_atomic,
+        revenue,
         payments,
         settlements,
         phase_seconds,
         upstream_errors,
         replays,
         buyer_spend,
+        buyer_payments,
+        buyer_late_transfers,
         budget_remaining,
         breaker_state,
         fallbacks,
         facilitator_requests,
         otlp_batches,
         otlp_spans,
+        settler_balance,
         audit_spill_pending,
         audit_spill_records,
         audit_refusals,
@@ -365,13 +444,50 @@ impl Metrics {
         self.audit_refusals.with_label_values(&[r.label()]).inc();
     }
 
-    /// Count a payment by outcome and reason code (`reason` is empty for a verified one).
+    /// Count a payment by outcome and reason code (`none` for a verified one).
     pub fn payment(&self, outcome: PaymentOutcome) {
         let (label, reason) = match outcome {
-            PaymentOutcome::Verified => ("verified", ""),
+            PaymentOutcome::Verified => ("verified", "none"),
             PaymentOutcome::Refused(r) => ("refused", r.code()),
         };
         self.payments.with_label_values(&[label, reason]).inc();
+    }
+
+    /// Count a 402 sent for the route `METHOD /path`.
+    pub fn challenge(&self, route: &str) {
+        let (method, path) = split_route(route);
+        self.challenges.with_label_values(&[method, path]).inc();
+    }
+
+    /// Count one answer and its duration (`path`: a configured route's, or `unmatched`).
+    pub fn answer(&self, method: &str, path: &str, status: u16, took: Duration) {
+        self.http_requests
+            .with_label_values(&[method, path, &status.to_string()])
+            .inc();
+        self.http_seconds
+            .with_label_values(&[method, path])
+            .observe(took.as_secs_f64());
+    }
+
+    /// Count a settled payment's amount to `pay_to` (atomic units and whole tokens).
+    pub fn revenue(&self, network: &str, asset: &str, pay_to: &str, atomic: u64, decimals: u8) {
+        let labels = [network, asset, pay_to];
+        self.revenue_atomic
+            .with_label_values(&labels)
+            .inc_by(atomic);
+        let total = self.revenue_atomic.with_label_values(&labels).get();
+        self.revenue
+            .with_label_values(&labels)
+            .set(total as f64 / 10f64.powi(i32::from(decimals)));
+    }
+
+    /// Show a seller's breaker in `state` (`closed`, `half_open`, `open`).
+    pub fn breaker(&self, seller: &str, state: &str) {
+        for s in ["closed", "half_open", "open"] {
+            self.breaker_state
+                .with_label_values(&[seller, s])
+                .set(i64::from(s == state));
+        }
     }
 
     /// Count a settlement by outcome.
@@ -397,6 +513,14 @@ impl Metrics {
         self.replays.with_label_values(&[kind]).inc();
     }
 
+    /// Record a settler key's balance.
+    pub fn settler_gas(&self, network: &str, g: &SettlerGas) {
+        let wei = u128::try_from(g.balance).map_or(f64::MAX, |w| w as f64);
+        self.settler_balance
+            .with_label_values(&[network, &g.address.to_checksum(None)])
+            .set(wei);
+    }
+
     /// Count one OTLP batch of `spans` spans.
     pub fn export(&self, outcome: ExportOutcome, spans: u64) {
         self.otlp_batches
@@ -406,6 +530,20 @@ impl Metrics {
             .with_label_values(&[outcome.label()])
             .inc_by(spans);
     }
+}
+
+/// The trace id of a W3C `traceparent` header (`00-<trace id>-<span id>-<flags>`), if valid.
+pub fn trace_id(headers: &http::HeaderMap) -> Option<String> {
+    let v = headers.get("traceparent")?.to_str().ok()?;
+    let mut parts = v.split('-');
+    let (_version, id) = (parts.next()?, parts.next()?);
+    (id.len() == 32 && id.bytes().all(|c| c.is_ascii_hexdigit()) && id.bytes().any(|c| c != b'0'))
+        .then(|| id.to_ascii_lowercase())
+}
+
+/// `"POST /x402"` as `("POST", "/x402")` (labels carry no spaces).
+pub fn split_route(route: &str) -> (&str, &str) {
+    route.split_once(' ').unwrap_or(("ANY", route))
 }
 
 static METRICS: OnceLock<Option<Metrics>> = OnceLock::new();
@@ -480,11 +618,14 @@ impl Readiness {
         }
     }
 
-    /// Each check's result; ready when all pass.
+    /// Each check's result; ready when all pass. The `/readyz` body: `ready`, `checks` (one
+    /// boolean each) and, for a check that fails for a reason worth a sentence (a settler short
+    /// of gas), `reasons`.
     pub async fn check(&self) -> (bool, serde_json::Value) {
         let mut all = true;
         let mut out = serde_json::Map::new();
         let limit = Duration::from_secs(2);
+        let mut reasons = serde_json::Map::new();
         for (network, chain) in &self.chains {
             let ok = matches!(
                 tokio::time::timeout(limit, chain.check_chain_id()).await,
@@ -492,6 +633,16 @@ impl Readiness {
             );
             all &= ok;
             out.insert(format!("rpc:{network}"), json!(ok));
+            if chain.settlers().is_empty() {
+                continue;
+            }
+            let name = format!("settler_gas:{network}");
+            let (ok, why) = gas_check(network, chain, limit).await;
+            all &= ok;
+            out.insert(name.clone(), json!(ok));
+            if let Some(why) = why {
+                reasons.insert(name, json!(why));
+            }
         }
         for (network, probe) in &self.facilitators {
             let ok = probe.reachable().await;
@@ -511,7 +662,77 @@ impl Readiness {
             all &= ok;
             out.insert("upstream".into(), json!(ok));
         }
-        (all, serde_json::Value::Object(out))
+        let mut body = json!({"ready": all, "checks": out});
+        if !reasons.is_empty() {
+            body["reasons"] = serde_json::Value::Object(reasons);
+        }
+        (all, body)
+    }
+}
+
+/// The settler keys' gas on one chain: ready while at least one key holds the floor (the pool
+/// skips the others); the reason names every key short of it. Records the balances.
+async fn gas_check(network: &str, chain: &Chain, limit: Duration) -> (bool, Option<String>) {
+    let read = match tokio::time::timeout(limit, chain.read_gas()).await {
+        Ok(Ok(read)) => read,
+        Ok(Err(e)) => return (false, Some(e)),
+        Err(_) => {
+            return (
+                false,
+                Some(format!(
+                    "the settlers' balances could not be read within {} ms",
+                    limit.as_millis()
+                )),
+            );
+        }
+    };
+    with(|m| read.iter().for_each(|g| m.settler_gas(network, g)));
+    let short: Vec<String> = read
+        .iter()
+        .filter(|g| !g.enough())
+        .map(SettlerGas::describe)
+        .collect();
+    let ok = read.iter().any(SettlerGas::enough);
+    (ok, (!short.is_empty()).then(|| short.join("; ")))
+}
+
+/// Reads every settler key's balance at start and then every `every`: the metric
+/// `x402_settler_balance_wei` stays current, and a key short of gas is logged (and skipped by
+/// its pool) before a paid call finds out.
+pub struct GasWatch {
+    pub chains: Vec<(String, Arc<Chain>)>,
+    pub every: Duration,
+}
+
+impl GasWatch {
+    /// Read once now.
+    pub async fn read_all(&self) {
+        for (network, chain) in &self.chains {
+            match chain.read_gas().await {
+                Ok(read) => {
+                    for g in &read {
+                        with(|m| m.settler_gas(network, g));
+                        if !g.enough() {
+                            tracing::warn!(network = %network, settler = %g.address, "{}", g.describe());
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(network = %network, "settler gas not read: {e}"),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl pingora_core::services::background::BackgroundService for GasWatch {
+    async fn start(&self, mut shutdown: pingora_core::server::ShutdownWatch) {
+        loop {
+            self.read_all().await;
+            tokio::select! {
+                _ = tokio::time::sleep(self.every) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
     }
 }
 
@@ -528,11 +749,8 @@ impl ServeHttp for Admin {
             "/metrics" => Reply::raw(200, "text/plain; version=0.0.4", render()),
             "/healthz" => Reply::json(200, &json!({"alive": true})),
             "/readyz" => {
-                let (ready, checks) = self.readiness.check().await;
-                Reply::json(
-                    if ready { 200 } else { 503 },
-                    &json!({"ready": ready, "checks": checks}),
-                )
+                let (ready, body) = self.readiness.check().await;
+                Reply::json(if ready { 200 } else { 503 }, &body)
             }
             _ => Reply::error(404, "no_such_route", "use /metrics, /healthz or /readyz"),
         };
@@ -565,7 +783,7 @@ mod tests {
         });
         let text = render();
         for line in [
-            "x402_payments_total{outcome=\"verified\",reason=\"\"}",
+            "x402_payments_total{outcome=\"verified\",reason=\"none\"}",
             &format!(
                 "x402_payments_total{{outcome=\"refused\",reason=\"{}\"}}",
                 Reason::Signature.code()
@@ -585,12 +803,25 @@ mod tests {
 
     #[test]
     fn the_registry_builds_and_renders_prometheus_text() {
-        with(|m| m.challenges.with_label_values(&["POST /x402"]).inc());
+        with(|m| {
+            m.challenge("POST /x402");
+            m.answer("POST", "/x402", 404, Duration::from_millis(2));
+            m.revenue("eip155:84532", "0xA", "0xB", 25_000, 6);
+            m.breaker("alpha", "open");
+        });
         let text = render();
         assert!(text.contains("x402_build_info{version=\""), "{text}");
-        assert!(
-            text.contains("x402_challenges_total{route=\"POST /x402\"}"),
-            "{text}"
-        );
+        for line in [
+            "x402_challenges_total{method=\"POST\",path=\"/x402\"}",
+            "x402_http_requests_total{method=\"POST\",path=\"/x402\",status=\"404\"}",
+            "x402_revenue_atomic_total{asset=\"0xA\",network=\"eip155:84532\",pay_to=\"0xB\"} 25000",
+            "x402_revenue{asset=\"0xA\",network=\"eip155:84532\",pay_to=\"0xB\"} 0.025",
+            "x402_breaker_state{seller=\"alpha\",state=\"open\"} 1",
+            "x402_breaker_state{seller=\"alpha\",state=\"closed\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        #[cfg(target_os = "linux")]
+        assert!(text.contains("process_resident_memory_bytes"), "{text}");
     }
 }

@@ -40,6 +40,8 @@ pub enum Mode {
     SlowThen(Duration),
     /// A valid strategy answer of 2 MB.
     Huge,
+    /// 200 with this body.
+    Answer(String),
     /// A normal answer whose `metadata.modelCallId` is this many characters long (its journal
     /// records are larger than a page).
     LongCallId(usize),
@@ -85,6 +87,7 @@ impl Upstream {
                     ),
                     Mode::NotJson => Response::Body(200, "<html>not json</html>".into()),
                     Mode::Huge => Response::Body(200, huge_answer(2 << 20)),
+                    Mode::Answer(body) => Response::Body(200, body),
                     Mode::LongCallId(n) => match ok {
                         Response::Body(status, text) => {
                             let mut v: Value = serde_json::from_str(&text).unwrap();

@@ -1,10 +1,13 @@
 //! The server challenge: a nonce and a deadline in each requirement's `extra`, MAC'd with the
 //! sidecar's secret so that a v2 client's echo is checked without any server-side state.
 //!
-//! Token form: `<16-byte nonce hex>.<HMAC-SHA256 hex>`; the MAC covers the route, every
+//! Token form: `<16-byte nonce hex>.<HMAC-SHA256, unpadded base64url>` (no 64-digit hex run, so
+//! the long-hex guard of [`crate::redact`] never mistakes it for a secret); the MAC covers the route, every
 //! requirement field that sets the price and the deadline, so nothing in the echo can be
 //! changed without the check failing.
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -55,7 +58,7 @@ impl ChallengeKey {
             .mac(route, req, expires_at, &nonce)
             .finalize()
             .into_bytes();
-        format!("{nonce}.{}", hex(&tag))
+        format!("{nonce}.{}", URL_SAFE_NO_PAD.encode(tag))
     }
 
     /// Check an echoed challenge: issued by us for exactly this route and requirement, not stale.
@@ -79,11 +82,11 @@ impl ChallengeKey {
                 "the server challenge was not issued by this seller for this route and price",
             )
         };
-        let (nonce, tag_hex) = token.split_once('.').ok_or_else(forged)?;
+        let (nonce, tag_b64) = token.split_once('.').ok_or_else(forged)?;
         if nonce.len() != 32 || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(forged());
         }
-        let tag = unhex(tag_hex).ok_or_else(forged)?;
+        let tag = URL_SAFE_NO_PAD.decode(tag_b64).map_err(|_| forged())?;
         self.mac(route, req, expires_at, nonce)
             .verify_slice(&tag)
             .map_err(|_| forged())?;
@@ -98,16 +101,6 @@ impl ChallengeKey {
         }
         Ok(())
     }
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]
@@ -164,5 +157,11 @@ mod tests {
             k.check("POST /x402", &req(), Some("zz.zz"), Some(1_000), 999)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_token_carries_no_long_hex_run() {
+        let t = ChallengeKey::new(b"secret".to_vec()).issue("POST /x402", &req(), 1_000);
+        assert!(!crate::redact::has_long_hex(&t), "{t}");
     }
 }

@@ -45,7 +45,7 @@ pub fn check(
     let chain_id = networks::chain_id(&req.network).ok_or_else(|| {
         Rejection::new(
             Reason::NetworkMismatch,
-            format!("network `{}` is not an EVM (eip155) network", req.network),
+            "the requirements' `network` is not an EVM (eip155) network",
         )
     })?;
     let (name, version) = eip712_domain_fields(req)?;
@@ -70,27 +70,21 @@ pub fn same_terms(
     if accepted.asset != required.asset {
         return Err(Rejection::new(
             Reason::AssetMismatch,
-            format!(
-                "the payment accepted asset {}, the requirements ask for {}",
-                accepted.asset, required.asset
-            ),
+            "the payment's `accepted.asset` is not the asset the requirements ask for",
         ));
     }
     if accepted.pay_to != required.pay_to {
         return Err(Rejection::new(
             Reason::RecipientMismatch,
-            format!(
-                "the payment accepted payTo {}, the requirements pay {}",
-                accepted.pay_to, required.pay_to
-            ),
+            "the payment's `accepted.payTo` is not the address the requirements pay",
         ));
     }
     if accepted.amount != required.amount {
         return Err(Rejection::new(
             Reason::ValueMismatch,
             format!(
-                "the payment accepted amount {}, the requirements ask for {}",
-                accepted.amount, required.amount
+                "the payment's `accepted.amount` is not the {} atomic units the requirements ask for",
+                required.amount
             ),
         ));
     }
@@ -124,18 +118,15 @@ fn check_authorization(
     if auth.to != req.pay_to {
         return Err(Rejection::new(
             Reason::RecipientMismatch,
-            format!(
-                "the authorization pays {} instead of this seller's {}",
-                auth.to, req.pay_to
-            ),
+            "the authorization's `to` is not the payTo of the requirements",
         ));
     }
     if auth.value != req.amount {
         return Err(Rejection::new(
             Reason::ValueMismatch,
             format!(
-                "the authorization is for {} atomic units; the price is {}",
-                auth.value, req.amount
+                "the authorization's `value` is not the price, {} atomic units",
+                req.amount
             ),
         ));
     }
@@ -148,18 +139,14 @@ fn check_window(auth: &Authorization, max_timeout: u64, now: u64) -> Result<(), 
     if auth.valid_after > now_u {
         return Err(Rejection::new(
             Reason::ValidAfter,
-            format!(
-                "the authorization is not valid before {} (now {now})",
-                auth.valid_after
-            ),
+            format!("the authorization's `validAfter` is still ahead (now {now})"),
         ));
     }
     if auth.valid_before < now_u + U256::from(SETTLEMENT_BUFFER_SECS) {
         return Err(Rejection::new(
             Reason::ValidBefore,
             format!(
-                "the authorization expires at {}, less than {SETTLEMENT_BUFFER_SECS}s from now ({now}); sign a new one",
-                auth.valid_before
+                "the authorization's `validBefore` is less than {SETTLEMENT_BUFFER_SECS}s from now ({now}); sign a new one"
             ),
         ));
     }
@@ -168,8 +155,7 @@ fn check_window(auth: &Authorization, max_timeout: u64, now: u64) -> Result<(), 
         return Err(Rejection::new(
             Reason::ValidBeforeTooFar,
             format!(
-                "the authorization is valid until {}, past the {max_timeout}s this route allows (latest {ceiling})",
-                auth.valid_before
+                "the authorization's `validBefore` is past the {max_timeout}s this route allows (latest {ceiling})"
             ),
         ));
     }

@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::reason::{Reason, Rejection};
+use super::redact;
 use super::types::{IncomingPayment, PaymentPayload, PaymentPayloadV1};
 
 /// Largest payment header accepted. A real EIP-3009 payment is about 1.2 KB encoded.
@@ -29,16 +30,17 @@ pub fn decode<T: DeserializeOwned>(header: &[u8], max: usize) -> Result<T, Rejec
         ));
     }
     let trimmed = header.trim_ascii();
-    let raw = STANDARD.decode(trimmed).map_err(|e| {
+    let raw = STANDARD.decode(trimmed).map_err(|_| {
         Rejection::new(
             Reason::InvalidPayload,
-            format!("the payment header is not base64: {e}"),
+            "the payment header is not strict base64 (standard alphabet, padded)",
         )
     })?;
-    serde_json::from_slice(&raw).map_err(|e| {
+    // Errors name the field and the problem, never the value (serde's messages quote it).
+    redact::from_slice(&raw).map_err(|why| {
         Rejection::new(
             Reason::InvalidPayload,
-            format!("the payment header is not a payment payload of the expected shape: {e}"),
+            format!("the payment header is not a payment payload of the expected shape: {why}"),
         )
     })
 }
@@ -49,30 +51,42 @@ pub fn decode_payment(header: &[u8], v2_header: bool) -> Result<IncomingPayment,
     let probe: serde_json::Value = decode(header, MAX_PAYMENT_HEADER_BYTES)?;
     let version = probe.get("x402Version").and_then(|v| v.as_u64());
     match (v2_header, version) {
-        (true, Some(2)) => serde_json::from_value::<PaymentPayload>(probe)
+        (true, Some(2)) => redact::from_value::<PaymentPayload>(probe)
             .map(IncomingPayment::V2)
-            .map_err(|e| {
+            .map_err(|why| {
                 Rejection::new(
                     Reason::InvalidPayload,
-                    format!("not a v2 exact payment: {e}"),
+                    format!("not a v2 exact payment: {why}"),
                 )
             }),
-        (false, Some(1)) => serde_json::from_value::<PaymentPayloadV1>(probe)
+        (false, Some(1)) => redact::from_value::<PaymentPayloadV1>(probe)
             .map(IncomingPayment::V1)
-            .map_err(|e| {
+            .map_err(|why| {
                 Rejection::new(
                     Reason::InvalidPayload,
-                    format!("not a v1 exact payment: {e}"),
+                    format!("not a v1 exact payment: {why}"),
                 )
             }),
         (true, v) => Err(Rejection::new(
             Reason::InvalidX402Version,
-            format!("PAYMENT-SIGNATURE carries x402Version 2, this one says {v:?}"),
+            format!(
+                "PAYMENT-SIGNATURE carries x402Version 2, this one {}",
+                said(v)
+            ),
         )),
         (false, v) => Err(Rejection::new(
             Reason::InvalidX402Version,
-            format!("X-PAYMENT carries x402Version 1, this one says {v:?}"),
+            format!("X-PAYMENT carries x402Version 1, this one {}", said(v)),
         )),
+    }
+}
+
+/// What a payment says of its version, for a sentence: a small number is shown, nothing else.
+fn said(v: Option<u64>) -> String {
+    match v {
+        Some(n) if n < 1000 => format!("says {n}"),
+        Some(_) => "names a version that does not exist".into(),
+        None => "has no numeric `x402Version`".into(),
     }
 }
 
@@ -152,6 +166,23 @@ mod tests {
             decode_payment(h.as_bytes(), true).unwrap_err().reason,
             Reason::InvalidPayload
         );
+    }
+
+    #[test]
+    fn a_string_payload_is_refused_without_its_signature() {
+        let mut v = serde_json::to_value(sample_v2()).unwrap();
+        let inner = serde_json::to_string(&v["payload"]).unwrap();
+        v["payload"] = serde_json::json!(inner);
+        let h = STANDARD.encode(serde_json::to_vec(&v).unwrap());
+        let r = decode_payment(h.as_bytes(), true).unwrap_err();
+        assert_eq!(r.reason, Reason::InvalidPayload);
+        assert!(r.message.contains("`payload`"), "{}", r.message);
+        assert!(
+            !r.message.contains("0707"),
+            "the signature is not echoed: {}",
+            r.message
+        );
+        assert!(!crate::redact::has_long_hex(&r.message), "{}", r.message);
     }
 
     #[test]

@@ -71,6 +71,7 @@ pub mod matching;
 pub mod money;
 pub mod networks;
 pub mod reason;
+pub mod redact;
 pub mod typed;
 pub mod types;
 

@@ -1,5 +1,6 @@
 //! Matching a payment against *this route's own* requirements: a v2 payment by what it
-//! accepted (every field, and the server challenge it echoes), a v1 payment by its network;
+//! accepted (every field, and the server challenge it echoes), a v1 payment by its network and
+//! what its authorization pays (payTo, amount, the token its signature was made for);
 //! then the one [`check`](crate::check::check) of the authorization and its signature.
 
 use alloy_primitives::{Address, U256};
@@ -72,7 +73,10 @@ pub struct Matched {
 }
 
 /// Find the offer a payment is for, checking every requirement field against ours, then check
-/// the authorization and its signature against that offer.
+/// the authorization and its signature against that offer. Several offers may share a network
+/// and asset (price tiers, or several payTo): a v2 payment is matched to the one whose every
+/// field it echoes, a v1 payment to the one its authorization pays (payTo and amount) and
+/// whose token domain its signature was made in.
 pub fn match_payment(
     offers: &[Offer],
     payment: &IncomingPayment,
@@ -80,16 +84,19 @@ pub fn match_payment(
     route: &str,
     now: u64,
 ) -> Result<Matched, Rejection> {
-    let offer = match payment {
-        IncomingPayment::V2(p) => match_v2(offers, &p.accepted, key, route, now)?,
-        IncomingPayment::V1(p) => match_v1(offers, p)?,
-    };
-    let payment = check(&offers[offer].base_requirement(), payment.exact(), now)?;
-    Ok(Matched { offer, payment })
+    match payment {
+        IncomingPayment::V2(p) => {
+            let offer = match_v2(offers, &p.accepted, key, route, now)?;
+            let payment = check(&offers[offer].base_requirement(), &p.payload, now)?;
+            Ok(Matched { offer, payment })
+        }
+        IncomingPayment::V1(p) => match_v1(offers, p, now),
+    }
 }
 
-/// v2: the offer on the accepted network and asset, every other field as offered, and the
-/// challenge issued for it on this route.
+/// v2: among the offers on the accepted network and asset, the one every other field of
+/// `accepted` is equal to, and the challenge issued for it on this route. When none is equal,
+/// the refusal explains the offer closest to what was accepted.
 fn match_v2(
     offers: &[Offer],
     acc: &PaymentRequirements,
@@ -97,9 +104,7 @@ fn match_v2(
     route: &str,
     now: u64,
 ) -> Result<usize, Rejection> {
-    let i = select_v2(offers, acc)?;
-    let o = &offers[i];
-    compare(o, acc)?;
+    let candidates = select_v2(offers, acc)?;
     let extra = acc.extra.as_ref().and_then(Value::as_object);
     let token = extra
         .and_then(|e| e.get("challenge"))
@@ -107,19 +112,47 @@ fn match_v2(
     let expires_at = extra
         .and_then(|e| e.get("expiresAt"))
         .and_then(Value::as_u64);
-    key.check(route, &o.base_requirement(), token, expires_at, now)?;
-    Ok(i)
+    if let Some(&i) = candidates
+        .iter()
+        .find(|&&i| compare(&offers[i], acc).is_ok())
+    {
+        key.check(route, &offers[i].base_requirement(), token, expires_at, now)?;
+        return Ok(i);
+    }
+    let closest = candidates
+        .iter()
+        .copied()
+        .max_by_key(|&i| (closeness(&offers[i], acc), std::cmp::Reverse(i)))
+        .unwrap_or(candidates[0]);
+    compare(&offers[closest], acc)?;
+    Ok(closest)
 }
 
-/// The offer a v2 payment names by scheme, network and asset.
-fn select_v2(offers: &[Offer], acc: &PaymentRequirements) -> Result<usize, Rejection> {
+/// How many of the fields a tier may differ in `accepted` shares with offer `o`.
+fn closeness(o: &Offer, acc: &PaymentRequirements) -> usize {
+    let extra = acc.extra.as_ref().and_then(Value::as_object);
+    let same = |field: &str, ours: &str| {
+        extra.and_then(|e| e.get(field)).and_then(Value::as_str) == Some(ours)
+    };
+    [
+        o.pay_to == acc.pay_to,
+        o.amount == acc.amount,
+        o.max_timeout_seconds == acc.max_timeout_seconds,
+        same("name", &o.eip712_name),
+        same("version", &o.eip712_version),
+        same("facilitator", &o.facilitator),
+    ]
+    .into_iter()
+    .filter(|b| *b)
+    .count()
+}
+
+/// The offers a v2 payment names by scheme, network and asset (at least one).
+fn select_v2(offers: &[Offer], acc: &PaymentRequirements) -> Result<Vec<usize>, Rejection> {
     if acc.scheme != "exact" {
         return Err(Rejection::new(
             Reason::UnsupportedScheme,
-            format!(
-                "scheme `{}` is not offered here; this route takes `exact`",
-                acc.scheme
-            ),
+            "the accepted `scheme` is not offered here; this route takes `exact`",
         ));
     }
     let on_network: Vec<usize> = (0..offers.len())
@@ -129,23 +162,26 @@ fn select_v2(offers: &[Offer], acc: &PaymentRequirements) -> Result<usize, Rejec
         return Err(Rejection::new(
             Reason::NetworkMismatch,
             format!(
-                "network `{}` is not accepted here; accepted: {}",
-                acc.network,
+                "the accepted `network` is not one this route takes; accepted: {}",
                 list(offers, |o| o.network.clone())
             ),
         ));
     }
-    let Some(i) = on_network
+    let same_asset: Vec<usize> = on_network
         .iter()
         .copied()
-        .find(|&i| offers[i].asset == acc.asset)
-    else {
+        .filter(|&i| offers[i].asset == acc.asset)
+        .collect();
+    if same_asset.is_empty() {
         return Err(Rejection::new(
             Reason::AssetMismatch,
-            format!("asset {} is not accepted on {}", acc.asset, acc.network),
+            format!(
+                "the accepted `asset` is not one this route takes on {}",
+                offers[on_network[0]].network
+            ),
         ));
-    };
-    Ok(i)
+    }
+    Ok(same_asset)
 }
 
 /// The accepted requirement's other fields against the offer's.
@@ -155,8 +191,8 @@ fn compare(o: &Offer, acc: &PaymentRequirements) -> Result<(), Rejection> {
         return Err(Rejection::new(
             Reason::RequirementsMismatch,
             format!(
-                "maxTimeoutSeconds {} differs from this route's {}",
-                acc.max_timeout_seconds, o.max_timeout_seconds
+                "the accepted `maxTimeoutSeconds` differs from this route's {}",
+                o.max_timeout_seconds
             ),
         ));
     }
@@ -181,14 +217,14 @@ fn compare(o: &Offer, acc: &PaymentRequirements) -> Result<(), Rejection> {
     Ok(())
 }
 
-fn match_v1(offers: &[Offer], p: &PaymentPayloadV1) -> Result<usize, Rejection> {
+/// v1 echoes no requirement: the offers on its network that its authorization pays (payTo
+/// and amount), and of those the first whose token domain (the asset) its signature recovers
+/// in. With none, the refusal explains the closest offer on the network.
+fn match_v1(offers: &[Offer], p: &PaymentPayloadV1, now: u64) -> Result<Matched, Rejection> {
     if p.scheme != "exact" {
         return Err(Rejection::new(
             Reason::UnsupportedScheme,
-            format!(
-                "scheme `{}` is not offered here; this route takes `exact`",
-                p.scheme
-            ),
+            "the payment's `scheme` is not offered here; this route takes `exact`",
         ));
     }
     let network = networks::from_v1(&p.network);
@@ -198,16 +234,38 @@ fn match_v1(offers: &[Offer], p: &PaymentPayloadV1) -> Result<usize, Rejection> 
     if on_network.is_empty() {
         return Err(Rejection::new(
             Reason::NetworkMismatch,
-            format!("network `{}` is not accepted here", p.network),
+            format!(
+                "the payment's `network` is not one this route takes; accepted: {}",
+                list(offers, |o| networks::to_v1(&o.network).to_string())
+            ),
         ));
     }
     let auth = &p.payload.authorization;
-    // v1 names no asset: take the offer this authorization pays, else explain the first one.
-    let exact = on_network
+    let pays = |i: &usize| offers[*i].pay_to == auth.to && offers[*i].amount == auth.value;
+    let exact: Vec<usize> = on_network.iter().copied().filter(pays).collect();
+    let mut first_refusal = None;
+    for &i in &exact {
+        match check(&offers[i].base_requirement(), &p.payload, now) {
+            Ok(payment) => return Ok(Matched { offer: i, payment }),
+            Err(r) => {
+                first_refusal.get_or_insert(r);
+            }
+        }
+    }
+    if let Some(r) = first_refusal {
+        return Err(r);
+    }
+    // Nothing this authorization pays: explain the offer to its payTo, else the first.
+    let closest = on_network
         .iter()
         .copied()
-        .find(|&i| offers[i].pay_to == auth.to && offers[i].amount == auth.value);
-    Ok(exact.unwrap_or(on_network[0]))
+        .find(|&i| offers[i].pay_to == auth.to)
+        .unwrap_or(on_network[0]);
+    let payment = check(&offers[closest].base_requirement(), &p.payload, now)?;
+    Ok(Matched {
+        offer: closest,
+        payment,
+    })
 }
 
 fn list(offers: &[Offer], f: impl Fn(&Offer) -> String) -> String {
@@ -395,5 +453,107 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(r.reason, Reason::Signature);
+    }
+
+    /// `payload()` re-signed to pay `amount` to `pay_to` in token `asset`'s domain.
+    fn paying(pay_to: Address, amount: u64, asset: Address) -> ExactEvmPayload {
+        use alloy_signer::SignerSync;
+        let mut a = payload().authorization;
+        a.to = pay_to;
+        a.value = U256::from(amount);
+        let d = crate::typed::domain("USDC", "2", 84532, asset);
+        let sig = signer()
+            .sign_hash_sync(&crate::typed::signing_hash(&a, &d))
+            .unwrap();
+        ExactEvmPayload {
+            signature: sig.as_bytes().to_vec().into(),
+            authorization: a,
+        }
+    }
+
+    /// Two tiers on one network and asset: the second costs more, or pays another address.
+    fn tiers() -> Vec<(Vec<Offer>, Offer)> {
+        let mut dearer = offer();
+        dearer.amount = U256::from(20_000);
+        let mut elsewhere = offer();
+        elsewhere.pay_to = Address::repeat_byte(7);
+        vec![
+            (vec![offer(), dearer.clone()], dearer),
+            (vec![offer(), elsewhere.clone()], elsewhere),
+        ]
+    }
+
+    #[test]
+    fn a_v2_payment_matches_the_tier_it_echoes() {
+        for (offers, second) in tiers() {
+            for (want, o) in [(0, offer()), (1, second.clone())] {
+                let acc = o.challenge(&key(), "POST /x402", NOW);
+                let p = IncomingPayment::V2(PaymentPayload {
+                    x402_version: 2,
+                    accepted: acc,
+                    payload: paying(o.pay_to, o.amount.to::<u64>(), o.asset),
+                    resource: None,
+                    extensions: None,
+                });
+                let m = match_payment(&offers, &p, &key(), "POST /x402", NOW).unwrap();
+                assert_eq!(m.offer, want, "{o:?}");
+                assert_eq!(m.payment.authorization.value, o.amount);
+            }
+            // The second tier's terms with the first tier's challenge: refused, not re-priced.
+            let mut acc = offer().challenge(&key(), "POST /x402", NOW);
+            acc.amount = second.amount;
+            acc.pay_to = second.pay_to;
+            let p = IncomingPayment::V2(PaymentPayload {
+                x402_version: 2,
+                accepted: acc,
+                payload: paying(second.pay_to, second.amount.to::<u64>(), second.asset),
+                resource: None,
+                extensions: None,
+            });
+            let r = match_payment(&offers, &p, &key(), "POST /x402", NOW).unwrap_err();
+            assert_eq!(r.reason, Reason::InvalidChallenge, "{}", r.message);
+        }
+    }
+
+    #[test]
+    fn a_v2_payment_matching_no_tier_is_explained_by_the_closest() {
+        let (offers, _) = tiers().remove(0);
+        let mut acc = offer().challenge(&key(), "POST /x402", NOW);
+        acc.amount = U256::from(15_000);
+        let r = match_payment(&offers, &v2(acc), &key(), "POST /x402", NOW).unwrap_err();
+        assert_eq!(r.reason, Reason::ValueMismatch, "{}", r.message);
+        let mut acc = offer().challenge(&key(), "POST /x402", NOW);
+        acc.pay_to = Address::repeat_byte(9);
+        let r = match_payment(&offers, &v2(acc), &key(), "POST /x402", NOW).unwrap_err();
+        assert_eq!(r.reason, Reason::RecipientMismatch, "{}", r.message);
+    }
+
+    #[test]
+    fn a_v1_payment_matches_the_tier_its_authorization_pays() {
+        let v1 = |payload| {
+            IncomingPayment::V1(PaymentPayloadV1 {
+                x402_version: 1,
+                scheme: "exact".into(),
+                network: "base-sepolia".into(),
+                payload,
+            })
+        };
+        for (offers, second) in tiers() {
+            for (want, o) in [(0, offer()), (1, second.clone())] {
+                let p = v1(paying(o.pay_to, o.amount.to::<u64>(), o.asset));
+                let m = match_payment(&offers, &p, &key(), "POST /x402", NOW).unwrap();
+                assert_eq!(m.offer, want, "{o:?}");
+            }
+            let p = v1(paying(offer().pay_to, 15_000, offer().asset));
+            let r = match_payment(&offers, &p, &key(), "POST /x402", NOW).unwrap_err();
+            assert_eq!(r.reason, Reason::ValueMismatch, "{}", r.message);
+        }
+        // Same payTo and amount in two tokens: the one the signature was made for.
+        let mut other_token = offer();
+        other_token.asset = Address::repeat_byte(5);
+        let offers = [offer(), other_token.clone()];
+        let p = v1(paying(other_token.pay_to, 10_000, other_token.asset));
+        let m = match_payment(&offers, &p, &key(), "POST /x402", NOW).unwrap();
+        assert_eq!(m.offer, 1);
     }
 }

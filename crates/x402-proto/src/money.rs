@@ -5,11 +5,11 @@ use alloy_primitives::U256;
 /// Why a price or amount string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MoneyError {
-    #[error("`{0}` is not a price: use atomic units like \"10000\" or dollars like \"$0.01\"")]
+    #[error("is not a price: use atomic units like \"10000\" or dollars like \"$0.01\"")]
     Malformed(String),
-    #[error("`{0}` has more decimal places than the asset's {1} decimals")]
+    #[error("has more decimal places than the asset's {1} decimals")]
     TooPrecise(String, u8),
-    #[error("`{0}` is too large")]
+    #[error("is too large for a token amount")]
     TooLarge(String),
 }
 
@@ -136,8 +136,9 @@ pub(crate) mod dec_u256 {
             N(u64),
         }
         match Raw::deserialize(d)? {
-            Raw::S(s) => super::parse_atomic(&s)
-                .ok_or_else(|| D::Error::custom(format!("`{s}` is not a decimal integer"))),
+            Raw::S(s) => super::parse_atomic(&s).ok_or_else(|| {
+                D::Error::custom("is not a decimal integer (atomic units as a string of digits)")
+            }),
             Raw::N(n) => Ok(U256::from(n)),
         }
     }

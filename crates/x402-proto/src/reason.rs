@@ -50,10 +50,13 @@ pub enum Reason {
     SettlementPending,
     /// A remote facilitator refused the payment with a code of its own vocabulary.
     InvalidPayment,
+    /// A settlement was reported whose transaction is not this payment's (no
+    /// `AuthorizationUsed(payer, nonce)` with its `Transfer` to payTo): nothing was charged.
+    ReceiptMismatch,
 }
 
 /// Every reason, for lookups by code.
-const ALL: [Reason; 22] = [
+const ALL: [Reason; 23] = [
     Reason::PaymentRequired,
     Reason::InvalidPayload,
     Reason::InvalidX402Version,
@@ -76,6 +79,7 @@ const ALL: [Reason; 22] = [
     Reason::UnexpectedSettleError,
     Reason::SettlementPending,
     Reason::InvalidPayment,
+    Reason::ReceiptMismatch,
 ];
 
 impl Reason {
@@ -106,6 +110,7 @@ impl Reason {
             Reason::UnexpectedSettleError => "unexpected_settle_error",
             Reason::SettlementPending => "settlement_pending",
             Reason::InvalidPayment => "invalid_payment",
+            Reason::ReceiptMismatch => "settlement_receipt_mismatch",
         }
     }
 
@@ -147,6 +152,7 @@ impl Reason {
             Reason::UnexpectedVerifyError
                 | Reason::UnexpectedSettleError
                 | Reason::SettlementPending
+                | Reason::ReceiptMismatch
         )
     }
 }
@@ -172,10 +178,12 @@ pub struct Rejection {
 }
 
 impl Rejection {
+    /// A rejection whose sentence never carries a long hex value (a signature, a nonce, a key):
+    /// any run of 64 or more hex digits is cut to its ends ([`crate::redact::mask_hex`]).
     pub fn new(reason: Reason, message: impl Into<String>) -> Self {
         Rejection {
             reason,
-            message: message.into(),
+            message: crate::redact::mask_hex(&message.into()),
         }
     }
 }
@@ -219,5 +227,14 @@ mod tests {
         assert_eq!(codes.len(), all.len());
         assert!(!Reason::SettlementPending.is_payer_fault());
         assert!(Reason::NonceUsed.is_payer_fault());
+        assert!(!Reason::ReceiptMismatch.is_payer_fault());
+    }
+
+    #[test]
+    fn a_rejection_never_carries_a_long_hex_value() {
+        let sig = format!("0x{}", "ab".repeat(65));
+        let r = Rejection::new(Reason::InvalidPayload, format!("bad value {sig} here"));
+        assert!(!r.message.contains(&sig[..40]), "{}", r.message);
+        assert!(r.message.starts_with("bad value 0xabab"), "{}", r.message);
     }
 }

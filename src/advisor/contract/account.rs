@@ -56,10 +56,10 @@ fn platform(a: &Map<String, Value>, e: &mut Errs) -> Option<Platform> {
     match a.get("platform").and_then(Value::as_str) {
         Some(p) if p.eq_ignore_ascii_case("hyperliquid") => Some(Platform::Hyperliquid),
         Some(p) if p.eq_ignore_ascii_case("aster") => Some(Platform::Aster),
-        Some(other) => {
+        Some(_) => {
             e.push(
                 "account.platform",
-                format!("`{other}` is not supported; use `hyperliquid` or `aster`"),
+                "is not a supported platform; use `hyperliquid` or `aster`",
             );
             None
         }
@@ -152,7 +152,7 @@ const PRICE_KEYS: [&str; 8] = [
 /// Liquidation-price aliases.
 const LIQUIDATION_KEYS: [&str; 3] = ["liquidationPx", "liquidationPrice", "liquidation_price"];
 
-/// One position at `at`, canonical: signed size, agreeing side, a price to value it at.
+/// One position at `at`, canonical: signed size, agreeing side, its prices (0 or none: unknown).
 fn position(p: &Map<String, Value>, at: &str, e: &mut Errs) -> Option<Position> {
     let symbol = match p.get("symbol") {
         Some(v) if !v.is_null() => check_string(
@@ -179,9 +179,11 @@ fn position(p: &Map<String, Value>, at: &str, e: &mut Errs) -> Option<Position> 
         e,
     );
     let side = side(p, at, e)?;
-    let price = Range::Positive(MAX_PRICE);
-    let entry_price = num(p, at, &PRICE_KEYS[..4], false, price, e);
-    let mark_price = num(p, at, &PRICE_KEYS[4..], false, price, e);
+    // 0 is "unknown": roma-01 sends `entry_price: 0.0` when Hyperliquid omits `entryPx`.
+    let price = Range::NonNegative(MAX_PRICE);
+    let known = |x: Option<f64>| x.filter(|x| *x > 0.0);
+    let entry_price = known(num(p, at, &PRICE_KEYS[..4], false, price, e));
+    let mark_price = known(num(p, at, &PRICE_KEYS[4..], false, price, e));
     let leverage = num(
         p,
         at,
@@ -200,19 +202,6 @@ fn position(p: &Map<String, Value>, at: &str, e: &mut Errs) -> Option<Position> 
     );
     let liquidation_price = liquidation_price(p, at, e);
     let (side, size) = signed(side, size?, at, e)?;
-    if entry_price.is_none() && mark_price.is_none() {
-        // A price key that was present but invalid has been reported already.
-        if !PRICE_KEYS
-            .iter()
-            .any(|k| p.get(*k).is_some_and(|v| !v.is_null()))
-        {
-            e.push(
-                format!("{at}.entryPx"),
-                "required: entryPx or markPx (a position cannot be valued without a price)",
-            );
-        }
-        return None;
-    }
     Some(Position {
         symbol: symbol?,
         side,

@@ -47,7 +47,7 @@ pub(super) fn pick<'a>(
         if !same {
             e.push(
                 join(at, k),
-                format!("contradicts `{first_key}` ({first} vs {v}); send one of them"),
+                format!("contradicts `{first_key}`; send one of them"),
             );
         }
     }
@@ -121,7 +121,7 @@ pub(super) fn num(
     };
     let path = join(at, key);
     let Some(n) = number(v).filter(|n| n.is_finite()) else {
-        e.push(path, format!("must be a finite number, not {v}"));
+        e.push(path, format!("must be a finite number, not {}", kind_of(v)));
         return None;
     };
     if !range.contains(n) {
@@ -246,4 +246,16 @@ pub(super) fn string_list(
 /// Symbols as exchanges spell them: `ETH-PERP`, `ETHUSDT`, `kPEPE`, `xyz:TSLA`, `@107`.
 pub(super) fn is_symbol_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | ':' | '@')
+}
+
+/// What a JSON value is, for a sentence that must not quote it.
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number out of range",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }

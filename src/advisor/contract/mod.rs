@@ -8,6 +8,9 @@
 //! either signed (`-0.5`) or unsigned with `side` (`0.5` + `"short"`). The result has one
 //! canonical form: a signed `size` (+ long, − short) and an explicit `side` that agrees with it.
 //!
+//! A price of 0 means "unknown" (roma-01 sends `entry_price: 0.0` when Hyperliquid omits
+//! `entryPx`), as does a missing one.
+//!
 //! Refused, with every problem listed as `{path, reason}`: two aliases with different values,
 //! a `side` that contradicts a signed size, non-finite or out-of-range numbers, too many
 //! positions/symbols/constraints, over-long or odd strings, and leverage outside `(0, 100]`.
@@ -158,7 +161,9 @@ impl Side {
     }
 }
 
-/// One open position, canonical: `size` is signed and `side` agrees with its sign.
+/// One open position, canonical: `size` is signed and `side` agrees with its sign. A price of
+/// 0 is read as unknown (roma-01 sends `entry_price: 0.0` when Hyperliquid omits `entryPx`); a
+/// position without any known price is kept, and the engine leaves it as it is.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Position {
@@ -180,10 +185,15 @@ pub struct Position {
 }
 
 impl Position {
-    /// The price the position is valued at: mark when known, else entry (the contract
-    /// guarantees one of them).
+    /// The price the position is valued at: mark when known, else entry; 0 when neither was
+    /// sent (or both were sent as 0, roma-01's "unknown").
     pub fn price(&self) -> f64 {
         self.mark_price.or(self.entry_price).unwrap_or(0.0)
+    }
+
+    /// A price is known (mark or entry), so the position can be valued and sized.
+    pub fn priced(&self) -> bool {
+        self.mark_price.is_some() || self.entry_price.is_some()
     }
 
     pub fn abs_size(&self) -> f64 {
@@ -453,6 +463,24 @@ mod tests {
             "positions": [{"symbol": "BTCUSDT", "size": -0.5, "side": "short", "entryPrice": 1}]}}))
         .unwrap();
         assert_eq!(r.account.positions[0].size, -0.5);
+    }
+
+    #[test]
+    fn zero_prices_mean_unknown() {
+        // roma-01 sends entry_price 0.0 when Hyperliquid omits entryPx.
+        let r = from_value(&json!({"account": {"platform": "hyperliquid", "equity": 1000,
+            "positions": [
+                {"symbol": "ETHUSDT", "size": 1, "side": "long", "entryPrice": 0.0, "markPrice": 3000},
+                {"symbol": "BTCUSDT", "size": 0.1, "side": "short", "entry_price": 0, "mark_price": "0"}]}}))
+        .unwrap();
+        let (eth, btc) = (&r.account.positions[0], &r.account.positions[1]);
+        assert_eq!((eth.entry_price, eth.mark_price), (None, Some(3000.0)));
+        assert!(eth.priced());
+        assert_eq!(
+            (btc.entry_price, btc.mark_price, btc.priced()),
+            (None, None, false)
+        );
+        assert_eq!(btc.price(), 0.0);
     }
 
     #[test]

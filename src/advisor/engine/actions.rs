@@ -5,6 +5,7 @@ use crate::advisor::contract::{Position, Side};
 use crate::advisor::response::{Action, ActionKind};
 
 use super::book::Book;
+use super::limits::Goal;
 use super::round::{ceil6, coin_of, floor6, round2, round6};
 use super::targets::Targets;
 use super::{Draft, MIN_TRADE_USD};
@@ -20,6 +21,19 @@ impl Draft {
         };
         let mut blocked_adds: Vec<&str> = Vec::new();
         for (i, p) in book.positions.iter().enumerate() {
+            if !p.priced() {
+                // Nothing to size it by: closed only when everything is (flat, no equity).
+                let close = targets.goal == Goal::Flat || book.equity <= 0.0;
+                let (kind, amount) = if close {
+                    (close_kind(p.side), p.abs_size())
+                } else {
+                    (ActionKind::Hold, 0.0)
+                };
+                self.after_sizes.push(size_after(p, kind, amount));
+                self.actions
+                    .push(Action::trade(p.symbol.clone(), kind, amount, 0.0));
+                continue;
+            }
             let (kind, amount) = trade(
                 p,
                 targets.current[i],

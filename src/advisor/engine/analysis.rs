@@ -65,8 +65,10 @@ fn per_symbol(book: &Book) -> Vec<SymbolDelta> {
             price: p.price(),
             price_source: if p.mark_price.is_some() {
                 "mark"
-            } else {
+            } else if p.entry_price.is_some() {
                 "entry"
+            } else {
+                "none"
             }
             .into(),
             delta_usd: 0.0,

@@ -15,7 +15,7 @@ pub(super) struct Book<'a> {
     /// The buyer's risk tolerance, medium when not sent.
     pub tol: RiskTolerance,
     pub limits: Limits,
-    /// Some position had no mark price and is valued at entry.
+    /// Some position had no mark price (valued at entry, or not at all).
     pub missing_marks: bool,
     /// What leverage is measured against (never negative).
     pub equity: f64,
@@ -90,11 +90,23 @@ impl<'a> Book<'a> {
     }
 }
 
-/// Rule 1: positions without a mark are valued at entry, and a note says so.
+/// Rule 1: positions without a mark are valued at entry, and a note says so; positions with
+/// no price at all are noted too (valued at 0, left as they are).
 fn note_missing_marks(positions: &[Position], notes: &mut Vec<String>) -> bool {
+    let unpriced: Vec<&str> = positions
+        .iter()
+        .filter(|p| !p.priced())
+        .map(|p| p.symbol.as_str())
+        .collect();
+    if !unpriced.is_empty() {
+        notes.push(format!(
+            "No price for {} (entry and mark missing or 0): left out of the exposure and kept as is; send markPx to have it sized.",
+            unpriced.join(", ")
+        ));
+    }
     let missing: Vec<&Position> = positions
         .iter()
-        .filter(|p| p.mark_price.is_none())
+        .filter(|p| p.mark_price.is_none() && p.priced())
         .collect();
     if !missing.is_empty() {
         notes.push(format!(
@@ -103,7 +115,7 @@ fn note_missing_marks(positions: &[Position], notes: &mut Vec<String>) -> bool {
             missing.iter().map(|p| px(p.price())).collect::<Vec<_>>().join(", "),
         ));
     }
-    !missing.is_empty()
+    !missing.is_empty() || !unpriced.is_empty()
 }
 
 /// Rule 2: `account.equity`, else `balance.amount` (noted), never below 0.

@@ -31,7 +31,7 @@
 //! position (rule 4), `stops` adds leverage on opens and the brackets (rule 5), `wording`
 //! writes the reasons, steps, notes and summary, and `analysis` assembles the answer with its
 //! numbers. `limits` reads the request's goal, constraints and defaults; `round` holds the
-//! number rules.
+//! number rules. `decisions` turns the finished actions into roma-01's decision format.
 //!
 //! Called by the advisor server ([`crate::advisor::server`]), by the model step's tests, and by
 //! tests/strategy.rs and benches/strategy.rs through the public API.
@@ -39,6 +39,7 @@
 mod actions;
 mod analysis;
 mod book;
+mod decisions;
 mod limits;
 mod round;
 mod stops;
@@ -48,6 +49,7 @@ mod wording;
 use super::contract::StrategyRequest;
 use super::response::{Action, Strategy};
 
+pub use decisions::{MIN_QUANTITY, decisions, roma_symbol};
 pub use limits::{Limits, default_leverage};
 
 /// The engine's name in `metadata.model`.

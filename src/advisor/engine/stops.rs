@@ -19,7 +19,7 @@ impl Draft {
             if matches!(a.action, ActionKind::OpenLong | ActionKind::OpenShort) {
                 a.leverage = book.open_leverage();
             }
-            if self.after_sizes[i] == 0.0 {
+            if self.after_sizes[i] == 0.0 || !p.priced() {
                 continue;
             }
             let (sl, tp) = stops(p.side, p.price(), book.stop_pct, book.tp_pct);

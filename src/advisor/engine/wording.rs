@@ -17,7 +17,11 @@ impl Draft {
     /// whose exchange leverage is above the cap.
     pub(super) fn explain(&mut self, book: &Book, targets: &Targets) {
         for (i, (a, p)) in self.actions.iter_mut().zip(book.positions).enumerate() {
-            a.reason = reason(a.action, book, targets);
+            a.reason = if p.priced() || a.action != ActionKind::Hold {
+                reason(a.action, book, targets)
+            } else {
+                "no price in the request (entry and mark missing or 0)".into()
+            };
             self.steps.push(step(a, p, self.after_sizes[i]));
             if let Some(l) = p.leverage.filter(|l| *l > book.cap) {
                 self.notes.push(format!(

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::evm::{ChainSpec, KeySource};
+use crate::evm::{ChainSpec, KeySource, RpcOptions};
 use crate::util::{Problem, Secret, redact_url};
 use crate::x402::networks;
 
@@ -30,8 +30,23 @@ pub struct BackendConfig {
     /// `local` kind: settler key (pays gas): `key_env` or `keystore` + `password_env`/`password_file`.
     #[serde(default)]
     pub settler: KeySource,
+    /// `local` kind: a pool of settler keys instead of one (used round robin, each with its
+    /// own nonce): the recommended set-up under load or with replicas.
+    #[serde(default)]
+    pub settlers: Vec<KeySource>,
     #[serde(default = "default_receipt_timeout")]
     pub receipt_timeout_ms: u64,
+    /// Longest wait for one RPC answer (connecting included).
+    #[serde(default = "default_rpc_timeout")]
+    pub rpc_timeout_ms: u64,
+    /// `local` kind: `/readyz` is not ready while no settler key holds gas for this many
+    /// settlements at today's fee (0: no floor).
+    #[serde(default = "default_gas_floor")]
+    pub gas_floor_settlements: u64,
+    /// `local` kind: a settlement not mined within this is sent again at the same nonce with
+    /// higher fees (0: never).
+    #[serde(default = "default_replace_after")]
+    pub replace_after_ms: u64,
     /// `http` kind: the facilitator's base URL (e.g. `https://x402.org/facilitator`).
     #[serde(default)]
     pub url: Option<String>,
@@ -49,6 +64,15 @@ fn default_kind() -> String {
 fn default_receipt_timeout() -> u64 {
     30_000
 }
+fn default_rpc_timeout() -> u64 {
+    5_000
+}
+fn default_gas_floor() -> u64 {
+    100
+}
+fn default_replace_after() -> u64 {
+    10_000
+}
 fn default_facilitator_timeout() -> u64 {
     15_000
 }
@@ -63,6 +87,8 @@ pub struct RemoteFacilitator {
     pub headers: Vec<(String, Secret)>,
     pub timeout: Duration,
     pub receipt_timeout: Duration,
+    /// Deadlines of its read-only RPC.
+    pub rpc: RpcOptions,
 }
 
 impl std::fmt::Debug for RemoteFacilitator {
@@ -109,20 +135,14 @@ impl BackendSpecs {
         if f.kind != "local" && f.kind != "http" {
             p(
                 ".kind",
-                format!(
-                    "`{}` is not a facilitator kind; use `local` or `http`",
-                    f.kind
-                ),
+                "is not a facilitator kind; use `local` or `http`".into(),
             );
             return;
         }
         let Some(chain_id) = networks::chain_id(&f.network) else {
             p(
                 ".network",
-                format!(
-                    "`{}` is not a CAIP-2 EVM network like `eip155:84532`",
-                    f.network
-                ),
+                "is not a CAIP-2 EVM network like `eip155:84532`".into(),
             );
             return;
         };
@@ -130,7 +150,7 @@ impl BackendSpecs {
             .map(|u| !matches!(u.scheme(), "http" | "https"))
             .unwrap_or(true)
         {
-            p(".rpc_url", format!("`{}` is not an http(s) URL", f.rpc_url));
+            p(".rpc_url", "is not an http(s) URL".into());
         }
         if self.settled_by(&f.network).is_some() {
             p(
@@ -142,21 +162,37 @@ impl BackendSpecs {
             );
         }
         let receipt_timeout = Duration::from_millis(f.receipt_timeout_ms);
+        if f.rpc_timeout_ms == 0 {
+            p(".rpc_timeout_ms", "must be more than 0".into());
+        }
+        let rpc = RpcOptions {
+            timeout: Duration::from_millis(f.rpc_timeout_ms.max(1)),
+        };
         if f.kind == "http" {
             if let Some(r) = remote(at, f, chain_id, problems) {
                 self.remote.push(r);
             }
             return;
         }
-        match ChainSpec::load(
-            &f.network,
-            chain_id,
-            &f.rpc_url,
-            &f.settler,
-            receipt_timeout,
-        ) {
-            Ok(spec) => self.local.push(spec),
-            Err(message) => problems.push(problem(at, ".settler", message)),
+        let (field, keys) = match (f.settler.is_configured(), f.settlers.is_empty()) {
+            (true, false) => {
+                p(
+                    ".settlers",
+                    "set either `settler` (one key) or `settlers` (a pool), not both".into(),
+                );
+                return;
+            }
+            (false, false) => (".settlers", f.settlers.clone()),
+            _ => (".settler", vec![f.settler.clone()]),
+        };
+        match ChainSpec::load(&f.network, chain_id, &f.rpc_url, &keys, receipt_timeout) {
+            Ok(mut spec) => {
+                spec.rpc = rpc;
+                spec.gas_floor_settlements = f.gas_floor_settlements;
+                spec.replace_after = Duration::from_millis(f.replace_after_ms);
+                self.local.push(spec)
+            }
+            Err(message) => problems.push(problem(at, field, message)),
         }
     }
 
@@ -208,7 +244,7 @@ fn remote(
             None
         }
     };
-    if f.settler.is_configured() {
+    if f.settler.is_configured() || !f.settlers.is_empty() {
         p(
             ".settler",
             "a remote facilitator settles with its own key: remove `settler`".into(),
@@ -221,7 +257,10 @@ fn remote(
         if http::HeaderName::from_bytes(k.as_bytes()).is_err()
             || http::HeaderValue::from_str(v).is_err()
         {
-            p(".headers", format!("`{k}` is not a valid HTTP header"));
+            p(
+                ".headers",
+                "a header name or value is not valid HTTP".into(),
+            );
         }
     }
     Some(RemoteFacilitator {
@@ -236,6 +275,9 @@ fn remote(
             .collect(),
         timeout: Duration::from_millis(f.timeout_ms),
         receipt_timeout: Duration::from_millis(f.receipt_timeout_ms),
+        rpc: RpcOptions {
+            timeout: Duration::from_millis(f.rpc_timeout_ms.max(1)),
+        },
     })
 }
 
@@ -243,5 +285,87 @@ fn problem(at: &str, field: &str, message: String) -> Problem {
     Problem {
         path: format!("{at}{field}"),
         message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evm::keys::DEV_KEYS;
+
+    fn entries(yaml: &str) -> Vec<BackendConfig> {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    fn resolve(yaml: &str) -> (BackendSpecs, Vec<Problem>) {
+        // SAFETY: test-only variables, always set to the same values.
+        unsafe {
+            std::env::set_var("X402_POOL_TEST_A", DEV_KEYS[1]);
+            std::env::set_var("X402_POOL_TEST_B", DEV_KEYS[2]);
+        }
+        let mut problems = Vec::new();
+        let s = BackendSpecs::resolve(&entries(yaml), &mut problems);
+        (s, problems)
+    }
+
+    #[test]
+    fn a_pool_of_settler_keys_resolves_in_order_with_its_deadlines() {
+        let (s, problems) = resolve(
+            "- network: eip155:84532
+  rpc_url: http://127.0.0.1:8545
+  settlers: [{ key_env: X402_POOL_TEST_A }, { key_env: X402_POOL_TEST_B }]
+  rpc_timeout_ms: 1500
+  gas_floor_settlements: 7
+",
+        );
+        assert!(problems.is_empty(), "{problems:#?}");
+        let c = &s.local[0];
+        let want: Vec<alloy_primitives::Address> = [1, 2]
+            .iter()
+            .map(|i| {
+                DEV_KEYS[*i]
+                    .parse::<alloy_signer_local::PrivateKeySigner>()
+                    .unwrap()
+                    .address()
+            })
+            .collect();
+        assert_eq!(c.settler_addresses, want);
+        assert_eq!(c.settler_address, want[0]);
+        assert_eq!(c.rpc.timeout, Duration::from_millis(1500));
+        assert_eq!(c.gas_floor_settlements, 7);
+        assert_eq!(c.replace_after, Duration::from_millis(10_000));
+    }
+
+    #[test]
+    fn a_pool_and_a_single_key_together_or_a_key_twice_are_refused() {
+        let (_, problems) = resolve(
+            "- network: eip155:84532
+  rpc_url: http://127.0.0.1:8545
+  settler: { key_env: X402_POOL_TEST_A }
+  settlers: [{ key_env: X402_POOL_TEST_B }]
+",
+        );
+        assert_eq!(
+            problems[0].path, "facilitators[0].settlers",
+            "{problems:#?}"
+        );
+        let (_, problems) = resolve(
+            "- network: eip155:84532
+  rpc_url: http://127.0.0.1:8545
+  settlers: [{ key_env: X402_POOL_TEST_A }, { key_env: X402_POOL_TEST_A }]
+  rpc_timeout_ms: 0
+",
+        );
+        let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert!(
+            paths.contains(&"facilitators[0].rpc_timeout_ms"),
+            "{problems:#?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.path == "facilitators[0].settlers" && p.message.contains("twice")),
+            "{problems:#?}"
+        );
     }
 }

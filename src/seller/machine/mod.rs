@@ -71,18 +71,26 @@ pub(crate) trait Recorder: Send + Sync {
 pub(crate) struct Note {
     pub(crate) tx: Option<String>,
     pub(crate) fields: Vec<(&'static str, Value)>,
+    /// Bodies kept with the record (the request sold, the answer delivered).
+    pub(crate) bodies: Vec<(&'static str, bytes::Bytes)>,
 }
 
 impl Note {
     pub(crate) fn tx(tx: B256) -> Note {
         Note {
             tx: Some(format!("{tx:#x}")),
-            fields: Vec::new(),
+            ..Note::default()
         }
     }
 
     pub(crate) fn with(mut self, k: &'static str, v: impl Into<Value>) -> Note {
         self.fields.push((k, v.into()));
+        self
+    }
+
+    /// Keep `bytes` with the record as its `role` body; the record gets their sha256.
+    pub(crate) fn body(mut self, role: &'static str, bytes: bytes::Bytes) -> Note {
+        self.bodies.push((role, bytes));
         self
     }
 
@@ -93,6 +101,9 @@ impl Note {
         }
         for (k, v) in self.fields {
             e = e.with(k, v);
+        }
+        for (role, b) in self.bodies {
+            e = e.body(role, b);
         }
         e
     }
@@ -247,9 +258,15 @@ impl Machine<'_> {
         match f.answer {
             Err(reply) => {
                 lease.release().await;
-                let note = Note::default()
+                // The reply's code and, for an answer the route does not sell, what was wrong.
+                let said: Value = serde_json::from_slice(&reply.body).unwrap_or_default();
+                let mut note = Note::default()
                     .with("why", "upstream failed; claim released")
-                    .with("status", reply.status);
+                    .with("status", reply.status)
+                    .with("error", said["error"].clone());
+                if let Some(problem) = said["problem"].as_str() {
+                    note = note.with("problem", problem);
+                }
                 self.journal.record(ctx, p, Kind::NotCharged, note).await;
                 Err(Outcome::Reply(reply))
             }
@@ -272,7 +289,7 @@ impl Machine<'_> {
             }
             Ok(answer) => {
                 // The last record before money moves: on disk, or no settlement (503, released).
-                let note = forwarded_note(&answer);
+                let note = forwarded_note(c, &answer);
                 if let Err(reply) = self
                     .journal
                     .before_money(ctx, p, Kind::Forwarded, note)
@@ -286,9 +303,11 @@ impl Machine<'_> {
         }
     }
 
-    async fn forwarded(&self, ctx: &Ctx, p: &VerifiedPayment<'_>, answer: &Value) {
-        let note = forwarded_note(answer);
-        self.journal.record(ctx, p, Kind::Forwarded, note).await;
+    async fn forwarded(&self, ctx: &Ctx, c: &ClaimedPayment<'_>, answer: &Value) {
+        let note = forwarded_note(c, answer);
+        self.journal
+            .record(ctx, &c.payment, Kind::Forwarded, note)
+            .await;
     }
 
     /// Answer held: record "settling", settle, and go on by the outcome.
@@ -495,19 +514,37 @@ impl Machine<'_> {
                 warn!(request_id = %ctx.request_id, "settled, but the answer could not be stored: {e}")
             }
         }
-        telemetry::with(|m| m.settlement(SettlementOutcome::Settled));
+        telemetry::with(|m| {
+            m.settlement(SettlementOutcome::Settled);
+            let o = &p.offer;
+            m.revenue(
+                &o.network,
+                &o.asset.to_string(),
+                &o.pay_to.to_string(),
+                u64::try_from(o.amount).unwrap_or(u64::MAX),
+                o.decimals,
+            );
+        });
         observe(Phase::Total, ctx.started);
+        if let Some(id) = body["metadata"]["modelCallId"].as_str() {
+            let _ = ctx.model_call_id.set(id.to_string());
+            tracing::Span::current().record("model_call_id", id);
+        }
         self.journal
             .record(ctx, p, Kind::Settled, Note::tx(tx))
             .await;
+        let reply = Reply::json(200, &body).with(name, value);
+        // The answer as delivered, byte for byte, kept with the request's hash.
         let note = Note::tx(tx)
             .with("status", 200)
             .with("model", body["metadata"]["model"].clone())
-            .with("modelCallId", body["metadata"]["modelCallId"].clone());
+            .with("modelCallId", body["metadata"]["modelCallId"].clone())
+            .with("requestSha256", c.body_hash.clone())
+            .body("answer", reply.body.clone());
         self.journal.record(ctx, p, Kind::Answered, note).await;
         info!(request_id = %ctx.request_id, payment_id = %p.payment_id, payer = %p.authorization().from, tx = %txs,
             amount = %p.offer.amount, ms = ctx.started.elapsed().as_millis() as u64, "paid call settled");
-        Outcome::Reply(Reply::json(200, &body).with(name, value))
+        Outcome::Reply(reply)
     }
 
     /// A payment settled on chain with no answer held: the upstream's, now. If it fails, the
@@ -557,7 +594,7 @@ impl Machine<'_> {
                 Err(Outcome::Gone)
             }
             Ok(answer) => {
-                self.forwarded(ctx, p, &answer).await;
+                self.forwarded(ctx, c, &answer).await;
                 Ok(answer)
             }
         }
@@ -692,14 +729,15 @@ impl Machine<'_> {
         let note = match held.tx {
             Some(tx) => Note {
                 tx: Some(tx),
-                fields: Vec::new(),
+                ..Note::default()
             }
             .with(
                 "why",
                 "settled payment sent again: stored answer, no second charge",
             ),
             None => Note::default(),
-        };
+        }
+        .with("answerSha256", crate::util::sha256_hex(a.body.as_bytes()));
         self.journal.record(ctx, p, Kind::Replayed, note).await;
         Outcome::Reply(answer::replayed(a))
     }
@@ -788,10 +826,12 @@ impl Machine<'_> {
 }
 
 /// The `forwarded` record's fields: which model answered.
-fn forwarded_note(answer: &Value) -> Note {
+/// The `forwarded` record: the upstream's model, and the request sold (kept with its sha256).
+fn forwarded_note(c: &ClaimedPayment<'_>, answer: &Value) -> Note {
     Note::default()
         .with("model", answer["metadata"]["model"].clone())
         .with("modelCallId", answer["metadata"]["modelCallId"].clone())
+        .body("request", c.body.clone())
 }
 
 /// The upstream's answer as held with the claim (not settled).
