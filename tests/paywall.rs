@@ -910,7 +910,11 @@ async fn each_price_tier_of_a_route_is_payable_and_settled_at_its_price() {
         };
         let (status, _, body) = post(&w, &w.paid_url(), seed_body(), Some((name, &header))).await;
         assert_eq!(status, 200, "tier {i} (v1: {v1}): {body}");
-        assert_eq!(body["payment"]["amount"], req.amount.to_string(), "{body}");
+        assert_eq!(
+            body["payment"]["amountAtomic"],
+            req.amount.to_string(),
+            "{body}"
+        );
         assert_eq!(
             body["payment"]["payTo"],
             req.pay_to.to_checksum(None),
