@@ -51,6 +51,9 @@ impl Paywall {
         tracing::Span::current()
             .record("payment_id", payment.payment_id.as_str())
             .record("payer", payment.authorization().from.to_string().as_str());
+        if let Some(limited) = self.over_payer_limit(&payment.authorization().from) {
+            return Err(Some(limited));
+        }
         let settlement = self.settlement_for(&payment)?;
         let claimed = ClaimedPayment::new(payment, &body, now);
         observe(Phase::Verify, verify_started);

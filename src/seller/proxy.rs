@@ -124,7 +124,18 @@ impl Paywall {
             span.record("trace_id", t.as_str());
         }
         crate::telemetry::otlp::adopt_parent(&span, &s.req_header().headers);
-        let answer = self.paid(s, route, ctx).instrument(span.clone()).await;
+        let headers = &s.req_header().headers;
+        let unpaid = !headers.contains_key(HEADER_PAYMENT_SIGNATURE)
+            && !headers.contains_key(HEADER_X_PAYMENT);
+        let limited = if unpaid {
+            self.over_ip_limit(&client)
+        } else {
+            None
+        };
+        let answer = match limited {
+            Some(reply) => Some(reply),
+            None => self.paid(s, route, ctx).instrument(span.clone()).await,
+        };
         let _entered = span.enter();
         match answer {
             Some(reply) => {
