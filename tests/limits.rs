@@ -202,3 +202,65 @@ async fn a_payer_flooding_signed_payloads_is_limited_before_any_chain_read() {
         .assert_not_charged(unfunded.address(), 0)
         .await;
 }
+
+/// Many unfunded keys from one address: each payment is a new payer, so the per-payer limit
+/// never trips; the address's payments refused on chain do. Past `refused_per_ip`, its
+/// payments get 429 before any chain read, and another address's payment is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_signed_by_many_unfunded_keys_are_limited_per_address_before_chain_reads() {
+    let net = devnet().await;
+    let rpc = CountingProxy::start(&net.rpc_url).await;
+    let upstream = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = seller_node(free_port(), &upstream.url, &net);
+    node.settlement.rpc_url = rpc.url.clone();
+    node.refused_per_ip = Some((4, 60));
+    let seller = start_sidecar(
+        dir.path(),
+        "seller",
+        node.listen,
+        &node.yaml(),
+        &net.settler_key_hex(),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/x402", seller.url);
+    let (_, headers, body) = post_json(&http, &url, seed_body(), &[]).await;
+    let quote = client::parse_challenge(
+        headers
+            .get("payment-required")
+            .and_then(|h| h.to_str().ok()),
+        body.to_string().as_bytes(),
+        false,
+    )
+    .unwrap();
+    let fresh = || {
+        let key = PrivateKeySigner::random();
+        let (name, value, _) = client::payment_for(&key, &quote).unwrap();
+        (key.address(), name, value)
+    };
+    let mut payers = Vec::new();
+    for i in 0..4 {
+        let (who, name, value) = fresh();
+        payers.push(who);
+        let (status, _, body) = post_json(&http, &url, seed_body(), &[(name, &value)]).await;
+        assert_eq!(status, 402, "payment {i}: {body}");
+    }
+    let within = rpc.calls();
+    for i in 0..20 {
+        let (who, name, value) = fresh();
+        payers.push(who);
+        let (status, headers, body) = post_json(&http, &url, seed_body(), &[(name, &value)]).await;
+        assert_eq!(status, 429, "payment {}: {body}", i + 4);
+        assert_eq!(body["error"], "rate_limited_refused", "{body}");
+        assert!(headers.get("retry-after").is_some());
+    }
+    assert_eq!(
+        rpc.calls(),
+        within,
+        "limited payments reached the chain's RPC"
+    );
+    for who in payers {
+        Money::new(&net, PRICE).assert_not_charged(who, 0).await;
+    }
+}

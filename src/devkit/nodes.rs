@@ -231,6 +231,8 @@ pub struct SellerNode {
     /// defaults when `None`.
     pub per_ip: Option<(u32, u64)>,
     pub per_payer: Option<(u32, u64)>,
+    /// `inbound.limits.refused_per_ip` as (requests, window seconds).
+    pub refused_per_ip: Option<(u32, u64)>,
     /// `inbound.limits.enabled: false` (the load bench measures the paywall, not its limits).
     pub limits_off: bool,
 }
@@ -286,6 +288,7 @@ impl SellerNode {
             otlp: None,
             per_ip: None,
             per_payer: None,
+            refused_per_ip: None,
             limits_off: false,
         }
     }
@@ -363,7 +366,11 @@ impl SellerNode {
                 "limits",
                 limits(
                     self.limits_off,
-                    &[("per_ip", self.per_ip), ("per_payer", self.per_payer)],
+                    &[
+                        ("per_ip", self.per_ip),
+                        ("per_payer", self.per_payer),
+                        ("refused_per_ip", self.refused_per_ip),
+                    ],
                 ),
             )
             .with("routes", routes);

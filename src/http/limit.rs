@@ -108,11 +108,26 @@ impl Limiter {
     /// client that keeps going stays limited).
     pub fn check<K: Hash>(&self, key: &K) -> Result<(), Limited> {
         self.rate.observe(key, 1);
+        self.judge(key, 0.0)
+    }
+
+    /// Count one event for `key` without asking (see [`Limiter::peek`]).
+    pub fn count<K: Hash>(&self, key: &K) {
+        self.rate.observe(key, 1);
+    }
+
+    /// Is `key` over its limit already, by the events counted so far (this one not counted)?
+    pub fn peek<K: Hash>(&self, key: &K) -> Result<(), Limited> {
+        self.judge(key, 1.0)
+    }
+
+    /// Within the limit with `extra` more events than counted so far?
+    fn judge<K: Hash>(&self, key: &K, extra: f64) -> Result<(), Limited> {
         let limit = f64::from(self.limit.requests);
         let window = self.limit.window_secs.max(1) as f64;
         self.rate.rate_with(key, |c| {
             let prev = c.prev_samples.max(0) as f64;
-            let curr = c.curr_samples.max(0) as f64;
+            let curr = c.curr_samples.max(0) as f64 + extra;
             let frac = c.current_interval_fraction.clamp(0.0, 1.0);
             if prev * (1.0 - frac) + curr <= limit {
                 return Ok(());

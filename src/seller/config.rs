@@ -69,6 +69,11 @@ pub struct InboundLimits {
     /// chain read.
     #[serde(default = "default_per_payer")]
     pub per_payer: LimitConfig,
+    /// Payments refused on chain (no funds, nonce used, …) per client IP: past it, that
+    /// address's payments are refused before any chain read, so a flood of payments signed by
+    /// many unfunded keys cannot drain the RPC. Honest clients are rarely refused at all.
+    #[serde(default = "default_refused_per_ip")]
+    pub refused_per_ip: LimitConfig,
 }
 
 impl Default for InboundLimits {
@@ -77,6 +82,7 @@ impl Default for InboundLimits {
             enabled: true,
             per_ip: default_per_ip(),
             per_payer: default_per_payer(),
+            refused_per_ip: default_refused_per_ip(),
         }
     }
 }
@@ -87,12 +93,17 @@ fn default_per_ip() -> LimitConfig {
 fn default_per_payer() -> LimitConfig {
     LimitConfig::new(256, 10)
 }
+fn default_refused_per_ip() -> LimitConfig {
+    LimitConfig::new(32, 10)
+}
 
 impl InboundLimits {
     /// The limits to enforce, `None` when off; bad values are reported under `inbound.limits`.
     fn resolve(&self, problems: &mut Vec<Problem>) -> Option<InboundLimits> {
         self.per_ip.check("inbound.limits.per_ip", problems);
         self.per_payer.check("inbound.limits.per_payer", problems);
+        self.refused_per_ip
+            .check("inbound.limits.refused_per_ip", problems);
         self.enabled.then_some(*self)
     }
 }

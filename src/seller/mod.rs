@@ -88,6 +88,7 @@ pub(crate) struct Paywall {
 struct Limits {
     per_ip: crate::http::limit::Limiter,
     per_payer: crate::http::limit::Limiter,
+    refused_per_ip: crate::http::limit::Limiter,
 }
 
 /// Why the paywall could not be built.
@@ -159,6 +160,7 @@ impl Paywall {
             limits: cfg.limits.map(|l| Limits {
                 per_ip: crate::http::limit::Limiter::new(l.per_ip),
                 per_payer: crate::http::limit::Limiter::new(l.per_payer),
+                refused_per_ip: crate::http::limit::Limiter::new(l.refused_per_ip),
             }),
         })
     }
@@ -197,6 +199,26 @@ impl Paywall {
             "paid by this payer (nothing was charged)",
             l.limit(),
         ))
+    }
+
+    /// The 429 for a payment from `client` once its payments refused on chain passed
+    /// `inbound.limits.refused_per_ip` (before any claim or chain read: nothing was charged).
+    fn over_refused_limit(&self, client: &str) -> Option<crate::http::Reply> {
+        let l = &self.limits.as_ref()?.refused_per_ip;
+        let over = l.peek(&client).err()?;
+        telemetry::with(|m| m.rate_limited(telemetry::RateLimit::RefusedIp));
+        Some(over.reply(
+            "rate_limited_refused",
+            "with payments the chain refused from your address (nothing was charged)",
+            l.limit(),
+        ))
+    }
+
+    /// Count a payment from `client` that the chain checks refused.
+    fn count_refused(&self, client: &str) {
+        if let Some(l) = &self.limits {
+            l.refused_per_ip.count(&client);
+        }
     }
 
     fn route(&self, method: &str, path: &str) -> Option<&Route> {

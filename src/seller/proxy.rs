@@ -151,7 +151,7 @@ impl Paywall {
 
 /// The caller's address: the TCP peer, or — only when the peer is a trusted proxy — the
 /// right-most address in `X-Forwarded-For` that is not itself a trusted proxy.
-fn client_ip(s: &Session, trusted: &[std::net::IpAddr]) -> String {
+pub(crate) fn client_ip(s: &Session, trusted: &[std::net::IpAddr]) -> String {
     let peer = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
     let Some(peer) = peer else {
         return "unknown".into();

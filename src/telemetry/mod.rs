@@ -373,6 +373,8 @@ pub enum RateLimit {
     Payer,
     /// Facilitator API calls, per bearer key (or per client IP without authentication).
     FacilitatorClient,
+    /// Payments from a client IP whose payments the chain refused too often.
+    RefusedIp,
 }
 
 impl RateLimit {
@@ -381,6 +383,7 @@ impl RateLimit {
             RateLimit::Ip => "ip",
             RateLimit::Payer => "payer",
             RateLimit::FacilitatorClient => "facilitator_client",
+            RateLimit::RefusedIp => "refused_ip",
         }
     }
 }
