@@ -297,7 +297,7 @@ pub struct AdvisorArgs {
     pub aster_url: Option<String>,
     /// Timeout of one venue request, and the budget of all of one advice's market fetches;
     /// past it the advice is made without market data and says so.
-    #[arg(long, env = "X402_ADVISOR_MARKET_TIMEOUT_MS", default_value_t = 1_500)]
+    #[arg(long, env = "X402_ADVISOR_MARKET_TIMEOUT_MS", default_value_t = 1_000)]
     pub market_timeout_ms: u64,
     /// How long a venue answer is reused: a burst of paid calls makes one venue request per
     /// symbol and interval.

@@ -163,7 +163,7 @@ impl ClientConfig {
     pub fn new(base_url: impl Into<String>) -> Self {
         ClientConfig {
             base_url: base_url.into().trim_end_matches('/').to_string(),
-            timeout: Duration::from_millis(1_500),
+            timeout: Duration::from_millis(1_000),
             cache_ttl: Duration::from_secs(5),
             breaker_failures: 3,
             breaker_open: Duration::from_secs(30),
