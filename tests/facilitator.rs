@@ -401,6 +401,8 @@ async fn an_unreachable_chain_is_an_unexpected_error_not_the_payers_fault() {
         server: None,
         admin: None,
         audit: false,
+        per_client: None,
+        bearer_keys_env: Vec::new(),
     };
     let key = x402_sidecar::evm::keys::DEV_KEYS[1];
     let sidecar = start_sidecar(dir.path(), "facilitator", node.listen, &node.yaml(), key).await;
@@ -471,4 +473,98 @@ async fn concurrent_settles_of_one_payment_move_the_money_once() {
     f.w.money()
         .assert_paid_once(buyer.address(), PRICE * 3)
         .await;
+}
+
+/// With `auth.bearer_keys_env`, `/verify` and `/settle` refuse a caller without a known key
+/// (401) and serve one with it; each key has its own rate limit (429 with `Retry-After`), and
+/// the refusals move no money and are counted on /metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_keys_guard_the_facilitator_and_each_key_is_rate_limited() {
+    const KEY_ENV: &str = "X402_TEST_FACILITATOR_BEARER";
+    const KEY: &str = "test-bearer-key-0123456789abcdefghijkl";
+    let w = World::start().await;
+    let admin = free_port();
+    let mut node = FacilitatorNode::new(free_port(), &w.net, SETTLER_ENV);
+    node.admin = Some(admin);
+    node.bearer_keys_env = vec![KEY_ENV.into()];
+    node.per_client = Some((3, 60));
+    let sidecar = run(
+        launch(w.dir.path(), "facilitator")
+            .env(SETTLER_ENV, w.net.settler_key_hex())
+            .env(KEY_ENV, KEY),
+        &node.yaml(),
+        node.listen,
+    )
+    .await;
+    let buyer = w.buyer(PRICE).await;
+    let req = PaymentRequirements {
+        scheme: "exact".into(),
+        network: NETWORK.into(),
+        amount: U256::from(PRICE),
+        asset: USDC,
+        pay_to: w.net.pay_to,
+        max_timeout_seconds: 120,
+        extra: Some(json!({"name": "USDC", "version": "2"})),
+    };
+    let body = request(2, &v2_payment(&buyer, &buyer, &req, |_| {}), &req);
+    let call = |auth: Option<&'static str>, path: &'static str| {
+        let mut r = w.http.post(format!("{}{path}", sidecar.url)).json(&body);
+        if let Some(a) = auth {
+            r = r.header("Authorization", a);
+        }
+        async move {
+            let resp = r.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let retry = resp
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            let www = resp.headers().get("www-authenticate").is_some();
+            (status, retry, www, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let bearer = Box::leak(format!("Bearer {KEY}").into_boxed_str()) as &'static str;
+
+    for (auth, path) in [
+        (None, "/verify"),
+        (
+            Some("Bearer not-the-key-0123456789abcdefghijklm"),
+            "/verify",
+        ),
+        (None, "/settle"),
+    ] {
+        let (status, _, www, b) = call(auth, path).await;
+        assert_eq!(status, 401, "{path} {b}");
+        assert!(www);
+        assert_eq!(b["error"], "unauthorized");
+        assert!(!b.to_string().contains(KEY));
+    }
+    for _ in 0..3 {
+        let (status, _, _, b) = call(Some(bearer), "/verify").await;
+        assert_eq!(status, 200, "{b}");
+        assert_eq!(b["isValid"], true, "{b}");
+    }
+    let (status, retry, _, b) = call(Some(bearer), "/verify").await;
+    assert_eq!(status, 429, "{b}");
+    assert_eq!(b["error"], "rate_limited");
+    let retry: u64 = retry.expect("Retry-After").parse().unwrap();
+    assert!((1..=120).contains(&retry), "{retry}");
+    // /supported stays open (discovery and readiness probes).
+    let s = w
+        .http
+        .get(format!("{}/supported", sidecar.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(s.status(), 200);
+    let metrics = get_text(&w.http, &format!("http://127.0.0.1:{admin}/metrics")).await;
+    assert!(
+        metrics.contains("x402_rate_limited_total{limit=\"facilitator_client\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        !sidecar.logs().contains(KEY),
+        "the bearer key reached the log"
+    );
+    w.money().assert_not_charged(buyer.address(), PRICE).await;
 }

@@ -239,6 +239,35 @@ pub struct SellerNode {
     /// `audit.spill_dir` (in memory only when `None`).
     pub audit_spill_dir: Option<String>,
     pub otlp: Option<Otlp>,
+    /// `inbound.limits.per_ip` and `.per_payer` as (requests, window seconds); the sidecar's
+    /// defaults when `None`.
+    pub per_ip: Option<(u32, u64)>,
+    pub per_payer: Option<(u32, u64)>,
+    /// `inbound.limits.refused_per_ip` as (requests, window seconds).
+    pub refused_per_ip: Option<(u32, u64)>,
+    /// `inbound.limits.enabled: false` (the load bench measures the paywall, not its limits).
+    pub limits_off: bool,
+}
+
+/// A `limits:` section: `enabled: false`, or the given limits (the rest left to the defaults).
+fn limits(off: bool, each: &[(&str, Option<(u32, u64)>)]) -> Option<Value> {
+    if off {
+        return Some(Map::new().with("enabled", false).into());
+    }
+    let mut m = Map::new();
+    let mut any = false;
+    for (name, l) in each {
+        if let Some((requests, window)) = l {
+            any = true;
+            m = m.with(
+                name,
+                Map::new()
+                    .with("requests", u64::from(*requests))
+                    .with("window_secs", *window),
+            );
+        }
+    }
+    any.then(|| m.into())
 }
 
 impl SellerNode {
@@ -269,6 +298,10 @@ impl SellerNode {
             audit_dir: None,
             audit_spill_dir: None,
             otlp: None,
+            per_ip: None,
+            per_payer: None,
+            refused_per_ip: None,
+            limits_off: false,
         }
     }
 
@@ -341,6 +374,17 @@ impl SellerNode {
             .with("listen", listen(self.listen))
             .with("upstream", upstream)
             .maybe("challenge_secret", self.challenge_secret.as_deref())
+            .maybe(
+                "limits",
+                limits(
+                    self.limits_off,
+                    &[
+                        ("per_ip", self.per_ip),
+                        ("per_payer", self.per_payer),
+                        ("refused_per_ip", self.refused_per_ip),
+                    ],
+                ),
+            )
             .with("routes", routes);
         render(
             Map::new()
@@ -591,6 +635,10 @@ pub struct FacilitatorNode {
     pub server: Option<Server>,
     pub admin: Option<u16>,
     pub audit: bool,
+    /// `facilitator.limits.per_client` as (requests, window seconds); the default when `None`.
+    pub per_client: Option<(u32, u64)>,
+    /// `facilitator.auth.bearer_keys_env` (no authentication when empty).
+    pub bearer_keys_env: Vec<String>,
 }
 
 impl FacilitatorNode {
@@ -602,18 +650,30 @@ impl FacilitatorNode {
             server: None,
             admin: None,
             audit: true,
+            per_client: None,
+            bearer_keys_env: Vec::new(),
         }
     }
 
     /// The node's `sidecar.yaml`.
     pub fn yaml(&self) -> String {
+        let auth = (!self.bearer_keys_env.is_empty()).then(|| {
+            let vars: Vec<Value> = self
+                .bearer_keys_env
+                .iter()
+                .map(|v| Value::from(v.as_str()))
+                .collect();
+            Map::new().with("bearer_keys_env", vars)
+        });
         render(
             Map::new()
                 .with(
                     "facilitator",
                     Map::new()
                         .with("enabled", true)
-                        .with("listen", listen(self.listen)),
+                        .with("listen", listen(self.listen))
+                        .maybe("limits", limits(false, &[("per_client", self.per_client)]))
+                        .maybe("auth", auth),
                 )
                 .with("facilitators", vec![self.settlement.value()])
                 .maybe("admin", self.admin.map(admin))

@@ -185,6 +185,10 @@ impl FacilitatorApp {
         if endpoint == Endpoint::Supported {
             return json_reply(200, &self.supported(), None);
         }
+        if let Err(refused) = self.admit(s) {
+            count(endpoint, "refused");
+            return refused.into_response();
+        }
         let req = match read_request(s).await {
             Ok(r) => r,
             Err(e) => return refuse_request(s, endpoint, &e),
@@ -219,6 +223,56 @@ impl FacilitatorApp {
         count(Endpoint::Settle, outcome);
         json_reply(200, &r, None)
     }
+}
+
+impl FacilitatorApp {
+    /// Authentication (when `auth` is configured: 401 without a known bearer key) and the
+    /// per-client rate limit (429), before the body is read.
+    fn admit(&self, s: &ServerSession) -> Result<(), Reply> {
+        let client = if self.keys.is_empty() {
+            s.client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default()
+        } else {
+            let given = s
+                .req_header()
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim);
+            let known = given.and_then(|g| {
+                self.keys
+                    .iter()
+                    .find(|k| same(k.key.expose().as_bytes(), g.as_bytes()))
+            });
+            match known {
+                Some(k) => k.name.clone(),
+                None => {
+                    info!("facilitator request refused: no valid bearer key");
+                    return Err(Reply::error(
+                        401,
+                        "unauthorized",
+                        "this facilitator needs `Authorization: Bearer <key>` with a key it was given",
+                    )
+                    .with("WWW-Authenticate", "Bearer"));
+                }
+            }
+        };
+        if let Some(l) = &self.limit
+            && let Err(over) = l.check(&client)
+        {
+            telemetry::with(|m| m.rate_limited(telemetry::RateLimit::FacilitatorClient));
+            return Err(over.reply("rate_limited", "from this client", l.limit()));
+        }
+        Ok(())
+    }
+}
+
+/// Compare two keys in time that depends on their lengths only.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The body, size-limited, as a facilitator request.

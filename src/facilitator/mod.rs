@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::audit::Journal;
 use crate::evm::{Chain, NonceLeases};
+use crate::http::limit::Limiter;
 use crate::x402::ids::PaymentRef;
 use crate::x402::networks;
 use crate::x402::types::{SupportedKind, SupportedResponse};
@@ -59,6 +60,10 @@ pub struct FacilitatorApp {
     settling: Mutex<HashSet<PaymentRef>>,
     /// Where settlement attempts are recorded (`facilitator_settled`, `…_failed`, `…_pending`).
     journal: Option<Arc<Journal>>,
+    /// `facilitator.limits.per_client`, when on.
+    limit: Option<Limiter>,
+    /// `facilitator.auth`: the accepted bearer keys (empty: no authentication).
+    keys: Vec<config::BearerKey>,
 }
 
 impl FacilitatorApp {
@@ -94,6 +99,8 @@ impl FacilitatorApp {
             chains,
             settling: Mutex::new(HashSet::new()),
             journal: None,
+            limit: cfg.limits.map(|l| Limiter::new(l.per_client)),
+            keys: cfg.keys.clone(),
         })
     }
 

@@ -1,6 +1,7 @@
 //! HTTP pieces every role shares: reading a request body or a peer's answer with a size limit,
 //! one [`Reply`] type for every answer the sidecar writes, and the small loopback [`server`].
 
+pub mod limit;
 pub mod server;
 
 use bytes::Bytes;

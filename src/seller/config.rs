@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::http::limit::LimitConfig;
 use crate::util::{Problem, Secret};
 use crate::x402::address::{self, AddressError};
 use crate::x402::matching::Offer;
@@ -49,6 +50,62 @@ pub struct InboundConfig {
     pub disclaimer: String,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Rate limits (on by default): unpaid calls per client IP, signed payments per payer.
+    #[serde(default)]
+    pub limits: InboundLimits,
+}
+
+/// `inbound.limits:` the paywall's rate limits. On by default, generous for honest clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundLimits {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Calls to a paid route without a payment (the 402 path), per client IP (behind
+    /// `trusted_proxies`, the forwarded address).
+    #[serde(default = "default_per_ip")]
+    pub per_ip: LimitConfig,
+    /// Signed payments per payer, counted after the signature check and before any claim or
+    /// chain read.
+    #[serde(default = "default_per_payer")]
+    pub per_payer: LimitConfig,
+    /// Payments refused on chain (no funds, nonce used, …) per client IP: past it, that
+    /// address's payments are refused before any chain read, so a flood of payments signed by
+    /// many unfunded keys cannot drain the RPC. Honest clients are rarely refused at all.
+    #[serde(default = "default_refused_per_ip")]
+    pub refused_per_ip: LimitConfig,
+}
+
+impl Default for InboundLimits {
+    fn default() -> Self {
+        InboundLimits {
+            enabled: true,
+            per_ip: default_per_ip(),
+            per_payer: default_per_payer(),
+            refused_per_ip: default_refused_per_ip(),
+        }
+    }
+}
+
+fn default_per_ip() -> LimitConfig {
+    LimitConfig::new(1024, 10)
+}
+fn default_per_payer() -> LimitConfig {
+    LimitConfig::new(256, 10)
+}
+fn default_refused_per_ip() -> LimitConfig {
+    LimitConfig::new(32, 10)
+}
+
+impl InboundLimits {
+    /// The limits to enforce, `None` when off; bad values are reported under `inbound.limits`.
+    fn resolve(&self, problems: &mut Vec<Problem>) -> Option<InboundLimits> {
+        self.per_ip.check("inbound.limits.per_ip", problems);
+        self.per_payer.check("inbound.limits.per_payer", problems);
+        self.refused_per_ip
+            .check("inbound.limits.refused_per_ip", problems);
+        self.enabled.then_some(*self)
+    }
 }
 
 impl Default for InboundConfig {
@@ -63,6 +120,7 @@ impl Default for InboundConfig {
             trusted_proxies: Vec::new(),
             disclaimer: default_disclaimer(),
             routes: Vec::new(),
+            limits: InboundLimits::default(),
         }
     }
 }
@@ -300,6 +358,8 @@ pub struct Seller {
     pub disclaimer: String,
     pub routes: Vec<Route>,
     pub settlement: BackendSpecs,
+    /// `None`: `inbound.limits.enabled: false`.
+    pub limits: Option<InboundLimits>,
 }
 
 /// The `inbound:` section, resolved.
@@ -332,7 +392,19 @@ impl Inbound {
     /// `check-config` lines: the section, then each route.
     pub(crate) fn describe(&self) -> Vec<String> {
         let head = match self.seller() {
-            Some(s) => format!("inbound: enabled on {} → {}", s.listen, s.upstream.text),
+            Some(s) => format!(
+                "inbound: enabled on {} → {}; rate limits: {}",
+                s.listen,
+                s.upstream.text,
+                match &s.limits {
+                    Some(l) => format!(
+                        "{} unpaid calls per IP, {} payments per payer",
+                        l.per_ip.describe(),
+                        l.per_payer.describe()
+                    ),
+                    None => "off".into(),
+                }
+            ),
             None => "inbound: disabled".into(),
         };
         std::iter::once(head)
@@ -358,6 +430,7 @@ impl InboundConfig {
     ) -> Option<Inbound> {
         let before = problems.len();
         let serving = self.enabled.then(|| self.serving(problems));
+        let limits = self.limits.resolve(problems);
         let routes: Vec<Route> = self
             .routes
             .iter()
@@ -380,6 +453,7 @@ impl InboundConfig {
             disclaimer: self.disclaimer.clone(),
             routes,
             settlement: settlement.clone(),
+            limits,
         })))
     }
 
@@ -759,6 +833,29 @@ facilitators:
         }
         // The dev key on Base mainnet is refused, and the sentence says why.
         assert!(probs.iter().any(|p| p.message.contains("development keys")));
+    }
+
+    #[test]
+    fn rate_limits_are_on_by_default_and_bad_values_are_reported_with_their_path() {
+        let r = resolve(GOOD).unwrap();
+        let l = r.seller().unwrap().limits.expect("on by default");
+        assert_eq!(l.per_ip, LimitConfig::new(1024, 10));
+        let bad = GOOD.replace(
+            "  routes:",
+            "  limits: { per_ip: { requests: 0 }, per_payer: { requests: 5, window_secs: 0 } }\n  routes:",
+        );
+        let probs = resolve(&bad).unwrap_err();
+        let paths: Vec<_> = probs.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "inbound.limits.per_ip.requests",
+                "inbound.limits.per_payer.window_secs"
+            ],
+            "{probs:#?}"
+        );
+        let off = GOOD.replace("  routes:", "  limits: { enabled: false }\n  routes:");
+        assert!(resolve(&off).unwrap().seller().unwrap().limits.is_none());
     }
 
     #[test]

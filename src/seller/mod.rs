@@ -80,6 +80,15 @@ pub(crate) struct Paywall {
     journal: Option<Arc<Journal>>,
     /// Peers whose `X-Forwarded-For` is believed.
     trusted_proxies: Vec<std::net::IpAddr>,
+    /// `inbound.limits`, when on.
+    limits: Option<Limits>,
+}
+
+/// The paywall's rate limits: unpaid calls per client IP, signed payments per payer.
+struct Limits {
+    per_ip: crate::http::limit::Limiter,
+    per_payer: crate::http::limit::Limiter,
+    refused_per_ip: crate::http::limit::Limiter,
 }
 
 /// Why the paywall could not be built.
@@ -148,6 +157,11 @@ impl Paywall {
             key,
             journal,
             trusted_proxies: cfg.trusted_proxies.clone(),
+            limits: cfg.limits.map(|l| Limits {
+                per_ip: crate::http::limit::Limiter::new(l.per_ip),
+                per_payer: crate::http::limit::Limiter::new(l.per_payer),
+                refused_per_ip: crate::http::limit::Limiter::new(l.refused_per_ip),
+            }),
         })
     }
 
@@ -159,6 +173,51 @@ impl Paywall {
             facilitators: self.backends.remote_probes(),
             store: Some(self.store.clone()),
             upstream: Some(self.upstream.addr),
+        }
+    }
+
+    /// The 429 for an unpaid call from `client` over `inbound.limits.per_ip`, if it is one.
+    fn over_ip_limit(&self, client: &str) -> Option<crate::http::Reply> {
+        let l = &self.limits.as_ref()?.per_ip;
+        let over = l.check(&client).err()?;
+        telemetry::with(|m| m.rate_limited(telemetry::RateLimit::Ip));
+        Some(over.reply(
+            "rate_limited",
+            "without a payment from your address",
+            l.limit(),
+        ))
+    }
+
+    /// The 429 for a signed payment from `payer` over `inbound.limits.per_payer`, if it is one
+    /// (before any claim or chain read: nothing was charged).
+    fn over_payer_limit(&self, payer: &alloy_primitives::Address) -> Option<crate::http::Reply> {
+        let l = &self.limits.as_ref()?.per_payer;
+        let over = l.check(payer).err()?;
+        telemetry::with(|m| m.rate_limited(telemetry::RateLimit::Payer));
+        Some(over.reply(
+            "rate_limited_payer",
+            "paid by this payer (nothing was charged)",
+            l.limit(),
+        ))
+    }
+
+    /// The 429 for a payment from `client` once its payments refused on chain passed
+    /// `inbound.limits.refused_per_ip` (before any claim or chain read: nothing was charged).
+    fn over_refused_limit(&self, client: &str) -> Option<crate::http::Reply> {
+        let l = &self.limits.as_ref()?.refused_per_ip;
+        let over = l.peek(&client).err()?;
+        telemetry::with(|m| m.rate_limited(telemetry::RateLimit::RefusedIp));
+        Some(over.reply(
+            "rate_limited_refused",
+            "with payments the chain refused from your address (nothing was charged)",
+            l.limit(),
+        ))
+    }
+
+    /// Count a payment from `client` that the chain checks refused.
+    fn count_refused(&self, client: &str) {
+        if let Some(l) = &self.limits {
+            l.refused_per_ip.count(&client);
         }
     }
 

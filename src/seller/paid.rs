@@ -51,6 +51,13 @@ impl Paywall {
         tracing::Span::current()
             .record("payment_id", payment.payment_id.as_str())
             .record("payer", payment.authorization().from.to_string().as_str());
+        if let Some(limited) = self.over_payer_limit(&payment.authorization().from) {
+            return Err(Some(limited));
+        }
+        let client = crate::seller::proxy::client_ip(s, &self.trusted_proxies);
+        if let Some(limited) = self.over_refused_limit(&client) {
+            return Err(Some(limited));
+        }
         let settlement = self.settlement_for(&payment)?;
         let claimed = ClaimedPayment::new(payment, &body, now);
         observe(Phase::Verify, verify_started);
@@ -71,7 +78,12 @@ impl Paywall {
         };
         match machine.run(ctx, &claimed, &mut up).await {
             Outcome::Reply(r) => Ok(r),
-            Outcome::Refused(r) => Ok(self.refusal(up.s, route, ctx, &claimed.payment, &r)),
+            Outcome::Refused(r) => {
+                if r.reason.is_payer_fault() {
+                    self.count_refused(&client);
+                }
+                Ok(self.refusal(up.s, route, ctx, &claimed.payment, &r))
+            }
             Outcome::Gone => Err(None),
         }
     }

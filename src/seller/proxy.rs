@@ -124,7 +124,18 @@ impl Paywall {
             span.record("trace_id", t.as_str());
         }
         crate::telemetry::otlp::adopt_parent(&span, &s.req_header().headers);
-        let answer = self.paid(s, route, ctx).instrument(span.clone()).await;
+        let headers = &s.req_header().headers;
+        let unpaid = !headers.contains_key(HEADER_PAYMENT_SIGNATURE)
+            && !headers.contains_key(HEADER_X_PAYMENT);
+        let limited = if unpaid {
+            self.over_ip_limit(&client)
+        } else {
+            None
+        };
+        let answer = match limited {
+            Some(reply) => Some(reply),
+            None => self.paid(s, route, ctx).instrument(span.clone()).await,
+        };
         let _entered = span.enter();
         match answer {
             Some(reply) => {
@@ -140,7 +151,7 @@ impl Paywall {
 
 /// The caller's address: the TCP peer, or — only when the peer is a trusted proxy — the
 /// right-most address in `X-Forwarded-For` that is not itself a trusted proxy.
-fn client_ip(s: &Session, trusted: &[std::net::IpAddr]) -> String {
+pub(crate) fn client_ip(s: &Session, trusted: &[std::net::IpAddr]) -> String {
     let peer = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
     let Some(peer) = peer else {
         return "unknown".into();

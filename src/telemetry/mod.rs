@@ -77,6 +77,8 @@ pub struct Metrics {
     pub audit_spill_records: IntCounterVec,
     /// Paid calls refused because the journal could not record them, by stage.
     pub audit_refusals: IntCounterVec,
+    /// Requests refused with 429 by a rate limit, by limit (`ip`, `payer`, `facilitator_client`).
+    pub rate_limited: IntCounterVec,
     pub build_info: IntGauge,
 }
 
@@ -185,6 +187,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "Paid calls not settled because the audit journal could not record them",
         &["stage"],
     )?;
+    let rate_limited = counter(
+        "x402_rate_limited_total",
+        "Requests refused with 429 by a rate limit, by limit",
+        &["limit"],
+    )?;
     let audit_spill_pending = IntGauge::with_opts(Opts::new(
         "x402_audit_spill_pending",
         "Audit records waiting in the spill, not yet in the journal",
@@ -256,6 +263,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         audit_spill_pending,
         audit_spill_records,
         audit_refusals,
+        rate_limited,
         build_info,
     })
 }
@@ -356,6 +364,30 @@ impl JournalRefusal {
     }
 }
 
+/// Which rate limit refused a request (`x402_rate_limited_total{limit}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimit {
+    /// Unpaid calls to a paid route, per client IP.
+    Ip,
+    /// Signed payments, per payer, before any chain read.
+    Payer,
+    /// Facilitator API calls, per bearer key (or per client IP without authentication).
+    FacilitatorClient,
+    /// Payments from a client IP whose payments the chain refused too often.
+    RefusedIp,
+}
+
+impl RateLimit {
+    pub fn label(self) -> &'static str {
+        match self {
+            RateLimit::Ip => "ip",
+            RateLimit::Payer => "payer",
+            RateLimit::FacilitatorClient => "facilitator_client",
+            RateLimit::RefusedIp => "refused_ip",
+        }
+    }
+}
+
 /// What became of audit records the journal could not write
 /// (`x402_audit_spill_records_total{outcome}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -403,6 +435,11 @@ impl Metrics {
                 .with_label_values(&[outcome.label()]);
             counter.inc_by(total.saturating_sub(counter.get()));
         }
+    }
+
+    /// Count a request a rate limit refused.
+    pub fn rate_limited(&self, l: RateLimit) {
+        self.rate_limited.with_label_values(&[l.label()]).inc();
     }
 
     /// Count a paid call the journal stopped.
