@@ -69,7 +69,9 @@ async fn sixteen_concurrent_paid_calls_settle_in_fewer_transactions_than_payment
     }
     let transfers = w.money().assert_transfers(16).await;
     for b in &buyers {
-        w.money().assert_holds(b.address(), 10 * PRICE - 4 * PRICE).await;
+        w.money()
+            .assert_holds(b.address(), 10 * PRICE - 4 * PRICE)
+            .await;
     }
     // On chain: fewer transactions than payments, and each answer names a transaction that
     // carries a transfer from its payer.
@@ -87,7 +89,10 @@ async fn sixteen_concurrent_paid_calls_settle_in_fewer_transactions_than_payment
         let mut want = payers.clone();
         got.sort();
         want.sort();
-        assert_eq!(got, want, "the payers answered with {tx} are its transfers' payers");
+        assert_eq!(
+            got, want,
+            "the payers answered with {tx} are its transfers' payers"
+        );
     }
     // Every batch went to the batching contract.
     for tx in on_chain.keys().filter(|tx| on_chain[*tx].len() > 1) {
@@ -100,7 +105,11 @@ async fn sixteen_concurrent_paid_calls_settle_in_fewer_transactions_than_payment
             .unwrap();
         assert_eq!(r.to, Some(MULTICALL3));
     }
-    assert!(w.seller.logs().contains("batch mined"), "{}", w.seller.logs());
+    assert!(
+        w.seller.logs().contains("batch mined"),
+        "{}",
+        w.seller.logs()
+    );
 }
 
 /// A batch where one authorization was used on chain by someone else (a front-run) after the
@@ -137,9 +146,16 @@ async fn a_front_run_payment_in_a_batch_is_delivered_and_the_others_settle_toget
         assert_eq!(status, 200, "{body}\n{}", w.seller.logs());
         answers.push(answered_tx(&body));
     }
-    assert_eq!(answers[0], front, "the front-run payment names the front-runner's tx");
+    assert_eq!(
+        answers[0], front,
+        "the front-run payment names the front-runner's tx"
+    );
     let rest: BTreeSet<B256> = answers[1..].iter().copied().collect();
-    assert_eq!(rest.len(), 1, "the other three settled in one batch: {answers:?}");
+    assert_eq!(
+        rest.len(),
+        1,
+        "the other three settled in one batch: {answers:?}"
+    );
     assert!(!rest.contains(&front));
     let transfers = w.money().assert_transfers(4).await;
     assert_eq!(
@@ -148,10 +164,15 @@ async fn a_front_run_payment_in_a_batch_is_delivered_and_the_others_settle_toget
         "{transfers:?}"
     );
     for b in &buyers {
-        w.money().assert_holds(b.address(), 10 * PRICE - 2 * PRICE).await;
+        w.money()
+            .assert_holds(b.address(), 10 * PRICE - 2 * PRICE)
+            .await;
     }
     let log = w.seller.logs();
-    assert!(log.contains("the chain shows this payment settled"), "{log}");
+    assert!(
+        log.contains("the chain shows this payment settled"),
+        "{log}"
+    );
 }
 
 /// A payment header's authorization and signature.
@@ -262,8 +283,16 @@ async fn a_call_failing_inside_the_batch_transaction_fails_alone() {
         SettleOutcome::Settled { tx } => *tx,
         o => panic!("the first payment settled in the batch: {o:?}"),
     };
-    assert_eq!(outcomes[2], SettleOutcome::Settled { tx: batch }, "{outcomes:?}");
-    assert_eq!(outcomes[1], SettleOutcome::Settled { tx: front }, "{outcomes:?}");
+    assert_eq!(
+        outcomes[2],
+        SettleOutcome::Settled { tx: batch },
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes[1],
+        SettleOutcome::Settled { tx: front },
+        "{outcomes:?}"
+    );
     let r = p.get_transaction_receipt(batch).await.unwrap().unwrap();
     let fr = p.get_transaction_receipt(front).await.unwrap().unwrap();
     assert!(r.status() && fr.status());

@@ -370,7 +370,10 @@ impl Chain {
         if let Err(outcome) = self.simulate(tx.clone()).await {
             return outcome;
         }
-        let sent = match self.broadcast(key, tx, super::settler::Job::One { asset, a }).await {
+        let sent = match self
+            .broadcast(key, tx, super::settler::Job::One { asset, a })
+            .await
+        {
             Ok(sent) => sent,
             Err(outcome) => return outcome,
         };

@@ -59,7 +59,9 @@ pub(super) enum Job<'a> {
         a: &'a Authorization,
     },
     /// `n` payments in one `aggregate3`, each allowed to fail on its own.
-    Batch { items: &'a [(Address, Authorization)] },
+    Batch {
+        items: &'a [(Address, Authorization)],
+    },
 }
 
 impl Job<'_> {
