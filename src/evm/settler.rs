@@ -77,7 +77,7 @@ impl Job<'_> {
 /// How a broadcast ended, before any payment's outcome is read from it.
 pub(super) enum Mined {
     /// A receipt of one of the hashes sent (how many were sent).
-    Receipt(alloy_rpc_types_eth::TransactionReceipt, usize),
+    Receipt(Box<alloy_rpc_types_eth::TransactionReceipt>, usize),
     /// No receipt within the receipt timeout: the last hash sent.
     Pending(B256),
     /// Settled (or failed) otherwise: the outcome of a single payment.
@@ -385,7 +385,7 @@ impl Chain {
                 None => deadline,
             };
             if let Some(r) = self.wait_any(&hashes, round).await {
-                return Mined::Receipt(r, hashes.len());
+                return Mined::Receipt(Box::new(r), hashes.len());
             }
             if tokio::time::Instant::now() >= deadline {
                 let tx = hashes.last().copied().unwrap_or(sent.hash);
@@ -425,7 +425,7 @@ impl Chain {
                         )
                         .await
                     {
-                        return Mined::Receipt(r, hashes.len());
+                        return Mined::Receipt(Box::new(r), hashes.len());
                     }
                     return match self.displaced(job).await {
                         Ok(Some(o)) => Mined::Done(o),
