@@ -293,6 +293,16 @@ async fn a_call_failing_inside_the_batch_transaction_fails_alone() {
         SettleOutcome::Settled { tx: front },
         "{outcomes:?}"
     );
+    // Asked again by the batch's hash (a retry after `settlement_pending`), the front-run
+    // payment is still the front-runner's settlement.
+    assert_eq!(
+        chain.by_tx(batch, USDC, a1).await,
+        SettleOutcome::Settled { tx: front }
+    );
+    assert_eq!(
+        chain.by_tx(batch, USDC, &signed[0].1).await,
+        SettleOutcome::Settled { tx: batch }
+    );
     let r = p.get_transaction_receipt(batch).await.unwrap().unwrap();
     let fr = p.get_transaction_receipt(front).await.unwrap().unwrap();
     assert!(r.status() && fr.status());

@@ -574,6 +574,14 @@ impl Chain {
     pub async fn by_tx(&self, tx: B256, asset: Address, a: &Authorization) -> SettleOutcome {
         match self.reconcile(tx, asset, a).await {
             SettleOutcome::Pending { .. } => {}
+            // A batch carries other payments too: this one's call may have failed in it (used
+            // meanwhile by someone else); its own identity on chain decides.
+            failed @ SettleOutcome::Failed { .. } if self.batch.is_some() => {
+                return match self.settlement_of(asset, a).await {
+                    Ok(Some(o)) => o,
+                    _ => failed,
+                };
+            }
             done => return done,
         }
         match self.provider().get_transaction_by_hash(tx).await {
