@@ -1118,3 +1118,34 @@ async fn the_labelled_stand_in_is_not_sold_unless_the_route_says_so() {
     );
     assert!(records.iter().any(|r| r.event == "not_charged"));
 }
+
+/// The plain 402 of a route is built once per second and answered again as built: two buyers
+/// within the window get the same challenge and both pay with it (each payment its own
+/// transfer: the EIP-3009 nonce, not the challenge, prevents replay); after the window the
+/// challenge is new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_402_is_kept_for_a_second_and_a_kept_challenge_pays_like_a_fresh_one() {
+    let w = World::start().await;
+    let first = challenge(&w).await;
+    let again = challenge(&w).await;
+    assert_eq!(first.raw, again.raw, "within the window: the same 402");
+    let (a, b) = (w.buyer(1_000_000).await, w.buyer(1_000_000).await);
+    for buyer in [&a, &b] {
+        let header = v2_payment(buyer, &again, |_| {}, |_| {});
+        let (status, _, body) = paid(&w, &header).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let transfers = w.money().assert_transfers(2).await;
+    for buyer in [&a, &b] {
+        assert!(
+            transfers.iter().any(|t| t.from == buyer.address()),
+            "{transfers:?}"
+        );
+        w.money()
+            .assert_holds(buyer.address(), 1_000_000 - PRICE)
+            .await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let later = challenge(&w).await;
+    assert_ne!(first.raw, later.raw, "after the window: a new challenge");
+}

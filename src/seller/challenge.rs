@@ -13,18 +13,41 @@ use crate::seller::payment::VerifiedPayment;
 use crate::telemetry;
 use crate::telemetry::PaymentOutcome;
 use crate::util::now_secs;
-use crate::x402::reason::Rejection;
+use crate::x402::reason::{Reason, Rejection};
 use crate::x402::types::{
     PaymentRequired, PaymentRequirements, PaymentRequirementsV1, ResourceInfo, SettleResponse,
 };
 use crate::x402::{HEADER_PAYMENT_REQUIRED, codec, money};
 
+/// How long the plain 402 of a route is answered again as built: well inside any
+/// `max_timeout_seconds` (at least 10 s), so a kept challenge is as payable as a fresh one.
+pub(crate) const KEEP: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How many (route, resource URL) pairs are kept at most (the URL carries the `Host` the buyer
+/// sent, so this bounds what varying it can cost).
+pub(crate) const KEPT: u64 = 4096;
+
 impl Paywall {
-    /// The 402: v2 `PAYMENT-REQUIRED` header plus a v1 JSON body, both with fresh challenges.
+    /// The 402: v2 `PAYMENT-REQUIRED` header plus a v1 JSON body, both with fresh challenges
+    /// (the plain 402, no payment sent, is built once per [`KEEP`] per route and URL).
     pub(crate) fn challenge(&self, s: &Session, route: &Route, why: &Rejection) -> Reply {
         telemetry::with(|m| m.challenge(&route.id()));
-        let now = now_secs();
         let url = resource_url(s);
+        if why.reason != Reason::PaymentRequired {
+            return self.build_challenge(route, why, url);
+        }
+        let key = (route.id(), url);
+        if let Some(kept) = self.challenges.get(&key) {
+            return kept;
+        }
+        let reply = self.build_challenge(route, why, key.1.clone());
+        self.challenges.insert(key, reply.clone());
+        reply
+    }
+
+    /// The 402 for `route` at `url`, with fresh challenges.
+    fn build_challenge(&self, route: &Route, why: &Rejection, url: String) -> Reply {
+        let now = now_secs();
         let accepts: Vec<PaymentRequirements> = route
             .offers
             .iter()

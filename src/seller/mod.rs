@@ -80,6 +80,10 @@ pub(crate) struct Paywall {
     journal: Option<Arc<Journal>>,
     /// Peers whose `X-Forwarded-For` is believed.
     trusted_proxies: Vec<std::net::IpAddr>,
+    /// The plain 402 (no payment sent) of each route and resource URL, kept for
+    /// [`challenge::KEEP`]: a challenge needs to be fresh per window, not per request (the
+    /// EIP-3009 nonce already prevents replay), and building it is most of a 402's cost.
+    challenges: moka::sync::Cache<(String, String), crate::http::Reply>,
     /// `inbound.limits`, when on.
     limits: Option<Limits>,
 }
@@ -157,6 +161,10 @@ impl Paywall {
             key,
             journal,
             trusted_proxies: cfg.trusted_proxies.clone(),
+            challenges: moka::sync::Cache::builder()
+                .max_capacity(challenge::KEPT)
+                .time_to_live(challenge::KEEP)
+                .build(),
             limits: cfg.limits.map(|l| Limits {
                 per_ip: crate::http::limit::Limiter::new(l.per_ip),
                 per_payer: crate::http::limit::Limiter::new(l.per_payer),
