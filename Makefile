@@ -31,7 +31,7 @@ $(DEVNET_STAMP): devnet/package.json devnet/package-lock.json
 	cd devnet && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# The committed token artifact must be what the committed source compiles to.
+# The committed contract artifacts (token, batcher) must be what the committed sources compile to.
 check-artifact: devnet
 	node devnet/compile.cjs --check
 

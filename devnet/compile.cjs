@@ -1,10 +1,11 @@
 #!/usr/bin/env node
-// Compiles contracts/TestUSDC.sol with solc-js (the exact version pinned in
-// package.json) and writes artifacts/TestUSDC.json.
+// Compiles the devnet's contracts (contracts/TestUSDC.sol, contracts/Batcher.sol)
+// with solc-js (the exact version pinned in package.json) and writes one artifact
+// each, artifacts/<Name>.json.
 //
-//   node compile.cjs           compile and (re)write the artifact
+//   node compile.cjs           compile and (re)write the artifacts
 //   node compile.cjs --check   compile in memory and compare byte for byte with
-//                              the committed artifact; exit 1 on any difference
+//                              the committed artifacts; exit 1 on any difference
 //
 // Paths are resolved relative to this file, so it works from any directory.
 'use strict';
@@ -12,13 +13,8 @@
 const fs = require('fs');
 const path = require('path');
 
-const CONTRACT_NAME = 'TestUSDC';
-// Relative source unit name: it ends up in the metadata (and so in the
-// bytecode's metadata hash), so it must not depend on where the repo lives.
-const SOURCE_UNIT = 'contracts/TestUSDC.sol';
-const SOURCE_PATH = path.join(__dirname, 'contracts', 'TestUSDC.sol');
-const ARTIFACT_PATH = path.join(__dirname, 'artifacts', `${CONTRACT_NAME}.json`);
-const ARTIFACT_REL = path.relative(__dirname, ARTIFACT_PATH);
+// Each contract is compiled on its own, from its own source unit.
+const CONTRACTS = ['TestUSDC', 'Batcher'];
 
 function fail(lines) {
   for (const line of [].concat(lines)) console.error(line);
@@ -36,7 +32,20 @@ function loadSolc() {
   }
 }
 
-function compile() {
+function unit(name) {
+  // Relative source unit name: it ends up in the metadata (and so in the
+  // bytecode's metadata hash), so it must not depend on where the repo lives.
+  const SOURCE_UNIT = `contracts/${name}.sol`;
+  return {
+    CONTRACT_NAME: name,
+    SOURCE_UNIT,
+    SOURCE_PATH: path.join(__dirname, 'contracts', `${name}.sol`),
+    ARTIFACT_PATH: path.join(__dirname, 'artifacts', `${name}.json`),
+    ARTIFACT_REL: path.relative(__dirname, path.join(__dirname, 'artifacts', `${name}.json`)),
+  };
+}
+
+function compile({ CONTRACT_NAME, SOURCE_UNIT, SOURCE_PATH }) {
   const solc = loadSolc();
   const input = {
     language: 'Solidity',
@@ -83,7 +92,7 @@ function compile() {
   return { artifact, text: `${JSON.stringify(artifact, null, 2)}\n` };
 }
 
-function describeMismatch(expected, actualText) {
+function describeMismatch(expected, actualText, ARTIFACT_REL) {
   let actual;
   try {
     actual = JSON.parse(actualText);
@@ -114,8 +123,18 @@ function main() {
   const unknown = args.filter((a) => a !== '--check');
   if (unknown.length > 0) fail([`unknown argument(s): ${unknown.join(' ')}`, 'usage: node compile.cjs [--check]']);
   const check = args.includes('--check');
+  let failed = [];
+  for (const name of CONTRACTS) {
+    const u = unit(name);
+    const lines = one(u, check);
+    if (lines) failed = failed.concat(lines);
+  }
+  if (failed.length > 0) fail(failed);
+}
 
-  const { artifact, text } = compile();
+// Write or check one contract's artifact: the lines of its mismatch, if any.
+function one({ CONTRACT_NAME, SOURCE_UNIT, SOURCE_PATH, ARTIFACT_PATH, ARTIFACT_REL }, check) {
+  const { artifact, text } = compile({ CONTRACT_NAME, SOURCE_UNIT, SOURCE_PATH });
 
   if (check) {
     let committed;
@@ -125,14 +144,14 @@ function main() {
       fail([`cannot read committed artifact ${ARTIFACT_REL}: ${err.message}`, 'run `node compile.cjs` to create it']);
     }
     if (committed === text) {
-      console.log('artifact matches source');
-      return;
+      console.log(`artifact matches source (${ARTIFACT_REL})`);
+      return null;
     }
-    fail([
+    return [
       `${ARTIFACT_REL} does not match ${SOURCE_UNIT} compiled with solc ${artifact.compiler}:`,
-      ...describeMismatch(artifact, committed).map((r) => `  - ${r}`),
+      ...describeMismatch(artifact, committed, ARTIFACT_REL).map((r) => `  - ${r}`),
       'run `node compile.cjs` in devnet/ and commit the updated artifact',
-    ]);
+    ];
   }
 
   fs.mkdirSync(path.dirname(ARTIFACT_PATH), { recursive: true });
@@ -141,6 +160,7 @@ function main() {
     `wrote ${ARTIFACT_REL} (solc ${artifact.compiler}; bytecode ${(artifact.bytecode.length - 2) / 2} bytes, ` +
       `deployedBytecode ${(artifact.deployedBytecode.length - 2) / 2} bytes)`,
   );
+  return null;
 }
 
 main();

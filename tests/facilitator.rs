@@ -397,6 +397,7 @@ async fn an_unreachable_chain_is_an_unexpected_error_not_the_payers_fault() {
             rpc_timeout_ms: None,
             gas_floor_settlements: None,
             replace_after_ms: None,
+            batch: None,
         },
         server: None,
         admin: None,

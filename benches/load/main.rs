@@ -20,7 +20,8 @@
 //! `X402_LOAD_WARMUP` (2), `X402_LOAD_CONCURRENCY` (50), `X402_LOAD_PAID` (pre-signed paid
 //! calls, 1000), `X402_LOAD_PAID_CONCURRENCY` (16), `X402_LOAD_SEQ` (one-client paid calls per
 //! scenario, 200), `X402_LOAD_BUYERS` (funded buyers signing the pre-signed payments, 8),
-//! `X402_LOAD_RATE` (open-loop rate of the forward path, 1000/s), `X402_LOAD_NO_WRITE` (print
+//! `X402_LOAD_RATE` (open-loop rate of the forward path, 1000/s), `X402_LOAD_ONLY=batch` (only
+//! the batching comparison, its own block of RESULTS.md), `X402_LOAD_NO_WRITE` (print
 //! only, leave RESULTS.md alone), `X402_LOAD_KEEP` (keep the temp dir with configs, logs and
 //! journals).
 
@@ -141,12 +142,32 @@ async fn run() -> Res<()> {
     let mut stack = Stack::start(&k, dir.path()).await?;
     let mut c = Ctx::new(k, &stack)?;
     scenarios::sanity(&c, &stack).await?;
+    // `X402_LOAD_ONLY=batch`: only the batching comparison (and the chain check).
+    if std::env::var("X402_LOAD_ONLY").is_ok_and(|v| v == "batch") {
+        let start = scenarios::batching(&mut c, &mut stack, dir.path()).await?;
+        let chain = scenarios::chain(&c, &stack).await?;
+        let block = report::batching(&load_at_start, &c.rows[start..]);
+        println!("\n{block}");
+        if std::env::var_os("X402_LOAD_NO_WRITE").is_none() {
+            report::write_batching(&block)?;
+            say("wrote the batching block of benches/RESULTS.md");
+        }
+        drop(stack);
+        return match &chain.mismatch {
+            None => Ok(()),
+            Some(e) => Err(format!(
+                "the chain has {} transfers to payTo for {} paid 200s ({e})",
+                chain.transfers, chain.paid_200
+            )),
+        };
+    }
 
     let forward = scenarios::forward(&mut c, &mut stack).await?;
     let at_200 = scenarios::unpaid(&mut c, &mut stack).await?;
     let rounds = scenarios::paid_rounds(&mut c, &mut stack, dir.path()).await?;
     let presigned = scenarios::presigned(&mut c, &mut stack).await?;
     scenarios::whole_at_8(&mut c, &mut stack).await?;
+    let batched = scenarios::batching(&mut c, &mut stack, dir.path()).await?;
     let floor_end_mean = scenarios::floor_again(&mut c, &stack).await?;
     let chain = scenarios::chain(&c, &stack).await?;
 
@@ -160,8 +181,10 @@ async fn run() -> Res<()> {
     };
     let generated = report::generated(&k, stack.buyers.len(), &load_at_start, &c.rows, &findings);
     println!("\n{}", report::printed(&generated));
+    let batch_block = report::batching(&load_at_start, &c.rows[batched..batched + 4]);
     if std::env::var_os("X402_LOAD_NO_WRITE").is_none() {
         report::write_results(&generated)?;
+        report::write_batching(&batch_block)?;
         say("wrote benches/RESULTS.md");
     }
     drop(stack);

@@ -98,7 +98,7 @@ fn mb(kb: u64) -> String {
     format!("{:.1}", kb as f64 / 1024.0)
 }
 
-fn table(rows: &[Row]) -> String {
+pub(crate) fn table(rows: &[Row]) -> String {
     let mut t = String::from(
         "| scenario | load | ok | errors | ok/s | p50 ms | p99 ms | mean ms | peak RSS MB seller / buyer | CPU µs per call: seller · buyer · anvil · upstream · load gen | cores busy: ours / machine |\n\
          | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |\n",
@@ -171,7 +171,7 @@ pub(crate) fn loadavg() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-fn machine(load_at_start: &str) -> String {
+pub(crate) fn machine(load_at_start: &str) -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -205,7 +205,7 @@ fn machine(load_at_start: &str) -> String {
     let anvil = anvil.lines().next().unwrap_or_default().to_string();
     format!(
         "- date: {} UTC\n- CPU: {model}, {cores} core(s); {mem_mb} MB RAM; Linux {kernel}; load average at start {load_at_start}\n\
-         - {rustc}; the sidecar is the `bench`-profile (= release) build of this tree\n- anvil {anvil} (automine: one block per transaction)\n\
+         - {rustc}; {build}\n- anvil {anvil} (automine: one block per transaction)\n\
          - **everything shares those {cores} cores**: anvil, the stand-in upstream (`x402-sidecar standin`), the seller and the buyer \
          sidecars (2 pingora worker threads each) and the load generator (a 2-thread tokio runtime in this process). \
          The last column says how many cores our processes used and how busy the whole machine was during each run \
@@ -213,6 +213,11 @@ fn machine(load_at_start: &str) -> String {
         util::rfc3339(util::now_secs())
             .replace('T', " ")
             .trim_end_matches('Z'),
+        build = if cfg!(debug_assertions) {
+            "**the sidecar is the debug (unoptimized, `test`-profile) build of this tree: not release figures**"
+        } else {
+            "the sidecar is the `bench`-profile (= release) build of this tree"
+        },
         anvil = anvil
             .trim_start_matches("anvil ")
             .trim_start_matches("Version: "),
@@ -406,4 +411,52 @@ pub(crate) fn printed(generated: &str) -> String {
         .replace(END, "")
         .trim()
         .to_string()
+}
+
+const BATCH_BEGIN: &str =
+    "<!-- BEGIN GENERATED batching by benches/load: rewritten by every run that measures it -->";
+const BATCH_END: &str = "<!-- END GENERATED batching -->";
+
+/// The batching comparison's block: the machine, its rows, and for each client count the
+/// batched side against the other.
+pub(crate) fn batching(load_at_start: &str, rows: &[Row]) -> String {
+    let mut out = format!(
+        "{BATCH_BEGIN}\n\n## Batched settlement, side by side (issue 13)\n\n{}\n\n{}\n",
+        machine(load_at_start),
+        table(rows)
+    );
+    for conc in ["16 clients", "64 clients"] {
+        let side = |batched: bool| {
+            rows.iter()
+                .find(|r| r.load.starts_with(conc) && r.name.contains("batched") == batched)
+        };
+        if let (Some(one), Some(b)) = (side(false), side(true)) {
+            let cpu = |r: &Row| r.cost.cpu_ms[0] * 1000.0 / r.run.all.max(1) as f64;
+            out += &format!(
+                "- {conc}: batched {:.0} settled calls/s vs {:.0} one transaction per payment; p50 {} vs {} ms, p99 {} vs {} ms; seller CPU {:.0} vs {:.0} µs per paid call\n",
+                b.run.rate(),
+                one.run.rate(),
+                ms(b.run.pct(50.0)),
+                ms(one.run.pct(50.0)),
+                ms(b.run.pct(99.0)),
+                ms(one.run.pct(99.0)),
+                cpu(b),
+                cpu(one),
+            );
+        }
+    }
+    out + "\n" + BATCH_END
+}
+
+/// Replace (or append) the batching block of benches/RESULTS.md.
+pub(crate) fn write_batching(block: &str) -> Res<()> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/RESULTS.md");
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let text = match (old.find(BATCH_BEGIN), old.find(BATCH_END)) {
+        (Some(b), Some(e)) if e > b => {
+            format!("{}{}{}", &old[..b], block, &old[e + BATCH_END.len()..])
+        }
+        _ => format!("{}\n{block}\n", old.trim_end()),
+    };
+    std::fs::write(&path, text).map_err(|e| format!("writing benches/RESULTS.md: {e}"))
 }

@@ -552,3 +552,190 @@ pub(crate) async fn chain(c: &Ctx, stack: &Stack) -> Res<ChainCheck> {
         mismatch,
     })
 }
+
+/// Pre-sign `n` payments for the paid route at `url` (its own 402), from `buyers` in turn.
+async fn presign(
+    c: &Ctx,
+    url: &str,
+    buyers: &[alloy_signer_local::PrivateKeySigner],
+    n: usize,
+) -> Res<Vec<(&'static str, String)>> {
+    let unpaid = c
+        .http
+        .post(url)
+        .header("Content-Type", "application/json")
+        .body(c.seed.clone())
+        .send()
+        .await
+        .map_err(|e| format!("402 for pre-signing: {e}"))?;
+    let header = unpaid
+        .headers()
+        .get(x402_sidecar::x402::HEADER_PAYMENT_REQUIRED)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body402 = unpaid.bytes().await.map_err(|e| e.to_string())?;
+    let offer = client::parse_challenge(header.as_deref(), &body402, false)
+        .map_err(|e| format!("the 402 could not be parsed: {e}"))?;
+    (0..n)
+        .map(|i| {
+            client::payment_for(&buyers[i % buyers.len()], &offer)
+                .map(|(name, value, _)| (name, value))
+                .map_err(|e| format!("signing: {e}"))
+        })
+        .collect()
+}
+
+/// One side of the batching comparison: a seller, its run so far and the gas its settlements
+/// used on chain.
+struct Side {
+    name: &'static str,
+    url: String,
+    pids: Pids,
+    _seller: Sidecar,
+}
+
+/// Settlements and gas of the transfers to payTo after the first `since` of them: (settlements,
+/// transactions, gas used by those transactions).
+async fn gas_since(net: &Devnet, since: usize) -> Res<(usize, usize, u64)> {
+    let money = Money::new(net, PRICE);
+    let all = money
+        .transfers()
+        .await
+        .map_err(|e| format!("reading transfers: {e}"))?;
+    let new = &all[since.min(all.len())..];
+    let txs: std::collections::BTreeSet<_> = new.iter().map(|t| t.tx).collect();
+    let mut gas = 0u64;
+    for tx in &txs {
+        use alloy_provider::Provider;
+        let r = net
+            .provider()
+            .get_transaction_receipt(*tx)
+            .await
+            .map_err(|e| format!("receipt: {e}"))?
+            .ok_or("a settlement without a receipt")?;
+        gas += r.gas_used;
+    }
+    Ok((new.len(), txs.len(), gas))
+}
+
+/// 7. Batched settlement side by side (issue 13): pre-signed payments to a seller settling one
+///    transaction per payment and to one with `batch:` on (the defaults: 5 ms window, at most
+///    32 per batch), each with its own settler key, at 16 and 64 clients, in two interleaved
+///    rounds (anvil slows down as blocks accumulate). Gas per settlement comes from the
+///    receipts of the transactions that carried the transfers.
+pub(crate) async fn batching(c: &mut Ctx, stack: &mut Stack, dir: &Path) -> Res<usize> {
+    let (upstream, net) = (&stack.upstream.url, &stack.net);
+    let mut sides = Vec::new();
+    for (name, key, batch) in [
+        ("one transaction per payment", 7usize, None),
+        (
+            "batched (`batch: {}`: 5 ms, ≤ 32)",
+            8,
+            Some((5u64, 32usize)),
+        ),
+    ] {
+        let key = x402_sidecar::evm::keys::DEV_KEYS[key].to_string();
+        let (seller, _) = crate::stack::start_seller_batching(
+            dir,
+            if batch.is_some() {
+                "seller-batch"
+            } else {
+                "seller-single"
+            },
+            upstream,
+            net,
+            key,
+            true,
+            None,
+            batch,
+        )
+        .await?;
+        sides.push(Side {
+            name,
+            url: format!("{}/x402", seller.url),
+            pids: Pids {
+                seller: seller.pid(),
+                ..c.pids
+            },
+            _seller: seller,
+        });
+    }
+    let per_run = (c.k.paid / 2).max(1);
+    // (conc, side) → (run, cost, settlements, txs, gas, first block, last block)
+    type Acc = (Run, Cost, usize, usize, u64, u64, u64);
+    let mut acc: BTreeMap<(usize, usize), Acc> = BTreeMap::new();
+    for round in 0..2 {
+        for conc in [16usize, 64] {
+            for s in 0..sides.len() {
+                // Alternate which side goes first, round by round.
+                let s = if round == 0 { s } else { sides.len() - 1 - s };
+                let side = &sides[s];
+                say(format!(
+                    "batching, round {}: {} → {}, {per_run} pre-signed paid calls",
+                    round + 1,
+                    clients(conc),
+                    side.name
+                ));
+                let payments = presign(c, &side.url, &stack.buyers, per_run).await?;
+                let before = Money::new(&stack.net, PRICE)
+                    .transfers()
+                    .await
+                    .map_err(|e| format!("reading transfers: {e}"))?
+                    .len();
+                let first = block(&stack.net).await;
+                let (http, url, body, ok) = (
+                    c.http.clone(),
+                    side.url.clone(),
+                    c.seed.clone(),
+                    c.paid_ok.clone(),
+                );
+                let work = counted(
+                    conc,
+                    payments,
+                    move |(name, value): &(&'static str, String)| {
+                        let req = http
+                            .post(&url)
+                            .header("Content-Type", "application/json")
+                            .header(*name, value)
+                            .body(body.clone());
+                        paid_200(req, &ok)
+                    },
+                );
+                let (run, cost) = watched(&side.pids, work).await;
+                let last = block(&stack.net).await;
+                let (n, txs, gas) = gas_since(&stack.net, before).await?;
+                match acc.get_mut(&(conc, s)) {
+                    Some(a) => {
+                        a.0.absorb(run);
+                        a.1.absorb(&cost);
+                        a.2 += n;
+                        a.3 += txs;
+                        a.4 += gas;
+                        a.6 = last;
+                    }
+                    None => {
+                        acc.insert((conc, s), (run, cost, n, txs, gas, first, last));
+                    }
+                }
+                stack.alive()?;
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for ((conc, s), (run, cost, n, txs, gas, first, last)) in acc {
+        let per = if n == 0 { 0 } else { gas / n as u64 };
+        rows.push(Row {
+            name: format!("batching: pre-signed paid calls → seller, {}", sides[s].name),
+            load: format!("{}, {} calls", clients(conc), run.all),
+            run,
+            cost,
+            note: format!(
+                "gas per settlement {per} ({n} settlements in {txs} transactions, {:.1} per transaction); blocks {first}–{last}",
+                n as f64 / txs.max(1) as f64
+            ),
+        });
+    }
+    let start = c.rows.len();
+    c.rows.extend(rows);
+    Ok(start)
+}

@@ -106,6 +106,21 @@ pub(crate) async fn start_seller(
     audit: bool,
     otlp: Option<Otlp>,
 ) -> Res<(Sidecar, u16)> {
+    start_seller_batching(dir, name, upstream, net, settler_key, audit, otlp, None).await
+}
+
+/// [`start_seller`], settling in batches (`batch: {window_ms, max_items}`) when given.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn start_seller_batching(
+    dir: &Path,
+    name: &str,
+    upstream: &str,
+    net: &Devnet,
+    settler_key: String,
+    audit: bool,
+    otlp: Option<Otlp>,
+    batch: Option<(u64, usize)>,
+) -> Res<(Sidecar, u16)> {
     let (port, admin) = (free_port()?, free_port()?);
     let mut node = SellerNode::new(port, upstream, net, SETTLER_ENV);
     node.challenge_secret = Some("load-harness-challenge-secret-0123456789".into());
@@ -117,6 +132,7 @@ pub(crate) async fn start_seller(
     node.admin = Some(admin);
     node.audit = audit;
     node.otlp = otlp;
+    node.settlement.batch = batch;
     // One load generator on one address is, to the paywall, one abusive client: the rows
     // measure the paywall without its rate limits.
     node.limits_off = true;

@@ -30,6 +30,11 @@ pub const USDC: Address = address!("0x036CbD53842c5426634e7929541eC2318f3dCF7e")
 pub const ONE_USDC: u64 = 1_000_000;
 
 const ARTIFACT: &str = include_str!("../../devnet/artifacts/TestUSDC.json");
+const BATCHER_ARTIFACT: &str = include_str!("../../devnet/artifacts/Batcher.json");
+/// Where the devnet's batching contract lives (the project's own `Batcher`, Multicall3's
+/// `aggregate3` ABI): Multicall3's canonical address, so batching is configured alike on the
+/// devnet and on public chains.
+pub const BATCHER: Address = crate::evm::MULTICALL3;
 const ANVIL_REL: &str = "devnet/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil";
 
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +98,17 @@ pub fn anvil_path() -> Result<PathBuf, DevnetError> {
 
 /// The token's runtime bytecode from the committed artifact.
 pub fn token_runtime_code() -> Result<Bytes, DevnetError> {
+    runtime_code(ARTIFACT)
+}
+
+/// The batching contract's runtime bytecode from the committed artifact.
+pub fn batcher_runtime_code() -> Result<Bytes, DevnetError> {
+    runtime_code(BATCHER_ARTIFACT)
+}
+
+fn runtime_code(artifact: &str) -> Result<Bytes, DevnetError> {
     let v: serde_json::Value =
-        serde_json::from_str(ARTIFACT).map_err(|e| DevnetError::Start(e.to_string()))?;
+        serde_json::from_str(artifact).map_err(|e| DevnetError::Start(e.to_string()))?;
     v["deployedBytecode"]
         .as_str()
         .and_then(|s| s.parse::<Bytes>().ok())
@@ -109,7 +123,7 @@ fn dev_signer(i: usize) -> PrivateKeySigner {
 }
 
 impl Devnet {
-    /// Start anvil, place the token, make account 0 its owner.
+    /// Start anvil, place the token (account 0 its owner) and the batching contract.
     pub async fn start() -> Result<Devnet, DevnetError> {
         let anvil = anvil_path()?;
         let mut last = String::new();
@@ -185,6 +199,10 @@ impl Devnet {
         let owner_word = B256::left_padding_from(self.owner.address().as_slice());
         self.provider
             .anvil_set_storage_at(USDC, U256::ZERO, owner_word)
+            .await
+            .map_err(rpc)?;
+        self.provider
+            .anvil_set_code(BATCHER, batcher_runtime_code()?)
             .await
             .map_err(rpc)?;
         Ok(())

@@ -131,6 +131,8 @@ pub struct Settlement {
     pub gas_floor_settlements: Option<u64>,
     /// `replace_after_ms`: a settlement not mined by then is replaced with higher fees.
     pub replace_after_ms: Option<u64>,
+    /// `batch: { window_ms, max_items }`: batched settlement (off when `None`).
+    pub batch: Option<(u64, usize)>,
 }
 
 impl Settlement {
@@ -146,6 +148,7 @@ impl Settlement {
             rpc_timeout_ms: None,
             gas_floor_settlements: None,
             replace_after_ms: None,
+            batch: None,
         }
     }
 
@@ -175,6 +178,15 @@ impl Settlement {
             .maybe("rpc_timeout_ms", self.rpc_timeout_ms)
             .maybe("gas_floor_settlements", self.gas_floor_settlements)
             .maybe("replace_after_ms", self.replace_after_ms)
+            .maybe(
+                "batch",
+                self.batch.map(|(window_ms, max_items)| -> Value {
+                    Map::new()
+                        .with("window_ms", window_ms)
+                        .with("max_items", max_items as u64)
+                        .into()
+                }),
+            )
             .into()
     }
 }

@@ -96,6 +96,8 @@ pub struct Chain {
     /// A broadcast not mined within this is sent again at the same nonce with higher fees.
     pub(super) replace_after: Option<Duration>,
     pub(super) receipt_timeout: Duration,
+    /// Batched settlement, when configured (see [`super::batch`]).
+    pub(super) batch: Option<super::batch::Batcher>,
 }
 
 impl Chain {
@@ -167,6 +169,7 @@ impl Chain {
             fees: FeeCache::default(),
             replace_after: None,
             receipt_timeout,
+            batch: None,
         })
     }
 
@@ -174,6 +177,18 @@ impl Chain {
     pub fn with_replace_after(mut self, after: Option<Duration>) -> Self {
         self.replace_after = after.filter(|d| !d.is_zero());
         self
+    }
+
+    /// Settle in batches through `worker` (this chain's twin: the same RPC and keys, built
+    /// without batching) with these options.
+    pub fn with_batch(mut self, worker: Chain, opts: super::batch::BatchOptions) -> Self {
+        self.batch = Some(super::batch::Batcher::new(worker, opts));
+        self
+    }
+
+    /// How settlements are batched, if they are.
+    pub fn batching(&self) -> Option<super::batch::BatchOptions> {
+        self.batch.as_ref().map(|b| b.options())
     }
 
     /// Share the keys' nonces with the other replicas through `leases` (the store's).
@@ -322,8 +337,22 @@ impl Chain {
     }
 
     /// Submit `transferWithAuthorization` with the next key of the pool and wait for its
-    /// receipt (within `receipt_timeout`).
+    /// receipt (within `receipt_timeout`); with batching on, in the next batch, waiting for
+    /// this payment's own outcome only.
     pub async fn settle(
+        &self,
+        asset: Address,
+        a: &Authorization,
+        sig: &Signature,
+    ) -> SettleOutcome {
+        if let Some(b) = &self.batch {
+            return b.settle(asset, a, sig).await;
+        }
+        self.settle_one(asset, a, sig).await
+    }
+
+    /// One payment in a transaction of its own.
+    pub(super) async fn settle_one(
         &self,
         asset: Address,
         a: &Authorization,
@@ -341,7 +370,10 @@ impl Chain {
         if let Err(outcome) = self.simulate(tx.clone()).await {
             return outcome;
         }
-        let sent = match self.broadcast(key, tx, asset, a).await {
+        let sent = match self
+            .broadcast(key, tx, super::settler::Job::One { asset, a })
+            .await
+        {
             Ok(sent) => sent,
             Err(outcome) => return outcome,
         };
@@ -573,7 +605,7 @@ impl Chain {
         // Sent like a settlement (the key's nonce lock, again at a fresh nonce while the
         // authorization is unused); a use of it meanwhile makes the cancellation moot.
         let hash = self
-            .broadcast(key, tx, asset, a)
+            .broadcast(key, tx, super::settler::Job::One { asset, a })
             .await
             .map_err(message)?
             .hash;

@@ -3,6 +3,7 @@
 //! verification, and the settler that submits `transferWithAuthorization` (a key pool, nonces
 //! shared safely between replicas, RPC deadlines, gas against a floor).
 
+pub mod batch;
 pub mod chain;
 pub mod keys;
 pub mod nonce;
@@ -12,6 +13,7 @@ pub mod settler;
 pub mod spec;
 pub mod typed;
 
+pub use batch::{BatchOptions, MULTICALL3};
 pub use chain::{Chain, ChainError, Fate, SettleOutcome, connect};
 pub use keys::{KeyError, KeySource};
 pub use nonce::NonceLeases;

@@ -50,6 +50,43 @@ impl SettlerKey {
     }
 }
 
+/// What one settlement transaction carries: one payment's `transferWithAuthorization`, or a
+/// batch of them through the batching contract (see [`super::batch`]).
+#[derive(Clone, Copy)]
+pub(super) enum Job<'a> {
+    One {
+        asset: Address,
+        a: &'a Authorization,
+    },
+    /// `n` payments in one `aggregate3`, each allowed to fail on its own.
+    Batch {
+        items: &'a [(Address, Authorization)],
+    },
+}
+
+impl Job<'_> {
+    /// The transaction's gas limit: each payment's own bound, plus the batch's overhead.
+    fn gas(&self) -> u64 {
+        match self {
+            Job::One { .. } => SETTLE_GAS,
+            Job::Batch { items } => super::batch::batch_gas(items.len()),
+        }
+    }
+}
+
+/// How a broadcast ended, before any payment's outcome is read from it.
+pub(super) enum Mined {
+    /// A receipt of one of the hashes sent (how many were sent).
+    Receipt(Box<alloy_rpc_types_eth::TransactionReceipt>, usize),
+    /// No receipt within the receipt timeout: the last hash sent.
+    Pending(B256),
+    /// Settled (or failed) otherwise: the outcome of a single payment.
+    Done(SettleOutcome),
+    /// A batch whose nonce was used by another transaction while some of its payments were
+    /// used too: each payment's own identity on chain decides.
+    Gone,
+}
+
 /// A settlement transaction the node accepted: what is needed to replace it.
 pub(super) struct Sent {
     pub(super) hash: B256,
@@ -179,8 +216,7 @@ impl Chain {
         &self,
         key: &SettlerKey,
         tx: TransactionRequest,
-        asset: Address,
-        a: &Authorization,
+        job: Job<'_>,
     ) -> Result<Sent, SettleOutcome> {
         let (max_fee, tip) = self
             .fees()
@@ -188,12 +224,12 @@ impl Chain {
             .map_err(|e| failed(format!("gas fees could not be read: {e}")))?;
         let tx = tx
             .with_chain_id(self.chain_id)
-            .with_gas_limit(SETTLE_GAS)
+            .with_gas_limit(job.gas())
             .with_max_fee_per_gas(max_fee)
             .with_max_priority_fee_per_gas(tip);
         let mut cached = key.nonce.lock().await;
         let Some(leases) = &self.leases else {
-            return self.send(key, tx, &mut cached, asset, a).await;
+            return self.send(key, tx, &mut cached, job).await;
         };
         let name = lease_name(self.chain_id, key.address);
         // Long enough for a few sends at the RPC's deadline; it lapses by itself should this
@@ -217,7 +253,7 @@ impl Chain {
         };
         // Another replica may have used the key since this one did: read the nonce afresh.
         *cached = None;
-        let sent = self.send(key, tx, &mut cached, asset, a).await;
+        let sent = self.send(key, tx, &mut cached, job).await;
         if let Err(e) = leases.unlease(&name, &token).await {
             warn!(settler = %key.address, "the nonce lease could not be given back (it lapses by itself): {e}");
         }
@@ -231,8 +267,7 @@ impl Chain {
         key: &SettlerKey,
         tx: TransactionRequest,
         cached: &mut Option<u64>,
-        asset: Address,
-        a: &Authorization,
+        job: Job<'_>,
     ) -> Result<Sent, SettleOutcome> {
         let mut at_least = 0u64;
         let mut last = String::new();
@@ -294,7 +329,12 @@ impl Chain {
                     } else {
                         at_least = 0;
                     }
-                    // The same authorization goes out again only while it is unused.
+                    // The same authorization goes out again only while it is unused. (A
+                    // batch goes out again as it is: a payment of it used meanwhile fails
+                    // alone inside it, which charges nobody.)
+                    let Job::One { asset, a } = job else {
+                        continue;
+                    };
                     match self.authorization_used(asset, a.from, a.nonce).await {
                         Ok(false) => {}
                         Ok(true) => return Err(self.used_meanwhile(asset, a).await),
@@ -319,10 +359,24 @@ impl Chain {
     pub(super) async fn until_mined(
         &self,
         key: &SettlerKey,
-        mut sent: Sent,
+        sent: Sent,
         asset: Address,
         a: &Authorization,
     ) -> SettleOutcome {
+        match self.mined(key, sent, Job::One { asset, a }).await {
+            Mined::Receipt(r, n) => self.counted(&r, n, asset, a).await,
+            Mined::Pending(tx) => SettleOutcome::Pending { tx },
+            Mined::Done(o) => o,
+            Mined::Gone => match self.settlement_of(asset, a).await {
+                Ok(Some(o)) => o,
+                Ok(None) => failed("the settlement's nonce was used by another transaction".into()),
+                Err(e) => SettleOutcome::Unknown { message: e },
+            },
+        }
+    }
+
+    /// [`Chain::until_mined`] for any job: the receipt of whichever hash is mined.
+    pub(super) async fn mined(&self, key: &SettlerKey, mut sent: Sent, job: Job<'_>) -> Mined {
         let deadline = tokio::time::Instant::now() + self.receipt_timeout;
         let mut hashes = vec![sent.hash];
         loop {
@@ -331,11 +385,11 @@ impl Chain {
                 None => deadline,
             };
             if let Some(r) = self.wait_any(&hashes, round).await {
-                return self.counted(&r, hashes.len(), asset, a).await;
+                return Mined::Receipt(Box::new(r), hashes.len());
             }
             if tokio::time::Instant::now() >= deadline {
                 let tx = hashes.last().copied().unwrap_or(sent.hash);
-                return SettleOutcome::Pending { tx };
+                return Mined::Pending(tx);
             }
             // Below this transaction's nonce the key has a gap (a transaction of ours was
             // dropped: a node restarted, its pool was flushed): it would wait forever, queued.
@@ -345,13 +399,13 @@ impl Chain {
             {
                 warn!(settler = %key.address, nonce = n, pending, "the settlement is queued behind a nonce gap: sending it at the pending nonce");
                 *key.nonce.lock().await = None;
-                match self.broadcast(key, strip(sent.tx.clone()), asset, a).await {
+                match self.broadcast(key, strip(sent.tx.clone()), job).await {
                     Ok(fresh) => {
                         hashes.push(fresh.hash);
                         sent = fresh;
                         continue;
                     }
-                    Err(o) => return o,
+                    Err(o) => return Mined::Done(o),
                 }
             }
             match self.replace(key, &sent).await {
@@ -371,28 +425,49 @@ impl Chain {
                         )
                         .await
                     {
-                        return self.counted(&r, hashes.len(), asset, a).await;
+                        return Mined::Receipt(Box::new(r), hashes.len());
                     }
-                    return match self.settlement_of(asset, a).await {
-                        Ok(Some(o)) => o,
+                    return match self.displaced(job).await {
+                        Ok(Some(o)) => Mined::Done(o),
                         Ok(None) => {
                             // Displaced by another transaction of the key: send it afresh.
                             let tx = sent.tx.clone();
-                            match self.broadcast(key, strip(tx), asset, a).await {
+                            match self.broadcast(key, strip(tx), job).await {
                                 Ok(fresh) => {
                                     hashes.push(fresh.hash);
                                     sent = fresh;
                                     continue;
                                 }
-                                Err(o) => o,
+                                Err(o) => Mined::Done(o),
                             }
                         }
-                        Err(_) => SettleOutcome::Pending { tx: sent.hash },
+                        Err(Some(())) => Mined::Gone,
+                        Err(None) => Mined::Pending(sent.hash),
                     };
                 }
                 Err(why) => {
                     warn!(settler = %key.address, tx = %sent.hash, "the replacement was not sent ({why:?}); still waiting for the first");
                 }
+            }
+        }
+    }
+
+    /// A job whose nonce another transaction took: `Ok(None)` when none of its payments is
+    /// used (it was displaced: send it again); `Ok(Some(o))` a single payment's outcome found
+    /// on chain; `Err(Some(()))` a batch with some payment used (each decides by itself);
+    /// `Err(None)` when the chain could not be read.
+    async fn displaced(&self, job: Job<'_>) -> Result<Option<SettleOutcome>, Option<()>> {
+        match job {
+            Job::One { asset, a } => self.settlement_of(asset, a).await.map_err(|_| None),
+            Job::Batch { items } => {
+                for (asset, a) in items {
+                    match self.authorization_used(*asset, a.from, a.nonce).await {
+                        Ok(false) => {}
+                        Ok(true) => return Err(Some(())),
+                        Err(_) => return Err(None),
+                    }
+                }
+                Ok(None)
             }
         }
     }
@@ -499,6 +574,14 @@ impl Chain {
     pub async fn by_tx(&self, tx: B256, asset: Address, a: &Authorization) -> SettleOutcome {
         match self.reconcile(tx, asset, a).await {
             SettleOutcome::Pending { .. } => {}
+            // A batch carries other payments too: this one's call may have failed in it (used
+            // meanwhile by someone else); its own identity on chain decides.
+            failed @ SettleOutcome::Failed { .. } if self.batch.is_some() => {
+                return match self.settlement_of(asset, a).await {
+                    Ok(Some(o)) => o,
+                    _ => failed,
+                };
+            }
             done => return done,
         }
         match self.provider().get_transaction_by_hash(tx).await {
@@ -538,6 +621,12 @@ impl Chain {
                 max_fee_per_gas: max_fee,
             };
             k.low.store(!g.enough(), Ordering::Relaxed);
+            // The batcher's twin of this key skips it too.
+            if let Some(b) = &self.batch
+                && let Some(twin) = b.worker().keys.iter().find(|t| t.address == k.address)
+            {
+                twin.low.store(!g.enough(), Ordering::Relaxed);
+            }
             out.push(g);
         }
         Ok(out)

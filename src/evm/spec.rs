@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use alloy_primitives::Address;
 
+use super::batch::BatchOptions;
 use super::chain::Chain;
 use super::keys::KeySource;
 use super::nonce::NonceLeases;
@@ -31,6 +32,8 @@ pub struct ChainSpec {
     pub gas_floor_settlements: u64,
     /// A settlement not mined within this is replaced with higher fees (zero: never).
     pub replace_after: Duration,
+    /// Batched settlement (off: `None`).
+    pub batch: Option<BatchOptions>,
 }
 
 impl ChainSpec {
@@ -71,6 +74,7 @@ impl ChainSpec {
             rpc: RpcOptions::default(),
             gas_floor_settlements: 0,
             replace_after: Duration::ZERO,
+            batch: None,
         })
     }
 }
@@ -82,6 +86,15 @@ impl Chain {
         spec: &ChainSpec,
         leases: Option<Arc<dyn NonceLeases>>,
     ) -> Result<Self, String> {
+        let chain = Chain::unbatched(spec, leases.clone())?;
+        match spec.batch {
+            Some(opts) => Ok(chain.with_batch(Chain::unbatched(spec, leases)?, opts)),
+            None => Ok(chain),
+        }
+    }
+
+    /// The chain of a [`ChainSpec`], ignoring its batching.
+    fn unbatched(spec: &ChainSpec, leases: Option<Arc<dyn NonceLeases>>) -> Result<Self, String> {
         let signers = spec
             .settlers
             .iter()

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::evm::{ChainSpec, KeySource, RpcOptions};
+use crate::evm::batch::MAX_ITEMS as MAX_BATCH_ITEMS;
+use crate::evm::{BatchOptions, ChainSpec, KeySource, MULTICALL3, RpcOptions};
 use crate::util::{Problem, Secret, redact_url};
 use crate::x402::networks;
 
@@ -47,6 +48,11 @@ pub struct BackendConfig {
     /// higher fees (0: never).
     #[serde(default = "default_replace_after")]
     pub replace_after_ms: u64,
+    /// `local` kind: batched settlement (off unless set): the settlements arriving within
+    /// `window_ms` (or until `max_items`) go out in one transaction through a Multicall3
+    /// `aggregate3` contract.
+    #[serde(default)]
+    pub batch: Option<BatchConfig>,
     /// `http` kind: the facilitator's base URL (e.g. `https://x402.org/facilitator`).
     #[serde(default)]
     pub url: Option<String>,
@@ -56,6 +62,66 @@ pub struct BackendConfig {
     /// `http` kind: longest wait for one `/verify` or `/settle` answer.
     #[serde(default = "default_facilitator_timeout")]
     pub timeout_ms: u64,
+}
+
+/// `batch:` of a `kind: local` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// How long the first settlement of a batch waits for others.
+    #[serde(default = "default_batch_window")]
+    pub window_ms: u64,
+    /// A batch leaves as soon as it holds this many settlements.
+    #[serde(default = "default_batch_items")]
+    pub max_items: usize,
+    /// The batching contract (Multicall3's `aggregate3` ABI); the canonical Multicall3
+    /// (`0xcA11bde05977b3631167028862bE2a173976CA11`, also where the devnet has its own).
+    #[serde(default)]
+    pub contract: Option<String>,
+}
+
+fn default_batch_window() -> u64 {
+    5
+}
+fn default_batch_items() -> usize {
+    32
+}
+
+/// The checked `batch:` of entry `at`.
+fn batch_options(b: &BatchConfig, mut p: impl FnMut(&str, String)) -> Option<BatchOptions> {
+    let mut ok = true;
+    if b.window_ms == 0 || b.window_ms > 1_000 {
+        p(
+            ".batch.window_ms",
+            "must be 1 to 1000 (milliseconds a settlement waits for others)".into(),
+        );
+        ok = false;
+    }
+    if b.max_items < 2 || b.max_items > MAX_BATCH_ITEMS {
+        p(
+            ".batch.max_items",
+            format!("must be 2 to {MAX_BATCH_ITEMS} (settlements in one transaction)"),
+        );
+        ok = false;
+    }
+    let contract = match b.contract.as_deref() {
+        None => MULTICALL3,
+        Some(c) => match c.parse::<alloy_primitives::Address>() {
+            Ok(a) if a != alloy_primitives::Address::ZERO => a,
+            _ => {
+                p(
+                    ".batch.contract",
+                    "is not a contract address (0x and 40 hex digits)".into(),
+                );
+                return None;
+            }
+        },
+    };
+    ok.then_some(BatchOptions {
+        window: Duration::from_millis(b.window_ms),
+        max_items: b.max_items,
+        contract,
+    })
 }
 
 fn default_kind() -> String {
@@ -169,9 +235,20 @@ impl BackendSpecs {
             timeout: Duration::from_millis(f.rpc_timeout_ms.max(1)),
         };
         if f.kind == "http" {
+            if f.batch.is_some() {
+                p(
+                    ".batch",
+                    "a remote facilitator settles in its own way: batching is for `kind: local`"
+                        .into(),
+                );
+            }
             if let Some(r) = remote(at, f, chain_id, problems) {
                 self.remote.push(r);
             }
+            return;
+        }
+        let batch = f.batch.as_ref().map(|b| batch_options(b, &mut p));
+        if matches!(batch, Some(None)) {
             return;
         }
         let (field, keys) = match (f.settler.is_configured(), f.settlers.is_empty()) {
@@ -190,6 +267,7 @@ impl BackendSpecs {
                 spec.rpc = rpc;
                 spec.gas_floor_settlements = f.gas_floor_settlements;
                 spec.replace_after = Duration::from_millis(f.replace_after_ms);
+                spec.batch = batch.flatten();
                 self.local.push(spec)
             }
             Err(message) => problems.push(problem(at, field, message)),
@@ -334,6 +412,40 @@ mod tests {
         assert_eq!(c.rpc.timeout, Duration::from_millis(1500));
         assert_eq!(c.gas_floor_settlements, 7);
         assert_eq!(c.replace_after, Duration::from_millis(10_000));
+    }
+
+    #[test]
+    fn batching_is_off_by_default_and_checked_when_set() {
+        let base = "- network: eip155:84532
+  rpc_url: http://127.0.0.1:8545
+  settler: { key_env: X402_POOL_TEST_A }
+";
+        let (s, problems) = resolve(base);
+        assert!(problems.is_empty(), "{problems:#?}");
+        assert_eq!(s.local[0].batch, None);
+        let (s, problems) = resolve(&format!("{base}  batch: {{}}\n"));
+        assert!(problems.is_empty(), "{problems:#?}");
+        assert_eq!(
+            s.local[0].batch,
+            Some(BatchOptions {
+                window: Duration::from_millis(5),
+                max_items: 32,
+                contract: MULTICALL3,
+            })
+        );
+        let (_, problems) = resolve(&format!(
+            "{base}  batch: {{ window_ms: 0, max_items: 65, contract: nope }}\n"
+        ));
+        let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "facilitators[0].batch.window_ms",
+                "facilitators[0].batch.max_items",
+                "facilitators[0].batch.contract"
+            ],
+            "{problems:#?}"
+        );
     }
 
     #[test]
