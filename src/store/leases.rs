@@ -36,17 +36,7 @@ impl RedisLeases {
     }
 
     async fn conn(&self) -> Result<ConnectionManager, String> {
-        self.conn
-            .get_or_try_init(|| async {
-                let cfg = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(2)))
-                    .set_response_timeout(Some(Duration::from_secs(2)))
-                    .set_number_of_retries(1);
-                ConnectionManager::new_with_config(self.client.clone(), cfg).await
-            })
-            .await
-            .cloned()
-            .map_err(|e| e.to_string())
+        super::redis_store::connection(&self.client, &self.conn).await
     }
 }
 

@@ -86,17 +86,9 @@ impl RedisStore {
     }
 
     async fn conn(&self) -> Result<ConnectionManager, StoreError> {
-        self.conn
-            .get_or_try_init(|| async {
-                let cfg = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(Duration::from_secs(2)))
-                    .set_response_timeout(Some(Duration::from_secs(2)))
-                    .set_number_of_retries(1);
-                ConnectionManager::new_with_config(self.client.clone(), cfg).await
-            })
+        connection(&self.client, &self.conn)
             .await
-            .cloned()
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
+            .map_err(StoreError::Unavailable)
     }
 
     fn encode(rec: &PaymentRecord) -> Result<String, StoreError> {
@@ -299,6 +291,24 @@ impl BudgetStore for RedisStore {
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(v.unwrap_or(0))
     }
+}
+
+/// The one lazily made connection of `client`, kept in `cell`: 2 s to connect and to answer,
+/// one retry (a Redis that does not answer must not hold a paid call).
+pub(super) async fn connection(
+    client: &redis::Client,
+    cell: &OnceCell<ConnectionManager>,
+) -> Result<ConnectionManager, String> {
+    cell.get_or_try_init(|| async {
+        let cfg = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1);
+        ConnectionManager::new_with_config(client.clone(), cfg).await
+    })
+    .await
+    .cloned()
+    .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
