@@ -32,9 +32,16 @@ use crate::x402::reason::{Reason, Rejection};
 pub(crate) type Step<T> = Result<T, Option<Reply>>;
 
 impl Paywall {
-    /// Steps 2–11 for a paid route. `None` means the buyer is gone and nothing can be written.
-    pub(crate) async fn paid(&self, s: &mut Session, route: &Route, ctx: &Ctx) -> Option<Reply> {
-        match self.paid_steps(s, route, ctx).await {
+    /// Steps 2–11 for a paid route, from `client` (the caller's address, as the proxy phase
+    /// read it). `None` means the buyer is gone and nothing can be written.
+    pub(crate) async fn paid(
+        &self,
+        s: &mut Session,
+        route: &Route,
+        ctx: &Ctx,
+        client: &str,
+    ) -> Option<Reply> {
+        match self.paid_steps(s, route, ctx, client).await {
             Ok(answer) => Some(answer),
             Err(stopped) => stopped,
         }
@@ -42,7 +49,13 @@ impl Paywall {
 
     /// The steps in order; each one may stop the request with its own answer. Steps 6–11 are
     /// the transport-free [`Machine`].
-    async fn paid_steps(&self, s: &mut Session, route: &Route, ctx: &Ctx) -> Step<Reply> {
+    async fn paid_steps(
+        &self,
+        s: &mut Session,
+        route: &Route,
+        ctx: &Ctx,
+        client: &str,
+    ) -> Step<Reply> {
         let body = self.request_body(s, route).await?;
         let (raw, v2) = self.payment_or_challenge(s, route, &body)?;
         let now = now_secs();
@@ -54,8 +67,7 @@ impl Paywall {
         if let Some(limited) = self.over_payer_limit(&payment.authorization().from) {
             return Err(Some(limited));
         }
-        let client = crate::seller::proxy::client_ip(s, &self.trusted_proxies);
-        if let Some(limited) = self.over_refused_limit(&client) {
+        if let Some(limited) = self.over_refused_limit(client) {
             return Err(Some(limited));
         }
         let settlement = self.settlement_for(&payment)?;
@@ -80,7 +92,7 @@ impl Paywall {
             Outcome::Reply(r) => Ok(r),
             Outcome::Refused(r) => {
                 if r.reason.is_payer_fault() {
-                    self.count_refused(&client);
+                    self.count_refused(client);
                 }
                 Ok(self.refusal(up.s, route, ctx, &claimed.payment, &r))
             }

@@ -134,7 +134,11 @@ impl Paywall {
         };
         let answer = match limited {
             Some(reply) => Some(reply),
-            None => self.paid(s, route, ctx).instrument(span.clone()).await,
+            None => {
+                self.paid(s, route, ctx, &client)
+                    .instrument(span.clone())
+                    .await
+            }
         };
         let _entered = span.enter();
         match answer {
@@ -151,7 +155,7 @@ impl Paywall {
 
 /// The caller's address: the TCP peer, or — only when the peer is a trusted proxy — the
 /// right-most address in `X-Forwarded-For` that is not itself a trusted proxy.
-pub(crate) fn client_ip(s: &Session, trusted: &[std::net::IpAddr]) -> String {
+fn client_ip(s: &Session, trusted: &[std::net::IpAddr]) -> String {
     let peer = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
     let Some(peer) = peer else {
         return "unknown".into();
