@@ -73,6 +73,16 @@ async fn check_online(r: &Resolved) -> Outcome {
                 problems += 1;
             }
         }
+        match chain.check_batcher().await {
+            Some(Ok(at)) => lines.push(format!(
+                "{network}: batching contract {at} answers aggregate3"
+            )),
+            Some(Err(e)) => {
+                lines.push(format!("{network}: PROBLEM: {e}"));
+                problems += 1;
+            }
+            None => {}
+        }
     }
     for f in r
         .inbound
