@@ -42,7 +42,12 @@ fn answered_tx(body: &Value) -> B256 {
 /// transfer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixteen_concurrent_paid_calls_settle_in_fewer_transactions_than_payments() {
-    let w = World::start_with(|n| n.settlement.batch = Some((50, 32))).await;
+    let admin = free_port();
+    let w = World::start_with(|n| {
+        n.settlement.batch = Some((50, 32));
+        n.admin = Some(admin);
+    })
+    .await;
     let buyers = [
         w.buyer(10 * PRICE).await,
         w.buyer(10 * PRICE).await,
@@ -109,6 +114,39 @@ async fn sixteen_concurrent_paid_calls_settle_in_fewer_transactions_than_payment
         w.seller.logs().contains("batch mined"),
         "{}",
         w.seller.logs()
+    );
+    // `/metrics` counts the same transactions as the chain: as many as on chain, the batches
+    // among them, and payments per transaction adding up to the 16.
+    let text = w
+        .http
+        .get(format!("http://127.0.0.1:{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let metric = |name: &str, labels: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(name) && l.contains(labels))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let batches = on_chain.values().filter(|p| p.len() > 1).count();
+    assert_eq!(
+        metric("x402_settlement_transactions_total{", ""),
+        on_chain.len() as f64,
+        "{text}"
+    );
+    assert_eq!(
+        metric("x402_settlement_transactions_total{", "kind=\"batch\""),
+        batches as f64,
+        "{text}"
+    );
+    assert_eq!(
+        metric("x402_settlement_payments_per_transaction_sum", ""),
+        16.0,
+        "{text}"
     );
 }
 

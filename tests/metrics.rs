@@ -417,6 +417,23 @@ async fn seller_and_buyer_metrics_parse_strictly_after_paid_and_failed_calls() {
         value(&s, "x402_settlements_total", &[("outcome", "settled")]),
         2.0
     );
+    // Gas: two single settlement transactions, each a transferWithAuthorization's gas.
+    assert_eq!(
+        value(
+            &s,
+            "x402_settlement_transactions_total",
+            &[("kind", "single")]
+        ),
+        2.0,
+        "{seller_text}"
+    );
+    let gas = value(&s, "x402_settlement_gas_used_total", &[]);
+    assert!(
+        (2.0 * 30_000.0..=2.0 * 120_000.0).contains(&gas),
+        "{seller_text}"
+    );
+    assert_eq!(value(&s, "x402_settlement_gas_per_payment_count", &[]), 2.0);
+    assert!(value(&s, "x402_settlement_fees_wei_total", &[]) > 0.0);
     assert!(
         value(
             &s,

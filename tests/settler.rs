@@ -702,3 +702,52 @@ fn with_decimals(yaml: &str, n: u8) -> String {
     let indent = &line[..line.len() - line.trim_start().len()];
     yaml.replacen(line, &format!("{indent}decimals: {n}\n{line}"), 1)
 }
+
+/// With batching on, `check-config --online` asks the batching contract: the devnet's own at
+/// Multicall3's address answers `aggregate3`; an address without code is a problem named with
+/// what it would cost (every batch settled one payment at a time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_online_asks_the_batching_contract() {
+    let net = devnet().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = seller_node(free_port(), "http://127.0.0.1:9", &net);
+    node.settlement.batch = Some((5, 8));
+    let good = node.yaml();
+    let run = |yaml: &str, name: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, yaml).unwrap();
+        let out = std::process::Command::new(bin())
+            .args(["check-config", "--online", "--config"])
+            .arg(&path)
+            .env(SETTLER_ENV, net.settler_key_hex())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), format!("{stdout}{stderr}"))
+    };
+    let (ok, out) = run(&good, "good.yaml");
+    assert!(ok, "{out}");
+    let at = x402_sidecar::evm::MULTICALL3.to_string();
+    assert!(
+        out.contains(&format!("batching contract {at} answers aggregate3")),
+        "{out}"
+    );
+    let line = good
+        .lines()
+        .find(|l| l.trim().starts_with("window_ms:"))
+        .unwrap();
+    let indent = &line[..line.len() - line.trim_start().len()];
+    let nowhere = good.replacen(
+        line,
+        &format!("{line}\n{indent}contract: \"0x000000000000000000000000000000000000dEaD\""),
+        1,
+    );
+    let (ok, out) = run(&nowhere, "nowhere.yaml");
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("PROBLEM: there is no contract at the batching address")
+            && out.contains("one transaction per payment"),
+        "{out}"
+    );
+}

@@ -33,6 +33,8 @@ pub(super) enum Grade {
 pub(super) enum Subject {
     Chain,
     Gas,
+    /// The batching contract, with batching on (without it, each payment settles alone).
+    Batch,
     Token,
     Store,
 }
@@ -103,6 +105,16 @@ pub(super) async fn run(r: &Resolved, store: bool) -> Result<Vec<Finding>, Strin
                 }
             }
             Err(e) => out.push(Finding::new(Grade::Unavailable, Subject::Gas, network, e)),
+        }
+        match chain.check_batcher().await {
+            Some(Ok(at)) => out.push(Finding::new(
+                Grade::Ok,
+                Subject::Batch,
+                network,
+                format!("batching contract {at} answers aggregate3"),
+            )),
+            Some(Err(e)) => out.push(Finding::new(Grade::Unavailable, Subject::Batch, network, e)),
+            None => {}
         }
     }
     for f in r

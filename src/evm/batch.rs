@@ -293,6 +293,41 @@ impl Chain {
     }
 }
 
+impl Chain {
+    /// With batching on, the batching contract as the chain shows it: `None` when batching is
+    /// off; else `Ok(address)` when it has code and answers an empty `aggregate3`, or the
+    /// sentence saying why batches would fail (each payment would then be settled alone).
+    pub async fn check_batcher(&self) -> Option<Result<Address, String>> {
+        let contract = self.batch.as_ref()?.opts.contract;
+        Some(self.batcher_answers(contract).await)
+    }
+
+    async fn batcher_answers(&self, contract: Address) -> Result<Address, String> {
+        let code = self
+            .provider()
+            .get_code_at(contract)
+            .await
+            .map_err(|e| format!("the batching contract {contract} could not be read: {e}"))?;
+        if code.is_empty() {
+            return Err(format!(
+                "there is no contract at the batching address {contract} on chain {}: every batch would fall back to one transaction per payment",
+                self.chain_id
+            ));
+        }
+        let probe = TransactionRequest::default()
+            .with_to(contract)
+            .with_input(IMulticall3::aggregate3Call { calls: vec![] }.abi_encode());
+        match self.provider().call(probe).await {
+            Ok(out) if IMulticall3::aggregate3Call::abi_decode_returns(&out).is_ok() => {
+                Ok(contract)
+            }
+            _ => Err(format!(
+                "the contract at {contract} does not answer Multicall3's aggregate3: every batch would fall back to one transaction per payment"
+            )),
+        }
+    }
+}
+
 /// A payment whose call reverts in the dry run: certainly not settled, with the token's reason.
 fn would_revert(data: &[u8]) -> SettleOutcome {
     let why = Revert::abi_decode(data)

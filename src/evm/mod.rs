@@ -7,6 +7,7 @@ pub mod batch;
 pub mod chain;
 pub mod keys;
 pub mod nonce;
+pub mod observe;
 pub mod preflight;
 pub mod rpc;
 pub mod settler;

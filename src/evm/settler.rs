@@ -65,6 +65,14 @@ pub(super) enum Job<'a> {
 }
 
 impl Job<'_> {
+    /// How many payments the transaction carries.
+    fn payments(&self) -> usize {
+        match self {
+            Job::One { .. } => 1,
+            Job::Batch { items } => items.len(),
+        }
+    }
+
     /// The transaction's gas limit: each payment's own bound, plus the batch's overhead.
     fn gas(&self) -> u64 {
         match self {
@@ -385,6 +393,7 @@ impl Chain {
                 None => deadline,
             };
             if let Some(r) = self.wait_any(&hashes, round).await {
+                super::observe::mined(self.chain_id, job.payments(), &r);
                 return Mined::Receipt(Box::new(r), hashes.len());
             }
             if tokio::time::Instant::now() >= deadline {
@@ -425,6 +434,7 @@ impl Chain {
                         )
                         .await
                     {
+                        super::observe::mined(self.chain_id, job.payments(), &r);
                         return Mined::Receipt(Box::new(r), hashes.len());
                     }
                     return match self.displaced(job).await {

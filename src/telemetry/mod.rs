@@ -79,6 +79,15 @@ pub struct Metrics {
     pub audit_refusals: IntCounterVec,
     /// Requests refused with 429 by a rate limit, by limit (`ip`, `payer`, `facilitator_client`).
     pub rate_limited: IntCounterVec,
+    /// Settlement transactions mined, by network and kind (`single`, `batch`).
+    pub settlement_txs: IntCounterVec,
+    /// Gas those transactions used, and what they cost in wei, by network.
+    pub settlement_gas: IntCounterVec,
+    pub settlement_fees: prometheus::CounterVec,
+    /// Gas per payment settled (a batch's gas shared among its payments), by network.
+    pub gas_per_payment: HistogramVec,
+    /// Payments per settlement transaction, by network.
+    pub payments_per_tx: HistogramVec,
     pub build_info: IntGauge,
 }
 
@@ -228,6 +237,45 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["network", "settler"],
     )?;
     registry.register(Box::new(settler_balance.clone()))?;
+    let settlement_txs = counter(
+        "x402_settlement_transactions_total",
+        "Settlement transactions mined, by network and kind (single, batch)",
+        &["network", "kind"],
+    )?;
+    let settlement_gas = counter(
+        "x402_settlement_gas_used_total",
+        "Gas used by the mined settlement transactions (from their receipts)",
+        &["network"],
+    )?;
+    let settlement_fees = prometheus::CounterVec::new(
+        Opts::new(
+            "x402_settlement_fees_wei_total",
+            "What the mined settlement transactions cost the settler keys, in wei",
+        ),
+        &["network"],
+    )?;
+    registry.register(Box::new(settlement_fees.clone()))?;
+    let gas_per_payment = HistogramVec::new(
+        HistogramOpts::new(
+            "x402_settlement_gas_per_payment",
+            "Gas per payment settled (a batch's gas shared among its payments)",
+        )
+        .buckets(vec![
+            10_000.0, 20_000.0, 30_000.0, 40_000.0, 50_000.0, 60_000.0, 70_000.0, 80_000.0,
+            100_000.0, 150_000.0,
+        ]),
+        &["network"],
+    )?;
+    registry.register(Box::new(gas_per_payment.clone()))?;
+    let payments_per_tx = HistogramVec::new(
+        HistogramOpts::new(
+            "x402_settlement_payments_per_transaction",
+            "Payments carried by each mined settlement transaction (1 without batching)",
+        )
+        .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]),
+        &["network"],
+    )?;
+    registry.register(Box::new(payments_per_tx.clone()))?;
     let build_info = IntGauge::with_opts(
         Opts::new("x402_build_info", "Build information")
             .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -264,6 +312,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
         audit_spill_records,
         audit_refusals,
         rate_limited,
+        settlement_txs,
+        settlement_gas,
+        settlement_fees,
+        gas_per_payment,
+        payments_per_tx,
         build_info,
     })
 }
@@ -556,6 +609,28 @@ impl Metrics {
             .set(wei);
     }
 
+    /// Count a mined settlement transaction and its gas.
+    pub fn mined(&self, t: &crate::evm::observe::MinedTx) {
+        let network = format!("eip155:{}", t.chain_id);
+        let kind = if t.payments > 1 { "batch" } else { "single" };
+        self.settlement_txs
+            .with_label_values(&[&network, kind])
+            .inc();
+        self.settlement_gas
+            .with_label_values(&[&network])
+            .inc_by(t.gas_used);
+        self.settlement_fees
+            .with_label_values(&[&network])
+            .inc_by(t.fee_wei as f64);
+        let each = t.gas_used as f64 / t.payments as f64;
+        self.gas_per_payment
+            .with_label_values(&[&network])
+            .observe(each);
+        self.payments_per_tx
+            .with_label_values(&[&network])
+            .observe(t.payments as f64);
+    }
+
     /// Count one OTLP batch of `spans` spans.
     pub fn export(&self, outcome: ExportOutcome, spans: u64) {
         self.otlp_batches
@@ -599,7 +674,13 @@ pub fn on_render(f: impl Fn(&Metrics) + Send + Sync + 'static) {
 /// The process's metrics (`None` only if registration failed, which is a programming error
 /// caught by the tests; serving goes on without metrics rather than failing requests).
 pub fn metrics() -> Option<&'static Metrics> {
-    METRICS.get_or_init(|| build().ok()).as_ref()
+    METRICS
+        .get_or_init(|| {
+            let m = build().ok()?;
+            crate::evm::observe::set_observer(|t| with(|m| m.mined(t)));
+            Some(m)
+        })
+        .as_ref()
 }
 
 /// Run `f` against the metrics when they exist.
