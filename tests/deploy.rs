@@ -136,7 +136,7 @@ fn kubernetes_manifests_agree_with_the_sidecar_configuration() {
     );
     assert_eq!(sidecar["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(sidecar["readinessProbe"]["httpGet"]["port"], "admin");
-    assert_eq!(sidecar["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(sidecar["livenessProbe"]["httpGet"]["path"], "/livez");
     assert_eq!(sidecar["livenessProbe"]["httpGet"]["port"], "admin");
     assert!(
         sidecar["resources"]["requests"]["cpu"].is_string()

@@ -357,6 +357,17 @@ async fn seller_and_buyer_metrics_parse_strictly_after_paid_and_failed_calls() {
     let (status, _, body) = post_json(&w.http, &format!("{}/x402", b.url), seed_body(), &[]).await;
     assert_eq!(status, 200, "{body}");
     w.money().assert_transfers(2).await;
+    // And the buyer's failed answers: a body that is no StrategyRequest, an unknown path.
+    let (status, _, _) = post_json(
+        &w.http,
+        &format!("{}/x402", b.url),
+        "{\"not\":\"a strategy\"}",
+        &[],
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, _, _) = post_json(&w.http, &format!("{}/nowhere", b.url), "{}", &[]).await;
+    assert_eq!(status, 404);
 
     let seller_text = get_text(&w.http, &format!("http://127.0.0.1:{admin}/metrics")).await;
     let (problems, s) = check_exposition(&seller_text);
@@ -440,6 +451,32 @@ async fn seller_and_buyer_metrics_parse_strictly_after_paid_and_failed_calls() {
     let (problems, s) = check_exposition(&buyer_text);
     assert_eq!(problems, Vec::<String>::new(), "{buyer_text}");
     assert!(value(&s, "x402_buyer_spend_atomic_total", &[("seller", "node-a")]) == 10_000.0);
+    // RED on the buyer's listener: every answer, by path and status.
+    for (path, code) in [("/x402", "200"), ("/x402", "400"), ("unmatched", "404")] {
+        assert_eq!(
+            value(
+                &s,
+                "x402_http_requests_total",
+                &[("listener", "outbound"), ("path", path), ("status", code)]
+            ),
+            1.0,
+            "{path} {code}: {buyer_text}"
+        );
+    }
+    assert_eq!(
+        value(
+            &s,
+            "x402_http_request_duration_seconds_count",
+            &[("listener", "outbound")]
+        ),
+        3.0,
+        "{buyer_text}"
+    );
+    assert_eq!(
+        value(&s, "x402_http_requests_total", &[("listener", "inbound")]),
+        0.0,
+        "a buyer-only process counts no seller answers: {buyer_text}"
+    );
     assert!(
         value(&s, "process_start_time_seconds", &[]) > 0.0,
         "{buyer_text}"

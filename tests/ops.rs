@@ -175,11 +175,32 @@ async fn metrics_count_challenges_refusals_settlements_and_replays() {
         "{m}"
     );
     assert!(m.contains("x402_build_info{version="));
-    let (status, body) = get(&format!("http://127.0.0.1:{admin}/healthz")).await;
+    let (status, body) = get(&format!("http://127.0.0.1:{admin}/livez")).await;
     assert_eq!((status, body.as_str()), (200, r#"{"alive":true}"#));
     w.money().assert_paid_once(buyer.address(), 1_000_000).await;
 }
 
+/// A `/readyz` check by name: `(ok, reason)`.
+fn check(body: &str, name: &str) -> Option<(bool, String)> {
+    let v: Value = serde_json::from_str(body).unwrap();
+    v["checks"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == name)
+        .map(|c| {
+            (
+                c["ok"].as_bool().unwrap(),
+                c["reason"].as_str().unwrap().to_string(),
+            )
+        })
+}
+
+fn field(body: &str, key: &str) -> Option<bool> {
+    serde_json::from_str::<Value>(body).unwrap()[key].as_bool()
+}
+
+/// `/readyz` is the Kubernetes readiness: a Redis or RPC blip leaves the pod in the Service
+/// (it still answers 402s), and says so; `/readyz?settle` is strict.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_follows_the_rpc_and_redis_going_away_and_coming_back() {
     let w = World::start().await;
@@ -192,22 +213,39 @@ async fn readyz_follows_the_rpc_and_redis_going_away_and_coming_back() {
     node.admin = Some(admin);
     let _s = w.start_seller("probed", &node).await;
     let ready = format!("http://127.0.0.1:{admin}/readyz");
-    let check = |body: &str, key: &str| {
-        serde_json::from_str::<Value>(body).unwrap()["checks"][key].as_bool()
-    };
+    let settle = format!("{ready}?settle");
 
-    let (status, body) = get(&ready).await;
+    let (status, body) = get(&settle).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(check(&body, "store"), Some(true));
+    assert_eq!(check(&body, "store").map(|c| c.0), Some(true));
+    assert_eq!(
+        check(&body, "listener:inbound").map(|c| c.0),
+        Some(true),
+        "{body}"
+    );
+    assert_eq!(check(&body, "preflight").map(|c| c.0), Some(true), "{body}");
 
     redis.set(false);
     let (status, body) = get(&ready).await;
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(check(&body, "store"), Some(false));
+    assert_eq!(
+        status, 200,
+        "a Redis blip does not take the pod out: {body}"
+    );
+    assert_eq!(
+        (field(&body, "serve"), field(&body, "settle")),
+        (Some(true), Some(false))
+    );
+    let (ok, why) = check(&body, "store").unwrap();
+    assert!(!ok && why.contains("store_unavailable"), "{body}");
+    let (status, _) = get(&settle).await;
+    assert_eq!(status, 503);
+    // Still answering 402s meanwhile.
+    let (status, _, _) = post_json(&w.http, &format!("{}/x402", _s.url), seed_body(), &[]).await;
+    assert_eq!(status, 402);
     redis.set(true);
     let mut back = (0, String::new());
     for _ in 0..20 {
-        back = get(&ready).await;
+        back = get(&settle).await;
         if back.0 == 200 {
             break;
         }
@@ -217,11 +255,118 @@ async fn readyz_follows_the_rpc_and_redis_going_away_and_coming_back() {
 
     rpc.set(false);
     let (status, body) = get(&ready).await;
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(check(&body, "rpc:eip155:84532"), Some(false));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        check(&body, "rpc:eip155:84532").map(|c| c.0),
+        Some(false),
+        "{body}"
+    );
+    let (status, _) = get(&settle).await;
+    assert_eq!(status, 503);
     rpc.set(true);
-    let (status, body) = get(&ready).await;
+    let (status, body) = get(&settle).await;
     assert_eq!(status, 200, "ready again after the RPC returns: {body}");
+    let (status, body) = get(&format!("http://127.0.0.1:{admin}/livez")).await;
+    assert_eq!((status, body.as_str()), (200, r#"{"alive":true}"#));
+}
+
+/// The seller's node config with one accepted offer edited.
+fn with_offer(yaml: &str, edit: impl Fn(&mut serde_yaml::Value)) -> String {
+    let mut v: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
+    edit(&mut v["inbound"]["routes"][0]["accepts"][0]);
+    serde_yaml::to_string(&v).unwrap()
+}
+
+/// A configuration the chain contradicts does not start, with the sentence `check-config
+/// --online` prints for the same file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configuration_the_chain_contradicts_does_not_start_and_says_why() {
+    let w = World::start().await;
+    let base = w.seller_node().yaml();
+    let token = x402_sidecar::devkit::devnet::USDC.to_string();
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "eip712",
+            with_offer(&base, |o| o["eip712"]["name"] = "USD Coin".into()),
+            "the configuration says name \"USD Coin\"",
+        ),
+        (
+            "decimals",
+            with_offer(&base, |o| o["decimals"] = 18.into()),
+            "the token has 6 decimals, the configuration says 18",
+        ),
+        (
+            "pay_to",
+            with_offer(&base, |o| o["pay_to"] = token.clone().into()),
+            "pay_to is the token contract itself",
+        ),
+        (
+            "chain",
+            base.replace("eip155:84532", "eip155:31337"),
+            "the chain at the RPC has chain id 84532, the configuration says 31337",
+        ),
+    ];
+    for (name, yaml, sentence) in cases {
+        let err = match launch(w.dir.path(), &format!("contradicted-{name}"))
+            .env(SETTLER_ENV, w.net.settler_key_hex())
+            .run(&yaml, free_port())
+            .await
+        {
+            Ok(s) => panic!("{name}: started anyway:\n{}", s.logs()),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains(sentence) && err.contains("does not start"),
+            "{name}: {err}"
+        );
+        let path = w.dir.path().join(format!("contradicted-{name}.yaml"));
+        std::fs::write(&path, &yaml).unwrap();
+        let out = std::process::Command::new(bin())
+            .args(["check-config", "--online", "--config"])
+            .arg(&path)
+            .env(SETTLER_ENV, w.net.settler_key_hex())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !out.status.success() && stdout.contains(sentence),
+            "{name}: {stdout}"
+        );
+    }
+}
+
+/// An RPC that does not answer at start does not stop the start: `/readyz` is ready to serve
+/// and says the preflight is not made yet; once the RPC answers, the preflight passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rpc_down_at_start_starts_and_readyz_says_the_preflight_waits() {
+    let w = World::start().await;
+    let rpc = Relay::start(w.net.rpc_url.trim_start_matches("http://").into()).await;
+    rpc.set(false);
+    let admin = free_port();
+    let mut node = w.seller_node();
+    node.settlement.rpc_url = format!("http://127.0.0.1:{}", rpc.port);
+    node.admin = Some(admin);
+    let s = w.start_seller("rpc-down", &node).await;
+    let ready = format!("http://127.0.0.1:{admin}/readyz");
+    let (status, body) = get(&ready).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(field(&body, "settle"), Some(false), "{body}");
+    let (ok, why) = check(&body, "preflight").unwrap();
+    assert!(!ok && why.contains("not yet made"), "{body}");
+    assert!(s.logs().contains("preflight"), "{}", s.logs());
+    let (status, _) = get(&format!("{ready}?settle")).await;
+    assert_eq!(status, 503);
+    rpc.set(true);
+    let mut last = String::new();
+    for _ in 0..40 {
+        let (status, body) = get(&format!("{ready}?settle")).await;
+        last = body;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(check(&last, "preflight").map(|c| c.0), Some(true), "{last}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,7 +30,39 @@ async fn read_request(s: &mut ServerSession) -> Result<Bytes, Box<Response<Vec<u
 #[async_trait]
 impl ServeHttp for Payer {
     async fn response(&self, s: &mut ServerSession) -> Response<Vec<u8>> {
+        let started = std::time::Instant::now();
         let mut r = self.respond(s).await;
+        // RED on this listener too: one count and one duration per answer, by a bounded path
+        // label (`/x402`, `proxy` for the forward-proxy form, `unmatched`).
+        let req = s.req_header();
+        let method = req.method.as_str().to_string();
+        let raw = req.raw_path();
+        let path = if raw.starts_with(b"http://") || raw.starts_with(b"https://") {
+            "proxy"
+        } else if req.uri.path() == "/x402" && req.method != http::Method::CONNECT {
+            "/x402"
+        } else {
+            "unmatched"
+        };
+        let status = r.status().as_u16();
+        let took = started.elapsed();
+        crate::telemetry::with(|m| {
+            m.answer_on(
+                crate::telemetry::Listener::Outbound,
+                &method,
+                path,
+                status,
+                took,
+            )
+        });
+        tracing::info!(
+            method = %method,
+            path,
+            status,
+            ms = took.as_millis() as u64,
+            trace_id = crate::telemetry::trace_id(&req.headers).as_deref().unwrap_or("-"),
+            "access"
+        );
         // A length lets roma-01's client keep the connection alive (else the body is
         // close-delimited and every call opens a new connection).
         let len = http::HeaderValue::from(r.body().len());

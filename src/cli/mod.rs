@@ -9,6 +9,7 @@ mod check_config;
 mod demo;
 mod devnet;
 mod pay;
+mod preflight;
 mod run;
 
 use std::path::PathBuf;

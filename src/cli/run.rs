@@ -8,7 +8,7 @@ use std::time::Duration;
 use pingora_core::server::Server;
 use pingora_core::server::configuration::ServerConf;
 
-use super::{Failure, LogFormat, Outcome, failed, resolve};
+use super::{Failure, LogFormat, Outcome, failed, preflight, resolve};
 use crate::audit::Journal;
 use crate::buyer::Payer;
 use crate::buyer::config::Outbound;
@@ -18,7 +18,7 @@ use crate::seller::Paywall;
 use crate::seller::config::Seller;
 use crate::store::StoreSpec;
 use crate::telemetry::otlp::Export;
-use crate::telemetry::{Admin, AdminSpec, GasWatch, Readiness, logs};
+use crate::telemetry::{Admin, AdminSpec, Flag, GasWatch, Readiness, logs};
 use crate::util::redact_url;
 
 /// `run`: resolve the configuration, start logs (and span export), serve until SIGTERM.
@@ -86,19 +86,48 @@ fn serve(path: &Path, r: &Resolved) -> Outcome {
     // A store that does not answer at start is said now, by its URL (without credentials),
     // not at the first paid call; the sidecar still starts (the store may come up later, and
     // `/readyz` reports it meanwhile).
-    let store_check = tokio::runtime::Builder::new_current_thread()
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map(|rt| rt.block_on(crate::store::reachable(&r.store, Duration::from_secs(2))));
-    if let Ok(Err(e)) = store_check {
+        .map_err(failed("cannot start the async runtime"))?;
+    if let Err(e) = rt.block_on(crate::store::reachable(&r.store, Duration::from_secs(2))) {
         tracing::error!("{e}");
     }
+    // The preflight on chain: a configuration the chain contradicts (chain id, the token's
+    // decimals or EIP-712 domain, payTo the token) does not start; checks an unreachable RPC
+    // kept from being made are logged, shown by `/readyz`, and repeated in the background.
+    let pending = rt
+        .block_on(preflight::at_start(r, Duration::from_secs(10)))
+        .map_err(Failure::new)?;
+    drop(rt);
     let mut readiness = Readiness::default();
+    if r.inbound.seller().is_some() || r.facilitator.is_some() {
+        let flag = if pending.is_empty() {
+            Flag::new(true, "the chain and token checks passed at start")
+        } else {
+            Flag::new(false, format!("not yet made: {}", pending.join("; ")))
+        };
+        let flag = Arc::new(flag);
+        if !pending.is_empty() {
+            server.add_service(pingora_core::services::background::background_service(
+                "preflight",
+                preflight::Repeat {
+                    resolved: r.clone(),
+                    flag: flag.clone(),
+                    every: Duration::from_secs(30),
+                },
+            ));
+        }
+        readiness.flags.push(("preflight".into(), flag));
+    }
     if let Some(seller) = r.inbound.seller() {
         readiness.merge(add_seller(&mut server, seller, &r.store, &journal)?);
     }
     if let Some(ob) = &r.outbound {
         add_buyer(&mut server, ob, &r.store, &journal)?;
+        readiness
+            .listeners
+            .push(("outbound".into(), ob.listen.clone()));
     }
     if let Some(service) = &r.facilitator {
         readiness.merge(add_facilitator(&mut server, service, &r.store, &journal)?);
@@ -126,7 +155,10 @@ fn add_seller(
     journal: &Option<Arc<Journal>>,
 ) -> Result<Readiness, Failure> {
     let paywall = Paywall::new(seller, store, journal.clone()).map_err(failed(""))?;
-    let ready = paywall.readiness();
+    let mut ready = paywall.readiness();
+    ready
+        .listeners
+        .push(("inbound".into(), seller.listen.clone()));
     // What a crash of this node left unfinished is resolved first thing (a bounded sweep).
     let recovery = paywall.recovery();
     server.add_service(pingora_core::services::background::background_service(
@@ -178,6 +210,7 @@ fn add_facilitator(
         .map_err(failed("facilitator"))?
         .with_journal(journal.clone());
     let ready = Readiness {
+        listeners: vec![("facilitator".into(), service.listen.clone())],
         chains: app.readiness_chains(),
         ..Readiness::default()
     };
@@ -213,7 +246,8 @@ fn add_gas_watch(server: &mut Server, readiness: &Readiness) {
     ));
 }
 
-/// `/metrics`, `/healthz` and `/readyz` (over every service's checks) on `admin.listen`.
+/// `/metrics`, `/livez` (`/healthz`), `/readyz` and `/readyz?settle` (over every service's
+/// checks) on `admin.listen`.
 fn add_admin(server: &mut Server, spec: &AdminSpec, readiness: Readiness) {
     let admin = Admin { readiness };
     let mut svc = pingora_core::services::listening::Service::new(
@@ -223,5 +257,5 @@ fn add_admin(server: &mut Server, spec: &AdminSpec, readiness: Readiness) {
     svc.threads = Some(1);
     svc.add_tcp(&spec.listen);
     server.add_service(svc);
-    tracing::info!(listen = %spec.listen, "admin listener: /metrics /healthz /readyz");
+    tracing::info!(listen = %spec.listen, "admin listener: /metrics /livez /readyz /readyz?settle");
 }

@@ -181,6 +181,7 @@ impl Paywall {
             facilitators: self.backends.remote_probes(),
             store: Some(self.store.clone()),
             upstream: Some(self.upstream.addr),
+            ..telemetry::Readiness::default()
         }
     }
 

@@ -1,6 +1,6 @@
 //! Metrics and health: one Prometheus registry for the process, and the admin listener that
-//! serves `/metrics` (text format), `/healthz` (alive) and `/readyz` (RPC, store and upstream
-//! reachable). Metric names follow Prometheus conventions (`_total`, `_seconds`).
+//! serves `/metrics` (text format), `/livez` (alive), `/readyz` (can take traffic) and
+//! `/readyz?settle` (can settle now: RPC, store, gas, upstream). Metric names follow Prometheus conventions (`_total`, `_seconds`).
 
 mod config;
 pub mod logs;
@@ -106,8 +106,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     )?;
     let http_requests = counter(
         "x402_http_requests_total",
-        "Answers given, by method, route path and status",
-        &["method", "path", "status"],
+        "Answers given, by listener, method, route path and status",
+        &["listener", "method", "path", "status"],
     )?;
     let http_seconds = HistogramVec::new(
         HistogramOpts::new("x402_http_request_duration_seconds", "Seconds per answer").buckets(
@@ -115,7 +115,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
             ],
         ),
-        &["method", "path"],
+        &["listener", "method", "path"],
     )?;
     registry.register(Box::new(http_seconds.clone()))?;
     let revenue_atomic = counter(
@@ -321,6 +321,24 @@ fn build() -> Result<Metrics, prometheus::Error> {
     })
 }
 
+/// Which listener gave an answer (`x402_http_requests_total{listener}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The seller's paywall (`inbound.listen`).
+    Inbound,
+    /// The buyer's paying proxy (`outbound.listen`).
+    Outbound,
+}
+
+impl Listener {
+    pub fn label(self) -> &'static str {
+        match self {
+            Listener::Inbound => "inbound",
+            Listener::Outbound => "outbound",
+        }
+    }
+}
+
 /// A phase of a paid call (`x402_phase_seconds{phase}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -515,13 +533,27 @@ impl Metrics {
         self.challenges.with_label_values(&[method, path]).inc();
     }
 
-    /// Count one answer and its duration (`path`: a configured route's, or `unmatched`).
+    /// Count one answer of the seller's listener and its duration (`path`: a configured
+    /// route's, or `unmatched`).
     pub fn answer(&self, method: &str, path: &str, status: u16, took: Duration) {
+        self.answer_on(Listener::Inbound, method, path, status, took);
+    }
+
+    /// Count one answer of `listener` and its duration.
+    pub fn answer_on(
+        &self,
+        listener: Listener,
+        method: &str,
+        path: &str,
+        status: u16,
+        took: Duration,
+    ) {
+        let l = listener.label();
         self.http_requests
-            .with_label_values(&[method, path, &status.to_string()])
+            .with_label_values(&[l, method, path, &status.to_string()])
             .inc();
         self.http_seconds
-            .with_label_values(&[method, path])
+            .with_label_values(&[l, method, path])
             .observe(took.as_secs_f64());
     }
 
@@ -679,21 +711,82 @@ pub trait Probe: Send + Sync {
     async fn reachable(&self) -> bool;
 }
 
+/// A check whose state another part keeps (the start preflight, repeated until it could be
+/// made): ok or not, and the sentence `/readyz` shows.
+pub struct Flag {
+    state: std::sync::Mutex<(bool, String)>,
+}
+
+impl Flag {
+    pub fn new(ok: bool, reason: impl Into<String>) -> Self {
+        Flag {
+            state: std::sync::Mutex::new((ok, reason.into())),
+        }
+    }
+
+    pub fn set(&self, ok: bool, reason: String) {
+        if let Ok(mut s) = self.state.lock() {
+            *s = (ok, reason);
+        }
+    }
+
+    pub fn get(&self) -> (bool, String) {
+        self.state
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|_| (false, "the check's state is unreadable".into()))
+    }
+}
+
+/// What a `/readyz` check decides: whether the pod can take traffic (answer 402s and free
+/// calls: its listeners are up), or whether it can sell and settle now (RPC, store, gas,
+/// facilitators, upstream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Affects {
+    Serve,
+    Settle,
+}
+
+impl Affects {
+    fn label(self) -> &'static str {
+        match self {
+            Affects::Serve => "serve",
+            Affects::Settle => "settle",
+        }
+    }
+}
+
+/// One `/readyz` check's result.
+#[derive(Debug, Clone)]
+pub struct CheckResult {
+    pub name: String,
+    pub affects: Affects,
+    pub ok: bool,
+    pub reason: String,
+}
+
 /// What `/readyz` checks.
 #[derive(Clone, Default)]
 pub struct Readiness {
+    /// The sidecar's own listeners (`inbound`, `outbound`, `facilitator`), by name and
+    /// address: accepting connections is what "can answer 402s" means.
+    pub listeners: Vec<(String, String)>,
     pub chains: Vec<(String, Arc<Chain>)>,
     /// Remote facilitators (`kind: http`), by network.
     pub facilitators: Vec<(String, Arc<dyn Probe>)>,
     pub store: Option<Arc<dyn ReplayStore>>,
     pub upstream: Option<SocketAddr>,
+    /// Checks another part keeps (`preflight`), all about settling.
+    pub flags: Vec<(String, Arc<Flag>)>,
 }
 
 impl Readiness {
     /// Add another service's checks to these (a store or upstream it names replaces ours).
     pub(crate) fn merge(&mut self, other: Readiness) {
+        self.listeners.extend(other.listeners);
         self.chains.extend(other.chains);
         self.facilitators.extend(other.facilitators);
+        self.flags.extend(other.flags);
         if other.store.is_some() {
             self.store = other.store;
         }
@@ -702,56 +795,135 @@ impl Readiness {
         }
     }
 
-    /// Each check's result; ready when all pass. The `/readyz` body: `ready`, `checks` (one
-    /// boolean each) and, for a check that fails for a reason worth a sentence (a settler short
-    /// of gas), `reasons`.
-    pub async fn check(&self) -> (bool, serde_json::Value) {
-        let mut all = true;
-        let mut out = serde_json::Map::new();
+    /// Every check's result, listeners first.
+    pub async fn results(&self) -> Vec<CheckResult> {
         let limit = Duration::from_secs(2);
-        let mut reasons = serde_json::Map::new();
+        let mut out = Vec::new();
+        let mut push = |name: String, affects, ok, reason: String| {
+            out.push(CheckResult {
+                name,
+                affects,
+                ok,
+                reason,
+            })
+        };
+        for (name, addr) in &self.listeners {
+            let (ok, reason) =
+                match tokio::time::timeout(limit, tokio::net::TcpStream::connect(loopback(addr)))
+                    .await
+                {
+                    Ok(Ok(_)) => (true, format!("listening on {addr}")),
+                    Ok(Err(e)) => (false, format!("{addr} does not accept connections: {e}")),
+                    Err(_) => (false, format!("{addr} did not accept within 2000 ms")),
+                };
+            push(format!("listener:{name}"), Affects::Serve, ok, reason);
+        }
         for (network, chain) in &self.chains {
-            let ok = matches!(
-                tokio::time::timeout(limit, chain.check_chain_id()).await,
-                Ok(Ok(()))
-            );
-            all &= ok;
-            out.insert(format!("rpc:{network}"), json!(ok));
+            let (ok, reason) = match tokio::time::timeout(limit, chain.check_chain_id()).await {
+                Ok(Ok(())) => (
+                    true,
+                    format!("the RPC answers with chain id {}", chain.chain_id()),
+                ),
+                Ok(Err(e)) => (false, format!("{e}; settlements wait until it answers")),
+                Err(_) => (
+                    false,
+                    "the RPC did not answer within 2000 ms; settlements wait until it does".into(),
+                ),
+            };
+            push(format!("rpc:{network}"), Affects::Settle, ok, reason);
             if chain.settlers().is_empty() {
                 continue;
             }
-            let name = format!("settler_gas:{network}");
             let (ok, why) = gas_check(network, chain, limit).await;
-            all &= ok;
-            out.insert(name.clone(), json!(ok));
-            if let Some(why) = why {
-                reasons.insert(name, json!(why));
-            }
+            let reason = why.unwrap_or_else(|| "a settler key holds gas above its floor".into());
+            push(
+                format!("settler_gas:{network}"),
+                Affects::Settle,
+                ok,
+                reason,
+            );
         }
         for (network, probe) in &self.facilitators {
             let ok = probe.reachable().await;
-            all &= ok;
-            out.insert(format!("facilitator:{network}"), json!(ok));
+            let reason = if ok {
+                "GET /supported answers 200".to_string()
+            } else {
+                "GET /supported does not answer 200; paid calls are refused until it does".into()
+            };
+            push(
+                format!("facilitator:{network}"),
+                Affects::Settle,
+                ok,
+                reason,
+            );
         }
         if let Some(store) = &self.store {
-            let ok = matches!(tokio::time::timeout(limit, store.ping()).await, Ok(Ok(())));
-            all &= ok;
-            out.insert("store".into(), json!(ok));
+            let (ok, reason) = match tokio::time::timeout(limit, store.ping()).await {
+                Ok(Ok(())) => (true, "the store answers".to_string()),
+                Ok(Err(e)) => (
+                    false,
+                    format!("{e}; paid calls get 503 store_unavailable until it answers"),
+                ),
+                Err(_) => (
+                    false,
+                    "the store did not answer within 2000 ms; paid calls get 503 store_unavailable"
+                        .into(),
+                ),
+            };
+            push("store".into(), Affects::Settle, ok, reason);
         }
         if let Some(addr) = self.upstream {
-            let ok = matches!(
-                tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr)).await,
-                Ok(Ok(_))
-            );
-            all &= ok;
-            out.insert("upstream".into(), json!(ok));
+            let (ok, reason) = match tokio::time::timeout(
+                limit,
+                tokio::net::TcpStream::connect(addr),
+            )
+            .await
+            {
+                Ok(Ok(_)) => (true, format!("the upstream {addr} accepts connections")),
+                _ => (
+                    false,
+                    format!(
+                        "the upstream {addr} does not accept connections; paid calls are refused before any settlement"
+                    ),
+                ),
+            };
+            push("upstream".into(), Affects::Settle, ok, reason);
         }
-        let mut body = json!({"ready": all, "checks": out});
-        if !reasons.is_empty() {
-            body["reasons"] = serde_json::Value::Object(reasons);
+        for (name, flag) in &self.flags {
+            let (ok, reason) = flag.get();
+            push(name.clone(), Affects::Settle, ok, reason);
         }
-        (all, body)
+        out
     }
+
+    /// The `/readyz` body and whether the pod can take traffic (`serve`: every listener is
+    /// up) and can settle now (`settle`: every other check passes as well). `ready` is `serve`.
+    pub async fn check(&self) -> (bool, bool, serde_json::Value) {
+        let results = self.results().await;
+        let ok_of = |a: Affects| results.iter().filter(|c| c.affects == a).all(|c| c.ok);
+        let serve = ok_of(Affects::Serve);
+        let settle = serve && ok_of(Affects::Settle);
+        let checks: Vec<serde_json::Value> = results
+            .iter()
+            .map(|c| {
+                json!({"name": c.name, "affects": c.affects.label(), "ok": c.ok, "reason": c.reason})
+            })
+            .collect();
+        let body = json!({"ready": serve, "serve": serve, "settle": settle, "checks": checks});
+        (serve, settle, body)
+    }
+}
+
+/// A listen address to connect to: the unspecified address (`0.0.0.0`, `[::]`) is reached
+/// on loopback.
+fn loopback(listen: &str) -> String {
+    if let Some(port) = listen.strip_prefix("0.0.0.0:") {
+        return format!("127.0.0.1:{port}");
+    }
+    if let Some(port) = listen.strip_prefix("[::]:") {
+        return format!("[::1]:{port}");
+    }
+    listen.to_string()
 }
 
 /// The settler keys' gas on one chain: ready while at least one key holds the floor (the pool
@@ -820,7 +992,11 @@ impl pingora_core::services::background::BackgroundService for GasWatch {
     }
 }
 
-/// The admin listener's app.
+/// The admin listener's app: `/metrics`; `/livez` (alias `/healthz`): the process answers;
+/// `/readyz`: 200 while the pod can take traffic (its listeners are up: it answers 402s and
+/// free calls) even when an RPC, the store or gas is short, so one blip of a shared
+/// dependency does not empty the Service; `/readyz?settle`: 200 only when it can also settle
+/// now. Both bodies list every check with its reason.
 pub struct Admin {
     pub readiness: Readiness,
 }
@@ -828,15 +1004,25 @@ pub struct Admin {
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, s: &mut ServerSession) -> Response<Vec<u8>> {
-        let path = s.req_header().uri.path().to_string();
+        let uri = &s.req_header().uri;
+        let path = uri.path().to_string();
+        let strict = uri.query().is_some_and(|q| {
+            q.split('&')
+                .any(|p| p == "settle" || p.starts_with("settle="))
+        });
         let reply = match path.as_str() {
             "/metrics" => Reply::raw(200, "text/plain; version=0.0.4", render()),
-            "/healthz" => Reply::json(200, &json!({"alive": true})),
+            "/livez" | "/healthz" => Reply::json(200, &json!({"alive": true})),
             "/readyz" => {
-                let (ready, body) = self.readiness.check().await;
-                Reply::json(if ready { 200 } else { 503 }, &body)
+                let (serve, settle, body) = self.readiness.check().await;
+                let ok = if strict { settle } else { serve };
+                Reply::json(if ok { 200 } else { 503 }, &body)
             }
-            _ => Reply::error(404, "no_such_route", "use /metrics, /healthz or /readyz"),
+            _ => Reply::error(
+                404,
+                "no_such_route",
+                "use /metrics, /livez, /readyz or /readyz?settle",
+            ),
         };
         reply.into_response()
     }
@@ -897,7 +1083,7 @@ mod tests {
         assert!(text.contains("x402_build_info{version=\""), "{text}");
         for line in [
             "x402_challenges_total{method=\"POST\",path=\"/x402\"}",
-            "x402_http_requests_total{method=\"POST\",path=\"/x402\",status=\"404\"}",
+            "x402_http_requests_total{listener=\"inbound\",method=\"POST\",path=\"/x402\",status=\"404\"}",
             "x402_revenue_atomic_total{asset=\"0xA\",network=\"eip155:84532\",pay_to=\"0xB\"} 25000",
             "x402_revenue{asset=\"0xA\",network=\"eip155:84532\",pay_to=\"0xB\"} 0.025",
             "x402_breaker_state{seller=\"alpha\",state=\"open\"} 1",
