@@ -247,6 +247,8 @@ pub struct SellerNode {
     pub refused_per_ip: Option<(u32, u64)>,
     /// `inbound.limits.enabled: false` (the load bench measures the paywall, not its limits).
     pub limits_off: bool,
+    /// `pricing:` of the paid route, as JSON of the YAML it becomes (a fixed price when `None`).
+    pub pricing: Option<serde_json::Value>,
 }
 
 /// A `limits:` section: `enabled: false`, or the given limits (the rest left to the defaults).
@@ -302,6 +304,7 @@ impl SellerNode {
             per_payer: None,
             refused_per_ip: None,
             limits_off: false,
+            pricing: None,
         }
     }
 
@@ -359,7 +362,13 @@ impl SellerNode {
                 .with("price", price(&self.price))
                 .maybe("answer", self.answer.as_deref())
                 .maybe("charge_standin", self.charge_standin.then_some(true))
-                .with("accepts", accepts),
+                .with("accepts", accepts)
+                .maybe(
+                    "pricing",
+                    self.pricing
+                        .as_ref()
+                        .and_then(|p| serde_yaml::to_value(p).ok()),
+                ),
         )];
         if self.free_route {
             routes.push(

@@ -10,6 +10,7 @@ use crate::seller::Paywall;
 use crate::seller::config::Route;
 use crate::seller::ctx::Ctx;
 use crate::seller::payment::VerifiedPayment;
+use crate::seller::pricing::Priced;
 use crate::telemetry;
 use crate::telemetry::PaymentOutcome;
 use crate::util::now_secs;
@@ -30,26 +31,39 @@ pub(crate) const KEPT: u64 = 4096;
 impl Paywall {
     /// The 402: v2 `PAYMENT-REQUIRED` header plus a v1 JSON body, both with fresh challenges
     /// (the plain 402, no payment sent, is built once per [`KEEP`] per route and URL).
-    pub(crate) fn challenge(&self, s: &Session, route: &Route, why: &Rejection) -> Reply {
+    /// A route with a pricing policy keeps one per quote (its amounts).
+    pub(crate) fn challenge(
+        &self,
+        s: &Session,
+        route: &Route,
+        priced: &Priced<'_>,
+        why: &Rejection,
+    ) -> Reply {
         telemetry::with(|m| m.challenge(&route.id()));
         let url = resource_url(s);
         if why.reason != Reason::PaymentRequired {
-            return self.build_challenge(route, why, url);
+            return self.build_challenge(route, priced, why, url);
         }
-        let key = (route.id(), url);
+        let key = (route.id(), url, priced.key());
         if let Some(kept) = self.challenges.get(&key) {
             return kept;
         }
-        let reply = self.build_challenge(route, why, key.1.clone());
+        let reply = self.build_challenge(route, priced, why, key.1.clone());
         self.challenges.insert(key, reply.clone());
         reply
     }
 
-    /// The 402 for `route` at `url`, with fresh challenges.
-    fn build_challenge(&self, route: &Route, why: &Rejection, url: String) -> Reply {
+    /// The 402 for `route` at `url` at this request's price, with fresh challenges.
+    fn build_challenge(
+        &self,
+        route: &Route,
+        priced: &Priced<'_>,
+        why: &Rejection,
+        url: String,
+    ) -> Reply {
         let now = now_secs();
-        let accepts: Vec<PaymentRequirements> = route
-            .offers
+        let offers: &[crate::x402::matching::Offer] = &priced.offers;
+        let accepts: Vec<PaymentRequirements> = offers
             .iter()
             .map(|o| o.challenge(&self.key, &route.id(), now))
             .collect();
@@ -62,24 +76,27 @@ impl Paywall {
                 mime_type: Some("application/json".into()),
             },
             accepts: accepts.clone(),
-            extensions: None,
+            extensions: priced.detail.as_ref().map(|q| json!({ "pricing": q })),
         };
         let v1: Vec<PaymentRequirementsV1> = accepts
             .iter()
             .map(|a| a.to_v1(&url, &route.description))
             .collect();
-        let body = json!({
+        let mut body = json!({
             "x402Version": 1,
             "error": why.reason,
             "message": why.message,
             "accepts": v1,
-            "price": route.offers.iter().map(|o| json!({
+            "price": offers.iter().map(|o| json!({
                 "network": o.network,
                 "asset": o.asset.to_checksum(None),
                 "amount": o.amount.to_string(),
                 "display": money::format_decimal(o.amount, o.decimals),
             })).collect::<Vec<_>>(),
         });
+        if let Some(q) = &priced.detail {
+            body["quote"] = q.clone();
+        }
         Reply::json(402, &body).with(HEADER_PAYMENT_REQUIRED, codec::encode(&v2))
     }
 
@@ -88,6 +105,7 @@ impl Paywall {
         &self,
         s: &Session,
         route: &Route,
+        priced: &Priced<'_>,
         ctx: &Ctx,
         p: &VerifiedPayment<'_>,
         r: &Rejection,
@@ -95,7 +113,7 @@ impl Paywall {
         info!(request_id = %ctx.request_id, payment_id = %p.payment_id, reason = %r.reason, "payment refused: {}", r.message);
         telemetry::with(|m| m.payment(PaymentOutcome::Refused(r.reason)));
         if r.reason.is_payer_fault() {
-            let mut reply = self.challenge(s, route, r);
+            let mut reply = self.challenge(s, route, priced, r);
             let receipt = SettleResponse {
                 success: false,
                 error_reason: Some(r.reason.code().into()),

@@ -13,12 +13,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::pricing::{Amounts, Pricing};
 use crate::http::limit::LimitConfig;
 use crate::util::{Problem, Secret};
 use crate::x402::address::{self, AddressError};
 use crate::x402::matching::Offer;
 use crate::x402::money::{self, PriceSpec};
 use crate::x402::networks;
+use alloy_primitives::U256;
 
 pub use settlement::{BackendConfig, BackendSpecs, RemoteFacilitator};
 
@@ -183,6 +185,37 @@ pub struct RouteConfig {
     pub charge_standin: bool,
     #[serde(default)]
     pub accepts: Vec<AcceptConfig>,
+    /// A pricing policy: the price computed from each request (see [`super::pricing`]).
+    #[serde(default)]
+    pub pricing: Option<PricingConfig>,
+}
+
+/// `pricing:` of a route: charges added to each accept's own price, by what the request asks.
+/// Prices are written like `price` (`"$0.001"`, or atomic units).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PricingConfig {
+    /// Added for each position in `account.positions`.
+    #[serde(default)]
+    pub per_position: Option<PriceSpec>,
+    /// Added for each symbol asked or held (`symbols` and the positions' symbols, each once).
+    #[serde(default)]
+    pub per_symbol: Option<PriceSpec>,
+    /// Model tiers a buyer chooses with `X-Strategy-Tier` (or a `tier` field in the body), each
+    /// with what it adds; a request naming none pays the cheapest.
+    #[serde(default)]
+    pub tiers: std::collections::BTreeMap<String, PriceSpec>,
+    /// Added when `account.platform` is this one (`hyperliquid`, `aster`).
+    #[serde(default)]
+    pub platforms: std::collections::BTreeMap<String, PriceSpec>,
+    /// Added for each of these symbols the request asks or holds.
+    #[serde(default)]
+    pub symbols: std::collections::BTreeMap<String, PriceSpec>,
+    /// No request pays less than this, or more than `cap`.
+    #[serde(default)]
+    pub floor: Option<PriceSpec>,
+    #[serde(default)]
+    pub cap: Option<PriceSpec>,
 }
 
 /// What an upstream answer must be for the route to charge for it (`answer:`).
@@ -285,6 +318,8 @@ pub struct Route {
     pub charge_standin: bool,
     /// Empty for a free route.
     pub offers: Vec<Offer>,
+    /// The pricing policy, when the price depends on the request.
+    pub pricing: Option<Pricing>,
 }
 
 impl Route {
@@ -576,6 +611,10 @@ impl InboundConfig {
                 }
             }
         }
+        let pricing = r
+            .pricing
+            .as_ref()
+            .and_then(|pc| pricing(&format!("{at}.pricing"), pc, r, &offers, problems));
         Route {
             method,
             path: r.path.clone(),
@@ -584,8 +623,157 @@ impl InboundConfig {
             answer,
             charge_standin: r.charge_standin,
             offers,
+            pricing,
         }
     }
+}
+
+/// A route's checked pricing policy: each charge in each accept's units.
+fn pricing(
+    at: &str,
+    pc: &PricingConfig,
+    r: &RouteConfig,
+    offers: &[Offer],
+    problems: &mut Vec<Problem>,
+) -> Option<Pricing> {
+    let before = problems.len();
+    let mut p = |path: String, message: String| problems.push(Problem { path, message });
+    if r.accepts.is_empty() {
+        p(
+            at.to_string(),
+            "a pricing policy needs a paid route: add an accepts entry".into(),
+        );
+        return None;
+    }
+    let reads_request = pc.per_position.is_some()
+        || pc.per_symbol.is_some()
+        || !pc.platforms.is_empty()
+        || !pc.symbols.is_empty();
+    if reads_request && !r.strategy_request {
+        p(
+            at.to_string(),
+            "per_position, per_symbol, platforms and symbols price a StrategyRequest: they need strategy_request: true (tiers, floor and cap work on any route)".into(),
+        );
+    }
+    for name in pc.platforms.keys() {
+        if !matches!(name.as_str(), "hyperliquid" | "aster") {
+            p(
+                format!("{at}.platforms.{name}"),
+                "is not a platform: use hyperliquid or aster".into(),
+            );
+        }
+    }
+    for name in pc.tiers.keys() {
+        let ok = !name.is_empty()
+            && name.len() <= 32
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-_.".contains(&b));
+        if !ok {
+            p(
+                format!("{at}.tiers.{name}"),
+                "a tier name is 1 to 32 letters, digits or + - _ . (it is sent in a header)".into(),
+            );
+        }
+    }
+    let mut per_offer = Vec::with_capacity(offers.len());
+    for (j, o) in offers.iter().enumerate() {
+        let d = o.decimals;
+        let mut bad: Vec<(String, String)> = Vec::new();
+        let mut one = |key: String, spec: &PriceSpec| -> U256 {
+            spec.parse(d).unwrap_or_else(|e| {
+                bad.push((
+                    format!("{at}.{key}"),
+                    format!("{e} (for accepts[{j}], {d} decimals)"),
+                ));
+                U256::ZERO
+            })
+        };
+        let per_position = pc
+            .per_position
+            .as_ref()
+            .map_or(U256::ZERO, |v| one("per_position".into(), v));
+        let per_symbol = pc
+            .per_symbol
+            .as_ref()
+            .map_or(U256::ZERO, |v| one("per_symbol".into(), v));
+        let floor = pc.floor.as_ref().map(|v| one("floor".into(), v));
+        let cap = pc.cap.as_ref().map(|v| one("cap".into(), v));
+        let tiers = pc
+            .tiers
+            .iter()
+            .map(|(k, v)| one(format!("tiers.{k}"), v))
+            .collect();
+        let platforms = pc
+            .platforms
+            .iter()
+            .map(|(k, v)| (k.clone(), one(format!("platforms.{k}"), v)))
+            .collect();
+        let symbols = pc
+            .symbols
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.trim().to_ascii_uppercase(),
+                    one(format!("symbols.{k}"), v),
+                )
+            })
+            .collect();
+        for (path, message) in bad {
+            p(path, message);
+        }
+        if let (Some(f), Some(c)) = (floor, cap)
+            && f > c
+        {
+            p(
+                format!("{at}.floor"),
+                format!("is above the cap ({f} > {c} atomic units for accepts[{j}])"),
+            );
+        }
+        if let Some(c) = cap
+            && c < o.amount
+        {
+            p(
+                format!("{at}.cap"),
+                format!(
+                    "is below accepts[{j}]'s own price ({c} < {} atomic units): every request would pay the cap",
+                    o.amount
+                ),
+            );
+        }
+        if floor.is_some_and(|f| f.is_zero()) || cap.is_some_and(|c| c.is_zero()) {
+            p(
+                format!("{at}.floor"),
+                "a floor or cap of 0 is not a price".into(),
+            );
+        }
+        per_offer.push(Amounts {
+            per_position,
+            per_symbol,
+            tiers,
+            platforms,
+            symbols,
+            floor,
+            cap,
+        });
+    }
+    if problems.len() > before || offers.len() != r.accepts.len() {
+        return None;
+    }
+    let tiers: Vec<String> = pc.tiers.keys().cloned().collect();
+    let default_tier = per_offer.first().and_then(|a| {
+        a.tiers
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, v)| **v)
+            .map(|(i, _)| i)
+    });
+    Some(Pricing {
+        tiers,
+        default_tier,
+        reads_request,
+        per_offer,
+    })
 }
 
 impl UpstreamConfig {

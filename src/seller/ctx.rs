@@ -13,6 +13,9 @@ pub(crate) struct Ctx {
     pub(crate) started: Instant,
     /// The paid answer's `modelCallId`, once it is known: on the request's access-log line.
     pub(crate) model_call_id: std::sync::OnceLock<String>,
+    /// The model tier a priced request bought (a route with `pricing.tiers`): passed to the
+    /// upstream in `X-Strategy-Tier`.
+    pub(crate) tier: std::sync::OnceLock<String>,
 }
 
 impl Ctx {
@@ -21,6 +24,7 @@ impl Ctx {
             request_id: new_id("req"),
             started: Instant::now(),
             model_call_id: std::sync::OnceLock::new(),
+            tier: std::sync::OnceLock::new(),
         }
     }
 }

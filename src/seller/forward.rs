@@ -84,6 +84,9 @@ impl Paywall {
         if let Some(secret) = &self.upstream.secret {
             req = req.header(advisor::SECRET_HEADER, secret.as_str());
         }
+        if let Some(tier) = ctx.tier.get() {
+            req = req.header(crate::seller::pricing::TIER_HEADER, tier.as_str());
+        }
         for (k, v) in crate::telemetry::otlp::outgoing(
             &tracing::Span::current(),
             Some(&s.req_header().headers),
@@ -233,6 +236,7 @@ mod tests {
             answer,
             charge_standin,
             offers: Vec::new(),
+            pricing: None,
         }
     }
 

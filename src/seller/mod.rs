@@ -36,6 +36,7 @@ mod journal;
 mod machine;
 mod paid;
 mod payment;
+pub mod pricing;
 mod proxy;
 mod settle;
 mod shape;
@@ -83,7 +84,7 @@ pub(crate) struct Paywall {
     /// The plain 402 (no payment sent) of each route and resource URL, kept for
     /// [`challenge::KEEP`]: a challenge needs to be fresh per window, not per request (the
     /// EIP-3009 nonce already prevents replay), and building it is most of a 402's cost.
-    challenges: moka::sync::Cache<(String, String), crate::http::Reply>,
+    challenges: moka::sync::Cache<(String, String, String), crate::http::Reply>,
     /// `inbound.limits`, when on.
     limits: Option<Limits>,
 }

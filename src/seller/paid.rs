@@ -20,12 +20,14 @@ use crate::seller::config::Route;
 use crate::seller::ctx::Ctx;
 use crate::seller::machine::{self, Forwarded, Machine, Note, Outcome, Recorder, Upstream};
 use crate::seller::payment::{ClaimedPayment, VerifiedPayment, payment_header};
+use crate::seller::pricing::{self, Priced};
 use crate::seller::settle::Settlement;
 use crate::telemetry::{self, PaymentOutcome, Phase};
 use crate::util::now_secs;
 use crate::x402::codec::decode_payment;
-use crate::x402::matching::match_payment;
+use crate::x402::matching::{Offer, match_payment};
 use crate::x402::reason::{Reason, Rejection};
+use crate::x402::types::IncomingPayment;
 
 /// Where a step leaves the request: go on with `T`, or stop with this answer (`None`: the
 /// buyer is gone and nothing can be written).
@@ -57,10 +59,11 @@ impl Paywall {
         client: &str,
     ) -> Step<Reply> {
         let body = self.request_body(s, route).await?;
-        let (raw, v2) = self.payment_or_challenge(s, route, &body)?;
+        let priced = self.priced(s, route, ctx, &body)?;
+        let (raw, v2) = self.payment_or_challenge(s, route, &priced, &body)?;
         let now = now_secs();
         let verify_started = Instant::now();
-        let payment = self.check_payment(s, route, ctx, &raw, v2, now)?;
+        let payment = self.check_payment(s, route, &priced, ctx, &raw, v2, now)?;
         tracing::Span::current()
             .record("payment_id", payment.payment_id.as_str())
             .record("payer", payment.authorization().from.to_string().as_str());
@@ -94,7 +97,7 @@ impl Paywall {
                 if r.reason.is_payer_fault() {
                     self.count_refused(client);
                 }
-                Ok(self.refusal(up.s, route, ctx, &claimed.payment, &r))
+                Ok(self.refusal(up.s, route, &priced, ctx, &claimed.payment, &r))
             }
             Outcome::Gone => Err(None),
         }
@@ -129,18 +132,60 @@ impl Paywall {
         Ok(body)
     }
 
+    /// Step 2b: this request's price: the route's own, or its pricing policy's quote for this
+    /// body and tier. An unknown tier is a 400 before any payment is asked.
+    fn priced<'r>(
+        &self,
+        s: &Session,
+        route: &'r Route,
+        ctx: &Ctx,
+        body: &Bytes,
+    ) -> Step<Priced<'r>> {
+        let Some(policy) = &route.pricing else {
+            return Ok(Priced::fixed(&route.offers));
+        };
+        let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+        let (mut facts, body_tier) = if policy.reads_request || json.is_object() {
+            pricing::facts_of(&json)
+        } else {
+            (pricing::Facts::default(), None)
+        };
+        if !policy.reads_request {
+            facts = pricing::Facts::default();
+        }
+        let header = s
+            .req_header()
+            .headers
+            .get(pricing::TIER_HEADER)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        facts.tier = policy
+            .tier(header.as_deref().or(body_tier.as_deref()))
+            .map_err(|why| {
+                Some(Reply::error(
+                    400,
+                    "unknown_tier",
+                    format!("{why}; nothing was charged"),
+                ))
+            })?;
+        if let Some(name) = facts.tier.and_then(|t| policy.tiers.get(t)) {
+            let _ = ctx.tier.set(name.clone());
+        }
+        Ok(policy.quote(&route.offers, &facts))
+    }
+
     /// Step 3: the payment header (v2 first); without one, the 402. A strategy route's paid call
     /// needs a body.
     fn payment_or_challenge(
         &self,
         s: &Session,
         route: &Route,
+        priced: &Priced<'_>,
         body: &Bytes,
     ) -> Step<(Vec<u8>, bool)> {
         let header = match payment_header(s) {
             Ok(Some(h)) => h,
-            Ok(None) => return Err(Some(self.challenge(s, route, &Rejection::new(Reason::PaymentRequired, "this route is paid: sign one of `accepts` and send it in PAYMENT-SIGNATURE (v2) or X-PAYMENT (v1)")))),
-            Err(r) => return Err(Some(self.challenge(s, route, &r))),
+            Ok(None) => return Err(Some(self.challenge(s, route, priced, &Rejection::new(Reason::PaymentRequired, "this route is paid: sign one of `accepts` and send it in PAYMENT-SIGNATURE (v2) or X-PAYMENT (v1)")))),
+            Err(r) => return Err(Some(self.challenge(s, route, priced, &r))),
         };
         if route.strategy_request && body.is_empty() {
             return Err(Some(Reply::error(
@@ -154,30 +199,35 @@ impl Paywall {
 
     /// Steps 4–5: decode, match this route's offers, check the authorization and the signature: no
     /// I/O. A refusal is a 402 with a fresh challenge.
+    #[allow(clippy::too_many_arguments)]
     fn check_payment<'r>(
         &self,
         s: &Session,
         route: &'r Route,
+        priced: &'r Priced<'r>,
         ctx: &Ctx,
         raw: &[u8],
         v2: bool,
         now: u64,
     ) -> Step<VerifiedPayment<'r>> {
+        let offers: &'r [Offer] = &priced.offers;
         let checked = decode_payment(raw, v2).and_then(|p| {
-            let m = match_payment(&route.offers, &p, &self.key, &route.id(), now)?;
-            Ok((p, m))
+            match match_payment(offers, &p, &self.key, &route.id(), now) {
+                Ok(m) => Ok((p, m)),
+                Err(r) => Err(priced_differently(priced, &p).unwrap_or(r)),
+            }
         });
         match checked {
             Ok((received, m)) => Ok(VerifiedPayment::new(
                 received,
                 m.payment,
-                &route.offers[m.offer],
+                &offers[m.offer],
                 &route.description,
             )),
             Err(r) => {
                 info!(request_id = %ctx.request_id, reason = %r.reason, "payment refused: {}", r.message);
                 telemetry::with(|m| m.payment(PaymentOutcome::Refused(r.reason)));
-                Err(Some(self.challenge(s, route, &r)))
+                Err(Some(self.challenge(s, route, priced, &r)))
             }
         }
     }
@@ -195,6 +245,34 @@ impl Paywall {
             )
         })
     }
+}
+
+/// On a route with a pricing policy, a payment that signs another amount than this request's
+/// quote for the same network, asset and payTo: `price_mismatch`, with both amounts.
+fn priced_differently(priced: &Priced<'_>, p: &IncomingPayment) -> Option<Rejection> {
+    priced.detail.as_ref()?;
+    let a = &p.exact().authorization;
+    let network = match p {
+        IncomingPayment::V2(v2) => v2.accepted.network.clone(),
+        IncomingPayment::V1(v1) => v1.network.clone(),
+    };
+    let same = |o: &&Offer| {
+        o.pay_to == a.to
+            && (o.network == network || crate::x402::networks::from_v1(&network) == o.network)
+    };
+    let quote = priced.offers.iter().find(same)?;
+    (a.value != quote.amount).then(|| {
+        Rejection::new(
+            Reason::PriceMismatch,
+            format!(
+                "this request's price is {} atomic units ({} of the asset on {}), the payment signs {}: the price depends on the request (see `quote` in the 402); sign the new quote, nothing was charged",
+                quote.amount,
+                crate::x402::money::format_decimal(quote.amount, quote.decimals),
+                quote.network,
+                a.value
+            ),
+        )
+    })
 }
 
 /// The upstream as the machine calls it: this request's session (to notice the buyer hanging

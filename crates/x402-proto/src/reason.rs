@@ -53,10 +53,13 @@ pub enum Reason {
     /// A settlement was reported whose transaction is not this payment's (no
     /// `AuthorizationUsed(payer, nonce)` with its `Transfer` to payTo): nothing was charged.
     ReceiptMismatch,
+    /// The payment signs another amount than this request's price (a route with a pricing
+    /// policy quotes each request by its content): sign the new quote.
+    PriceMismatch,
 }
 
 /// Every reason, for lookups by code.
-const ALL: [Reason; 23] = [
+const ALL: [Reason; 24] = [
     Reason::PaymentRequired,
     Reason::InvalidPayload,
     Reason::InvalidX402Version,
@@ -80,6 +83,7 @@ const ALL: [Reason; 23] = [
     Reason::SettlementPending,
     Reason::InvalidPayment,
     Reason::ReceiptMismatch,
+    Reason::PriceMismatch,
 ];
 
 impl Reason {
@@ -111,6 +115,7 @@ impl Reason {
             Reason::SettlementPending => "settlement_pending",
             Reason::InvalidPayment => "invalid_payment",
             Reason::ReceiptMismatch => "settlement_receipt_mismatch",
+            Reason::PriceMismatch => "price_mismatch",
         }
     }
 
