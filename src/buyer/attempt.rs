@@ -149,7 +149,8 @@ impl Payer {
     async fn reserve(&self, quote: &Quote) -> Result<Reservation, Miss> {
         let req = &quote.requirement;
         let Some(limit) = self
-            .cfg
+            .live
+            .load()
             .budgets
             .get(&(req.network.clone(), req.asset))
             .copied()

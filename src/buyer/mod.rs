@@ -62,6 +62,9 @@ pub(crate) const MAX_SELLER_ANSWER: usize = 1024 * 1024;
 /// The paying proxy.
 pub(crate) struct Payer {
     cfg: Outbound,
+    /// What a configuration reload (`SIGHUP`) replaces: the sellers (their allowlists and
+    /// price caps) and the daily budgets. Each call works on the one it started with.
+    live: Arc<arc_swap::ArcSwap<Live>>,
     http: reqwest::Client,
     store: Arc<dyn BudgetStore>,
     /// Chain access with the buyer's gas key per network, to cancel an authorization whose
@@ -127,6 +130,7 @@ impl Payer {
             cfg.watch_interval,
         ));
         Ok(Payer {
+            live: Arc::new(arc_swap::ArcSwap::from_pointee(Live::of(&cfg))),
             cfg,
             http,
             store,
@@ -137,6 +141,14 @@ impl Payer {
         })
     }
 
+    /// The handle a configuration reload goes through (the payer is moved into its service).
+    pub(crate) fn reloader(&self) -> Reloader {
+        Reloader {
+            live: self.live.clone(),
+            started: self.cfg.clone(),
+        }
+    }
+
     /// The watcher, to run as a background service next to the proxy.
     pub(crate) fn watcher(&self) -> Arc<Watcher> {
         self.watcher.clone()
@@ -144,6 +156,14 @@ impl Payer {
 
     fn breaker<T>(&self, name: &str, f: impl FnOnce(&mut Breaker) -> T) -> Option<T> {
         let mut map = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        if !map.contains_key(name) && self.live.load().sellers.iter().any(|s| s.name == name) {
+            // A seller added by a reload.
+            let b = &self.cfg.breaker;
+            map.insert(
+                name.to_string(),
+                Breaker::new(b.failure_threshold, Duration::from_secs(b.open_seconds)),
+            );
+        }
         let b = map.get_mut(name)?;
         let out = f(b);
         let state = b.label();
@@ -202,4 +222,91 @@ fn readers(chains: &HashMap<String, String>) -> Result<HashMap<String, Arc<Chain
             Ok((network.clone(), Arc::new(chain)))
         })
         .collect()
+}
+
+/// The part of the outbound side a reload replaces.
+pub(crate) struct Live {
+    /// Sorted by priority.
+    pub(crate) sellers: Vec<config::Seller>,
+    /// (network, asset) → daily limit, atomic units.
+    pub(crate) budgets: HashMap<(String, alloy_primitives::Address), u64>,
+}
+
+impl Live {
+    fn of(cfg: &Outbound) -> Live {
+        Live {
+            sellers: cfg.sellers.clone(),
+            budgets: cfg.budgets.clone(),
+        }
+    }
+}
+
+/// Replaces a running payer's sellers and budgets with a new configuration's.
+pub(crate) struct Reloader {
+    live: Arc<arc_swap::ArcSwap<Live>>,
+    /// The configuration the payer started with: what a reload cannot change.
+    started: Outbound,
+}
+
+impl Reloader {
+    /// Apply `next`'s sellers (allowlists, price caps, priorities) and budgets at once, or say
+    /// which settings only a restart can change (and change nothing). Today's spend is kept:
+    /// a new budget counts what was already spent today.
+    pub(crate) fn apply(&self, next: &Outbound) -> Result<(), Vec<String>> {
+        self.check(next)?;
+        self.live.store(Arc::new(Live::of(next)));
+        Ok(())
+    }
+
+    /// Whether `next` changes only what a reload may change; else each setting that needs a
+    /// restart.
+    pub(crate) fn check(&self, next: &Outbound) -> Result<(), Vec<String>> {
+        let was = &self.started;
+        let mut fixed = Vec::new();
+        let mut same = |name: &str, eq: bool| {
+            if !eq {
+                fixed.push(format!("{name} changed: it takes a restart, not a reload"));
+            }
+        };
+        same("outbound.listen", was.listen == next.listen);
+        same(
+            "outbound.wallet",
+            was.signer.address() == next.signer.address(),
+        );
+        same(
+            "outbound.gas_wallet",
+            was.gas_key.as_ref().map(|k| k.address()) == next.gas_key.as_ref().map(|k| k.address()),
+        );
+        same("outbound.chains", was.chains == next.chains);
+        same(
+            "outbound.watch_interval_ms",
+            was.watch_interval == next.watch_interval,
+        );
+        same(
+            "outbound.max_authorization_seconds",
+            was.max_authorization == next.max_authorization,
+        );
+        same("outbound.timeout_ms", was.timeout == next.timeout);
+        same(
+            "outbound.retry",
+            format!("{:?}", was.retry) == format!("{:?}", next.retry),
+        );
+        same(
+            "outbound.breaker",
+            format!("{:?}", was.breaker) == format!("{:?}", next.breaker),
+        );
+        same(
+            "outbound.fallback",
+            format!("{:?}", was.fallback) == format!("{:?}", next.fallback)
+                && was.fallback_url == next.fallback_url
+                && was.fallback_secret.as_ref().map(|s| s.expose())
+                    == next.fallback_secret.as_ref().map(|s| s.expose()),
+        );
+        same("outbound.ledger", was.ledger_path == next.ledger_path);
+        same(
+            "outbound.owners",
+            format!("{:?}", was.owners) == format!("{:?}", next.owners),
+        );
+        if fixed.is_empty() { Ok(()) } else { Err(fixed) }
+    }
 }

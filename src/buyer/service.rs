@@ -108,7 +108,7 @@ impl Payer {
         );
         crate::telemetry::otlp::adopt_parent(&span, &s.req_header().headers);
         let r = self
-            .call(body, sellers, &call_id, owner.as_deref())
+            .call(body, sellers.iter().collect(), &call_id, owner.as_deref())
             .instrument(span.clone())
             .await;
         span.record("http.response.status_code", r.status().as_u16());
@@ -124,11 +124,8 @@ impl Payer {
 
     /// Sellers for a request: the configured list for `/x402`, or the one named by an
     /// absolute-form URL. `Err` carries the answer for anything else.
-    fn route<'a>(
-        &'a self,
-        raw_path: &str,
-        path: &str,
-    ) -> Result<Vec<&'a Seller>, Box<Response<Vec<u8>>>> {
+    fn route(&self, raw_path: &str, path: &str) -> Result<Vec<Seller>, Box<Response<Vec<u8>>>> {
+        let live = self.live.load();
         if raw_path.starts_with("http://") || raw_path.starts_with("https://") {
             let target = reqwest::Url::parse(raw_path)
                 .map_err(|_| boxed(400, "not a valid absolute URL"))?;
@@ -140,21 +137,20 @@ impl Payer {
                     u.set_scheme("https").ok().map(|_| u)
                 })
                 .flatten();
-            return self
-                .cfg
+            return live
                 .sellers
                 .iter()
                 .find(|s| s.url == target)
                 .or_else(|| {
                     as_https
                         .as_ref()
-                        .and_then(|u| self.cfg.sellers.iter().find(|s| &s.url == u))
+                        .and_then(|u| live.sellers.iter().find(|s| &s.url == u))
                 })
-                .map(|s| vec![s])
+                .map(|s| vec![s.clone()])
                 .ok_or_else(|| boxed(403, "that URL is not a configured seller; only sellers named in the configuration are paid"));
         }
         if path == "/x402" {
-            return Ok(self.cfg.sellers.iter().collect());
+            return Ok(live.sellers.clone());
         }
         Err(boxed(
             404,

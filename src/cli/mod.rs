@@ -10,6 +10,7 @@ mod demo;
 mod devnet;
 mod pay;
 mod preflight;
+mod reload;
 mod run;
 
 use std::path::PathBuf;

@@ -101,6 +101,12 @@ fn serve(path: &Path, r: &Resolved) -> Outcome {
         .map_err(Failure::new)?;
     drop(rt);
     let mut readiness = Readiness::default();
+    let mut reload = super::reload::Reload {
+        path: path.to_path_buf(),
+        started: r.clone(),
+        seller: None,
+        buyer: None,
+    };
     if r.inbound.seller().is_some() || r.facilitator.is_some() {
         let flag = if pending.is_empty() {
             Flag::new(true, "the chain and token checks passed at start")
@@ -121,10 +127,12 @@ fn serve(path: &Path, r: &Resolved) -> Outcome {
         readiness.flags.push(("preflight".into(), flag));
     }
     if let Some(seller) = r.inbound.seller() {
-        readiness.merge(add_seller(&mut server, seller, &r.store, &journal)?);
+        let (ready, reloader) = add_seller(&mut server, seller, &r.store, &journal)?;
+        readiness.merge(ready);
+        reload.seller = Some(reloader);
     }
     if let Some(ob) = &r.outbound {
-        add_buyer(&mut server, ob, &r.store, &journal)?;
+        reload.buyer = Some(add_buyer(&mut server, ob, &r.store, &journal)?);
         readiness
             .listeners
             .push(("outbound".into(), ob.listen.clone()));
@@ -133,6 +141,10 @@ fn serve(path: &Path, r: &Resolved) -> Outcome {
         readiness.merge(add_facilitator(&mut server, service, &r.store, &journal)?);
     }
     add_gas_watch(&mut server, &readiness);
+    server.add_service(pingora_core::services::background::background_service(
+        "reload on SIGHUP",
+        reload,
+    ));
     if let Some(spec) = &r.admin {
         add_admin(&mut server, spec, readiness);
     }
@@ -153,8 +165,9 @@ fn add_seller(
     seller: &Seller,
     store: &StoreSpec,
     journal: &Option<Arc<Journal>>,
-) -> Result<Readiness, Failure> {
+) -> Result<(Readiness, crate::seller::Reloader), Failure> {
     let paywall = Paywall::new(seller, store, journal.clone()).map_err(failed(""))?;
+    let reloader = paywall.reloader(seller);
     let mut ready = paywall.readiness();
     ready
         .listeners
@@ -170,7 +183,7 @@ fn add_seller(
     svc.add_tcp(&seller.listen);
     server.add_service(svc);
     tracing::info!(listen = %seller.listen, upstream = %seller.upstream.text, routes = seller.routes.len(), "inbound paywall listening");
-    Ok(ready)
+    Ok((ready, reloader))
 }
 
 /// The paying proxy on `outbound.listen`.
@@ -179,10 +192,11 @@ fn add_buyer(
     ob: &Outbound,
     store: &StoreSpec,
     journal: &Option<Arc<Journal>>,
-) -> Outcome {
+) -> Result<crate::buyer::Reloader, Failure> {
     let listen = ob.listen.clone();
     let (sellers, wallet) = (ob.sellers.len(), ob.signer.address());
     let payer = Payer::new(ob.clone(), store, journal.clone()).map_err(failed("outbound"))?;
+    let reloader = payer.reloader();
     // Every signed authorization followed to its end on chain, also those read back from the
     // ledger after a restart.
     server.add_service(pingora_core::services::background::background_service(
@@ -196,7 +210,7 @@ fn add_buyer(
     svc.add_tcp(&listen);
     server.add_service(svc);
     tracing::info!(%listen, sellers, %wallet, "outbound paying proxy listening");
-    Ok(())
+    Ok(reloader)
 }
 
 /// The facilitator API on `facilitator.listen`; returns what `/readyz` checks for it.

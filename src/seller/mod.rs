@@ -48,7 +48,7 @@ use std::time::Duration;
 use tracing::warn;
 
 use crate::audit::Journal;
-use crate::seller::config::{Route, Seller, UnknownRoutes};
+use crate::seller::config::{InboundLimits, Route, Seller, UnknownRoutes};
 use crate::seller::machine::{LEASE_MARGIN, LeaseSpec, node_id};
 use crate::seller::settle::Backends;
 use crate::store::{ReplayStore, StoreSpec};
@@ -64,12 +64,59 @@ struct Upstream {
     secret: Option<String>,
 }
 
+/// What a configuration reload (`SIGHUP`) replaces, all at once: the routes (prices, pricing
+/// policies, accepts), the disclaimer, the trusted proxies and the rate limits.
+pub(crate) struct Live {
+    routes: Vec<Route>,
+    disclaimer: String,
+    /// Peers whose `X-Forwarded-For` is believed.
+    trusted_proxies: Vec<std::net::IpAddr>,
+    /// `inbound.limits`, when on (and the configuration they were built from: a reload that
+    /// keeps them keeps their counts).
+    limits: Option<(InboundLimits, Arc<Limits>)>,
+}
+
+impl Live {
+    fn new(cfg: &Seller, before: Option<&Live>) -> Live {
+        let limits = cfg.limits.map(|l| {
+            let kept = before
+                .and_then(|b| b.limits.as_ref())
+                .filter(|(was, _)| *was == l)
+                .map(|(_, kept)| kept.clone());
+            let built = kept.unwrap_or_else(|| {
+                Arc::new(Limits {
+                    per_ip: crate::http::limit::Limiter::new(l.per_ip),
+                    per_payer: crate::http::limit::Limiter::new(l.per_payer),
+                    refused_per_ip: crate::http::limit::Limiter::new(l.refused_per_ip),
+                })
+            });
+            (l, built)
+        });
+        Live {
+            routes: cfg.routes.clone(),
+            disclaimer: cfg.disclaimer.clone(),
+            trusted_proxies: cfg.trusted_proxies.clone(),
+            limits,
+        }
+    }
+
+    fn route(&self, method: &str, path: &str) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|r| r.method == method && r.path == path)
+    }
+
+    fn limits(&self) -> Option<&Limits> {
+        self.limits.as_ref().map(|(_, l)| l.as_ref())
+    }
+}
+
 /// The paywall service. Built once; shared by all requests.
 pub(crate) struct Paywall {
-    routes: Vec<Route>,
+    /// Replaced whole by a reload; each request works on the one it started with.
+    live: Arc<arc_swap::ArcSwap<Live>>,
     unknown: UnknownRoutes,
     max_body: usize,
-    disclaimer: String,
     upstream: Upstream,
     http: reqwest::Client,
     /// Who verifies and settles on each network (`facilitators:`).
@@ -79,14 +126,10 @@ pub(crate) struct Paywall {
     lease: LeaseSpec,
     key: ChallengeKey,
     journal: Option<Arc<Journal>>,
-    /// Peers whose `X-Forwarded-For` is believed.
-    trusted_proxies: Vec<std::net::IpAddr>,
     /// The plain 402 (no payment sent) of each route and resource URL, kept for
     /// [`challenge::KEEP`]: a challenge needs to be fresh per window, not per request (the
     /// EIP-3009 nonce already prevents replay), and building it is most of a 402's cost.
     challenges: moka::sync::Cache<(String, String, String), crate::http::Reply>,
-    /// `inbound.limits`, when on.
-    limits: Option<Limits>,
 }
 
 /// The paywall's rate limits: unpaid calls per client IP, signed payments per payer.
@@ -145,10 +188,9 @@ impl Paywall {
             }
         };
         Ok(Paywall {
-            routes: cfg.routes.clone(),
+            live: Arc::new(arc_swap::ArcSwap::from_pointee(Live::new(cfg, None))),
             unknown: cfg.unknown_routes,
             max_body: cfg.max_body,
-            disclaimer: cfg.disclaimer.clone(),
             upstream: Upstream {
                 base,
                 addr,
@@ -161,16 +203,10 @@ impl Paywall {
             lease: LeaseSpec::new(node_id(&cfg.listen), cfg.upstream.timeout + LEASE_MARGIN),
             key,
             journal,
-            trusted_proxies: cfg.trusted_proxies.clone(),
             challenges: moka::sync::Cache::builder()
                 .max_capacity(challenge::KEPT)
                 .time_to_live(challenge::KEEP)
                 .build(),
-            limits: cfg.limits.map(|l| Limits {
-                per_ip: crate::http::limit::Limiter::new(l.per_ip),
-                per_payer: crate::http::limit::Limiter::new(l.per_payer),
-                refused_per_ip: crate::http::limit::Limiter::new(l.refused_per_ip),
-            }),
         })
     }
 
@@ -188,7 +224,8 @@ impl Paywall {
 
     /// The 429 for an unpaid call from `client` over `inbound.limits.per_ip`, if it is one.
     fn over_ip_limit(&self, client: &str) -> Option<crate::http::Reply> {
-        let l = &self.limits.as_ref()?.per_ip;
+        let live = self.live.load();
+        let l = &live.limits()?.per_ip;
         let over = l.check(&client).err()?;
         telemetry::with(|m| m.rate_limited(telemetry::RateLimit::Ip));
         Some(over.reply(
@@ -201,7 +238,8 @@ impl Paywall {
     /// The 429 for a signed payment from `payer` over `inbound.limits.per_payer`, if it is one
     /// (before any claim or chain read: nothing was charged).
     fn over_payer_limit(&self, payer: &alloy_primitives::Address) -> Option<crate::http::Reply> {
-        let l = &self.limits.as_ref()?.per_payer;
+        let live = self.live.load();
+        let l = &live.limits()?.per_payer;
         let over = l.check(payer).err()?;
         telemetry::with(|m| m.rate_limited(telemetry::RateLimit::Payer));
         Some(over.reply(
@@ -214,7 +252,8 @@ impl Paywall {
     /// The 429 for a payment from `client` once its payments refused on chain passed
     /// `inbound.limits.refused_per_ip` (before any claim or chain read: nothing was charged).
     fn over_refused_limit(&self, client: &str) -> Option<crate::http::Reply> {
-        let l = &self.limits.as_ref()?.refused_per_ip;
+        let live = self.live.load();
+        let l = &live.limits()?.refused_per_ip;
         let over = l.peek(&client).err()?;
         telemetry::with(|m| m.rate_limited(telemetry::RateLimit::RefusedIp));
         Some(over.reply(
@@ -226,14 +265,74 @@ impl Paywall {
 
     /// Count a payment from `client` that the chain checks refused.
     fn count_refused(&self, client: &str) {
-        if let Some(l) = &self.limits {
+        if let Some(l) = self.live.load().limits() {
             l.refused_per_ip.count(&client);
         }
     }
 
-    fn route(&self, method: &str, path: &str) -> Option<&Route> {
-        self.routes
-            .iter()
-            .find(|r| r.method == method && r.path == path)
+    /// The handle a configuration reload goes through (the paywall itself is moved into its
+    /// pingora service).
+    pub(crate) fn reloader(&self, cfg: &Seller) -> Reloader {
+        Reloader {
+            live: self.live.clone(),
+            challenges: self.challenges.clone(),
+            started: cfg.clone(),
+        }
+    }
+}
+
+/// Replaces a running paywall's [`Live`] part with a new configuration's.
+pub(crate) struct Reloader {
+    live: Arc<arc_swap::ArcSwap<Live>>,
+    challenges: moka::sync::Cache<(String, String, String), crate::http::Reply>,
+    /// The configuration the paywall started with: what a reload cannot change.
+    started: Seller,
+}
+
+impl Reloader {
+    /// Apply `next`'s routes, prices, disclaimer, trusted proxies and limits at once, or say
+    /// which settings only a restart can change (and change nothing). The next request sees
+    /// the new configuration; requests under way finish with the one they started with.
+    pub(crate) fn apply(&self, next: &Seller) -> Result<(), Vec<String>> {
+        self.check(next)?;
+        let before = self.live.load();
+        self.live.store(Arc::new(Live::new(next, Some(&before))));
+        self.challenges.invalidate_all();
+        Ok(())
+    }
+
+    /// Whether `next` changes only what a reload may change; else each setting that needs a
+    /// restart.
+    pub(crate) fn check(&self, next: &Seller) -> Result<(), Vec<String>> {
+        let was = &self.started;
+        let mut fixed = Vec::new();
+        let mut same = |name: &str, eq: bool| {
+            if !eq {
+                fixed.push(format!("{name} changed: it takes a restart, not a reload"));
+            }
+        };
+        same("inbound.listen", was.listen == next.listen);
+        same(
+            "inbound.upstream",
+            was.upstream.text == next.upstream.text
+                && was.upstream.timeout == next.upstream.timeout
+                && was.upstream.secret.as_ref().map(|s| s.expose())
+                    == next.upstream.secret.as_ref().map(|s| s.expose()),
+        );
+        same(
+            "inbound.unknown_routes",
+            was.unknown_routes == next.unknown_routes,
+        );
+        same("inbound.max_body_bytes", was.max_body == next.max_body);
+        same(
+            "inbound.challenge_secret",
+            was.challenge_secret.as_ref().map(|s| s.expose())
+                == next.challenge_secret.as_ref().map(|s| s.expose()),
+        );
+        same(
+            "facilitators",
+            format!("{:?}", was.settlement) == format!("{:?}", next.settlement),
+        );
+        if fixed.is_empty() { Ok(()) } else { Err(fixed) }
     }
 }

@@ -77,12 +77,13 @@ impl Paywall {
         let claimed = ClaimedPayment::new(payment, &body, now);
         observe(Phase::Verify, verify_started);
         let route_id = route.id();
+        let live = self.live.load_full();
         let machine = Machine {
             store: self.store.as_ref(),
             backend: settlement.as_ref(),
             journal: self,
             lease: &self.lease,
-            disclaimer: &self.disclaimer,
+            disclaimer: &live.disclaimer,
             route: &route_id,
         };
         let mut up = ToUpstream {

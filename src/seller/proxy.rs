@@ -29,7 +29,8 @@ impl ProxyHttp for Paywall {
     async fn request_filter(&self, s: &mut Session, ctx: &mut Ctx) -> pingora_core::Result<bool> {
         let method = s.req_header().method.as_str().to_string();
         let path = s.req_header().uri.path().to_string();
-        let Some(route) = self.route(&method, &path) else {
+        let live = self.live.load_full();
+        let Some(route) = live.route(&method, &path) else {
             if self.unknown == UnknownRoutes::Proxy {
                 return Ok(false);
             }
@@ -56,6 +57,8 @@ impl ProxyHttp for Paywall {
         let method = req.method.as_str().to_string();
         let path = req.uri.path().to_string();
         let route = self
+            .live
+            .load()
             .route(&method, &path)
             .map_or("unmatched".to_string(), |r| r.path.clone());
         let status = s.response_written().map_or(0, |h| h.status.as_u16());
@@ -107,7 +110,7 @@ impl Paywall {
     /// A paid route, in its `paid_request` span: the paid path's answer, written; or, when the
     /// buyer is gone, no answer and no keep-alive.
     async fn paid_request(&self, s: &mut Session, route: &Route, ctx: &Ctx) {
-        let client = client_ip(s, &self.trusted_proxies);
+        let client = client_ip(s, &self.live.load().trusted_proxies);
         let span = tracing::info_span!(
             "paid_request",
             otel.kind = "server",

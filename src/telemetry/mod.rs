@@ -88,6 +88,8 @@ pub struct Metrics {
     pub gas_per_payment: HistogramVec,
     /// Payments per settlement transaction, by network.
     pub payments_per_tx: HistogramVec,
+    /// Configuration reloads (`SIGHUP`) by outcome (`applied`, `refused`).
+    pub reloads: IntCounterVec,
     pub build_info: IntGauge,
 }
 
@@ -276,6 +278,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["network"],
     )?;
     registry.register(Box::new(payments_per_tx.clone()))?;
+    let reloads = counter(
+        "x402_config_reloads_total",
+        "Configuration reloads on SIGHUP, by outcome (applied, refused: the running one kept)",
+        &["outcome"],
+    )?;
     let build_info = IntGauge::with_opts(
         Opts::new("x402_build_info", "Build information")
             .const_label("version", env!("CARGO_PKG_VERSION")),
@@ -317,6 +324,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         settlement_fees,
         gas_per_payment,
         payments_per_tx,
+        reloads,
         build_info,
     })
 }
@@ -607,6 +615,12 @@ impl Metrics {
         self.settler_balance
             .with_label_values(&[network, &g.address.to_checksum(None)])
             .set(wei);
+    }
+
+    /// Count a configuration reload.
+    pub fn reload(&self, applied: bool) {
+        let outcome = if applied { "applied" } else { "refused" };
+        self.reloads.with_label_values(&[outcome]).inc();
     }
 
     /// Count a mined settlement transaction and its gas.
