@@ -546,3 +546,97 @@ async fn official_python_and_express_servers_settle_through_our_facilitator() {
         [tx_a, tx_b]
     );
 }
+
+/// Discovery, checked by the official SDK: the 402's `extensions.bazaar` passes the Python
+/// SDK's bazaar validators (its `info` against its own schema, and the protocol rules); the
+/// `/.well-known/x402` document lists the paid route (not the free one) with the same bazaar
+/// declaration; the admin port's `/openapi.json` is OpenAPI 3.1 whose schemas are valid JSON
+/// Schema (draft 2020-12) and whose request example validates against its schema. And the
+/// official Python client, which echoes the 402's extensions in its payment, still pays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_documents_pass_the_official_validators() {
+    let Some(peers) = Peers::find() else { return };
+    let admin = free_port();
+    let w = World::start_with(|n| {
+        n.admin = Some(admin);
+        n.free_route = true;
+    })
+    .await;
+    let (status, headers, _) = post_json(&w.http, &w.paid_url(), seed_body(), &[]).await;
+    assert_eq!(status, 402);
+    let required: Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            headers["payment-required"].to_str().unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let bazaar = required["extensions"]["bazaar"].clone();
+    assert_eq!(bazaar["info"]["input"]["method"], "POST", "{required}");
+
+    let known: Value = w
+        .http
+        .get(format!("{}/.well-known/x402", w.seller.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(known["version"], 1, "{known}");
+    let resources: Vec<&str> = known["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(resources.len(), 1, "only the paid route: {known}");
+    assert!(resources[0].ends_with("/x402"), "{known}");
+    assert_eq!(known["items"][0]["accepts"][0]["amount"], PRICE.to_string());
+
+    let openapi: Value = w
+        .http
+        .get(format!("http://127.0.0.1:{admin}/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        openapi["paths"]["/x402"]["post"]["responses"]["402"].is_object(),
+        "{openapi}"
+    );
+    assert!(
+        openapi["paths"]["/free"]["get"]["responses"]["402"].is_null(),
+        "the free route asks for no payment"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("discovery.json");
+    let doc =
+        json!({"bazaar": [bazaar, known["items"][0]["extensions"]["bazaar"]], "openapi": openapi});
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let args = vec![
+        peers.script.to_string_lossy().into_owned(),
+        "discovery".into(),
+        "--file".into(),
+        file.to_string_lossy().into_owned(),
+    ];
+    let payer = w.buyer(0).await;
+    let report = one_shot("official bazaar validator", &peers.python, &args, &payer).await;
+    assert_eq!(
+        report["bazaar"][0]["kind"], "BodyDiscoveryExtension",
+        "{report}"
+    );
+    assert_eq!(report["bazaar"][0]["errors"], json!([]), "{report}");
+    assert_eq!(report["bazaar"][1]["errors"], json!([]), "{report}");
+    assert_eq!(report["openapi"], json!([]), "{report}");
+
+    // The official client echoes the declaration in its payment header: still paid, once.
+    let buyer = w.buyer(1_000_000).await;
+    let paid = peers.python_client(&w.paid_url(), &buyer, false).await;
+    assert_eq!(paid["status"], 200, "{paid}");
+    w.money().assert_paid_once(buyer.address(), 1_000_000).await;
+}

@@ -146,7 +146,11 @@ fn serve(path: &Path, r: &Resolved) -> Outcome {
         reload,
     ));
     if let Some(spec) = &r.admin {
-        add_admin(&mut server, spec, readiness);
+        let openapi = r
+            .inbound
+            .seller()
+            .map(|s| crate::seller::discovery::openapi(&s.routes, "x402-sidecar paid API"));
+        add_admin(&mut server, spec, readiness, openapi);
     }
     server.run(pingora_core::server::RunArgs::default());
     // The services have stopped: whatever the audit journal still holds goes to disk first.
@@ -262,8 +266,13 @@ fn add_gas_watch(server: &mut Server, readiness: &Readiness) {
 
 /// `/metrics`, `/livez` (`/healthz`), `/readyz` and `/readyz?settle` (over every service's
 /// checks) on `admin.listen`.
-fn add_admin(server: &mut Server, spec: &AdminSpec, readiness: Readiness) {
-    let admin = Admin { readiness };
+fn add_admin(
+    server: &mut Server,
+    spec: &AdminSpec,
+    readiness: Readiness,
+    openapi: Option<serde_json::Value>,
+) {
+    let admin = Admin { readiness, openapi };
     let mut svc = pingora_core::services::listening::Service::new(
         "admin".to_string(),
         pingora_core::apps::http_app::HttpServer::new_app(admin),

@@ -9,6 +9,7 @@ use crate::http::Reply;
 use crate::seller::Paywall;
 use crate::seller::config::Route;
 use crate::seller::ctx::Ctx;
+use crate::seller::discovery;
 use crate::seller::payment::VerifiedPayment;
 use crate::seller::pricing::Priced;
 use crate::telemetry;
@@ -76,7 +77,10 @@ impl Paywall {
                 mime_type: Some("application/json".into()),
             },
             accepts: accepts.clone(),
-            extensions: priced.detail.as_ref().map(|q| json!({ "pricing": q })),
+            extensions: Some(match &priced.detail {
+                Some(q) => json!({ "bazaar": discovery::bazaar(route), "pricing": q }),
+                None => json!({ "bazaar": discovery::bazaar(route) }),
+            }),
         };
         let v1: Vec<PaymentRequirementsV1> = accepts
             .iter()
@@ -140,6 +144,12 @@ impl Paywall {
 
 /// The URL the buyer asked for, as announced in the challenge's `resource`.
 fn resource_url(s: &Session) -> String {
+    format!("{}{}", base_url(s), s.req_header().uri.path())
+}
+
+/// `http(s)://host` as the buyer reached us (the `Host` header; `https` behind a proxy that
+/// says so in `X-Forwarded-Proto`).
+pub(crate) fn base_url(s: &Session) -> String {
     let req = s.req_header();
     let host = req
         .headers
@@ -152,5 +162,5 @@ fn resource_url(s: &Session) -> String {
         .and_then(|v| v.to_str().ok())
         .filter(|p| *p == "https")
         .unwrap_or("http");
-    format!("{proto}://{host}{}", req.uri.path())
+    format!("{proto}://{host}")
 }

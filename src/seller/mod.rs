@@ -31,6 +31,7 @@ pub mod config;
 mod answer;
 mod challenge;
 mod ctx;
+pub mod discovery;
 mod forward;
 mod journal;
 mod machine;
@@ -104,6 +105,10 @@ impl Live {
         self.routes
             .iter()
             .find(|r| r.method == method && r.path == path)
+    }
+
+    fn routes(&self) -> &[Route] {
+        &self.routes
     }
 
     fn limits(&self) -> Option<&Limits> {

@@ -30,6 +30,12 @@ impl ProxyHttp for Paywall {
         let method = s.req_header().method.as_str().to_string();
         let path = s.req_header().uri.path().to_string();
         let live = self.live.load_full();
+        if method == "GET" && path == "/.well-known/x402" && live.route(&method, &path).is_none() {
+            let base = crate::seller::challenge::base_url(s);
+            let doc = crate::seller::discovery::well_known(live.routes(), &base);
+            write(s, Reply::json(200, &doc), &ctx.request_id).await?;
+            return Ok(true);
+        }
         let Some(route) = live.route(&method, &path) else {
             if self.unknown == UnknownRoutes::Proxy {
                 return Ok(false);

@@ -1013,6 +1013,8 @@ impl pingora_core::services::background::BackgroundService for GasWatch {
 /// now. Both bodies list every check with its reason.
 pub struct Admin {
     pub readiness: Readiness,
+    /// `/openapi.json`: the paid API's OpenAPI document, when a seller runs here.
+    pub openapi: Option<serde_json::Value>,
 }
 
 #[async_trait]
@@ -1027,6 +1029,10 @@ impl ServeHttp for Admin {
         let reply = match path.as_str() {
             "/metrics" => Reply::raw(200, "text/plain; version=0.0.4", render()),
             "/livez" | "/healthz" => Reply::json(200, &json!({"alive": true})),
+            "/openapi.json" if self.openapi.is_some() => Reply::json(
+                200,
+                self.openapi.as_ref().unwrap_or(&serde_json::Value::Null),
+            ),
             "/readyz" => {
                 let (serve, settle, body) = self.readiness.check().await;
                 let ok = if strict { settle } else { serve };

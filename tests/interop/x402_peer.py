@@ -184,6 +184,56 @@ def _strategy(model):
 # ---------------------------------------------------------------------------------------------
 
 
+def discovery(args):
+    """Validate a seller's discovery documents with the official SDK's bazaar validators and
+    JSON Schema (draft 2020-12): prints one JSON report line."""
+    import jsonschema
+    from x402.extensions.bazaar.facilitator import (
+        validate_discovery_extension,
+        validate_discovery_extension_spec,
+    )
+    from x402.extensions.bazaar.types import parse_discovery_extension
+
+    with open(args.file) as f:
+        doc = json.load(f)
+    report = {"bazaar": [], "openapi": []}
+    for ext in doc["bazaar"]:
+        errors = []
+        parsed = parse_discovery_extension(ext)
+        r = validate_discovery_extension(parsed)
+        errors += [] if r.valid else r.errors
+        r = validate_discovery_extension_spec(ext)
+        errors += [] if r.valid else r.errors
+        report["bazaar"].append({"kind": type(parsed).__name__, "errors": errors})
+    api = doc["openapi"]
+    errors = []
+    if not str(api.get("openapi", "")).startswith("3.1"):
+        errors.append("openapi is not 3.1.x")
+    for path, ops in api.get("paths", {}).items():
+        for method, op in ops.items():
+            where = f"{method.upper()} {path}"
+            if not op.get("responses"):
+                errors.append(f"{where}: no responses")
+            for status, resp in op.get("responses", {}).items():
+                schema = resp.get("content", {}).get("application/json", {}).get("schema")
+                if schema is not None and "$ref" not in schema:
+                    try:
+                        jsonschema.Draft202012Validator.check_schema(schema)
+                    except jsonschema.SchemaError as e:
+                        errors.append(f"{where} {status}: {e.message}")
+            body = op.get("requestBody", {}).get("content", {}).get("application/json")
+            if body:
+                try:
+                    jsonschema.Draft202012Validator.check_schema(body["schema"])
+                    jsonschema.validate(body["example"], body["schema"])
+                except jsonschema.exceptions.ValidationError as e:
+                    errors.append(f"{where} example: {e.message}")
+                except jsonschema.SchemaError as e:
+                    errors.append(f"{where} requestBody: {e.message}")
+    report["openapi"] = errors
+    print(json.dumps(report))
+
+
 def check():
     from importlib.metadata import version
 
@@ -194,6 +244,7 @@ def check():
     import x402.http.middleware.fastapi  # noqa: F401
     import x402.mechanisms.evm  # noqa: F401
     import x402.mechanisms.evm.exact  # noqa: F401
+    import jsonschema  # noqa: F401
 
     print(f"x402 {version('x402')}")
 
@@ -223,9 +274,14 @@ def main():
 
     sub.add_parser("check")
 
+    d = sub.add_parser("discovery")
+    d.add_argument("--file", required=True)
+
     args = p.parse_args()
     if args.role == "check":
         return check()
+    if args.role == "discovery":
+        return discovery(args)
     if args.role == "client":
         sys.exit(asyncio.run(run_client(args)))
     import uvicorn

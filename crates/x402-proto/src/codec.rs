@@ -9,8 +9,9 @@ use super::reason::{Reason, Rejection};
 use super::redact;
 use super::types::{IncomingPayment, PaymentPayload, PaymentPayloadV1};
 
-/// Largest payment header accepted. A real EIP-3009 payment is about 1.2 KB encoded.
-const MAX_PAYMENT_HEADER_BYTES: usize = 8 * 1024;
+/// Largest payment header accepted. A real EIP-3009 payment is about 1.2 KB encoded; the
+/// official clients also echo the 402's `extensions` (the bazaar declaration, a few KB).
+const MAX_PAYMENT_HEADER_BYTES: usize = 32 * 1024;
 
 /// Encode a value as a header: base64 of its JSON.
 pub fn encode<T: Serialize>(value: &T) -> String {
