@@ -35,6 +35,8 @@ struct Scene {
     dir: tempfile::TempDir,
     http: reqwest::Client,
     redis: bool,
+    /// Its sellers' paid route is `settle: before`.
+    settle_before: bool,
 }
 
 impl Scene {
@@ -48,6 +50,7 @@ impl Scene {
                 .build()
                 .unwrap(),
             redis,
+            settle_before: false,
         }
     }
 
@@ -55,6 +58,7 @@ impl Scene {
     fn node(&self) -> SellerNode {
         let mut n = seller_node(free_port(), &self.upstream.url, &self.net);
         n.upstream_timeout_ms = UPSTREAM_TIMEOUT_MS;
+        n.settle_before = self.settle_before;
         if self.redis {
             n.store = REDIS.into();
         }
@@ -204,7 +208,10 @@ async fn after_crash(s: &Scene, node: &SellerNode) -> (Sidecar, &'static str) {
 
 /// The seller dies at `point` (the test hook) on the first call; the retry gets the answer once.
 async fn crash_at_hook(redis: bool, point: &str) {
-    let s = Scene::new(redis).await;
+    crash_at(Scene::new(redis).await, point).await;
+}
+
+async fn crash_at(s: Scene, point: &str) {
     let node = s.node();
     let a = s.start("a", &node, Some(point)).await;
     let (buyer, payment) = buyer_and_payment(&s, &a.url).await;
@@ -435,4 +442,86 @@ async fn a_front_run_still_gets_the_answer_and_one_transfer_memory_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_front_run_still_gets_the_answer_and_one_transfer_redis() {
     front_run(true).await;
+}
+
+/// `settle: before`, killed at each step (before the settlement, after its receipt and before
+/// the upstream was asked): the retry with the same payment gets the answer, charged once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settle_first_killed_before_settling_and_after_the_receipt() {
+    for (redis, point) in [
+        (false, "before_settle"),
+        (false, "after_receipt"),
+        (true, "after_receipt"),
+    ] {
+        let mut s = Scene::new(redis).await;
+        s.settle_before = true;
+        crash_at(s, point).await;
+    }
+}
+
+/// `settle: before`: the payment is settled before the upstream is asked, so an upstream
+/// failure leaves the buyer paid and unanswered; it is told so (503, the transaction named, the
+/// same payment to send again), and the retry gets the answer without a second charge. The
+/// journal shows the settlement-first step and the failure; one `settled`, one `answered`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settle_first_pays_before_the_upstream_and_a_failed_upstream_is_answered_on_retry() {
+    for redis in [false, true] {
+        let mut s = Scene::new(redis).await;
+        s.settle_before = true;
+        let node = s.node();
+        let a = s.start("a", &node, None).await;
+        let (buyer, payment) = buyer_and_payment(&s, &a.url).await;
+        s.upstream.set(Mode::Status(500));
+        let (status, _, body) = send(&s.http, &a.url, &payment).await.unwrap();
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"], "upstream_error", "{body}");
+        let why = body["message"].as_str().unwrap();
+        assert!(
+            why.contains("settled") && why.contains("same payment"),
+            "{why}"
+        );
+        // Paid already: the transfer is on chain before any answer.
+        let money = Money::new(&s.net, PRICE);
+        money.assert_transfers(1).await;
+        let dirs = s.journals(&["a"]);
+        assert_eq!(count(&dirs, "answered"), 0);
+        s.upstream.set(Mode::Normal);
+        let (answer, _) = until_answered(&s.http, &a.url, &payment).await;
+        assert_eq!(answer["payment"]["payer"], buyer.address().to_string());
+        s.invariant(buyer.address(), 1, &["a"]).await;
+        let verified = journal_lines(&dirs, "payment_verified");
+        assert!(
+            verified.iter().any(|v| v["details"]["settle"] == "before"),
+            "{verified:?}"
+        );
+        let forwarded = journal_lines(&dirs, "forwarded");
+        assert!(
+            forwarded.iter().any(|v| v["details"]["why"]
+                .as_str()
+                .is_some_and(|w| w.contains("upstream failed after the settlement"))),
+            "{forwarded:?}"
+        );
+    }
+}
+
+/// The journal records of `event` under `dirs`.
+fn journal_lines(dirs: &[PathBuf], event: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for d in dirs {
+        let Ok(entries) = std::fs::read_dir(d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if !e.file_name().to_string_lossy().ends_with(".jsonl") {
+                continue;
+            }
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            out.extend(
+                text.lines()
+                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                    .filter(|v| v["event"] == event),
+            );
+        }
+    }
+    out
 }

@@ -247,6 +247,8 @@ pub struct SellerNode {
     pub refused_per_ip: Option<(u32, u64)>,
     /// `inbound.limits.enabled: false` (the load bench measures the paywall, not its limits).
     pub limits_off: bool,
+    /// `settle: before` on the paid route (settle, then forward).
+    pub settle_before: bool,
     /// `pricing:` of the paid route, as JSON of the YAML it becomes (a fixed price when `None`).
     pub pricing: Option<serde_json::Value>,
 }
@@ -305,6 +307,7 @@ impl SellerNode {
             refused_per_ip: None,
             limits_off: false,
             pricing: None,
+            settle_before: false,
         }
     }
 
@@ -363,6 +366,7 @@ impl SellerNode {
                 .maybe("answer", self.answer.as_deref())
                 .maybe("charge_standin", self.charge_standin.then_some(true))
                 .with("accepts", accepts)
+                .maybe("settle", self.settle_before.then_some("before"))
                 .maybe(
                     "pricing",
                     self.pricing

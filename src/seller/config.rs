@@ -188,6 +188,10 @@ pub struct RouteConfig {
     /// A pricing policy: the price computed from each request (see [`super::pricing`]).
     #[serde(default)]
     pub pricing: Option<PricingConfig>,
+    /// When the payment is settled: `after` the upstream answered (the default: nobody pays
+    /// for an answer that failed) or `before` it is asked (an expensive model is paid first).
+    #[serde(default)]
+    pub settle: Option<String>,
 }
 
 /// `pricing:` of a route: charges added to each accept's own price, by what the request asks.
@@ -320,6 +324,8 @@ pub struct Route {
     pub offers: Vec<Offer>,
     /// The pricing policy, when the price depends on the request.
     pub pricing: Option<Pricing>,
+    /// `settle: before`: settle, then forward.
+    pub settle_first: bool,
 }
 
 impl Route {
@@ -611,6 +617,25 @@ impl InboundConfig {
                 }
             }
         }
+        let settle_first = match r.settle.as_deref().map(str::trim) {
+            None | Some("after") => false,
+            Some("before") if r.accepts.is_empty() => {
+                problems.push(Problem {
+                    path: format!("{at}.settle"),
+                    message: "a free route has nothing to settle: remove `settle`, or add accepts"
+                        .into(),
+                });
+                false
+            }
+            Some("before") => true,
+            Some(_) => {
+                problems.push(Problem {
+                    path: format!("{at}.settle"),
+                    message: "must be `after` (settle once the upstream answered, the default) or `before` (settle, then ask the upstream)".into(),
+                });
+                false
+            }
+        };
         let pricing = r
             .pricing
             .as_ref()
@@ -624,6 +649,7 @@ impl InboundConfig {
             charge_standin: r.charge_standin,
             offers,
             pricing,
+            settle_first,
         }
     }
 }

@@ -237,6 +237,7 @@ mod tests {
             charge_standin,
             offers: Vec::new(),
             pricing: None,
+            settle_first: false,
         }
     }
 

@@ -85,6 +85,7 @@ impl Paywall {
             lease: &self.lease,
             disclaimer: &live.disclaimer,
             route: &route_id,
+            settle_first: route.settle_first,
         };
         let mut up = ToUpstream {
             paywall: self,

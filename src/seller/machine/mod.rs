@@ -144,6 +144,8 @@ pub(crate) struct Machine<'a> {
     pub(crate) disclaimer: &'a str,
     /// The route's id, for the journal.
     pub(crate) route: &'a str,
+    /// `settle: before`: settle, then forward (an expensive upstream is paid before it works).
+    pub(crate) settle_first: bool,
 }
 
 /// A test hook, honoured in debug builds only (never in a release binary): with
@@ -234,6 +236,9 @@ impl Machine<'_> {
         let note = Note::default()
             .with("route", self.route)
             .with("x402Version", p.version());
+        if self.settle_first {
+            return self.settle_then_forward(ctx, c, lease, up, note).await;
+        }
         self.journal
             .record(ctx, p, Kind::PaymentVerified, note)
             .await;
@@ -242,6 +247,69 @@ impl Machine<'_> {
             Err(out) => return out,
         };
         self.settle(ctx, c, lease, answer).await
+    }
+
+    /// `settle: before`: the verified payment is settled first (its record on disk before money
+    /// moves, the store saying "settling" with no answer), then the upstream is asked. An
+    /// upstream failure after the settlement leaves "settled by `tx`, no answer" in the store:
+    /// the buyer's retry with the same payment asks the upstream again and is not charged
+    /// twice ([`Machine::answer_for_paid`]).
+    async fn settle_then_forward(
+        &self,
+        ctx: &Ctx,
+        c: &ClaimedPayment<'_>,
+        lease: &Lease<'_>,
+        up: &mut dyn Upstream,
+        note: Note,
+    ) -> Outcome {
+        let p = &c.payment;
+        let note = note.with("settle", "before");
+        if let Err(reply) = self
+            .journal
+            .before_money(ctx, p, Kind::PaymentVerified, note)
+            .await
+        {
+            lease.release().await;
+            return Outcome::Reply(reply);
+        }
+        match lease
+            .write(|r| {
+                r.state = PaymentState::Pending;
+                r.answer = None;
+                r.tx = None;
+            })
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return taken_over(),
+            Err(e) => {
+                warn!(request_id = %ctx.request_id, "settling, but the store could not record it: {e}")
+            }
+        }
+        crash_point("before_settle");
+        let started = Instant::now();
+        let outcome = lease
+            .hold(
+                self.backend
+                    .settle(p)
+                    .instrument(tracing::info_span!("settle")),
+            )
+            .await;
+        observe(Phase::Settle, started);
+        let outcome = self.confirm(p, outcome).await;
+        if let SettleOutcome::Settled { tx } = &outcome {
+            // Settled, nothing asked yet: a crash from here on leaves "settled, no answer",
+            // and the retry gets the answer without paying again.
+            let txs = format!("{tx:#x}");
+            let _ = lease
+                .write(|r| {
+                    r.state = PaymentState::Pending;
+                    r.tx = Some(txs);
+                })
+                .await;
+            crash_point("after_receipt");
+        }
+        self.finish(ctx, c, lease, None, outcome, Some(up)).await
     }
 
     /// Verified, nothing paid: the upstream's answer. A failure releases the claim; a buyer who
@@ -571,6 +639,12 @@ impl Machine<'_> {
                     .await;
                 warn!(request_id = %ctx.request_id, payment_id = %p.payment_id, status = reply.status,
                     "the payment is settled on chain but the upstream failed: the retry asks it again");
+                let said: Value = serde_json::from_slice(&reply.body).unwrap_or_default();
+                let note = Note::tx(tx)
+                    .with("why", "upstream failed after the settlement; the retry with the same payment asks it again, no second charge")
+                    .with("status", reply.status)
+                    .with("error", said["error"].clone());
+                self.journal.record(ctx, p, Kind::Forwarded, note).await;
                 Err(Outcome::Reply(
                     Reply::error(
                         503,

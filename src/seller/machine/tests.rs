@@ -397,6 +397,7 @@ impl World {
                 lease: &spec,
                 disclaimer: "not advice",
                 route: "POST /x402",
+                settle_first: false,
             };
             let c = ClaimedPayment::new(
                 self.payment(),
@@ -426,6 +427,7 @@ impl World {
             lease: &spec,
             disclaimer: "not advice",
             route: "POST /x402",
+            settle_first: false,
         };
         let c = ClaimedPayment::new(
             self.payment(),
@@ -656,6 +658,7 @@ async fn a_failed_settlement_withholds_the_answer_and_keeps_it_for_a_retry() {
             lease: &spec,
             disclaimer: "",
             route: "POST /x402",
+            settle_first: false,
         };
         let c = ClaimedPayment::new(w.payment(), &bytes::Bytes::from_static(b"{}"), 0);
         let mut up = w.upstream(Up::Answer);
