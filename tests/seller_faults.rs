@@ -98,24 +98,7 @@ impl Scene {
 
 /// How many journal records of `event` the day files under `dirs` hold.
 fn count(dirs: &[PathBuf], event: &str) -> usize {
-    let mut n = 0;
-    for d in dirs {
-        let Ok(entries) = std::fs::read_dir(d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            if !e.file_name().to_string_lossy().ends_with(".jsonl") {
-                continue;
-            }
-            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            n += text
-                .lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .filter(|v| v["event"] == event)
-                .count();
-        }
-    }
-    n
+    journal_lines(dirs, event).len()
 }
 
 /// `kill -9` the process and reap it.
@@ -504,7 +487,7 @@ async fn settle_first_pays_before_the_upstream_and_a_failed_upstream_is_answered
     }
 }
 
-/// The journal records of `event` under `dirs`.
+/// The journal records of `event` the day files under `dirs` hold.
 fn journal_lines(dirs: &[PathBuf], event: &str) -> Vec<Value> {
     let mut out = Vec::new();
     for d in dirs {

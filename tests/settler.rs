@@ -635,19 +635,7 @@ async fn check_config_online_compares_each_routes_token_with_the_chain() {
     let node = seller_node(free_port(), "http://127.0.0.1:9", &net);
     let good = node.yaml();
     let asset = x402_sidecar::devkit::devnet::USDC.to_string();
-    let run = |yaml: &str, name: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, yaml).unwrap();
-        let out = std::process::Command::new(bin())
-            .args(["check-config", "--online", "--config"])
-            .arg(&path)
-            .env(SETTLER_ENV, net.settler_key_hex())
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        (out.status.success(), format!("{stdout}{stderr}"))
-    };
+    let run = |yaml: &str, name: &str| online_check(&net, dir.path(), yaml, name);
     let (ok, stdout) = run(&good, "good.yaml");
     assert!(ok, "{stdout}");
     assert!(
@@ -713,19 +701,7 @@ async fn check_config_online_asks_the_batching_contract() {
     let mut node = seller_node(free_port(), "http://127.0.0.1:9", &net);
     node.settlement.batch = Some((5, 8));
     let good = node.yaml();
-    let run = |yaml: &str, name: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, yaml).unwrap();
-        let out = std::process::Command::new(bin())
-            .args(["check-config", "--online", "--config"])
-            .arg(&path)
-            .env(SETTLER_ENV, net.settler_key_hex())
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        (out.status.success(), format!("{stdout}{stderr}"))
-    };
+    let run = |yaml: &str, name: &str| online_check(&net, dir.path(), yaml, name);
     let (ok, out) = run(&good, "good.yaml");
     assert!(ok, "{out}");
     let at = x402_sidecar::evm::MULTICALL3.to_string();
@@ -750,4 +726,20 @@ async fn check_config_online_asks_the_batching_contract() {
             && out.contains("one transaction per payment"),
         "{out}"
     );
+}
+
+/// `check-config --online` on `yaml` (written to `dir/name`) with the devnet's settler key:
+/// whether it passed, and what it printed.
+fn online_check(net: &Devnet, dir: &std::path::Path, yaml: &str, name: &str) -> (bool, String) {
+    let path = dir.join(name);
+    std::fs::write(&path, yaml).unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["check-config", "--online", "--config"])
+        .arg(&path)
+        .env(SETTLER_ENV, net.settler_key_hex())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), format!("{stdout}{stderr}"))
 }

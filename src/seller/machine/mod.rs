@@ -272,31 +272,10 @@ impl Machine<'_> {
             lease.release().await;
             return Outcome::Reply(reply);
         }
-        match lease
-            .write(|r| {
-                r.state = PaymentState::Pending;
-                r.answer = None;
-                r.tx = None;
-            })
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => return taken_over(),
-            Err(e) => {
-                warn!(request_id = %ctx.request_id, "settling, but the store could not record it: {e}")
-            }
-        }
-        crash_point("before_settle");
-        let started = Instant::now();
-        let outcome = lease
-            .hold(
-                self.backend
-                    .settle(p)
-                    .instrument(tracing::info_span!("settle")),
-            )
-            .await;
-        observe(Phase::Settle, started);
-        let outcome = self.confirm(p, outcome).await;
+        let outcome = match self.settle_recorded(ctx, c, lease, None).await {
+            Ok(o) => o,
+            Err(out) => return out,
+        };
         if let SettleOutcome::Settled { tx } = &outcome {
             // Settled, nothing asked yet: a crash from here on leaves "settled, no answer",
             // and the retry gets the answer without paying again.
@@ -386,18 +365,35 @@ impl Machine<'_> {
         lease: &Lease<'_>,
         answer: Value,
     ) -> Outcome {
-        let p = &c.payment;
         let held = held_answer(&answer);
+        let outcome = match self.settle_recorded(ctx, c, lease, Some(held)).await {
+            Ok(o) => o,
+            Err(out) => return out,
+        };
+        self.finish(ctx, c, lease, Some(answer), outcome, None)
+            .await
+    }
+
+    /// Record "settling" (with the held answer, if any), settle, and read a refusal the chain
+    /// contradicts. `Err` when another process took the record over meanwhile.
+    async fn settle_recorded(
+        &self,
+        ctx: &Ctx,
+        c: &ClaimedPayment<'_>,
+        lease: &Lease<'_>,
+        held: Option<StoredAnswer>,
+    ) -> Result<SettleOutcome, Outcome> {
+        let p = &c.payment;
         match lease
             .write(|r| {
                 r.state = PaymentState::Pending;
-                r.answer = Some(held);
+                r.answer = held;
                 r.tx = None;
             })
             .await
         {
             Ok(true) => {}
-            Ok(false) => return taken_over(),
+            Ok(false) => return Err(taken_over()),
             // The chain still decides: a crash from here on is resolved by the payment's
             // identity on chain.
             Err(e) => {
@@ -414,9 +410,7 @@ impl Machine<'_> {
             )
             .await;
         observe(Phase::Settle, started);
-        let outcome = self.confirm(p, outcome).await;
-        self.finish(ctx, c, lease, Some(answer), outcome, None)
-            .await
+        Ok(self.confirm(p, outcome).await)
     }
 
     /// A settlement refused because the authorization is used (or reverted): the chain may show
