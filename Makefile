@@ -8,15 +8,15 @@ CARGO ?= cargo
 DEVNET_STAMP := devnet/node_modules/.installed
 INTEROP_JS_STAMP := tests/interop/js/node_modules/.installed
 
-.PHONY: demo test tools tools-test devnet redis llm interop roma01-venv check-artifact fmt lint build release bench bench-load
+.PHONY: demo test tools tools-test devnet redis llm interop roma01-venv deploy-venv check-artifact fmt lint build release bench bench-load
 
 demo: tools devnet
 	$(CARGO) run --quiet -- --log-format pretty demo
 
-test: tools-test devnet redis llm interop roma01-venv check-artifact
+test: tools-test devnet redis llm interop roma01-venv deploy-venv check-artifact
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	X402_REQUIRE_LLM=1 X402_REQUIRE_INTEROP=1 X402_REQUIRE_ROMA01=1 $(CARGO) test --workspace --all-targets
+	X402_REQUIRE_LLM=1 X402_REQUIRE_INTEROP=1 X402_REQUIRE_ROMA01=1 X402_REQUIRE_DEPLOY=1 $(CARGO) test --workspace --all-targets
 
 # System packages a fresh Debian/Ubuntu machine lacks (cmake, node/npm; for the tests also the
 # Python venv module and libgomp): installed with apt-get, only when missing.
@@ -53,6 +53,12 @@ $(INTEROP_JS_STAMP): tests/interop/js/package.json tests/interop/js/package-lock
 # pytest from PyPI, hash-pinned, in .venv-roma01 (gitignored; about 5 MB).
 roma01-venv:
 	scripts/setup-roma01.sh
+
+# The deployment files' strict validators (tests/deploy.rs renders each kustomize overlay and runs
+# scripts/validate-deploy.py): kubernetes-validate, the prometheus-operator CRD models and the
+# PromQL parser, hash-pinned, in .venv-deploy (gitignored; about 170 MB, half a minute).
+deploy-venv:
+	scripts/setup-deploy.sh
 
 # Start a local Redis on 127.0.0.1:6379 if none answers (tests use a real one).
 redis:

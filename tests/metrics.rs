@@ -482,6 +482,47 @@ async fn seller_and_buyer_metrics_parse_strictly_after_paid_and_failed_calls() {
         "{buyer_text}"
     );
 
+    // The alerts and the dashboard of deploy/kubernetes/monitoring read metrics that exist:
+    // each name they use is in one of the two expositions, or (a counter nothing here
+    // triggered: upstream errors, late transfers, …) registered by the code.
+    let exposed: BTreeSet<String> = [&seller_text, &buyer_text]
+        .iter()
+        .flat_map(|t| check_exposition(t).1)
+        .map(|x| x.name)
+        .collect();
+    let registered = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/telemetry/mod.rs"),
+    )
+    .unwrap();
+    let used = monitoring_metric_names();
+    assert!(used.len() >= 20, "{used:?}");
+    for name in &used {
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        assert!(
+            exposed.contains(name.as_str()) || registered.contains(&format!("\"{base}\"")),
+            "deploy/kubernetes/monitoring uses {name}, which no sidecar exposes"
+        );
+    }
+    // What the money alerts read is there after one paid call on each side.
+    for name in [
+        "x402_settlements_total",
+        "x402_settler_balance_wei",
+        "x402_settler_gas_floor_wei",
+        "x402_audit_spill_pending",
+        "x402_breaker_state",
+        "x402_buyer_budget_remaining_atomic",
+        "x402_buyer_budget_limit_atomic",
+    ] {
+        assert!(used.contains(name), "no alert or panel reads {name}");
+        assert!(
+            exposed.contains(name),
+            "{name} is not exposed:\n{seller_text}\n{buyer_text}"
+        );
+    }
+
     // The seller's access log: one line per answer, 4xx included, with the request id.
     let logs = w.seller.logs();
     let access: Vec<&str> = logs.lines().filter(|l| l.contains("\"access\"")).collect();
@@ -502,4 +543,26 @@ async fn seller_and_buyer_metrics_parse_strictly_after_paid_and_failed_calls() {
         access.iter().all(|l| l.contains("\"request_id\":\"req_")),
         "{logs}"
     );
+}
+
+/// The `x402_…` names in the PrometheusRule and the Grafana dashboard.
+fn monitoring_metric_names() -> BTreeSet<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/monitoring");
+    let mut names = BTreeSet::new();
+    for f in ["prometheusrule.yaml", "dashboards/x402-sidecar.json"] {
+        let text = std::fs::read_to_string(dir.join(f)).unwrap();
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("x402_") {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            // Not a metric: part of a word (x402_sidecar in a title is not used here).
+            if i == 0 || !rest.as_bytes()[i - 1].is_ascii_alphanumeric() {
+                names.insert(tail[..end].to_string());
+            }
+            rest = &tail[end..];
+        }
+    }
+    names
 }

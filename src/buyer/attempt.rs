@@ -211,10 +211,12 @@ impl Payer {
     async fn report_budget_left(&self, key: &str, limit: u64, asset: Address) {
         if let Ok(spent) = self.store.spent(key).await {
             let left = limit.saturating_sub(spent) as i64;
+            let asset = asset.to_string();
             telemetry::with(|m| {
-                m.budget_remaining
-                    .with_label_values(&[&asset.to_string()])
-                    .set(left)
+                m.budget_remaining.with_label_values(&[&asset]).set(left);
+                m.budget_limit
+                    .with_label_values(&[&asset])
+                    .set(i64::try_from(limit).unwrap_or(i64::MAX));
             });
         }
     }

@@ -59,6 +59,8 @@ pub struct Metrics {
     pub buyer_late_transfers: IntCounterVec,
     /// Budget left today, atomic units, by asset.
     pub budget_remaining: IntGaugeVec,
+    /// The day's budget, atomic units, by asset (alerts compare the two).
+    pub budget_limit: IntGaugeVec,
     /// Breaker state per seller: 1 for the state it is in (`closed`, `half_open`, `open`), 0
     /// for the others.
     pub breaker_state: IntGaugeVec,
@@ -71,6 +73,8 @@ pub struct Metrics {
     pub otlp_spans: IntCounterVec,
     /// Each settler key's balance in wei, by network and settler address.
     pub settler_balance: GaugeVec,
+    /// The gas floor each key is held to (`gas_floor_settlements` at today's fee), in wei.
+    pub settler_floor: GaugeVec,
     /// Audit records waiting in the spill now (the journal could not write them yet).
     pub audit_spill_pending: IntGauge,
     /// Audit records by what the spill did with them (`spilled`, `journaled`, `dropped`).
@@ -223,6 +227,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["asset"],
     )?;
     registry.register(Box::new(budget_remaining.clone()))?;
+    let budget_limit = IntGaugeVec::new(
+        Opts::new("x402_buyer_budget_limit_atomic", "The day's budget"),
+        &["asset"],
+    )?;
+    registry.register(Box::new(budget_limit.clone()))?;
     let breaker_state = IntGaugeVec::new(
         Opts::new(
             "x402_breaker_state",
@@ -239,6 +248,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["network", "settler"],
     )?;
     registry.register(Box::new(settler_balance.clone()))?;
+    let settler_floor = GaugeVec::new(
+        Opts::new(
+            "x402_settler_gas_floor_wei",
+            "Gas floor of each settler key (gas_floor_settlements at the current fee), in wei",
+        ),
+        &["network", "settler"],
+    )?;
+    registry.register(Box::new(settler_floor.clone()))?;
     let settlement_txs = counter(
         "x402_settlement_transactions_total",
         "Settlement transactions mined, by network and kind (single, batch)",
@@ -309,12 +326,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
         buyer_payments,
         buyer_late_transfers,
         budget_remaining,
+        budget_limit,
         breaker_state,
         fallbacks,
         facilitator_requests,
         otlp_batches,
         otlp_spans,
         settler_balance,
+        settler_floor,
         audit_spill_pending,
         audit_spill_records,
         audit_refusals,
@@ -611,10 +630,14 @@ impl Metrics {
 
     /// Record a settler key's balance.
     pub fn settler_gas(&self, network: &str, g: &SettlerGas) {
-        let wei = u128::try_from(g.balance).map_or(f64::MAX, |w| w as f64);
+        let wei = |v: alloy_primitives::U256| u128::try_from(v).map_or(f64::MAX, |w| w as f64);
+        let settler = g.address.to_checksum(None);
         self.settler_balance
-            .with_label_values(&[network, &g.address.to_checksum(None)])
-            .set(wei);
+            .with_label_values(&[network, &settler])
+            .set(wei(g.balance));
+        self.settler_floor
+            .with_label_values(&[network, &settler])
+            .set(wei(g.floor));
     }
 
     /// Count a configuration reload.
