@@ -283,3 +283,95 @@ fn the_roma01_example_reads_roma01s_own_settings() {
         );
     }
 }
+
+/// The image builds from what the Dockerfile copies: every workspace member and path
+/// dependency, every declared bench, and every file the sources embed (`include_str!`) is in a
+/// copied directory that the build context (Dockerfile.dockerignore) lets through.
+#[test]
+fn the_dockerfile_copies_everything_the_build_reads() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dockerfile = std::fs::read_to_string(root.join("deploy/Dockerfile")).unwrap();
+    let copied: Vec<String> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("COPY "))
+        .filter(|l| !l.starts_with("--from"))
+        .flat_map(|l| {
+            let parts: Vec<&str> = l.split_whitespace().collect();
+            parts[..parts.len() - 1]
+                .iter()
+                .map(|p| p.trim_end_matches('/').to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let ignore = std::fs::read_to_string(root.join("deploy/Dockerfile.dockerignore")).unwrap();
+    let allowed: Vec<&str> = ignore
+        .lines()
+        .filter_map(|l| l.strip_prefix('!'))
+        .map(|l| l.trim_end_matches('/'))
+        .collect();
+    let is_copied = |path: &str| {
+        copied
+            .iter()
+            .any(|c| path == c || path.starts_with(&format!("{c}/")))
+            && allowed
+                .iter()
+                .any(|a| path == *a || path.starts_with(&format!("{a}/")))
+    };
+    let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let mut needed: Vec<String> = vec!["Cargo.toml".into(), "Cargo.lock".into(), "src".into()];
+    // `path = "…"` (dependencies, bins, benches) and the workspace members.
+    for line in manifest.lines() {
+        if let Some(i) = line.find("path = \"") {
+            let rest = &line[i + 8..];
+            needed.push(rest[..rest.find('"').unwrap()].to_string());
+        }
+        if let Some(m) = line.trim().strip_prefix("members = [") {
+            for member in m.trim_end_matches(']').split(',') {
+                let member = member.trim().trim_matches('"');
+                if member != "." {
+                    needed.push(member.to_string());
+                }
+            }
+        }
+    }
+    // Benches without a path live at benches/<name>.rs.
+    if manifest.contains("[[bench]]") {
+        needed.push("benches".into());
+    }
+    // Files the sources embed, relative to the repository root.
+    for dir in ["src", "crates"] {
+        for f in walk(&root.join(dir)) {
+            let text = std::fs::read_to_string(&f).unwrap_or_default();
+            for (i, _) in text.match_indices("include_str!(\"") {
+                let rest = &text[i + 14..];
+                let rel = &rest[..rest.find('"').unwrap()];
+                let target = f.parent().unwrap().join(rel);
+                let target = std::fs::canonicalize(&target)
+                    .unwrap_or_else(|e| panic!("{f:?} embeds {rel}: {e}"));
+                let under = target
+                    .strip_prefix(std::fs::canonicalize(root).unwrap())
+                    .unwrap();
+                needed.push(under.to_string_lossy().into_owned());
+            }
+        }
+    }
+    for n in &needed {
+        assert!(
+            is_copied(n),
+            "the image build reads {n}, which deploy/Dockerfile does not COPY (or Dockerfile.dockerignore keeps out)"
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+    out
+}
