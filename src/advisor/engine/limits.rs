@@ -9,6 +9,12 @@ use crate::advisor::contract::RiskTolerance;
 pub(super) enum Goal {
     Flat,
     DeltaNeutral,
+    /// "lock in gains", "take profit", "secure / bank / realise gains": part of each winning
+    /// position comes off ([`Goal::share`]), the stops of what stays move to break-even.
+    LockGains,
+    /// "reduce risk", "de-risk", "lower / cut risk", "reduce exposure": every position is cut
+    /// by [`Goal::share`], and at least to the cap.
+    ReduceRisk,
     RiskBudget,
 }
 
@@ -24,6 +30,11 @@ impl Goal {
             .filter(|w| !w.is_empty())
             .collect();
         let phrase = |a: &str, b: &str| words.windows(2).any(|w| w[0] == a && w[1] == b);
+        let gains = |verb: &str| {
+            ["gain", "gains", "profit", "profits"]
+                .iter()
+                .any(|g| phrase(verb, g))
+        };
         if words.iter().any(|w| matches!(*w, "flat" | "flatten"))
             || phrase("close", "all")
             || phrase("close", "everything")
@@ -35,8 +46,33 @@ impl Goal {
             .any(|w| matches!(*w, "neutral" | "hedge" | "hedged" | "hedging"))
         {
             Goal::DeltaNeutral
+        } else if phrase("lock", "in")
+            || phrase("take", "profit")
+            || phrase("take", "profits")
+            || ["secure", "bank", "realise", "realize", "protect"]
+                .iter()
+                .any(|v| gains(v))
+        {
+            Goal::LockGains
+        } else if ["reduce", "lower", "cut", "less", "de"]
+            .iter()
+            .any(|v| phrase(v, "risk"))
+            || words.contains(&"derisk")
+            || phrase("reduce", "exposure")
+        {
+            Goal::ReduceRisk
         } else {
             Goal::RiskBudget
+        }
+    }
+
+    /// The share of a position that [`Goal::LockGains`] takes off a winner, and that
+    /// [`Goal::ReduceRisk`] cuts from everything: low 50%, medium 33%, high 25%.
+    pub(super) fn share(tol: RiskTolerance) -> f64 {
+        match tol {
+            RiskTolerance::Low => 0.5,
+            RiskTolerance::Medium => 0.33,
+            RiskTolerance::High => 0.25,
         }
     }
 
@@ -44,6 +80,8 @@ impl Goal {
         match self {
             Goal::Flat => "flat",
             Goal::DeltaNeutral => "delta_neutral",
+            Goal::LockGains => "lock_in_gains",
+            Goal::ReduceRisk => "reduce_risk",
             Goal::RiskBudget => "risk_budget",
         }
     }
@@ -64,6 +102,19 @@ pub(super) fn deploys(text: Option<&str>) -> bool {
             "deploy" | "deploying" | "allocate" | "allocating" | "invest" | "investing"
         )
     }) || (words.contains(&"put") && words.windows(2).any(|w| w == ["to", "work"]))
+}
+
+/// The objectives ask to keep the upside ("preserve / keep upside", "let winners run"):
+/// a winning position's take-profit sits 1.5× farther and its stop moves to break-even
+/// (a position is known to win from its `unrealizedPnl`, or its mark against its entry).
+pub(super) fn keeps_upside(text: Option<&str>) -> bool {
+    let Some(t) = text else { return false };
+    let lower = t.to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    words.contains(&"upside") || words.windows(2).any(|w| w == ["winners", "run"])
 }
 
 /// Limits read from the request's constraint strings, e.g. roma-01's

@@ -14,8 +14,14 @@
 //! 3. **Goal** from `objectives`: `flat` ("flat", "flatten", "close all", "exit all") closes
 //!    everything; `delta_neutral` ("neutral", "hedge") sizes the long and the short side to
 //!    the same notional T = min(larger side — or the smaller one at low risk tolerance or with a
-//!    `reduce only` constraint —, target ÷ 2), scaling each side's positions pro rata; otherwise
-//!    `risk_budget` scales every position by target ÷ gross when gross is above the cap.
+//!    `reduce only` constraint —, target ÷ 2), scaling each side's positions pro rata;
+//!    `lock_in_gains` ("lock in", "take profit", "secure/bank/realise gains") takes a share
+//!    (low 50%, medium 33%, high 25%) off each winning position (unrealised PnL > 0, sent or
+//!    from mark − entry), and scales to the target when above the cap; `reduce_risk` ("reduce /
+//!    lower / cut risk", "de-risk", "reduce exposure") cuts every position by that share (and
+//!    at least to the target); otherwise `risk_budget` scales every position by target ÷ gross
+//!    when gross is above the cap. "Preserve upside" / "let winners run" widens a winner's
+//!    take-profit 1.5×.
 //! 4. **Sizes**: reductions round *up* to 6 decimals (never less de-risking than computed),
 //!    additions round *down*; a reduction leaving less than $10 closes the position; below the
 //!    cap, changes under $10 are not worth a trade. Additions only go to existing positions in
@@ -23,7 +29,11 @@
 //!    says `reduce only`. After the actions, gross ≤ cap × equity, always.
 //! 5. **Stops** for what stays open, from the reference price (mark, else entry): stop-loss at
 //!    low 2% / medium 3% / high 5% (or a `stop loss N%` constraint), take-profit at twice that
-//!    (or `take profit N%`), rounded to 5 significant figures (Hyperliquid's price rule).
+//!    (or `take profit N%`), rounded to 5 significant figures (Hyperliquid's price rule). A
+//!    winner's stop moves up to its entry (break-even) when locking in gains or keeping the
+//!    upside and the stop would give back more than the gain. The stop is checked against the
+//!    liquidation price *after* the trade (same margin: the distance to liquidation scales by
+//!    size before ÷ size after).
 //!
 //! With market data ([`advise_with`] and a [`Snapshot`] from [`crate::advisor::market`]), rules
 //! 6–9 add the venue's marks for positions sent without one, stops at a multiple of the ATR,
@@ -108,9 +118,9 @@ fn run(req: &StrategyRequest, venue: Option<venue::Venue<'_>>) -> Strategy {
     let book = book::Book::measure_with(req, venue, &mut draft.notes);
     let mut targets = targets::Targets::for_book(&book, &mut draft.notes);
     draft.trade(&book, &targets);
-    let past_liquidation = draft.bracket(&book);
+    let stop_notes = draft.bracket(&book, &targets);
     draft.explain(&book, &targets);
-    draft.notes.extend(past_liquidation);
+    draft.notes.extend(stop_notes);
     let deploy = targets.goal != limits::Goal::Flat && limits::deploys(req.objectives.as_deref());
     draft.open_new(&book, deploy);
     if !draft.opened.is_empty() {
@@ -172,6 +182,17 @@ mod tests {
         assert_eq!(g("Optimize delta-neutral coverage"), Goal::DeltaNeutral);
         assert_eq!(g("hedge my BTC"), Goal::DeltaNeutral);
         assert_eq!(g("grow the account"), Goal::RiskBudget);
+        assert_eq!(g("Lock in gains on BTC"), Goal::LockGains);
+        assert_eq!(g("take profits before the weekend"), Goal::LockGains);
+        assert_eq!(g("bank profits"), Goal::LockGains);
+        assert_eq!(g("De-risk into the weekend"), Goal::ReduceRisk);
+        assert_eq!(g("reduce exposure"), Goal::ReduceRisk);
+        assert_eq!(g("lower risk"), Goal::ReduceRisk);
+        assert!(super::limits::keeps_upside(Some(
+            "neutral while preserving upside"
+        )));
+        assert!(super::limits::keeps_upside(Some("let winners run")));
+        assert!(!super::limits::keeps_upside(Some("grow the account")));
         assert_eq!(Goal::from_objectives(None), Goal::RiskBudget);
     }
 

@@ -19,6 +19,8 @@ pub(super) struct Targets {
     pub side_target: Option<f64>,
     /// New positions were opened to deploy capital (rule 9).
     pub deploy: bool,
+    /// The objectives keep the upside: wider take-profits, break-even stops on winners.
+    pub upside: bool,
 }
 
 impl Targets {
@@ -48,11 +50,30 @@ impl Targets {
                     *w = p.notional() * t / side_total;
                 }
             }
+            Goal::LockGains => {
+                let keep = 1.0 - Goal::share(book.tol);
+                for (w, p) in wanted.iter_mut().zip(positions) {
+                    if gain(p) > 0.0 {
+                        *w *= keep;
+                    }
+                }
+                // And never above the cap.
+                let gross: f64 = wanted.iter().sum();
+                if book.over && gross > book.target {
+                    let k = book.target / gross;
+                    wanted.iter_mut().for_each(|w| *w *= k);
+                }
+            }
+            Goal::ReduceRisk if book.before.gross_usd > 0.0 => {
+                let gross = book.before.gross_usd;
+                let t = (gross * (1.0 - Goal::share(book.tol))).min(book.target);
+                wanted.iter_mut().for_each(|w| *w *= t / gross);
+            }
             Goal::RiskBudget if book.over && book.before.gross_usd > 0.0 => {
                 let k = book.target / book.before.gross_usd;
                 wanted.iter_mut().for_each(|w| *w *= k);
             }
-            Goal::RiskBudget => {}
+            Goal::RiskBudget | Goal::ReduceRisk => {}
         }
         Targets {
             goal,
@@ -60,8 +81,19 @@ impl Targets {
             wanted,
             side_target,
             deploy: false,
+            upside: super::limits::keeps_upside(book.req.objectives.as_deref()),
         }
     }
+}
+
+/// The position's unrealised profit: as sent, else from its mark and entry; 0 when neither
+/// is known.
+pub(super) fn gain(p: &Position) -> f64 {
+    let from_prices = match (p.mark_price, p.entry_price) {
+        (Some(m), Some(e)) => (m - e) * p.size,
+        _ => 0.0,
+    };
+    p.unrealized_pnl.unwrap_or(from_prices)
 }
 
 /// Notional of one side of the book.

@@ -118,6 +118,23 @@ fn reason(kind: ActionKind, book: &Book, targets: &Targets) -> String {
             _ if book.equity <= 0.0 => "no equity to carry the position".into(),
             _ => "the remainder would be below the minimum trade".into(),
         },
+        ActionKind::Reduce if matches!(targets.goal, Goal::LockGains | Goal::ReduceRisk) => {
+            let share = dec(Goal::share(book.tol) * 100.0, 0);
+            let why = if targets.goal == Goal::LockGains {
+                format!("lock in gains: {share}% of a winning position taken off")
+            } else {
+                format!("reduce risk: every position cut by {share}%")
+            };
+            if book.over {
+                format!(
+                    "{why}, and gross {} is above the {} cap",
+                    lev(book.before.leverage),
+                    lev(book.cap)
+                )
+            } else {
+                why
+            }
+        }
         ActionKind::Reduce => {
             let why = if book.over {
                 format!(
@@ -243,6 +260,20 @@ pub(super) fn summary(
         Goal::DeltaNeutral => format!(
             "{}ebalance both sides to equal notional: gross {} ({}), net {}.",
             if book.over { "Cut and r" } else { "R" },
+            usd(after.gross_usd),
+            lev(after.leverage),
+            usd(after.net_usd)
+        ),
+        Goal::LockGains => format!(
+            "Lock in gains: take {}% off each winning position, the rest stopped no worse than break-even: gross {} ({}), net {}.",
+            dec(Goal::share(book.tol) * 100.0, 0),
+            usd(after.gross_usd),
+            lev(after.leverage),
+            usd(after.net_usd)
+        ),
+        Goal::ReduceRisk => format!(
+            "Reduce risk: cut every position by {}%: gross {} ({}), net {}.",
+            dec(Goal::share(book.tol) * 100.0, 0),
             usd(after.gross_usd),
             lev(after.leverage),
             usd(after.net_usd)
