@@ -72,8 +72,13 @@ fn hup(s: &x402_sidecar::devkit::spawn::Sidecar) {
 
 /// Wait until the log holds `needle` (a reload is applied by a background task).
 async fn logged(s: &x402_sidecar::devkit::spawn::Sidecar, needle: &str) {
+    logged_times(s, needle, 1).await;
+}
+
+/// Wait until the log holds `needle` `n` times.
+async fn logged_times(s: &x402_sidecar::devkit::spawn::Sidecar, needle: &str, n: usize) {
     let until = Instant::now() + Duration::from_secs(10);
-    while !s.logs().contains(needle) {
+    while s.logs().matches(needle).count() < n {
         assert!(Instant::now() < until, "no `{needle}` in:\n{}", s.logs());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -140,5 +145,83 @@ async fn sighup_with_a_new_price_changes_the_next_402_on_the_same_connection() {
         amount(&conn.ask().await),
         "25000",
         "the running configuration is kept"
+    );
+}
+
+/// The buyer reloads too: a daily budget too small for the seller's price refuses the call
+/// before anything is signed; raised by `SIGHUP`, the next call pays (once, on chain); a price
+/// cap lowered below the seller's price refuses the call after it, and nothing more is paid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_on_the_buyer_changes_its_budget_and_its_price_cap() {
+    use x402_sidecar::devkit::nodes::{BuyerNode, SellerEntry};
+    use x402_sidecar::x402::money::PriceSpec;
+    const FUNDED: u64 = 5_000_000;
+    let w = World::start().await;
+    let key = w.buyer(FUNDED).await;
+    let port = free_port();
+    let ledger = w.dir.path().join("ledger.jsonl");
+    let mut node = BuyerNode::new(
+        port,
+        &w.net,
+        "X402_TEST_BUYER_KEY",
+        PriceSpec::Units(5_000),
+        &ledger,
+    );
+    node.sellers = vec![SellerEntry::new(
+        "node-a",
+        &w.paid_url(),
+        w.net.pay_to,
+        PriceSpec::Units(50_000),
+    )];
+    let l = launch(w.dir.path(), "buyer").env(
+        "X402_TEST_BUYER_KEY",
+        format!("0x{}", x402_sidecar::util::hex(&key.to_bytes()[..])),
+    );
+    let b = run(l, &node.yaml(), port).await;
+    let config = b.config.clone().unwrap();
+    let url = format!("{}/x402", b.url);
+    let outcome = |body: &Value| {
+        body["attempts"][0]["outcome"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+
+    // A budget of 5,000 units for a 10,000-unit call: refused, nothing signed.
+    let (status, _, body) = post_json(&w.http, &url, seed_body(), &[]).await;
+    assert_eq!(
+        (status, outcome(&body).as_str()),
+        (502, "budget_exhausted"),
+        "{body}"
+    );
+    w.money().assert_not_charged(key.address(), FUNDED).await;
+
+    // Raised by SIGHUP: the next call pays, once.
+    node.daily = PriceSpec::Units(100_000);
+    std::fs::write(&config, node.yaml()).unwrap();
+    hup(&b);
+    logged(&b, "configuration reloaded").await;
+    let (status, _, body) = post_json(&w.http, &url, seed_body(), &[]).await;
+    assert_eq!(status, 200, "{body}");
+    w.money().assert_paid_once(key.address(), FUNDED).await;
+
+    // The seller's price cap lowered below its price: refused before signing.
+    node.sellers[0].max_price = PriceSpec::Units(5_000);
+    std::fs::write(&config, node.yaml()).unwrap();
+    hup(&b);
+    logged_times(&b, "configuration reloaded", 2).await;
+    let (status, _, body) = post_json(&w.http, &url, seed_body(), &[]).await;
+    assert_eq!(
+        (status, outcome(&body).as_str()),
+        (502, "price_above_cap"),
+        "{body}"
+    );
+    w.money().assert_paid_once(key.address(), FUNDED).await;
+    let finals =
+        x402_sidecar::buyer::ledger::finals(&x402_sidecar::buyer::ledger::read(&ledger).unwrap());
+    assert_eq!(
+        finals.len(),
+        1,
+        "one payment in the ledger, as on chain: {finals:?}"
     );
 }
