@@ -25,6 +25,7 @@ use common::*;
 use serde_json::{Value, json};
 use x402_sidecar::buyer::{client, ledger};
 use x402_sidecar::devkit::nodes::{BuyerNode, FacilitatorNode, SellerEntry, SettledBy};
+use x402_sidecar::devkit::peers::{OfficialPeers, PEER_KEY_ENV};
 use x402_sidecar::devkit::spawn::{PROXY_VARS, SpawnError};
 use x402_sidecar::evm::keys::DEV_KEYS;
 use x402_sidecar::x402::money::PriceSpec;
@@ -35,18 +36,17 @@ const FUNDED: u64 = 1_000_000;
 const OFFICIAL_FACILITATOR: usize = 2;
 /// Our facilitator service's key (devnet account 3).
 const OUR_FACILITATOR: usize = 3;
-/// Where the peers find the keys they sign with.
-const PEER_KEY_ENV: &str = "X402_PEER_KEY";
 const BUYER_KEY_ENV: &str = "X402_TEST_BUYER_KEY";
 const FACILITATOR_KEY_ENV: &str = "X402_TEST_FACILITATOR_KEY";
 /// The v1 name of the devnet's network (Base Sepolia's chain id).
 const V1_NETWORK: &str = "base-sepolia";
 
-/// The installed peers.
+/// The installed peers (the dev kit's launchers, plus the one-shot clients).
 struct Peers {
     python: PathBuf,
     script: PathBuf,
     js: PathBuf,
+    official: OfficialPeers,
 }
 
 impl Peers {
@@ -54,20 +54,16 @@ impl Peers {
     /// X402_REQUIRE_INTEROP is unset.
     fn find() -> Option<Peers> {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let peers = Peers {
-            python: root.join(".venv-interop/bin/python"),
-            script: root.join("tests/interop/x402_peer.py"),
-            js: root.join("tests/interop/js"),
-        };
-        let missing = if !peers.python.exists() {
-            Some("the official Python SDK (.venv-interop): run scripts/setup-interop.sh")
-        } else if !peers.js.join("node_modules/@x402/fetch").exists() {
-            Some("the official TypeScript SDK (tests/interop/js/node_modules): run npm ci there")
-        } else {
-            None
-        };
-        let Some(what) = missing else {
-            return Some(peers);
+        let what = match OfficialPeers::find(&root) {
+            Ok(official) => {
+                return Some(Peers {
+                    python: official.python.clone(),
+                    script: official.script.clone(),
+                    js: official.js.clone(),
+                    official,
+                });
+            }
+            Err(what) => what,
         };
         let msg = format!("the interop suite needs {what} (`make interop` does both)");
         if std::env::var_os("X402_REQUIRE_INTEROP").is_some() {
@@ -119,61 +115,21 @@ impl Peers {
 
     /// The official Python facilitator, served over HTTP, settling with devnet key `key`.
     async fn python_facilitator(&self, dir: &Path, net: &Devnet, key: usize) -> Sidecar {
-        let port = free_port();
-        let launch = Launch::new(&self.python, dir, "official-facilitator")
-            .env(PEER_KEY_ENV, DEV_KEYS[key])
-            .wait(Duration::from_secs(30));
-        let (script, port_arg) = (self.script.to_string_lossy(), port.to_string());
-        let args = [
-            &*script,
-            "facilitator",
-            "--port",
-            &port_arg,
-            "--rpc-url",
-            &net.rpc_url,
-        ];
-        started(launch.command(&args, port).await)
+        started(
+            self.official
+                .python_facilitator(dir, &net.rpc_url, DEV_KEYS[key])
+                .await,
+        )
     }
 
-    /// An official FastAPI seller (`payment_middleware`) of `POST /x402` at $0.01 to `pay_to`,
-    /// verified and settled by the facilitator at `facilitator`.
+    /// An official FastAPI seller of `POST /x402` at $0.01 to `pay_to`.
     async fn python_seller(&self, dir: &Path, facilitator: &str, pay_to: Address) -> Sidecar {
-        let port = free_port();
-        let launch =
-            Launch::new(&self.python, dir, "official-python-seller").wait(Duration::from_secs(30));
-        let (script, port_arg) = (self.script.to_string_lossy(), port.to_string());
-        let pay_to = pay_to.to_checksum(None);
-        let args = [
-            &*script,
-            "seller",
-            "--port",
-            &port_arg,
-            "--facilitator-url",
-            facilitator,
-            "--pay-to",
-            &pay_to,
-        ];
-        started(launch.command(&args, port).await)
+        started(self.official.python_seller(dir, facilitator, pay_to).await)
     }
 
     /// An official express seller (`@x402/express`) of the same route.
     async fn express_seller(&self, dir: &Path, facilitator: &str, pay_to: Address) -> Sidecar {
-        let port = free_port();
-        let launch =
-            Launch::new("node", dir, "official-express-seller").wait(Duration::from_secs(30));
-        let script = self.js.join("seller.mjs");
-        let (script, port_arg) = (script.to_string_lossy(), port.to_string());
-        let pay_to = pay_to.to_checksum(None);
-        let args = [
-            &*script,
-            "--port",
-            &port_arg,
-            "--facilitator-url",
-            facilitator,
-            "--pay-to",
-            &pay_to,
-        ];
-        started(launch.command(&args, port).await)
+        started(self.official.express_seller(dir, facilitator, pay_to).await)
     }
 }
 

@@ -164,6 +164,7 @@ async fn run() -> Res<()> {
 
     let forward = scenarios::forward(&mut c, &mut stack).await?;
     let at_200 = scenarios::unpaid(&mut c, &mut stack).await?;
+    scenarios::official_402(&mut c, &mut stack, dir.path()).await?;
     let rounds = scenarios::paid_rounds(&mut c, &mut stack, dir.path()).await?;
     let presigned = scenarios::presigned(&mut c, &mut stack).await?;
     scenarios::whole_at_8(&mut c, &mut stack).await?;

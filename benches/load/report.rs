@@ -307,6 +307,25 @@ fn budget(rows: &[Row], f: &Findings) -> String {
         f.at_200.1,
         pass(f.at_200.0 == 0)
     );
+    // The 402 path against the official sellers, same clients, same run (issue 17).
+    if let Some(ours) = find(rows, "402 path: unpaid", "") {
+        for (peer, goal) in [
+            ("402 path: the official Python", 20.0),
+            ("402 path: the official express", 10.0),
+        ] {
+            if let Some(theirs) = find(rows, peer, &ours.load) {
+                let ratio = ours.run.rate() / theirs.run.rate().max(1e-9);
+                budget += &format!(
+                    "| 402 path ≥ {goal:.0}× {} | ours {:.0}/s vs {:.0}/s at {} (×{ratio:.1}) | {} |\n",
+                    &peer["402 path: ".len()..],
+                    ours.run.rate(),
+                    theirs.run.rate(),
+                    ours.load,
+                    pass(ratio >= goal)
+                );
+            }
+        }
+    }
     let (p, c) = (&f.presigned, &f.chain);
     budget += &format!(
         "| paid path: zero errors; one transfer per 200 | {} errors in {} pre-signed paid calls; {} transfers to payTo on chain (each of {PRICE} units: {}) for {} paid 200s over the whole run | {} |\n",

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use x402_sidecar::buyer::client;
 use x402_sidecar::devkit::devnet::Devnet;
 use x402_sidecar::devkit::nodes::Otlp;
+use x402_sidecar::devkit::peers::OfficialPeers;
 use x402_sidecar::devkit::spawn::Sidecar;
 use x402_sidecar::devkit::world::Money;
 
@@ -20,7 +21,7 @@ use crate::flows::{Floor, inprocess_settler, paid_200, settle_inprocess, via_flo
 use crate::measure::{Run, counted, expect, open_loop, timed};
 use crate::phases::{Phases, add_phases, block, phase_mean, phase_means, phases};
 use crate::report::{ChainCheck, Forward, Presigned, Rounds, Row, clients};
-use crate::stack::{Stack, otlp_sink, start_seller};
+use crate::stack::{Stack, otlp_sink, start_facilitator, start_seller};
 use crate::watch::{Cost, Pids, Watch, find_anvil, watched};
 use crate::{Knobs, PRICE, Res, say};
 
@@ -200,6 +201,76 @@ pub(crate) async fn unpaid(c: &mut Ctx, stack: &mut Stack) -> Res<(u64, u64)> {
         stack.alive()?;
     }
     Ok(at_200)
+}
+
+/// 2b. The same 402 path on the official sellers, in the same run: the FastAPI
+///     `payment_middleware` (one uvicorn worker) and `@x402/express`, both configured with a
+///     facilitator service of ours (they ask it `/supported` at start; a 402 needs nothing
+///     else). Skipped, with a line saying why, when the peers are not installed (`make
+///     interop`).
+pub(crate) async fn official_402(c: &mut Ctx, stack: &mut Stack, dir: &Path) -> Res<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let peers = match OfficialPeers::find(root) {
+        Ok(p) => p,
+        Err(why) => {
+            say(format!("official sellers: skipped, {why}"));
+            return Ok(());
+        }
+    };
+    let fac = start_facilitator(dir, &stack.net, 7).await?;
+    let pay_to = stack.net.pay_to;
+    let py = peers
+        .python_seller(dir, &fac.url, pay_to)
+        .await
+        .map_err(|e| e.to_string())?;
+    let js = peers
+        .express_seller(dir, &fac.url, pay_to)
+        .await
+        .map_err(|e| e.to_string())?;
+    let conc = c.k.conc;
+    for (name, peer) in [
+        (
+            "402 path: the official Python seller (FastAPI `payment_middleware`, one uvicorn worker)",
+            &py,
+        ),
+        (
+            "402 path: the official express seller (`@x402/express`, one node process)",
+            &js,
+        ),
+    ] {
+        say(format!(
+            "{name}, {}, {}+{} s",
+            clients(conc),
+            c.k.warmup,
+            c.k.secs
+        ));
+        let (http, url, body) = (c.http.clone(), format!("{}/x402", peer.url), c.seed.clone());
+        let pids = Pids {
+            seller: peer.pid(),
+            ..c.pids
+        };
+        let (run, cost) = watched(
+            &pids,
+            timed(conc, c.warmup, c.measure, move || {
+                expect(
+                    http.post(&url)
+                        .header("Content-Type", "application/json")
+                        .body(body.clone()),
+                    402,
+                )
+            }),
+        )
+        .await;
+        c.rows.push(Row {
+            name: name.into(),
+            load: clients(conc),
+            run,
+            cost,
+            note: "the `seller` columns are this peer's process".into(),
+        });
+    }
+    stack.alive()?;
+    Ok(())
 }
 
 /// Rounds of the one-client paid scenarios.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use alloy_signer_local::PrivateKeySigner;
 use x402_sidecar::devkit::devnet::{self, Devnet};
 use x402_sidecar::devkit::nodes::{
-    Breaker, BuyerNode, Otlp, Retry, SellerEntry, SellerNode, Server,
+    Breaker, BuyerNode, FacilitatorNode, Otlp, Retry, SellerEntry, SellerNode, Server,
 };
 use x402_sidecar::devkit::spawn::{self, Launch, Sidecar};
 use x402_sidecar::devkit::standin;
@@ -142,6 +142,19 @@ pub(crate) async fn start_seller_batching(
         .await
         .map_err(|e| e.to_string())?;
     Ok((seller, admin))
+}
+
+/// A facilitator service (the sidecar's facilitator API) settling with anvil dev key `key`:
+/// what the official sellers of the 402 rows are configured with. Its URL.
+pub(crate) async fn start_facilitator(dir: &Path, net: &Devnet, key: usize) -> Res<Sidecar> {
+    const KEY_ENV: &str = "X402_LOAD_FACILITATOR_KEY";
+    let mut node = FacilitatorNode::new(free_port()?, net, KEY_ENV);
+    node.server = Some(Server::small());
+    launch(dir, "facilitator")
+        .env(KEY_ENV, x402_sidecar::evm::keys::DEV_KEYS[key])
+        .run(&node.yaml(), node.listen)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The buyer node: pays `seller` from `wallet`, never runs out of budget or trips its breaker,

@@ -2,10 +2,12 @@
 //! own token ([`devnet`]), a labelled stand-in strategy upstream ([`standin`]), sidecar
 //! processes on a free port ([`spawn`]), typed builders for the seller's, buyer's and
 //! facilitator's `sidecar.yaml` ([`nodes`]), the money checks of a scenario, read from the
-//! chain ([`world`]), and misbehaving sellers that use real payments ([`rogue`]).
+//! chain ([`world`]), misbehaving sellers that use real payments ([`rogue`]), and the official
+//! x402 SDKs' sellers and facilitator as peers ([`peers`]).
 
 pub mod devnet;
 pub mod nodes;
+pub mod peers;
 pub mod rogue;
 pub mod spawn;
 pub mod standin;
