@@ -7,7 +7,6 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::*;
-use x402_sidecar::devkit::nodes::{BuyerNode, SellerEntry};
 use x402_sidecar::x402::money::PriceSpec;
 
 /// One sample: its name, labels and value.
@@ -331,29 +330,16 @@ async fn seller_and_buyer_metrics_parse_strictly_after_paid_and_failed_calls() {
     assert_eq!(status, 402);
 
     // Buyer: a paid call through the outbound proxy, and one to a seller that is down.
-    let key = w.buyer(5_000_000).await;
-    let port = free_port();
+    let (mut node, _key, l) = w
+        .buyer_node(
+            5_000_000,
+            PriceSpec::Units(1_000_000),
+            PriceSpec::Units(50_000),
+        )
+        .await;
     let buyer_admin = free_port();
-    let ledger = w.dir.path().join("ledger.jsonl");
-    let mut node = BuyerNode::new(
-        port,
-        &w.net,
-        "X402_TEST_BUYER_KEY",
-        PriceSpec::Units(1_000_000),
-        &ledger,
-    );
-    node.sellers = vec![SellerEntry::new(
-        "node-a",
-        &w.paid_url(),
-        w.net.pay_to,
-        PriceSpec::Units(50_000),
-    )];
     node.admin = Some(buyer_admin);
-    let l = launch(w.dir.path(), "buyer").env(
-        "X402_TEST_BUYER_KEY",
-        format!("0x{}", x402_sidecar::util::hex(&key.to_bytes()[..])),
-    );
-    let b = run(l, &node.yaml(), port).await;
+    let b = run(l, &node.yaml(), node.listen).await;
     let (status, _, body) = post_json(&w.http, &format!("{}/x402", b.url), seed_body(), &[]).await;
     assert_eq!(status, 200, "{body}");
     w.money().assert_transfers(2).await;

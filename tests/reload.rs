@@ -153,31 +153,14 @@ async fn sighup_with_a_new_price_changes_the_next_402_on_the_same_connection() {
 /// cap lowered below the seller's price refuses the call after it, and nothing more is paid.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_on_the_buyer_changes_its_budget_and_its_price_cap() {
-    use x402_sidecar::devkit::nodes::{BuyerNode, SellerEntry};
     use x402_sidecar::x402::money::PriceSpec;
     const FUNDED: u64 = 5_000_000;
     let w = World::start().await;
-    let key = w.buyer(FUNDED).await;
-    let port = free_port();
-    let ledger = w.dir.path().join("ledger.jsonl");
-    let mut node = BuyerNode::new(
-        port,
-        &w.net,
-        "X402_TEST_BUYER_KEY",
-        PriceSpec::Units(5_000),
-        &ledger,
-    );
-    node.sellers = vec![SellerEntry::new(
-        "node-a",
-        &w.paid_url(),
-        w.net.pay_to,
-        PriceSpec::Units(50_000),
-    )];
-    let l = launch(w.dir.path(), "buyer").env(
-        "X402_TEST_BUYER_KEY",
-        format!("0x{}", x402_sidecar::util::hex(&key.to_bytes()[..])),
-    );
-    let b = run(l, &node.yaml(), port).await;
+    let (mut node, key, l) = w
+        .buyer_node(FUNDED, PriceSpec::Units(5_000), PriceSpec::Units(50_000))
+        .await;
+    let ledger = node.ledger.clone();
+    let b = run(l, &node.yaml(), node.listen).await;
     let config = b.config.clone().unwrap();
     let url = format!("{}/x402", b.url);
     let outcome = |body: &Value| {

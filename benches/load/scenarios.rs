@@ -165,6 +165,24 @@ pub(crate) async fn forward(c: &mut Ctx, stack: &mut Stack) -> Res<Forward> {
     })
 }
 
+/// Unpaid POSTs of the seed request to `url` from `conc` clients, each answered 402; the
+/// processes of `pids` watched meanwhile.
+async fn unpaid_402(c: &Ctx, conc: usize, url: String, pids: &Pids) -> (Run, Cost) {
+    let (http, body) = (c.http.clone(), c.seed.clone());
+    watched(
+        pids,
+        timed(conc, c.warmup, c.measure, move || {
+            expect(
+                http.post(&url)
+                    .header("Content-Type", "application/json")
+                    .body(body.clone()),
+                402,
+            )
+        }),
+    )
+    .await
+}
+
 /// 2. The 402 path: unpaid POSTs of the seed StrategyRequest; (errors, answers) at 200 clients.
 pub(crate) async fn unpaid(c: &mut Ctx, stack: &mut Stack) -> Res<(u64, u64)> {
     let mut at_200 = (0u64, 0u64);
@@ -175,19 +193,7 @@ pub(crate) async fn unpaid(c: &mut Ctx, stack: &mut Stack) -> Res<(u64, u64)> {
             c.k.warmup,
             c.k.secs
         ));
-        let (http, url, body) = (c.http.clone(), c.paid_url.clone(), c.seed.clone());
-        let (run, cost) = watched(
-            &c.pids,
-            timed(conc, c.warmup, c.measure, move || {
-                expect(
-                    http.post(&url)
-                        .header("Content-Type", "application/json")
-                        .body(body.clone()),
-                    402,
-                )
-            }),
-        )
-        .await;
+        let (run, cost) = unpaid_402(c, conc, c.paid_url.clone(), &c.pids).await;
         if conc == 200 {
             at_200 = (run.error_count(), run.all);
         }
@@ -244,23 +250,11 @@ pub(crate) async fn official_402(c: &mut Ctx, stack: &mut Stack, dir: &Path) -> 
             c.k.warmup,
             c.k.secs
         ));
-        let (http, url, body) = (c.http.clone(), format!("{}/x402", peer.url), c.seed.clone());
         let pids = Pids {
             seller: peer.pid(),
             ..c.pids
         };
-        let (run, cost) = watched(
-            &pids,
-            timed(conc, c.warmup, c.measure, move || {
-                expect(
-                    http.post(&url)
-                        .header("Content-Type", "application/json")
-                        .body(body.clone()),
-                    402,
-                )
-            }),
-        )
-        .await;
+        let (run, cost) = unpaid_402(c, conc, format!("{}/x402", peer.url), &pids).await;
         c.rows.push(Row {
             name: name.into(),
             load: clients(conc),

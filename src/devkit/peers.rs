@@ -83,22 +83,9 @@ impl OfficialPeers {
         facilitator: &str,
         pay_to: Address,
     ) -> Result<Sidecar, SpawnError> {
-        let port = port()?;
-        let launch =
-            Launch::new(&self.python, dir, "official-python-seller").wait(Duration::from_secs(30));
-        let (script, port_arg) = (self.script.to_string_lossy(), port.to_string());
-        let pay_to = pay_to.to_checksum(None);
-        let args = [
-            &*script,
-            "seller",
-            "--port",
-            &port_arg,
-            "--facilitator-url",
-            facilitator,
-            "--pay-to",
-            &pay_to,
-        ];
-        launch.command(&args, port).await
+        let script = self.script.to_string_lossy().into_owned();
+        let launch = Launch::new(&self.python, dir, "official-python-seller");
+        seller(launch, &[&script, "seller"], facilitator, pay_to).await
     }
 
     /// An official express seller (`@x402/express`) of the same route.
@@ -108,21 +95,32 @@ impl OfficialPeers {
         facilitator: &str,
         pay_to: Address,
     ) -> Result<Sidecar, SpawnError> {
-        let port = port()?;
-        let launch =
-            Launch::new("node", dir, "official-express-seller").wait(Duration::from_secs(30));
-        let script = self.js.join("seller.mjs");
-        let (script, port_arg) = (script.to_string_lossy(), port.to_string());
-        let pay_to = pay_to.to_checksum(None);
-        let args = [
-            &*script,
-            "--port",
-            &port_arg,
-            "--facilitator-url",
-            facilitator,
-            "--pay-to",
-            &pay_to,
-        ];
-        launch.command(&args, port).await
+        let script = self.js.join("seller.mjs").to_string_lossy().into_owned();
+        let launch = Launch::new("node", dir, "official-express-seller");
+        seller(launch, &[&script], facilitator, pay_to).await
     }
+}
+
+/// Start a seller peer: `command` then its port, facilitator and `pay_to`.
+async fn seller(
+    launch: Launch,
+    command: &[&str],
+    facilitator: &str,
+    pay_to: Address,
+) -> Result<Sidecar, SpawnError> {
+    let port = port()?;
+    let (port_arg, pay_to) = (port.to_string(), pay_to.to_checksum(None));
+    let mut args = command.to_vec();
+    args.extend([
+        "--port",
+        &port_arg,
+        "--facilitator-url",
+        facilitator,
+        "--pay-to",
+        &pay_to,
+    ]);
+    launch
+        .wait(Duration::from_secs(30))
+        .command(&args, port)
+        .await
 }

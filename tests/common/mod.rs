@@ -253,6 +253,39 @@ impl World {
         self.net.new_buyer(U256::from(usdc)).await.unwrap()
     }
 
+    /// A buyer node paying this world's seller (`node-a`, capped at `max_price`) from a wallet
+    /// funded with `usdc`, its day's budget `daily`, its ledger in the world's directory; and
+    /// the launch that gives it the wallet's key. Adjust the node, then
+    /// `run(launch, &node.yaml(), node.listen)`.
+    #[allow(dead_code)]
+    pub async fn buyer_node(
+        &self,
+        usdc: u64,
+        daily: x402_sidecar::x402::money::PriceSpec,
+        max_price: x402_sidecar::x402::money::PriceSpec,
+    ) -> (
+        x402_sidecar::devkit::nodes::BuyerNode,
+        PrivateKeySigner,
+        Launch,
+    ) {
+        use x402_sidecar::devkit::nodes::{BuyerNode, SellerEntry};
+        const KEY_ENV: &str = "X402_TEST_BUYER_KEY";
+        let key = self.buyer(usdc).await;
+        let ledger = self.dir.path().join("ledger.jsonl");
+        let mut node = BuyerNode::new(free_port(), &self.net, KEY_ENV, daily, &ledger);
+        node.sellers = vec![SellerEntry::new(
+            "node-a",
+            &self.paid_url(),
+            self.net.pay_to,
+            max_price,
+        )];
+        let l = launch(self.dir.path(), "buyer").env(
+            KEY_ENV,
+            format!("0x{}", x402_sidecar::util::hex(&key.to_bytes()[..])),
+        );
+        (node, key, l)
+    }
+
     pub async fn balance(&self, who: Address) -> U256 {
         self.net.balance(who).await.unwrap()
     }

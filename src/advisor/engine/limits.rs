@@ -87,15 +87,21 @@ impl Goal {
     }
 }
 
+/// The lower-case words of `text` (none when absent).
+fn words_of(text: Option<&str>) -> Vec<String> {
+    text.unwrap_or_default()
+        .to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 /// The objectives ask to put capital to work: "deploy", "allocate", "invest", "put … to work"
 /// (rule 9 opens new positions then).
 pub(super) fn deploys(text: Option<&str>) -> bool {
-    let Some(t) = text else { return false };
-    let lower = t.to_lowercase();
-    let words: Vec<&str> = lower
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .collect();
+    let owned = words_of(text);
+    let words: Vec<&str> = owned.iter().map(String::as_str).collect();
     words.iter().any(|w| {
         matches!(
             *w,
@@ -108,12 +114,8 @@ pub(super) fn deploys(text: Option<&str>) -> bool {
 /// a winning position's take-profit sits 1.5× farther and its stop moves to break-even
 /// (a position is known to win from its `unrealizedPnl`, or its mark against its entry).
 pub(super) fn keeps_upside(text: Option<&str>) -> bool {
-    let Some(t) = text else { return false };
-    let lower = t.to_lowercase();
-    let words: Vec<&str> = lower
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .collect();
+    let owned = words_of(text);
+    let words: Vec<&str> = owned.iter().map(String::as_str).collect();
     words.contains(&"upside") || words.windows(2).any(|w| w == ["winners", "run"])
 }
 

@@ -264,26 +264,22 @@ pub(super) fn summary(
             lev(after.leverage),
             usd(after.net_usd)
         ),
-        Goal::LockGains => format!(
-            "Lock in gains: take {}% off each winning position, the rest stopped no worse than break-even: gross {} ({}), net {}.",
-            dec(Goal::share(book.tol) * 100.0, 0),
-            usd(after.gross_usd),
-            lev(after.leverage),
-            usd(after.net_usd)
-        ),
-        Goal::ReduceRisk => format!(
-            "Reduce risk: cut every position by {}%: gross {} ({}), net {}.",
-            dec(Goal::share(book.tol) * 100.0, 0),
-            usd(after.gross_usd),
-            lev(after.leverage),
-            usd(after.net_usd)
-        ),
-        Goal::RiskBudget => format!(
-            "Cut every position pro rata: gross {} ({}), net {}.",
-            usd(after.gross_usd),
-            lev(after.leverage),
-            usd(after.net_usd)
-        ),
+        Goal::LockGains | Goal::ReduceRisk | Goal::RiskBudget => {
+            let share = dec(Goal::share(book.tol) * 100.0, 0);
+            let what = match targets.goal {
+                Goal::LockGains => format!(
+                    "Lock in gains: take {share}% off each winning position, the rest stopped no worse than break-even"
+                ),
+                Goal::ReduceRisk => format!("Reduce risk: cut every position by {share}%"),
+                _ => "Cut every position pro rata".into(),
+            };
+            format!(
+                "{what}: gross {} ({}), net {}.",
+                usd(after.gross_usd),
+                lev(after.leverage),
+                usd(after.net_usd)
+            )
+        }
     };
     format!("{head} {tail}")
 }
