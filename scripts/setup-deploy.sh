@@ -4,4 +4,4 @@
 # with it (Kubernetes schemas, prometheus-operator CRD models, the PromQL parser).
 exec "$(dirname "$0")/pinned-venv.sh" .venv-deploy scripts/requirements-deploy.txt \
   "kubernetes-validate + prometheus-operator models + promql-parser, about 170 MB: every Kubernetes version's schemas" \
-  "import kubernetes_validate, promql_parser, cloudcoil.models.prometheus_operator.v1"
+  -c "import kubernetes_validate, promql_parser, cloudcoil.models.prometheus_operator.v1"
