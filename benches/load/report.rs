@@ -144,10 +144,12 @@ fn criterion_ns(name: &str) -> Option<f64> {
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    // Criterion names the directory after the benchmark's first 64 characters.
+    let dir: String = name.chars().take(64).collect();
     let text = std::fs::read_to_string(
         target
             .join("criterion")
-            .join(name)
+            .join(dir)
             .join("new/estimates.json"),
     )
     .ok()?;
@@ -258,8 +260,8 @@ pub(crate) fn write_results(generated: &str) -> Res<()> {
 
 /// The budget of issue 6, line by line with its verdict.
 fn budget(rows: &[Row], f: &Findings) -> String {
-    let decode = criterion_ns("decode + match + window check (v2 header)");
-    let recover = criterion_ns("EIP-712 digest + signature recovery");
+    // The whole local check of a payment header (decode, match, window, EIP-712 recovery).
+    let check = criterion_ns("decode + match + check (v2 header, window and signature recovery)");
     // Our processes only: the official sellers' rows watch the peer in the seller columns.
     let ours = || rows.iter().filter(|r| !r.name.contains("the official"));
     let peak_seller = ours().map(|r| r.cost.rss.0).max().unwrap_or(0);
@@ -273,17 +275,16 @@ fn budget(rows: &[Row], f: &Findings) -> String {
             );
         }
     }
-    match (decode, recover) {
-        (Some(d), Some(r)) => {
-            let per_core = 1e9 / (d + r);
+    match check {
+        Some(ns) => {
+            let per_core = 1e9 / ns;
             budget += &format!(
-                "| local verification ≥ 10 000/s per core | {per_core:.0}/s per core = 1 / (decode + match + window {:.1} µs + EIP-712 digest + recovery {:.1} µs), criterion means of `cargo bench --bench protocol` (one thread) | {} |\n",
-                d / 1000.0,
-                r / 1000.0,
+                "| local verification ≥ 10 000/s per core | {per_core:.0}/s per core = 1 / {:.1} µs (decode + match + window + EIP-712 recovery of a v2 header), the criterion mean of `cargo bench --bench protocol` (one thread) | {} |\n",
+                ns / 1000.0,
                 pass(per_core >= 10_000.0)
             );
         }
-        _ => {
+        None => {
             budget += "| local verification ≥ 10 000/s per core | not measured: run `cargo bench --bench protocol` first (`make bench-load` does) | **MISS** |\n";
         }
     }
