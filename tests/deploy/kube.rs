@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use serde_yaml::{Mapping, Value};
 use x402_sidecar::config;
 
+use super::port_of;
+
 const KUBE: &str = "deploy/kubernetes";
 
 fn root() -> PathBuf {
@@ -178,10 +180,6 @@ fn strs(v: &Value) -> Vec<&str> {
     seq(v).iter().map(|a| a.as_str().unwrap()).collect()
 }
 
-fn port_of(listen: &str) -> u64 {
-    listen.rsplit(':').next().unwrap().parse().unwrap()
-}
-
 fn named_port(c: &Value, name: &str) -> Option<u64> {
     seq(&c["ports"])
         .iter()
@@ -209,18 +207,12 @@ fn secrets() -> HashMap<String, Vec<String>> {
 fn secret_value(key: &str) -> String {
     if key.contains("PRIVATE_KEY") || key.starts_with("X402_SETTLER_KEY") {
         // A fixed, valid, non-devnet key per variable.
-        let h = x402_sidecar::util::hex(&sha256(key.as_bytes()));
-        format!("0x{h}")
+        format!("0x{}", x402_sidecar::util::sha256_hex(key.as_bytes()))
     } else if key == "password" {
         "3f6c2a9e0b7d41c8a5e2f0931b6d7c4e".into()
     } else {
         format!("an-operator-secret-for-{key}")
     }
-}
-
-fn sha256(b: &[u8]) -> Vec<u8> {
-    use sha2::Digest;
-    sha2::Sha256::digest(b).to_vec()
 }
 
 /// What an operator sets for a placeholder (`REPLACE_ME…`) in an env value.
