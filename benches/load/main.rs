@@ -21,13 +21,15 @@
 //! calls, 1000), `X402_LOAD_PAID_CONCURRENCY` (16), `X402_LOAD_SEQ` (one-client paid calls per
 //! scenario, 200), `X402_LOAD_BUYERS` (funded buyers signing the pre-signed payments, 8),
 //! `X402_LOAD_RATE` (open-loop rate of the forward path, 1000/s), `X402_LOAD_ONLY=batch` (only
-//! the batching comparison, its own block of RESULTS.md), `X402_LOAD_NO_WRITE` (print
+//! the batching comparison, its own block of RESULTS.md), `X402_LOAD_ONLY=402` (only the 402
+//! rows and their verdicts, printed), `X402_LOAD_NO_WRITE` (print
 //! only, leave RESULTS.md alone), `X402_LOAD_KEEP` (keep the temp dir with configs, logs and
 //! journals).
 
 mod flows;
 mod measure;
 mod phases;
+mod raw;
 mod report;
 mod scenarios;
 mod stack;
@@ -162,8 +164,21 @@ async fn run() -> Res<()> {
         };
     }
 
+    // `X402_LOAD_ONLY=402`: only the 402 rows (ours, with rate limits on, the official
+    // sellers) and their verdicts, printed.
+    if std::env::var("X402_LOAD_ONLY").is_ok_and(|v| v == "402") {
+        scenarios::unpaid(&mut c, &mut stack, dir.path()).await?;
+        scenarios::official_402(&mut c, &mut stack, dir.path()).await?;
+        println!(
+            "\n{}\n\n{}\n| budget | measured | verdict |\n| --- | --- | --- |\n{}",
+            report::machine(&load_at_start),
+            report::table(&c.rows),
+            report::the_402_path(&c.rows)
+        );
+        return Ok(());
+    }
     let forward = scenarios::forward(&mut c, &mut stack).await?;
-    let at_200 = scenarios::unpaid(&mut c, &mut stack).await?;
+    let at_200 = scenarios::unpaid(&mut c, &mut stack, dir.path()).await?;
     scenarios::official_402(&mut c, &mut stack, dir.path()).await?;
     let rounds = scenarios::paid_rounds(&mut c, &mut stack, dir.path()).await?;
     let presigned = scenarios::presigned(&mut c, &mut stack).await?;

@@ -214,7 +214,10 @@ where
     run
 }
 
-async fn collect(mut tasks: tokio::task::JoinSet<Tally>, window: Option<Duration>) -> Run {
+pub(crate) async fn collect(
+    mut tasks: tokio::task::JoinSet<Tally>,
+    window: Option<Duration>,
+) -> Run {
     let mut run = Run {
         elapsed: window.unwrap_or_default(),
         ..Run::default()

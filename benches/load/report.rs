@@ -9,6 +9,7 @@ use x402_sidecar::devkit::devnet;
 use x402_sidecar::util;
 
 use crate::measure::Run;
+use crate::scenarios::{LIMITED_402, OURS_402};
 use crate::watch::Cost;
 use crate::{Knobs, PRICE, Res};
 
@@ -310,25 +311,7 @@ fn budget(rows: &[Row], f: &Findings) -> String {
         f.at_200.1,
         pass(f.at_200.0 == 0)
     );
-    // The 402 path against the official sellers, same clients, same run (issue 17).
-    if let Some(ours) = find(rows, "402 path: unpaid", "") {
-        for (peer, goal) in [
-            ("402 path: the official Python", 20.0),
-            ("402 path: the official express", 10.0),
-        ] {
-            if let Some(theirs) = find(rows, peer, &ours.load) {
-                let ratio = ours.run.rate() / theirs.run.rate().max(1e-9);
-                budget += &format!(
-                    "| 402 path ≥ {goal:.0}× {} | ours {:.0}/s vs {:.0}/s at {} (×{ratio:.1}) | {} |\n",
-                    &peer["402 path: ".len()..],
-                    ours.run.rate(),
-                    theirs.run.rate(),
-                    ours.load,
-                    pass(ratio >= goal)
-                );
-            }
-        }
-    }
+    budget += &the_402_path(rows);
     let (p, c) = (&f.presigned, &f.chain);
     budget += &format!(
         "| paid path: zero errors; one transfer per 200 | {} errors in {} pre-signed paid calls; {} transfers to payTo on chain (each of {PRICE} units: {}) for {} paid 200s over the whole run | {} |\n",
@@ -340,6 +323,43 @@ fn budget(rows: &[Row], f: &Findings) -> String {
         pass(c.mismatch.is_none() && p.errors == 0)
     );
     budget
+}
+
+/// The 402 path's verdicts (issue 17): against the official sellers, same client, same run;
+/// and with rate limits on against off.
+pub(crate) fn the_402_path(rows: &[Row]) -> String {
+    let mut out = String::new();
+    let Some(ours) = find(rows, OURS_402, "") else {
+        return out;
+    };
+    for (peer, goal) in [
+        ("402 path: the official Python", 20.0),
+        ("402 path: the official express", 10.0),
+    ] {
+        if let Some(theirs) = find(rows, peer, &ours.load) {
+            let ratio = ours.run.rate() / theirs.run.rate().max(1e-9);
+            out += &format!(
+                "| 402 path ≥ {goal:.0}× {} | ours {:.0}/s vs {:.0}/s at {} (×{ratio:.1}) | {} |\n",
+                &peer["402 path: ".len()..],
+                ours.run.rate(),
+                theirs.run.rate(),
+                ours.load,
+                pass(ratio >= goal)
+            );
+        }
+    }
+    if let Some(limited) = find(rows, LIMITED_402, &ours.load) {
+        let drop = 1.0 - limited.run.rate() / ours.run.rate().max(1e-9);
+        out += &format!(
+            "| 402 path with rate limits on within 10 % of off | on {:.0}/s vs off {:.0}/s at {} ({:+.1} %) | {} |\n",
+            limited.run.rate(),
+            ours.run.rate(),
+            ours.load,
+            -drop * 100.0,
+            pass(drop <= 0.10)
+        );
+    }
+    out
 }
 
 /// The first row named `prefix…` at a load `load…`.

@@ -20,6 +20,7 @@ use x402_sidecar::devkit::world::Money;
 use crate::flows::{Floor, inprocess_settler, paid_200, settle_inprocess, via_flow, whole_flow};
 use crate::measure::{Run, counted, expect, open_loop, timed};
 use crate::phases::{Phases, add_phases, block, phase_mean, phase_means, phases};
+use crate::raw;
 use crate::report::{ChainCheck, Forward, Presigned, Rounds, Row, clients};
 use crate::stack::{Stack, otlp_sink, start_facilitator, start_seller};
 use crate::watch::{Cost, Pids, Watch, find_anvil, watched};
@@ -165,26 +166,28 @@ pub(crate) async fn forward(c: &mut Ctx, stack: &mut Stack) -> Res<Forward> {
     })
 }
 
-/// Unpaid POSTs of the seed request to `url` from `conc` clients, each answered 402; the
-/// processes of `pids` watched meanwhile.
-async fn unpaid_402(c: &Ctx, conc: usize, url: String, pids: &Pids) -> (Run, Cost) {
-    let (http, body) = (c.http.clone(), c.seed.clone());
-    watched(
-        pids,
-        timed(conc, c.warmup, c.measure, move || {
-            expect(
-                http.post(&url)
-                    .header("Content-Type", "application/json")
-                    .body(body.clone()),
-                402,
-            )
-        }),
-    )
-    .await
+/// Unpaid POSTs of the seed request to `url` from `conc` clients of the lean client
+/// ([`crate::raw`], the same for every seller compared), each answered 402; the processes of
+/// `pids` watched meanwhile.
+async fn unpaid_402(c: &Ctx, conc: usize, url: &str, pids: &Pids) -> Res<(Run, Cost)> {
+    let u = reqwest::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+    let addr = u
+        .socket_addrs(|| None)
+        .ok()
+        .and_then(|a| a.into_iter().next())
+        .ok_or_else(|| format!("{url}: no address"))?;
+    let req = raw::post_json(addr, u.path(), &c.seed);
+    let run = raw::timed(conc, c.warmup, c.measure, addr, req, 402);
+    Ok(watched(pids, run).await)
 }
 
+/// The name of our 402 rows (the budget compares the official sellers' rows with it).
+pub(crate) const OURS_402: &str = "402 path: unpaid `POST /x402` (seed StrategyRequest)";
+
 /// 2. The 402 path: unpaid POSTs of the seed StrategyRequest; (errors, answers) at 200 clients.
-pub(crate) async fn unpaid(c: &mut Ctx, stack: &mut Stack) -> Res<(u64, u64)> {
+///    Then the same at the run's concurrency on a seller with its rate limits on (`per_ip` set
+///    so high that no call is refused: what checking them costs).
+pub(crate) async fn unpaid(c: &mut Ctx, stack: &mut Stack, dir: &Path) -> Res<(u64, u64)> {
     let mut at_200 = (0u64, 0u64);
     for conc in [c.k.conc, 200] {
         say(format!(
@@ -193,12 +196,12 @@ pub(crate) async fn unpaid(c: &mut Ctx, stack: &mut Stack) -> Res<(u64, u64)> {
             c.k.warmup,
             c.k.secs
         ));
-        let (run, cost) = unpaid_402(c, conc, c.paid_url.clone(), &c.pids).await;
+        let (run, cost) = unpaid_402(c, conc, &c.paid_url, &c.pids).await?;
         if conc == 200 {
             at_200 = (run.error_count(), run.all);
         }
         c.rows.push(Row {
-            name: "402 path: unpaid `POST /x402` (seed StrategyRequest)".into(),
+            name: OURS_402.into(),
             load: clients(conc),
             run,
             cost,
@@ -206,8 +209,43 @@ pub(crate) async fn unpaid(c: &mut Ctx, stack: &mut Stack) -> Res<(u64, u64)> {
         });
         stack.alive()?;
     }
+    let key = x402_sidecar::evm::keys::DEV_KEYS[9].to_string();
+    let (mut limited, _) = start_seller(
+        dir,
+        "seller-limits",
+        &stack.upstream.url,
+        &stack.net,
+        key,
+        |n| {
+            n.limits_off = false;
+            n.per_ip = Some((1_000_000_000, 1));
+        },
+    )
+    .await?;
+    say(format!(
+        "402 path with rate limits on, {}, {}+{} s",
+        clients(c.k.conc),
+        c.k.warmup,
+        c.k.secs
+    ));
+    let pids = Pids {
+        seller: limited.pid(),
+        ..c.pids
+    };
+    let (run, cost) = unpaid_402(c, c.k.conc, &format!("{}/x402", limited.url), &pids).await?;
+    c.rows.push(Row {
+        name: LIMITED_402.into(),
+        load: clients(c.k.conc),
+        run,
+        cost,
+        note: "`inbound.limits` on, `per_ip` 10⁹/s: every call checked, none refused".into(),
+    });
+    limited.check_alive().map_err(|e| e.to_string())?;
     Ok(at_200)
 }
+
+/// The name of the 402 row with rate limits on.
+pub(crate) const LIMITED_402: &str = "402 path, rate limits on: unpaid `POST /x402`";
 
 /// 2b. The same 402 path on the official sellers, in the same run: the FastAPI
 ///     `payment_middleware` (one uvicorn worker) and `@x402/express`, both configured with a
@@ -254,7 +292,7 @@ pub(crate) async fn official_402(c: &mut Ctx, stack: &mut Stack, dir: &Path) -> 
             seller: peer.pid(),
             ..c.pids
         };
-        let (run, cost) = unpaid_402(c, conc, format!("{}/x402", peer.url), &pids).await;
+        let (run, cost) = unpaid_402(c, conc, &format!("{}/x402", peer.url), &pids).await?;
         c.rows.push(Row {
             name: name.into(),
             load: clients(conc),
@@ -307,7 +345,11 @@ async fn ablation(
 ) -> Res<Ablation> {
     let key = x402_sidecar::evm::keys::DEV_KEYS[key].to_string();
     let (upstream, net) = (&stack.upstream.url, &stack.net);
-    let (seller, admin) = start_seller(dir, name, upstream, net, key, audit, otlp).await?;
+    let (seller, admin) = start_seller(dir, name, upstream, net, key, |n| {
+        n.audit = audit;
+        n.otlp = otlp;
+    })
+    .await?;
     Ok(Ablation {
         url: format!("{}/x402", seller.url),
         admin: format!("http://127.0.0.1:{admin}"),
@@ -700,20 +742,14 @@ pub(crate) async fn batching(c: &mut Ctx, stack: &mut Stack, dir: &Path) -> Res<
         ),
     ] {
         let key = x402_sidecar::evm::keys::DEV_KEYS[key].to_string();
-        let (seller, _) = crate::stack::start_seller_batching(
-            dir,
-            if batch.is_some() {
-                "seller-batch"
-            } else {
-                "seller-single"
-            },
-            upstream,
-            net,
-            key,
-            true,
-            None,
-            batch,
-        )
+        let name_of = if batch.is_some() {
+            "seller-batch"
+        } else {
+            "seller-single"
+        };
+        let (seller, _) = start_seller(dir, name_of, upstream, net, key, |n| {
+            n.settlement.batch = batch;
+        })
         .await?;
         sides.push(Side {
             name,

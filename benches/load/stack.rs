@@ -10,7 +10,7 @@ use std::time::Duration;
 use alloy_signer_local::PrivateKeySigner;
 use x402_sidecar::devkit::devnet::{self, Devnet};
 use x402_sidecar::devkit::nodes::{
-    Breaker, BuyerNode, FacilitatorNode, Otlp, Retry, SellerEntry, SellerNode, Server,
+    Breaker, BuyerNode, FacilitatorNode, Retry, SellerEntry, SellerNode, Server,
 };
 use x402_sidecar::devkit::spawn::{self, Launch, Sidecar};
 use x402_sidecar::devkit::standin;
@@ -71,8 +71,7 @@ impl Stack {
             &upstream.url,
             &net,
             net.settler_key_hex(),
-            true,
-            None,
+            |_| {},
         )
         .await?;
         let buyer = start_buyer(dir, &seller.url, &net, &wallet).await?;
@@ -95,31 +94,16 @@ impl Stack {
     }
 }
 
-/// A seller sidecar in front of `upstream` settling with `settler_key`, with or without its
-/// audit journal, optionally exporting spans; returns it and its admin port.
+/// A seller sidecar in front of `upstream` settling with `settler_key`, its node as the rows
+/// use it (audit journal on, no rate limits), changed by `tweak` (no journal, OTLP export,
+/// batching, limits on); returns it and its admin port.
 pub(crate) async fn start_seller(
     dir: &Path,
     name: &str,
     upstream: &str,
     net: &Devnet,
     settler_key: String,
-    audit: bool,
-    otlp: Option<Otlp>,
-) -> Res<(Sidecar, u16)> {
-    start_seller_batching(dir, name, upstream, net, settler_key, audit, otlp, None).await
-}
-
-/// [`start_seller`], settling in batches (`batch: {window_ms, max_items}`) when given.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn start_seller_batching(
-    dir: &Path,
-    name: &str,
-    upstream: &str,
-    net: &Devnet,
-    settler_key: String,
-    audit: bool,
-    otlp: Option<Otlp>,
-    batch: Option<(u64, usize)>,
+    tweak: impl FnOnce(&mut SellerNode),
 ) -> Res<(Sidecar, u16)> {
     let (port, admin) = (free_port()?, free_port()?);
     let mut node = SellerNode::new(port, upstream, net, SETTLER_ENV);
@@ -130,12 +114,11 @@ pub(crate) async fn start_seller_batching(
     node.settlement.receipt_timeout_ms = Some(30_000);
     node.server = Some(Server::small());
     node.admin = Some(admin);
-    node.audit = audit;
-    node.otlp = otlp;
-    node.settlement.batch = batch;
+    node.audit = true;
     // One load generator on one address is, to the paywall, one abusive client: the rows
-    // measure the paywall without its rate limits.
+    // measure the paywall without its rate limits (the row that measures them says so).
     node.limits_off = true;
+    tweak(&mut node);
     let seller = launch(dir, name)
         .env(SETTLER_ENV, settler_key)
         .run(&node.yaml(), port)

@@ -231,7 +231,7 @@ fn dispatch(cli: Cli) -> Outcome {
         // The config decides whether spans are exported, so it is read before logs start.
         return run::run(config, cli.log_format);
     }
-    crate::telemetry::logs::init(cli.log_format == LogFormat::Json, None);
+    let _logs = crate::telemetry::logs::init(cli.log_format == LogFormat::Json, None, false);
     if matches!(
         cli.cmd,
         Cmd::CheckConfig { .. } | Cmd::Audit { .. } | Cmd::Ledger { .. } | Cmd::Sign { .. }

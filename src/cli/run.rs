@@ -34,7 +34,7 @@ pub(super) fn run(path: &Path, log_format: LogFormat) -> Outcome {
         Some(spec) => Some(Export::start(spec).map_err(failed("otlp"))?),
         None => None,
     };
-    logs::init(log_format == LogFormat::Json, export.as_ref());
+    let logs = logs::init(log_format == LogFormat::Json, export.as_ref(), true);
     if let (Some(_e), Some(spec)) = (&export, &r.otlp) {
         tracing::info!(endpoint = %redact_url(&spec.endpoint), service = %spec.service_name, sample_ratio = spec.sample_ratio, "exporting spans over OTLP/HTTP");
     }
@@ -42,6 +42,7 @@ pub(super) fn run(path: &Path, log_format: LogFormat) -> Outcome {
     if let Some(e) = export {
         e.shutdown();
     }
+    drop(logs);
     done
 }
 
@@ -184,7 +185,7 @@ fn add_seller(
     ));
     let mut svc =
         pingora_proxy::http_proxy_service_with_name(&server.configuration, paywall, "inbound");
-    svc.add_tcp(&seller.listen);
+    svc.add_listener(listener(&seller.listen));
     server.add_service(svc);
     tracing::info!(listen = %seller.listen, upstream = %seller.upstream.text, routes = seller.routes.len(), "inbound paywall listening");
     Ok((ready, reloader))
@@ -211,7 +212,7 @@ fn add_buyer(
         "outbound".to_string(),
         pingora_core::apps::http_app::HttpServer::new_app(payer),
     );
-    svc.add_tcp(&listen);
+    svc.add_listener(listener(&listen));
     server.add_service(svc);
     tracing::info!(%listen, sellers, %wallet, "outbound paying proxy listening");
     Ok(reloader)
@@ -237,10 +238,26 @@ fn add_facilitator(
         "facilitator".to_string(),
         pingora_core::apps::http_app::HttpServer::new_app(app),
     );
-    svc.add_tcp(&service.listen);
+    svc.add_listener(listener(&service.listen));
     server.add_service(svc);
     tracing::info!(listen = %service.listen, %networks, "facilitator listening: GET /supported, POST /verify, POST /settle");
     Ok(ready)
+}
+
+/// Bytes an answer may gather before they are sent: a whole 402 or JSON answer (headers of a
+/// few KB: the `PAYMENT-REQUIRED` challenge alone is one to two) leaves in one `send`, where
+/// pingora's default (one MSS, 1460 bytes) sends the header and the body apart. Streamed bodies
+/// are still flushed chunk by chunk, as pingora does.
+const WRITE_BUFFER: usize = 16 * 1024;
+
+/// A TCP listener on `addr` with [`WRITE_BUFFER`].
+fn listener(addr: &str) -> pingora_core::listeners::ListenerConfig {
+    pingora_core::listeners::ListenerConfig::tcp(addr).l4_buffer(
+        pingora_core::listeners::L4BufferSettings {
+            read: None,
+            write: Some(WRITE_BUFFER),
+        },
+    )
 }
 
 /// The settler keys' balances, read at start and every 30 s (one reader per network).

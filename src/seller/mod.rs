@@ -135,7 +135,14 @@ pub(crate) struct Paywall {
     /// [`challenge::KEEP`]: a challenge needs to be fresh per window, not per request (the
     /// EIP-3009 nonce already prevents replay), and building it is most of a 402's cost.
     challenges: moka::sync::Cache<(String, String, String), crate::http::Reply>,
+    /// Bodies that passed the `StrategyRequest` check, by their bytes (a hit compares the
+    /// whole body): a buyer that asks again, unpaid then paid, is not parsed twice, and a
+    /// flood of the same unpaid request costs one parse.
+    valid_bodies: moka::sync::Cache<bytes::Bytes, ()>,
 }
+
+/// Most bytes of request bodies kept in [`Paywall::valid_bodies`].
+const VALID_BODIES_BYTES: u64 = 8 * 1024 * 1024;
 
 /// The paywall's rate limits: unpaid calls per client IP, signed payments per payer.
 struct Limits {
@@ -211,6 +218,10 @@ impl Paywall {
             challenges: moka::sync::Cache::builder()
                 .max_capacity(challenge::KEPT)
                 .time_to_live(challenge::KEEP)
+                .build(),
+            valid_bodies: moka::sync::Cache::builder()
+                .max_capacity(VALID_BODIES_BYTES)
+                .weigher(|b: &bytes::Bytes, _| u32::try_from(b.len()).unwrap_or(u32::MAX))
                 .build(),
         })
     }

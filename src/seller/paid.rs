@@ -118,10 +118,12 @@ impl Paywall {
             }
             Err(BodyError::Unreadable) => return Err(None),
         };
-        if route.strategy_request
-            && !body.is_empty()
-            && let Err(details) = advisor::validate(&body)
-        {
+        if route.strategy_request && !body.is_empty() && !self.valid_bodies.contains_key(&body) {
+            let Err(details) = advisor::validate(&body) else {
+                // Its own copy: `body` may share a larger read buffer.
+                self.valid_bodies.insert(Bytes::copy_from_slice(&body), ());
+                return Ok(body);
+            };
             return Err(Some(Reply::json(
                 400,
                 &json!({

@@ -127,7 +127,6 @@ impl Paywall {
             payer = tracing::field::Empty,
             trace_id = tracing::field::Empty,
             model_call_id = tracing::field::Empty,
-            http.response.status_code = tracing::field::Empty,
         );
         if let Some(t) = crate::telemetry::trace_id(&s.req_header().headers) {
             span.record("trace_id", t.as_str());
@@ -152,7 +151,10 @@ impl Paywall {
         let _entered = span.enter();
         match answer {
             Some(reply) => {
-                span.record("http.response.status_code", reply.status);
+                // On the exported span only: recorded through `tracing`, a JSON log would
+                // format the span's fields again for a value no line inside it shows.
+                use tracing_opentelemetry::OpenTelemetrySpanExt;
+                span.set_attribute("http.response.status_code", i64::from(reply.status));
                 if let Err(e) = write(s, reply, &ctx.request_id).await {
                     info!(request_id = %ctx.request_id, "the buyer left before the answer was written: {e}");
                 }
