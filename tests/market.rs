@@ -27,7 +27,7 @@ use x402_sidecar::advisor::market::{
     self as market, ClientConfig, Market, MarketData, MarketError, Snapshot,
 };
 use x402_sidecar::advisor::response::{ActionKind, DecisionAction, Strategy};
-use x402_sidecar::advisor::{SEED_EXAMPLE, engine::advise_with};
+use x402_sidecar::advisor::{SEED_EXAMPLE, agree, engine::advise_with, model};
 use x402_sidecar::buyer::client;
 use x402_sidecar::http::server::{self, Request, Response};
 
@@ -526,6 +526,14 @@ fn no_suggested_trade_breaks_the_leverage_cap_or_uses_more_than_the_balance() {
             assert!(req.account.positions.len().max(2) >= req.account.positions.len() + opens_new);
         }
         assert_eq!(decisions(&s, &req).len(), s.actions.len());
+        // The engine's own words pass the check the model's must pass (same symbols, what it
+        // does with each, each symbol's own numbers).
+        let own = model::Words {
+            summary: s.summary.clone(),
+            steps: s.steps.clone(),
+            risk_notes: s.risk_notes.clone(),
+        };
+        assert_eq!(agree::check_agreement(&own, &s, &req), Ok(()), "{s:#?}");
     }
 }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use x402_sidecar::advisor::model::{self, ModelClient, ModelConfig, ModelError};
 use x402_sidecar::advisor::server::{self as advisor, Advisor, SECRET_HEADER};
-use x402_sidecar::advisor::{SEED_EXAMPLE, contract, engine};
+use x402_sidecar::advisor::{SEED_EXAMPLE, agree, contract, engine};
 
 const MODEL_ID: &str = "smollm2-135m";
 const SECRET: &str = "llm-test-secret-0123456789";
@@ -133,6 +133,52 @@ async fn a_real_model_answers_in_the_schema_and_its_failures_fall_back_to_the_en
         }
         Err(e) => panic!("unexpected failure against a healthy server: {e}"),
     }
+
+    // 1b. How often the real model's text is kept: over the seed and the recorded Hyperliquid
+    //     and Aster accounts, every kept text passed all three checks (structure, grounding,
+    //     agreement with the engine's actions); the rate is printed for the CI log.
+    let mut kept = Vec::new();
+    let mut outcomes = vec![out.result.clone()];
+    for name in ["hyperliquid_request", "aster_request"] {
+        let body = std::fs::read(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/golden")
+                .join(format!("{name}.json")),
+        )
+        .unwrap();
+        let r = contract::parse(&body).unwrap();
+        let engine_says = engine::advise(&r);
+        let o = c.word(&engine_says, &r, &format!("mc_llm_{name}")).await;
+        if let Ok(words) = &o.result {
+            kept.push((words.clone(), engine_says, r));
+        }
+        outcomes.push(o.result);
+    }
+    if let Ok(words) = &out.result {
+        kept.push((words.clone(), rules.clone(), req.clone()));
+    }
+    for (words, engine_says, r) in &kept {
+        let allowed = model::allowed_numbers(engine_says, r);
+        assert!(model::check_content(words, &allowed).is_ok());
+        assert_eq!(
+            agree::check_agreement(words, engine_says, r),
+            Ok(()),
+            "kept text that disagrees with the engine"
+        );
+    }
+    let why: Vec<String> = outcomes
+        .iter()
+        .map(|o| match o {
+            Ok(_) => "kept".to_string(),
+            Err(e) => e.code().to_string(),
+        })
+        .collect();
+    eprintln!(
+        "real model {MODEL_ID}: its text was kept for {} of {} requests ({})",
+        kept.len(),
+        outcomes.len(),
+        why.join(", ")
+    );
 
     // 2. Fallback, end to end over HTTP: replies cut at max_tokens → the engine's answer stands.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

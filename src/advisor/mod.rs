@@ -29,6 +29,7 @@
 //! assert!(advice.analysis.unwrap().after.leverage <= 3.0);
 //! ```
 
+pub mod agree;
 pub mod answer;
 pub mod contract;
 pub mod convert;
