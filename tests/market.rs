@@ -528,11 +528,7 @@ fn no_suggested_trade_breaks_the_leverage_cap_or_uses_more_than_the_balance() {
         assert_eq!(decisions(&s, &req).len(), s.actions.len());
         // The engine's own words pass the check the model's must pass (same symbols, what it
         // does with each, each symbol's own numbers).
-        let own = model::Words {
-            summary: s.summary.clone(),
-            steps: s.steps.clone(),
-            risk_notes: s.risk_notes.clone(),
-        };
+        let own = model::Words::of(&s);
         assert_eq!(agree::check_agreement(&own, &s, &req), Ok(()), "{s:#?}");
     }
 }

@@ -96,16 +96,47 @@ where
     Fut: Future<Output = Outcome> + Send + 'static,
 {
     let f = Arc::new(f);
+    timed_with(
+        conc,
+        warmup,
+        measure,
+        || (),
+        move |()| {
+            let call = f();
+            async move { ((), call.await) }
+        },
+    )
+    .await
+}
+
+/// [`timed`] with a state per worker (e.g. its own connection), made by `init` and handed to
+/// each call and back.
+pub(crate) async fn timed_with<S, I, F, Fut>(
+    conc: usize,
+    warmup: Duration,
+    measure: Duration,
+    init: I,
+    f: F,
+) -> Run
+where
+    S: Send + 'static,
+    I: Fn() -> S,
+    F: Fn(S) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = (S, Outcome)> + Send + 'static,
+{
+    let f = Arc::new(f);
     let start = Instant::now() + warmup;
     let end = start + measure;
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..conc {
         let f = f.clone();
+        let mut state = init();
         tasks.spawn(async move {
             let mut t: Tally = Default::default();
             while Instant::now() < end {
                 let s = Instant::now();
-                let r = f().await;
+                let (next, r) = f(state).await;
+                state = next;
                 let e = Instant::now();
                 t.2 += 1;
                 match r {
@@ -214,10 +245,7 @@ where
     run
 }
 
-pub(crate) async fn collect(
-    mut tasks: tokio::task::JoinSet<Tally>,
-    window: Option<Duration>,
-) -> Run {
+async fn collect(mut tasks: tokio::task::JoinSet<Tally>, window: Option<Duration>) -> Run {
     let mut run = Run {
         elapsed: window.unwrap_or_default(),
         ..Run::default()

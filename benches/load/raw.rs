@@ -7,12 +7,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::measure::{Outcome, Run, Tally, collect, micros, status_kind};
+use crate::measure::{Outcome, Run, status_kind, timed_with};
 
 /// The bytes of one `POST path` with a JSON body, keep-alive.
 pub(crate) fn post_json(addr: SocketAddr, path: &str, body: &[u8]) -> Arc<[u8]> {
@@ -183,30 +183,18 @@ pub(crate) async fn timed(
     req: Arc<[u8]>,
     want: u16,
 ) -> Run {
-    let start = Instant::now() + warmup;
-    let end = start + measure;
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..conc {
-        let req = req.clone();
-        tasks.spawn(async move {
-            let mut conn = Conn::new(addr);
-            let mut t: Tally = Default::default();
-            while Instant::now() < end {
-                let s = Instant::now();
+    timed_with(
+        conc,
+        warmup,
+        measure,
+        || Conn::new(addr),
+        move |mut conn: Conn| {
+            let req = req.clone();
+            async move {
                 let r = conn.exchange(&req, want).await;
-                let e = Instant::now();
-                t.2 += 1;
-                match r {
-                    Ok(()) if e >= start && e <= end => {
-                        t.0.push(micros(e - s));
-                        t.1 += 1;
-                    }
-                    Ok(()) => {}
-                    Err(k) => *t.3.entry(k).or_default() += 1,
-                }
+                (conn, r)
             }
-            t
-        });
-    }
-    collect(tasks, Some(measure)).await
+        },
+    )
+    .await
 }

@@ -9,7 +9,7 @@ use x402_sidecar::devkit::devnet;
 use x402_sidecar::util;
 
 use crate::measure::Run;
-use crate::scenarios::{LIMITED_402, OURS_402};
+use crate::scenarios::{LIMITED_402, OFF_402, OURS_402};
 use crate::watch::Cost;
 use crate::{Knobs, PRICE, Res};
 
@@ -348,12 +348,15 @@ pub(crate) fn the_402_path(rows: &[Row]) -> String {
             );
         }
     }
-    if let Some(limited) = find(rows, LIMITED_402, &ours.load) {
-        let drop = 1.0 - limited.run.rate() / ours.run.rate().max(1e-9);
+    if let (Some(limited), Some(off)) = (
+        find(rows, LIMITED_402, &ours.load),
+        find(rows, OFF_402, &ours.load),
+    ) {
+        let drop = 1.0 - limited.run.rate() / off.run.rate().max(1e-9);
         out += &format!(
-            "| 402 path with rate limits on within 10 % of off | on {:.0}/s vs off {:.0}/s at {} ({:+.1} %) | {} |\n",
+            "| 402 path with rate limits on within 10 % of off | on {:.0}/s vs off {:.0}/s at {}, alternating rounds ({:+.1} %) | {} |\n",
             limited.run.rate(),
-            ours.run.rate(),
+            off.run.rate(),
             ours.load,
             -drop * 100.0,
             pass(drop <= 0.10)

@@ -170,6 +170,17 @@ pub(crate) async fn forward(c: &mut Ctx, stack: &mut Stack) -> Res<Forward> {
 /// ([`crate::raw`], the same for every seller compared), each answered 402; the processes of
 /// `pids` watched meanwhile.
 async fn unpaid_402(c: &Ctx, conc: usize, url: &str, pids: &Pids) -> Res<(Run, Cost)> {
+    unpaid_402_for(c, conc, url, pids, c.measure).await
+}
+
+/// [`unpaid_402`], measured for `measure` (after the run's warm-up).
+async fn unpaid_402_for(
+    c: &Ctx,
+    conc: usize,
+    url: &str,
+    pids: &Pids,
+    measure: Duration,
+) -> Res<(Run, Cost)> {
     let u = reqwest::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
     let addr = u
         .socket_addrs(|| None)
@@ -177,7 +188,7 @@ async fn unpaid_402(c: &Ctx, conc: usize, url: &str, pids: &Pids) -> Res<(Run, C
         .and_then(|a| a.into_iter().next())
         .ok_or_else(|| format!("{url}: no address"))?;
     let req = raw::post_json(addr, u.path(), &c.seed);
-    let run = raw::timed(conc, c.warmup, c.measure, addr, req, 402);
+    let run = raw::timed(conc, c.warmup, measure, addr, req, 402);
     Ok(watched(pids, run).await)
 }
 
@@ -222,27 +233,59 @@ pub(crate) async fn unpaid(c: &mut Ctx, stack: &mut Stack, dir: &Path) -> Res<(u
         },
     )
     .await?;
+    // Off and on in alternating rounds on the same stretch of time: the machine's drift
+    // between two runs is as large as what is measured.
+    let conc = c.k.conc;
+    let round = Duration::from_secs(c.k.secs.div_ceil(ROUNDS as u64).max(1));
     say(format!(
-        "402 path with rate limits on, {}, {}+{} s",
-        clients(c.k.conc),
-        c.k.warmup,
-        c.k.secs
+        "402 path, rate limits off and on in {ROUNDS} alternating rounds, {}, {} s each",
+        clients(conc),
+        round.as_secs()
     ));
-    let pids = Pids {
-        seller: limited.pid(),
-        ..c.pids
-    };
-    let (run, cost) = unpaid_402(c, c.k.conc, &format!("{}/x402", limited.url), &pids).await?;
-    c.rows.push(Row {
-        name: LIMITED_402.into(),
-        load: clients(c.k.conc),
-        run,
-        cost,
-        note: "`inbound.limits` on, `per_ip` 10⁹/s: every call checked, none refused".into(),
-    });
+    let sides = [
+        (OFF_402, c.paid_url.clone(), c.pids),
+        (
+            LIMITED_402,
+            format!("{}/x402", limited.url),
+            Pids {
+                seller: limited.pid(),
+                ..c.pids
+            },
+        ),
+    ];
+    let mut merged: Vec<Option<(Run, Cost)>> = vec![None, None];
+    for _ in 0..ROUNDS {
+        for (i, (_, url, pids)) in sides.iter().enumerate() {
+            let (run, cost) = unpaid_402_for(c, conc, url, pids, round).await?;
+            match &mut merged[i] {
+                Some((r, k)) => {
+                    r.absorb(run);
+                    k.absorb(&cost);
+                }
+                slot => *slot = Some((run, cost)),
+            }
+        }
+    }
+    for ((name, _, _), m) in sides.iter().zip(merged) {
+        if let Some((run, cost)) = m {
+            c.rows.push(Row {
+                name: (*name).into(),
+                load: clients(conc),
+                run,
+                cost,
+                note: format!(
+                    "{ROUNDS} rounds of {} s, alternating; on: `inbound.limits` on, `per_ip` 10⁹/s (every call checked, none refused)",
+                    round.as_secs()
+                ),
+            });
+        }
+    }
     limited.check_alive().map_err(|e| e.to_string())?;
     Ok(at_200)
 }
+
+/// The name of the 402 row with rate limits off, interleaved with [`LIMITED_402`].
+pub(crate) const OFF_402: &str = "402 path, rate limits off (interleaved with on)";
 
 /// The name of the 402 row with rate limits on.
 pub(crate) const LIMITED_402: &str = "402 path, rate limits on: unpaid `POST /x402`";

@@ -8,15 +8,58 @@
 //! engine's own text passes by construction (its numbers are the facts).
 
 use super::contract::StrategyRequest;
-use super::model::{Words, numbers_in};
+use super::model::{Words, close_to, numbers_in};
 use super::response::{ActionKind, Strategy};
 
 /// Upper-case words a sentence may use that are not symbols.
 const NOT_SYMBOLS: &[&str] = &[
-    "USD", "USDC", "USDT", "ATR", "EMA", "SMA", "RSI", "MACD", "PNL", "TP", "SL", "OI", "API",
-    "APR", "APY", "UTC", "DEX", "CEX", "PERP", "ID", "OK", "NOTE", "RISK", "BUY", "SELL", "HOLD",
-    "LONG", "SHORT", "CLOSE", "REDUCE", "OPEN", "AND", "OR", "THE", "NO", "NOT", "IF", "ETF",
-    "USA", "EU", "GMT", "AM", "PM", "KYC", "IMPORTANT", "WARNING", "ALERT",
+    "USD",
+    "USDC",
+    "USDT",
+    "ATR",
+    "EMA",
+    "SMA",
+    "RSI",
+    "MACD",
+    "PNL",
+    "TP",
+    "SL",
+    "OI",
+    "API",
+    "APR",
+    "APY",
+    "UTC",
+    "DEX",
+    "CEX",
+    "PERP",
+    "ID",
+    "OK",
+    "NOTE",
+    "RISK",
+    "BUY",
+    "SELL",
+    "HOLD",
+    "LONG",
+    "SHORT",
+    "CLOSE",
+    "REDUCE",
+    "OPEN",
+    "AND",
+    "OR",
+    "THE",
+    "NO",
+    "NOT",
+    "IF",
+    "ETF",
+    "USA",
+    "EU",
+    "GMT",
+    "AM",
+    "PM",
+    "KYC",
+    "IMPORTANT",
+    "WARNING",
+    "ALERT",
 ];
 
 /// Quote suffixes a venue symbol may carry, so `BTCUSDT` and `BTC-PERP` may be written `BTC`.
@@ -41,15 +84,13 @@ fn way_of(word: &str) -> Option<Way> {
         "sell" | "selling" | "sold" => Way::Sell,
         "long" => Way::Long,
         "short" | "shorting" => Way::Short,
-        "add" | "adding" | "increase" | "increasing" | "open" | "opening" | "enter" | "entering"
-        | "accumulate" | "deploy" | "deploying" => Way::Add,
+        "add" | "adding" | "increase" | "increasing" | "open" | "opening" | "enter"
+        | "entering" | "accumulate" | "deploy" | "deploying" => Way::Add,
         "reduce" | "reducing" | "trim" | "trimming" | "cut" | "cutting" | "decrease"
         | "decreasing" | "lower" | "lowering" | "part" | "partial" | "partially" | "half" => {
             Way::Cut
         }
-        "close" | "closing" | "exit" | "exiting" | "flatten" | "unwind" | "liquidate" => {
-            Way::Close
-        }
+        "close" | "closing" | "exit" | "exiting" | "flatten" | "unwind" | "liquidate" => Way::Close,
         "hold" | "holding" | "keep" | "keeping" | "maintain" | "unchanged" => Way::Keep,
         _ => return None,
     })
@@ -114,10 +155,11 @@ fn contradiction(text: &str, kind: ActionKind) -> Option<String> {
             .map(str::to_string)
             .collect()
     };
-    let cut = words_of(&lower)
-        .iter()
-        .any(|w| way_of(w) == Some(Way::Cut));
-    for clause in lower.split([';', ',', ':', '!', '?']).flat_map(|c| c.split(". ")) {
+    let cut = words_of(&lower).iter().any(|w| way_of(w) == Some(Way::Cut));
+    for clause in lower
+        .split([';', ',', ':', '!', '?'])
+        .flat_map(|c| c.split(". "))
+    {
         let words = words_of(clause);
         for (i, w) in words.iter().enumerate() {
             let Some(way) = way_of(w) else { continue };
@@ -128,7 +170,10 @@ fn contradiction(text: &str, kind: ActionKind) -> Option<String> {
             let adjective = way == Way::Add
                 && w == "open"
                 && i > 0
-                && matches!(words[i - 1].as_str(), "the" | "an" | "your" | "its" | "this");
+                && matches!(
+                    words[i - 1].as_str(),
+                    "the" | "an" | "your" | "its" | "this"
+                );
             if !adjective && contradicts(kind, way, cut) {
                 return Some(w.clone());
             }
@@ -174,10 +219,6 @@ fn ticker_like(t: &str) -> bool {
         && letters >= 2
         && t.chars()
             .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '-')
-}
-
-fn close_to(x: f64, a: f64) -> bool {
-    (x - a).abs() <= (0.005 * a.abs()).max(0.005)
 }
 
 /// The engine's symbols with their numbers, and the numbers that belong to no one symbol.
@@ -279,28 +320,15 @@ pub fn check_agreement(
 ) -> Result<(), Vec<String>> {
     let (syms, shared) = facts(strategy, req);
     let mut problems = Vec::new();
-    let texts = std::iter::once(("summary".to_string(), &words.summary))
-        .chain(
-            words
-                .steps
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (format!("steps[{i}]"), s)),
-        )
-        .chain(
-            words
-                .risk_notes
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (format!("riskNotes[{i}]"), s)),
-        );
-    for (path, text) in texts {
+    for (path, text) in words.fields() {
         for t in tokens(text) {
             let known = syms
                 .iter()
                 .any(|s| s.names.iter().any(|n| n.eq_ignore_ascii_case(t)));
             if !known && ticker_like(t) && !NOT_SYMBOLS.contains(&t) {
-                problems.push(format!("`{path}` names {t}, which the engine does not trade"));
+                problems.push(format!(
+                    "`{path}` names {t}, which the engine does not trade"
+                ));
             }
         }
         let [one] = named(&syms, text)[..] else {
@@ -325,14 +353,21 @@ pub fn check_agreement(
                         "`{path}` gives {x} for {}, a number of {}",
                         s.symbol, o.symbol
                     ),
-                    None => format!("`{path}` gives {x} for {}, not one of its numbers", s.symbol),
+                    None => format!(
+                        "`{path}` gives {x} for {}, not one of its numbers",
+                        s.symbol
+                    ),
                 });
             }
         }
     }
-    let said: Vec<&String> = std::iter::once(&words.summary).chain(&words.steps).collect();
+    let said: Vec<&String> = std::iter::once(&words.summary)
+        .chain(&words.steps)
+        .collect();
     for s in syms.iter().filter(|s| s.kind != ActionKind::Hold) {
-        let mentioned = said.iter().any(|t| named(std::slice::from_ref(s), t).len() == 1);
+        let mentioned = said
+            .iter()
+            .any(|t| named(std::slice::from_ref(s), t).len() == 1);
         if !mentioned {
             problems.push(format!(
                 "the summary and steps never name {}, which the engine {}",
@@ -374,12 +409,7 @@ mod tests {
     #[test]
     fn the_engines_own_text_agrees() {
         let (req, s) = seed();
-        let own = Words {
-            summary: s.summary.clone(),
-            steps: s.steps.clone(),
-            risk_notes: s.risk_notes.clone(),
-        };
-        assert_eq!(check_agreement(&own, &s, &req), Ok(()));
+        assert_eq!(check_agreement(&Words::of(&s), &s, &req), Ok(()));
     }
 
     #[test]
@@ -406,7 +436,10 @@ mod tests {
             ],
         );
         let p = check_agreement(&w, &s, &req).unwrap_err();
-        assert!(p.iter().any(|p| p.contains("\"add\" for ETH-PERP")), "{p:?}");
+        assert!(
+            p.iter().any(|p| p.contains("\"add\" for ETH-PERP")),
+            "{p:?}"
+        );
         assert!(
             p.iter()
                 .any(|p| p.contains("0.128742 for BTC-PERP, a number of ETH-PERP")),
@@ -419,7 +452,11 @@ mod tests {
         // A held symbol is not bought; "do not add" is not an instruction to add.
         let w = words(
             "Do not add to BNB-PERP; hold the open BNB position.",
-            &["Reduce ETH by 0.128742.", "Reduce BTC by 0.445565.", "Buy BNB."],
+            &[
+                "Reduce ETH by 0.128742.",
+                "Reduce BTC by 0.445565.",
+                "Buy BNB.",
+            ],
         );
         let p = check_agreement(&w, &s, &req).unwrap_err();
         assert_eq!(p.len(), 1, "{p:?}");

@@ -106,6 +106,34 @@ pub struct Words {
     pub risk_notes: Vec<String>,
 }
 
+impl Words {
+    /// The engine's own words in `strategy` (what stands when the model's do not).
+    pub fn of(strategy: &Strategy) -> Words {
+        Words {
+            summary: strategy.summary.clone(),
+            steps: strategy.steps.clone(),
+            risk_notes: strategy.risk_notes.clone(),
+        }
+    }
+
+    /// Each text with its field's path (`summary`, `steps[i]`, `riskNotes[i]`), in order.
+    pub fn fields(&self) -> Vec<(String, &str)> {
+        let mut out = vec![("summary".to_string(), self.summary.as_str())];
+        for (i, s) in self.steps.iter().enumerate() {
+            out.push((format!("steps[{i}]"), s.as_str()));
+        }
+        for (i, s) in self.risk_notes.iter().enumerate() {
+            out.push((format!("riskNotes[{i}]"), s.as_str()));
+        }
+        out
+    }
+}
+
+/// Whether `x`, as written, is `a` (within 0.5 %, or 0.005 for small numbers: rounding).
+pub(crate) fn close_to(x: f64, a: f64) -> bool {
+    (x - a).abs() <= (0.005 * a.abs()).max(0.005)
+}
+
 /// Why the model's words were not used.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ModelError {
@@ -279,7 +307,8 @@ pub(crate) fn analysis_facts(strategy: &Strategy) -> String {
         let r = (x * 1e6).round() / 1e6;
         format!("{r}")
     };
-    let mut out = String::from("actions (write about these symbols only, each as the engine does it):\n");
+    let mut out =
+        String::from("actions (write about these symbols only, each as the engine does it):\n");
     for a in &strategy.actions {
         let what = match a.action {
             ActionKind::OpenLong => "open long",
@@ -458,22 +487,7 @@ pub fn check_shape(content: &str) -> Result<Words, Vec<String>> {
 /// number grounded in `allowed` (within 0.5 %, for rounding).
 pub fn check_content(words: &Words, allowed: &[f64]) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
-    let texts = std::iter::once(("summary".to_string(), &words.summary))
-        .chain(
-            words
-                .steps
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (format!("steps[{i}]"), s)),
-        )
-        .chain(
-            words
-                .risk_notes
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (format!("riskNotes[{i}]"), s)),
-        );
-    for (path, t) in texts {
+    for (path, t) in words.fields() {
         if t.chars().filter(|c| c.is_alphabetic()).count() < 3 {
             problems.push(format!("`{path}` is not a sentence"));
         }
@@ -497,9 +511,7 @@ pub fn check_content(words: &Words, allowed: &[f64]) -> Result<(), Vec<String>> 
         }
         let mut unknown: Vec<f64> = Vec::new();
         for x in numbers_in(t) {
-            let known = allowed
-                .iter()
-                .any(|a| (x - a).abs() <= (0.005 * a.abs()).max(0.005));
+            let known = allowed.iter().any(|a| close_to(x, *a));
             if !known && !unknown.contains(&x) {
                 unknown.push(x);
             }
@@ -714,8 +726,7 @@ impl ModelClient {
         let msgs = messages(strategy, req, &fence);
         let mut tries = Tries::default();
         let budget = self.cfg.timeout;
-        let result = match tokio::time::timeout(budget, self.ask(msgs, &facts, &mut tries)).await
-        {
+        let result = match tokio::time::timeout(budget, self.ask(msgs, &facts, &mut tries)).await {
             Ok(r) => r,
             Err(_) => Err(ModelError::Timeout(budget.as_millis() as u64)),
         };

@@ -244,17 +244,22 @@ fn add_facilitator(
     Ok(ready)
 }
 
-/// Bytes an answer may gather before they are sent: a whole 402 or JSON answer (headers of a
-/// few KB: the `PAYMENT-REQUIRED` challenge alone is one to two) leaves in one `send`, where
-/// pingora's default (one MSS, 1460 bytes) sends the header and the body apart. Streamed bodies
-/// are still flushed chunk by chunk, as pingora does.
-const WRITE_BUFFER: usize = 16 * 1024;
+/// Bytes an answer may gather before they are sent: a whole 402 (headers of a few KB: the
+/// `PAYMENT-REQUIRED` challenge alone is one to two, the body as much) leaves in one `send`,
+/// where pingora's default (one MSS, 1460 bytes) sends the header and the body apart. Streamed
+/// bodies are still flushed chunk by chunk, as pingora does.
+const WRITE_BUFFER: usize = 8 * 1024;
 
-/// A TCP listener on `addr` with [`WRITE_BUFFER`].
+/// Bytes read from a connection at a time: pingora's default is 64 KiB per connection, held
+/// for as long as it is open; a request to the sidecar is a few KB (bodies are capped by
+/// `inbound.max_body_bytes` and read in as many reads as they need).
+const READ_BUFFER: usize = 16 * 1024;
+
+/// A TCP listener on `addr` with [`READ_BUFFER`] and [`WRITE_BUFFER`].
 fn listener(addr: &str) -> pingora_core::listeners::ListenerConfig {
     pingora_core::listeners::ListenerConfig::tcp(addr).l4_buffer(
         pingora_core::listeners::L4BufferSettings {
-            read: None,
+            read: Some(READ_BUFFER),
             write: Some(WRITE_BUFFER),
         },
     )
