@@ -361,14 +361,13 @@ pub fn check_agreement(
             }
         }
     }
-    let said: Vec<&String> = std::iter::once(&words.summary)
+    // The symbols the summary and steps name, found once.
+    let said: Vec<usize> = std::iter::once(&words.summary)
         .chain(&words.steps)
+        .flat_map(|t| named(&syms, t))
         .collect();
-    for s in syms.iter().filter(|s| s.kind != ActionKind::Hold) {
-        let mentioned = said
-            .iter()
-            .any(|t| named(std::slice::from_ref(s), t).len() == 1);
-        if !mentioned {
+    for (i, s) in syms.iter().enumerate() {
+        if s.kind != ActionKind::Hold && !said.contains(&i) {
             problems.push(format!(
                 "the summary and steps never name {}, which the engine {}",
                 s.symbol,
